@@ -1,0 +1,565 @@
+//! A fault-injecting HTTP proxy to put between an S3 client and Garage.
+//!
+//! Each request is forwarded unchanged (the `Host` header too, so SigV4 signatures still
+//! verify) unless, with probability [`Faults::rate`], the proxy injects one fault drawn from
+//! [`Faults::kinds`] with a seeded random generator:
+//!
+//! * [`FaultKind::Status500`] / [`FaultKind::Status503`]: the request body is read and an S3
+//!   `InternalError` / `SlowDown` answer comes back; nothing reaches the server;
+//! * [`FaultKind::ResetMidBody`]: an upload is cut after half its body; a download is
+//!   answered with half of the server's body and then the connection is reset (SO_LINGER 0);
+//!   a request with neither body is dropped without an answer;
+//! * [`FaultKind::Latency`]: the request is forwarded after [`Faults::latency`].
+//!
+//! Every request is counted by kind (PUT, GET, HEAD, LIST = GET on the bucket, DELETE, POST),
+//! faulted ones included, so benchmarks can report what a client really sent. The proxy runs
+//! on its own thread and runtime, usable from sync and async tests alike, and stops on drop.
+//!
+//! Paths under `/__faultproxy/` are the proxy's own controls (not forwarded, not counted):
+//! `counts` (JSON), `reset` (zero the counters), `faults?rate=R&seed=S&latency_ms=M`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = BoxBody<Bytes, BoxError>;
+
+/// One kind of injected fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// Answer `500 InternalError`.
+    Status500,
+    /// Answer `503 SlowDown`.
+    Status503,
+    /// Reset the connection halfway through the request's or the response's body.
+    ResetMidBody,
+    /// Forward after a delay.
+    Latency,
+}
+
+/// What the proxy injects, and how often.
+#[derive(Debug, Clone)]
+pub struct Faults {
+    /// Probability that a request gets a fault, 0.0..=1.0.
+    pub rate: f64,
+    /// The faults to draw from (uniformly).
+    pub kinds: Vec<FaultKind>,
+    /// Delay of a [`FaultKind::Latency`] fault.
+    pub latency: Duration,
+    /// Seed of the random generator (same seed, same requests: same faults).
+    pub seed: u64,
+}
+
+impl Faults {
+    /// No faults: a counting pass-through.
+    pub fn none() -> Faults {
+        Faults {
+            rate: 0.0,
+            kinds: Vec::new(),
+            latency: Duration::ZERO,
+            seed: 0,
+        }
+    }
+
+    /// Every kind of fault at `rate`, with 200 ms of added latency.
+    pub fn mixed(rate: f64, seed: u64) -> Faults {
+        Faults {
+            rate,
+            kinds: vec![
+                FaultKind::Status500,
+                FaultKind::Status503,
+                FaultKind::ResetMidBody,
+                FaultKind::Latency,
+            ],
+            latency: Duration::from_millis(200),
+            seed,
+        }
+    }
+
+    /// Only `kind`, at `rate`.
+    pub fn only(kind: FaultKind, rate: f64, seed: u64) -> Faults {
+        Faults {
+            rate,
+            kinds: vec![kind],
+            latency: Duration::from_millis(200),
+            seed,
+        }
+    }
+}
+
+/// Requests seen by the proxy, by kind, and faults injected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestCounts {
+    pub put: u64,
+    pub get: u64,
+    pub head: u64,
+    pub list: u64,
+    pub delete: u64,
+    pub post: u64,
+    pub other: u64,
+    /// Faults injected (all kinds).
+    pub faults: u64,
+    /// Of which 500/503 answers.
+    pub status_faults: u64,
+    /// Of which connection resets.
+    pub resets: u64,
+    /// Of which delays.
+    pub delays: u64,
+}
+
+impl RequestCounts {
+    /// All requests.
+    pub fn total(&self) -> u64 {
+        self.put + self.get + self.head + self.list + self.delete + self.post + self.other
+    }
+
+    /// The requests counted between `earlier` and `self`.
+    pub fn since(&self, earlier: &RequestCounts) -> RequestCounts {
+        RequestCounts {
+            put: self.put - earlier.put,
+            get: self.get - earlier.get,
+            head: self.head - earlier.head,
+            list: self.list - earlier.list,
+            delete: self.delete - earlier.delete,
+            post: self.post - earlier.post,
+            other: self.other - earlier.other,
+            faults: self.faults - earlier.faults,
+            status_faults: self.status_faults - earlier.status_faults,
+            resets: self.resets - earlier.resets,
+            delays: self.delays - earlier.delays,
+        }
+    }
+
+    /// As a JSON object.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "put": self.put, "get": self.get, "head": self.head, "list": self.list,
+            "delete": self.delete, "post": self.post, "other": self.other,
+            "faults": self.faults, "statusFaults": self.status_faults,
+            "resets": self.resets, "delays": self.delays,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    put: AtomicU64,
+    get: AtomicU64,
+    head: AtomicU64,
+    list: AtomicU64,
+    delete: AtomicU64,
+    post: AtomicU64,
+    other: AtomicU64,
+    faults: AtomicU64,
+    status_faults: AtomicU64,
+    resets: AtomicU64,
+    delays: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> RequestCounts {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RequestCounts {
+            put: l(&self.put),
+            get: l(&self.get),
+            head: l(&self.head),
+            list: l(&self.list),
+            delete: l(&self.delete),
+            post: l(&self.post),
+            other: l(&self.other),
+            faults: l(&self.faults),
+            status_faults: l(&self.status_faults),
+            resets: l(&self.resets),
+            delays: l(&self.delays),
+        }
+    }
+
+    fn reset(&self) {
+        for c in [
+            &self.put,
+            &self.get,
+            &self.head,
+            &self.list,
+            &self.delete,
+            &self.post,
+            &self.other,
+            &self.faults,
+            &self.status_faults,
+            &self.resets,
+            &self.delays,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+struct Injector {
+    faults: Faults,
+    rng: StdRng,
+}
+
+struct State {
+    upstream: String,
+    client: Client<HttpConnector, Body>,
+    counters: Counters,
+    injector: Mutex<Injector>,
+}
+
+impl State {
+    fn draw(&self) -> Option<(FaultKind, Duration)> {
+        let mut injector = self.injector.lock().unwrap_or_else(|p| p.into_inner());
+        let Injector { faults, rng } = &mut *injector;
+        if faults.kinds.is_empty() || faults.rate <= 0.0 {
+            return None;
+        }
+        if !rng.gen_bool(faults.rate.min(1.0)) {
+            return None;
+        }
+        let kind = faults.kinds[rng.gen_range(0..faults.kinds.len())];
+        Some((kind, faults.latency))
+    }
+
+    fn set_faults(&self, faults: Faults) {
+        let mut injector = self.injector.lock().unwrap_or_else(|p| p.into_inner());
+        injector.rng = StdRng::seed_from_u64(faults.seed);
+        injector.faults = faults;
+    }
+}
+
+/// A running proxy; stops when dropped.
+pub struct FaultProxy {
+    addr: SocketAddr,
+    state: Arc<State>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for FaultProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultProxy")
+            .field("addr", &self.addr)
+            .field("upstream", &self.state.upstream)
+            .finish()
+    }
+}
+
+impl FaultProxy {
+    /// Starts a proxy on a free loopback port forwarding to `upstream` (`host:port`).
+    pub fn start(upstream: &str, faults: Faults) -> std::io::Result<FaultProxy> {
+        Self::start_on("127.0.0.1:0", upstream, faults)
+    }
+
+    /// Starts a proxy listening on `listen` (`host:port`, port 0 for any).
+    pub fn start_on(listen: &str, upstream: &str, faults: Faults) -> std::io::Result<FaultProxy> {
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = std::net::TcpListener::bind(listen)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("fault-proxy")
+            .enable_all()
+            .build()?;
+        let state = {
+            let _guard = runtime.enter();
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            Arc::new(State {
+                upstream,
+                client: Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(30))
+                    .build(connector),
+                counters: Counters::default(),
+                injector: Mutex::new(Injector {
+                    rng: StdRng::seed_from_u64(faults.seed),
+                    faults,
+                }),
+            })
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let thread_state = Arc::clone(&state);
+        let thread = std::thread::Builder::new()
+            .name("fault-proxy-accept".into())
+            .spawn(move || {
+                runtime.block_on(accept_loop(listener, thread_state, rx));
+                runtime.shutdown_background();
+            })?;
+        Ok(FaultProxy {
+            addr,
+            state,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The address clients connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Replaces the fault settings (and reseeds the generator).
+    pub fn set_faults(&self, faults: Faults) {
+        self.state.set_faults(faults);
+    }
+
+    /// The requests counted so far.
+    pub fn counts(&self) -> RequestCounts {
+        self.state.counters.snapshot()
+    }
+
+    /// Zeroes the counters.
+    pub fn reset_counts(&self) {
+        self.state.counters.reset();
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    state: Arc<State>,
+    mut shutdown: tokio::sync::oneshot::Receiver<()>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("fault proxy: cannot listen: {e}");
+            return;
+        }
+    };
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        // Closing with SO_LINGER 0 makes an injected abort a real TCP reset.
+        let _ = stream.set_zero_linger();
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&state), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Put,
+    Get,
+    Head,
+    List,
+    Delete,
+    Post,
+    Other,
+}
+
+fn classify(req: &Request<Incoming>) -> Kind {
+    match *req.method() {
+        Method::PUT => Kind::Put,
+        Method::HEAD => Kind::Head,
+        Method::DELETE => Kind::Delete,
+        Method::POST => Kind::Post,
+        Method::GET => {
+            let query = req.uri().query().unwrap_or("");
+            let path = req.uri().path().trim_matches('/');
+            if query.contains("list-type") || !path.contains('/') {
+                Kind::List
+            } else {
+                Kind::Get
+            }
+        }
+        _ => Kind::Other,
+    }
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+fn injected() -> BoxError {
+    "fault proxy: injected connection reset".into()
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, BoxError> {
+    if let Some(control) = req.uri().path().strip_prefix("/__faultproxy/") {
+        return Ok(control_request(
+            &state,
+            control,
+            req.uri().query().unwrap_or(""),
+        ));
+    }
+    let counters = &state.counters;
+    match classify(&req) {
+        Kind::Put => Counters::bump(&counters.put),
+        Kind::Get => Counters::bump(&counters.get),
+        Kind::Head => Counters::bump(&counters.head),
+        Kind::List => Counters::bump(&counters.list),
+        Kind::Delete => Counters::bump(&counters.delete),
+        Kind::Post => Counters::bump(&counters.post),
+        Kind::Other => Counters::bump(&counters.other),
+    }
+    let fault = state.draw();
+    if fault.is_some() {
+        Counters::bump(&counters.faults);
+    }
+    match fault {
+        None => forward(&state, req).await,
+        Some((FaultKind::Latency, delay)) => {
+            Counters::bump(&counters.delays);
+            tokio::time::sleep(delay).await;
+            forward(&state, req).await
+        }
+        Some((kind @ (FaultKind::Status500 | FaultKind::Status503), _)) => {
+            Counters::bump(&counters.status_faults);
+            // Take the whole request, as a server that fails after receiving it would.
+            let _ = req.into_body().collect().await;
+            let (status, code) = if kind == FaultKind::Status500 {
+                (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, "SlowDown")
+            };
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the s3mover test proxy</Message></Error>"
+            );
+            Ok(Response::builder()
+                .status(status)
+                .header("content-type", "application/xml")
+                .body(full(body))?)
+        }
+        Some((FaultKind::ResetMidBody, _)) => {
+            Counters::bump(&counters.resets);
+            reset_mid_body(&state, req).await
+        }
+    }
+}
+
+async fn forward(state: &State, req: Request<Incoming>) -> Result<Response<Body>, BoxError> {
+    let (mut parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    parts.uri = format!("http://{}{}", state.upstream, path).parse()?;
+    let request = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
+    let response = state.client.request(request).await?;
+    let (parts, body) = response.into_parts();
+    Ok(Response::from_parts(
+        parts,
+        body.map_err(BoxError::from).boxed(),
+    ))
+}
+
+async fn reset_mid_body(state: &State, req: Request<Incoming>) -> Result<Response<Body>, BoxError> {
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    if declared > 0 {
+        // Cut the upload: read half of it, then abort the connection.
+        let mut body = req.into_body();
+        let mut seen = 0u64;
+        while seen < declared / 2 {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    seen += frame.data_ref().map(|d| d.len() as u64).unwrap_or(0);
+                }
+                _ => break,
+            }
+        }
+        return Err(injected());
+    }
+    // Cut the download: forward, then send half of the answer and abort.
+    let response = forward(state, req).await?;
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await?.to_bytes();
+    if bytes.len() < 2 {
+        return Err(injected());
+    }
+    let half = bytes.slice(..bytes.len() / 2);
+    let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![Ok(Frame::data(half)), Err(injected())];
+    let stream = StreamBody::new(futures::stream::iter(frames));
+    Ok(Response::from_parts(parts, BodyExt::boxed(stream)))
+}
+
+fn control_request(state: &State, control: &str, query: &str) -> Response<Body> {
+    let params: Vec<(&str, &str)> = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .collect();
+    let param = |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+    let body = match control {
+        "counts" => state.counters.snapshot().to_json().to_string(),
+        "reset" => {
+            state.counters.reset();
+            "{}".to_string()
+        }
+        "faults" => {
+            let rate = param("rate").and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            let seed = param("seed").and_then(|v| v.parse().ok()).unwrap_or(1);
+            let mut faults = Faults::mixed(rate, seed);
+            if let Some(ms) = param("latency_ms").and_then(|v| v.parse().ok()) {
+                faults.latency = Duration::from_millis(ms);
+            }
+            state.set_faults(faults);
+            "{}".to_string()
+        }
+        _ => {
+            return Response::builder()
+                .status(StatusCode::NOT_FOUND)
+                .body(full("unknown control; use counts, reset or faults"))
+                .unwrap_or_else(|_| Response::new(full("")))
+        }
+    };
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(full(body))
+        .unwrap_or_else(|_| Response::new(full("")))
+}
