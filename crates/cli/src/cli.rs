@@ -1,0 +1,283 @@
+//! Command-line flags (the contract other tools call) and exit codes.
+//!
+//! Exit codes:
+//! - 0: success
+//! - 1: the operation failed (storage, I/O, not a repository, …)
+//! - 2: bad usage or input (flags, ranges file, target too small, no such backup)
+//! - 3: integrity problem: missing or corrupt data was found
+//! - 4: wrong or missing password
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use s3mover_engine::Error as EngineError;
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: the operation failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: bad usage or input.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: missing or corrupt data found.
+pub const EXIT_INTEGRITY: u8 = 3;
+/// Exit code: wrong or missing password.
+pub const EXIT_AUTH: u8 = 4;
+
+/// Back up block volumes to object storage, incrementally, and restore them byte-exact.
+#[derive(Debug, Parser)]
+#[command(
+    name = "s3mover",
+    version,
+    about,
+    long_about = "Back up block volumes (Kubernetes block-mode PVCs, block devices, disk images) to object \
+storage, incrementally, and restore them byte-exact.\n\n\
+A repository is a directory or an S3 bucket prefix. Backups are encrypted by default; every backup \
+restores on its own, and an incremental costs what changed, not the volume size.\n\n\
+Quick start:\n  export S3MOVER_REPO=/srv/backups S3MOVER_PASSWORD=secret\n  s3mover init\n  \
+s3mover backup /dev/vdb --volume db\n  s3mover backup /dev/vdb --volume db --changed-ranges changes.json\n  \
+s3mover restore latest --volume db --target /dev/vdc\n\n\
+Exit status: 0 success, 1 failure, 2 bad usage or input, 3 missing or corrupt data found, 4 wrong or missing password.",
+    after_help = "Run `s3mover demo` to see a full, incremental and restore on a scratch image."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Repository: a path, file:///path, or s3://bucket/prefix.
+    #[arg(long, global = true, env = "S3MOVER_REPO", value_name = "URL")]
+    pub repo: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// PEM file of extra CA certificates to trust for an S3 endpoint.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Accept any TLS certificate from the S3 endpoint (testing only).
+    #[arg(long, global = true)]
+    pub insecure_skip_tls_verify: bool,
+    /// Read the repository password from this file (first line).
+    #[arg(
+        long,
+        global = true,
+        env = "S3MOVER_PASSWORD_FILE",
+        value_name = "FILE"
+    )]
+    pub password_file: Option<PathBuf>,
+}
+
+/// `-o` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON document on stdout.
+    Json,
+    /// A table (same as text where a command has no table).
+    Table,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a repository (encrypted unless --insecure-no-encryption).
+    Init(InitArgs),
+    /// Back up a block device or image file.
+    Backup(BackupArgs),
+    /// List backups.
+    Backups(BackupsArgs),
+    /// Show one backup in detail.
+    Show(ShowArgs),
+    /// Restore a backup to a block device or a file.
+    Restore(RestoreArgs),
+    /// Check that backups are complete and, with --read-data, undamaged.
+    Verify(VerifyArgs),
+    /// Run a self-contained demonstration in a temporary directory.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Bytes per chunk (e.g. 64K, 128KiB, 1M): the unit of change tracking and deduplication.
+    /// Smaller chunks upload less per small change; larger ones mean smaller metadata.
+    #[arg(long, default_value = "64K", value_parser = parse_size)]
+    pub chunk_size: u64,
+    /// Create a repository without encryption. Anyone who can read the store can read the data.
+    #[arg(long)]
+    pub insecure_no_encryption: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Block device or image file to back up.
+    pub source: PathBuf,
+    /// Name of the volume (backups of one volume form its history).
+    #[arg(long)]
+    pub volume: String,
+    /// Backup to build on: latest (of this volume), none (full backup), or an id.
+    #[arg(long, default_value = "latest")]
+    pub parent: String,
+    /// Ranges-file JSON of what changed since the parent; only those ranges are read.
+    #[arg(long, value_name = "FILE", conflicts_with = "allocated_ranges")]
+    pub changed_ranges: Option<PathBuf>,
+    /// Ranges-file JSON of the allocated ranges; only those are read, the rest is zero.
+    #[arg(long, value_name = "FILE")]
+    pub allocated_ranges: Option<PathBuf>,
+    /// KEY=VALUE tag to record (repeatable).
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    pub tags: Vec<String>,
+    /// Packs uploading at once.
+    #[arg(long, default_value_t = 4)]
+    pub upload_concurrency: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupsArgs {
+    /// Only backups of this volume.
+    #[arg(long)]
+    pub volume: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Backup id, unique id prefix, or `latest` (with --volume).
+    pub backup: String,
+    /// Volume, for `latest`.
+    #[arg(long)]
+    pub volume: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Backup id, unique id prefix, or `latest` (with --volume).
+    pub backup: String,
+    /// Block device or file to restore to. A file is created sparse.
+    #[arg(long)]
+    pub target: PathBuf,
+    /// Volume, for `latest` (and as a check for ids).
+    #[arg(long)]
+    pub volume: Option<String>,
+    /// The target device already reads as zeros: do not zero the empty parts.
+    #[arg(long)]
+    pub assume_zeroed: bool,
+    /// Replace an existing non-empty target file.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Ranged reads in flight.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Backups to verify (ids or prefixes); all when none are given.
+    pub backups: Vec<String>,
+    /// Read and hash-check every chunk.
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub read_data: bool,
+    /// Read a part of the data: a percentage like 5% (rotating daily, so a daily run covers
+    /// everything in 100/PCT days).
+    #[arg(long, value_name = "PCT")]
+    pub read_data_subset: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the demo's files in this directory instead of a temporary one.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// Parses sizes like 65536, 64K, 64KiB, 1M, 1MiB, 2G.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: u64 = number.parse().map_err(|_| {
+        format!("{text:?} is not a size; use a number with an optional K, M or G suffix")
+    })?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {text:?}; use K, M, G or T"
+            ))
+        }
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("size {text:?} is too large"))
+}
+
+fn parse_tag(text: &str) -> Result<String, String> {
+    match text.split_once('=') {
+        Some((key, _)) if !key.is_empty() => Ok(text.to_string()),
+        _ => Err(format!("tag {text:?} must look like KEY=VALUE")),
+    }
+}
+
+/// Maps an error to the documented exit code.
+pub fn exit_code_for(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        if let Some(engine) = cause.downcast_ref::<EngineError>() {
+            return match engine {
+                EngineError::Invalid(_) | EngineError::NoSuchBackup(_) => EXIT_USAGE,
+                EngineError::Corrupt(_) | EngineError::Missing(_) => EXIT_INTEGRITY,
+                EngineError::PasswordRequired => EXIT_AUTH,
+                EngineError::Crypto(s3mover_engine::crypto::CryptoError::WrongPassword(_)) => {
+                    EXIT_AUTH
+                }
+                _ => EXIT_FAILED,
+            };
+        }
+        if cause
+            .downcast_ref::<crate::password::PasswordError>()
+            .is_some()
+        {
+            return EXIT_AUTH;
+        }
+    }
+    EXIT_FAILED
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("K").is_err());
+    }
+
+    #[test]
+    fn flags_parse() {
+        Cli::command_for_tests();
+    }
+
+    impl Cli {
+        fn command_for_tests() {
+            use clap::CommandFactory;
+            Cli::command().debug_assert();
+        }
+    }
+}

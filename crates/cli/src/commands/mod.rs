@@ -1,0 +1,56 @@
+//! One module per command; each turns parsed flags into an engine call and prints the result.
+
+mod backup;
+mod demo;
+mod init;
+mod list;
+mod restore;
+mod verify;
+
+use anyhow::{Context, Result};
+use s3mover_engine::storage::{open_store, StoreOptions};
+use s3mover_engine::Repository;
+
+use crate::cli::{Cli, Command, GlobalArgs};
+
+/// Runs the command; returns the exit code for non-error outcomes (e.g. verify problems).
+pub async fn run(cli: Cli) -> Result<u8> {
+    let global = &cli.global;
+    match &cli.command {
+        Command::Init(args) => init::run(global, args).await,
+        Command::Backup(args) => backup::run(global, args).await,
+        Command::Backups(args) => list::backups(global, args).await,
+        Command::Show(args) => list::show(global, args).await,
+        Command::Restore(args) => restore::run(global, args).await,
+        Command::Verify(args) => verify::run(global, args).await,
+        Command::Demo(args) => demo::run(global, args).await,
+    }
+}
+
+/// The repository URL from `--repo` / `S3MOVER_REPO`.
+pub fn repo_url(global: &GlobalArgs) -> Result<&str> {
+    global
+        .repo
+        .as_deref()
+        .filter(|r| !r.is_empty())
+        .context("no repository given: pass --repo URL or set S3MOVER_REPO")
+}
+
+/// Store settings from the global flags.
+pub fn store_options(global: &GlobalArgs, create: bool) -> StoreOptions {
+    StoreOptions {
+        create,
+        ca_cert: global.ca_cert.clone(),
+        insecure_skip_tls_verify: global.insecure_skip_tls_verify,
+        ..StoreOptions::default()
+    }
+}
+
+/// Opens the repository named by the global flags, with the password from its sources.
+pub async fn open_repository(global: &GlobalArgs) -> Result<Repository> {
+    let url = repo_url(global)?;
+    let store = open_store(url, &store_options(global, false))?;
+    let password = crate::password::resolve(global.password_file.as_deref())?;
+    let repo = Repository::open(store, password.as_ref().map(|p| p.as_str())).await?;
+    Ok(repo)
+}

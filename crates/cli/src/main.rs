@@ -1,0 +1,50 @@
+//! `s3mover`: the command line over the backup engine.
+//!
+//! This crate only parses flags, resolves passwords and repository URLs, shows progress and
+//! prints results; the work is in `s3mover-engine` (and `s3mover-cbt` for change tracking).
+//! Exit codes are documented in `cli.rs` and the README.
+
+mod cli;
+mod commands;
+mod output;
+mod password;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    output::init_logging(cli.global.verbose, cli.global.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("s3mover: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            let code = cli::exit_code_for(&error);
+            eprintln!("s3mover: {}", one_line(&error));
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,653 @@
+//! Backing up a volume: change source → slot bitmap → read and hash → deduplicate against the
+//! parent → pack and upload → build the tree → commit the manifest.
+//!
+//! Reads run ahead of the tree builder by a bounded number of batches; new chunks are sealed
+//! on worker threads and uploaded in parallel packs (see `upload.rs`). The tree builder walks
+//! the tree in slot order, keeping the parent's untouched subtrees by id without reading them.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
+use serde::{Deserialize, Serialize};
+
+use s3mover_ranges::{read_ranges_file, BlockMetadataType, BlockRange, RangeValidator};
+
+use crate::bitmap::SlotBitmap;
+use crate::device::Volume;
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, IdHasher};
+use crate::index::{self, PackIndex};
+use crate::manifest::{BackupStats, CbtInfo, ChangeSource, Manifest};
+use crate::pack::BlobKind;
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::tree::{self, PageReader, FANOUT};
+use crate::upload::{Packer, UploadedPack};
+
+/// Slots read together in one positional read.
+const SLOTS_PER_READ: u64 = 16;
+/// Read batches in flight ahead of the tree builder.
+const READS_AHEAD: usize = 4;
+/// Packs between two index objects (and session checkpoints).
+const PACKS_PER_INDEX: usize = 4;
+/// Chunk ids remembered for in-run deduplication (about 50 MB); beyond this, duplicates
+/// within one run are stored again, which costs space but never correctness.
+const KNOWN_SET_LIMIT: usize = 1 << 20;
+/// A crashed run's session is reused only while younger than this (half the GC grace period).
+const SESSION_REUSE_SECONDS: i64 = 12 * 3600;
+const SESSION_AAD: &[u8] = b"s3mover session v1";
+
+/// Which backup an incremental builds on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParentChoice {
+    /// The newest backup of the same volume.
+    Latest,
+    /// None: a full backup.
+    None,
+    /// A backup id or unique prefix.
+    Id(String),
+}
+
+/// Where the backup learns what to read.
+pub enum ChangeInput {
+    /// Decide from the source: sparse extents for files, everything for devices.
+    Auto,
+    /// A ranges file of changes since the parent.
+    ChangedRangesFile(PathBuf),
+    /// A ranges file of allocated ranges.
+    AllocatedRangesFile(PathBuf),
+    /// Ranges streamed from a CBT service.
+    RangeStream {
+        /// `CbtAllocated` or `CbtDelta`.
+        source: ChangeSource,
+        /// FIXED_LENGTH or VARIABLE_LENGTH, as the service said.
+        kind: BlockMetadataType,
+        /// The volume capacity the service reported.
+        capacity: u64,
+        /// The validated ranges.
+        ranges: BoxStream<'static, std::result::Result<BlockRange, String>>,
+    },
+}
+
+/// What to back up and how.
+pub struct BackupOptions {
+    pub volume: String,
+    pub source: PathBuf,
+    pub parent: ParentChoice,
+    pub change: ChangeInput,
+    pub tags: Vec<String>,
+    pub cbt: Option<CbtInfo>,
+    /// Packs uploading at once.
+    pub upload_concurrency: usize,
+    pub progress: Option<Arc<dyn Progress>>,
+}
+
+/// The outcome of a backup.
+#[derive(Debug, Clone)]
+pub struct BackupReport {
+    pub manifest: Manifest,
+    /// Why a parent was not used, if one was asked for and not used.
+    pub parent_note: Option<String>,
+    /// Chunks reused from an interrupted earlier run of this volume.
+    pub resumed_chunks: u64,
+    /// Requests made to the store.
+    pub requests: crate::storage::RequestSnapshot,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionRecord {
+    session: String,
+    volume: String,
+    started_at: String,
+    updated_at: String,
+    host: String,
+    index_objects: Vec<String>,
+}
+
+/// Runs a backup.
+pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupReport> {
+    let started = Instant::now();
+    let started_at = crate::time_util::now_rfc3339();
+    let requests_before = repo.store().counts();
+    let volume = Arc::new(Volume::open_source(&options.source)?);
+    let size = volume.size();
+    if size == 0 {
+        return Err(Error::Invalid(format!(
+            "source {} is empty; nothing to back up",
+            options.source.display()
+        )));
+    }
+    let chunk_size = repo.chunk_size();
+
+    let (parent, mut parent_note) = choose_parent(repo, &options, size, chunk_size).await?;
+    let mut bitmap = SlotBitmap::new(size, chunk_size);
+    let mut change_source = fold_change_source(options.change, &volume, &mut bitmap).await?;
+    if change_source.inherits_from_parent() && parent.is_none() {
+        // Changes relative to nothing: read everything rather than make a wrong incremental.
+        bitmap.mark_all();
+        parent_note.get_or_insert_with(|| {
+            "no usable parent backup: the changed ranges were ignored and the whole volume read"
+                .into()
+        });
+        change_source = ChangeSource::Full;
+    }
+    if change_source == ChangeSource::Full && parent.is_some() {
+        change_source = ChangeSource::HashCompare;
+    }
+    let inherit = change_source.inherits_from_parent();
+
+    let index = Arc::new(PackIndex::load(repo).await?);
+    let session_key = format!("sessions/{}", repo.volume_key(&options.volume));
+    let mut known = KnownSet::default();
+    let resumed_objects = resume_session(repo, &session_key, &mut known).await?;
+    let resumed_chunks = known.len() as u64;
+
+    if let Some(progress) = &options.progress {
+        progress.start(bitmap.count().saturating_mul(chunk_size).min(size));
+    }
+
+    let reader = parent
+        .as_ref()
+        .map(|_| PageReader::new(repo.clone(), Arc::clone(&index)));
+    let data = DataFeed::new(
+        Arc::clone(&volume),
+        Arc::new(bitmap.clone()),
+        chunk_size,
+        repo.hasher().clone(),
+    );
+    let session = SessionRecord {
+        session: hex::encode(&crate::crypto::random_key()[..8]),
+        volume: options.volume.clone(),
+        started_at: started_at.clone(),
+        updated_at: started_at.clone(),
+        host: hostname(),
+        index_objects: resumed_objects,
+    };
+    let mut builder = TreeBuilder {
+        repo,
+        bitmap: &bitmap,
+        slots: bitmap.slots(),
+        inherit,
+        parent_reader: reader.as_ref(),
+        data,
+        data_packer: Packer::new(
+            repo.clone(),
+            BlobKind::Data,
+            repo.config().pack_size as usize,
+            options.upload_concurrency,
+        ),
+        tree_packer: Packer::new(
+            repo.clone(),
+            BlobKind::Tree,
+            repo.config().tree_pack_size as usize,
+            options.upload_concurrency,
+        ),
+        known,
+        session,
+        session_key: session_key.clone(),
+        stats: BackupStats::default(),
+        progress: options.progress.clone(),
+        pending_index: Vec::new(),
+    };
+
+    let slots = bitmap.slots();
+    let depth = tree::depth_for(slots);
+    let parent_root = parent
+        .as_ref()
+        .and_then(|p| ChunkId::from_hex(&p.root))
+        .unwrap_or(ChunkId::ZERO);
+    let root = builder.build(depth - 1, 0, parent_root).await?;
+    builder.finish_uploads().await?;
+    let mut stats = std::mem::take(&mut builder.stats);
+    let data_pack_bytes = builder.data_packer.bytes_uploaded;
+    drop(builder);
+
+    let manifest_id = hex::encode(&crate::crypto::random_key()[..8]);
+    let mut manifest = Manifest {
+        id: manifest_id.clone(),
+        volume: options.volume.clone(),
+        time: crate::time_util::now_rfc3339(),
+        started_at,
+        parent: parent.as_ref().map(|p| p.id.clone()),
+        size_bytes: size,
+        chunk_size,
+        slots,
+        root: root.to_hex(),
+        depth,
+        change_source,
+        cbt: options.cbt,
+        tags: options.tags,
+        source: options.source.display().to_string(),
+        host: hostname(),
+        stats: BackupStats::default(),
+    };
+    // Stats as of the commit: everything but the manifest itself and the pointer after it.
+    let before_commit = repo.store().counts().since(&requests_before);
+    stats.seconds = started.elapsed().as_secs_f64();
+    let manifest_estimate = serde_json::to_vec(&manifest).map(|v| v.len()).unwrap_or(0) as u64
+        + 512
+        + crate::crypto::SEAL_OVERHEAD as u64;
+    stats.bytes_uploaded = before_commit.bytes_put + manifest_estimate;
+    stats.metadata_bytes_uploaded = stats.bytes_uploaded - data_pack_bytes;
+    stats.objects_written = before_commit.put + 1;
+    manifest.stats = stats;
+    repo.write_manifest(&manifest).await?;
+    repo.set_latest(&options.volume, &manifest_id).await?;
+    repo.store().delete(&session_key).await?;
+    if let Some(progress) = &options.progress {
+        progress.finish();
+    }
+    Ok(BackupReport {
+        manifest,
+        parent_note,
+        resumed_chunks,
+        requests: repo.store().counts().since(&requests_before),
+    })
+}
+
+async fn choose_parent(
+    repo: &Repository,
+    options: &BackupOptions,
+    size: u64,
+    chunk_size: u64,
+) -> Result<(Option<Manifest>, Option<String>)> {
+    let candidate = match &options.parent {
+        ParentChoice::None => return Ok((None, None)),
+        ParentChoice::Latest => repo.latest_backup(&options.volume).await?,
+        ParentChoice::Id(id) => Some(repo.resolve_backup(id, Some(&options.volume)).await?),
+    };
+    let Some(parent) = candidate else {
+        return Ok((None, None));
+    };
+    if parent.size_bytes != size {
+        let note = format!(
+            "the source is {size} bytes but parent {} is {} bytes: taking a full backup",
+            parent.id, parent.size_bytes
+        );
+        return Ok((None, Some(note)));
+    }
+    if parent.chunk_size != chunk_size {
+        let note = format!(
+            "parent {} uses {}-byte chunks, the repository {chunk_size}: taking a full backup",
+            parent.id, parent.chunk_size
+        );
+        return Ok((None, Some(note)));
+    }
+    Ok((Some(parent), None))
+}
+
+/// Folds the change information into the bitmap and says which source it was.
+async fn fold_change_source(
+    change: ChangeInput,
+    volume: &Volume,
+    bitmap: &mut SlotBitmap,
+) -> Result<ChangeSource> {
+    let size = volume.size();
+    match change {
+        ChangeInput::Auto => match volume.data_extents() {
+            Some(extents) => {
+                for (offset, len) in extents {
+                    bitmap.mark_bytes(offset, len);
+                }
+                Ok(ChangeSource::Sparse)
+            }
+            None => {
+                bitmap.mark_all();
+                Ok(ChangeSource::Full)
+            }
+        },
+        ChangeInput::ChangedRangesFile(path) => {
+            fold_ranges_file(&path, size, bitmap)?;
+            Ok(ChangeSource::ChangedRanges)
+        }
+        ChangeInput::AllocatedRangesFile(path) => {
+            fold_ranges_file(&path, size, bitmap)?;
+            Ok(ChangeSource::AllocatedRanges)
+        }
+        ChangeInput::RangeStream {
+            source,
+            kind,
+            capacity,
+            mut ranges,
+        } => {
+            if capacity != size {
+                return Err(Error::Invalid(format!(
+                    "the change tracking service reports a volume of {capacity} bytes but the source is {size} bytes; back up the snapshot the ranges describe"
+                )));
+            }
+            let mut validator = RangeValidator::new(kind, capacity);
+            while let Some(range) = ranges.next().await {
+                let range = range.map_err(Error::Invalid)?;
+                validator
+                    .check(range)
+                    .map_err(|e| Error::Invalid(format!("change tracking stream: {e}")))?;
+                bitmap.mark_bytes(range.offset, range.size);
+            }
+            Ok(source)
+        }
+    }
+}
+
+fn fold_ranges_file(path: &std::path::Path, size: u64, bitmap: &mut SlotBitmap) -> Result<()> {
+    let file =
+        std::fs::File::open(path).map_err(|e| Error::io("cannot open ranges file", path, e))?;
+    let header = read_ranges_file(file, |range| {
+        if range.end() > size {
+            return Err(format!(
+                "range {range} ends at {} but the source is only {size} bytes",
+                range.end()
+            ));
+        }
+        bitmap.mark_bytes(range.offset, range.size);
+        Ok(())
+    })
+    .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+    if header.capacity != size {
+        return Err(Error::Invalid(format!(
+            "{}: volumeCapacityBytes is {} but the source is {size} bytes; the ranges describe another volume",
+            path.display(),
+            header.capacity
+        )));
+    }
+    Ok(())
+}
+
+async fn resume_session(
+    repo: &Repository,
+    session_key: &str,
+    known: &mut KnownSet,
+) -> Result<Vec<String>> {
+    let Some(sealed) = repo.store().get_optional(session_key).await? else {
+        return Ok(Vec::new());
+    };
+    let Ok(json) = repo.sealer().open(&sealed, SESSION_AAD) else {
+        tracing::warn!("ignoring an unreadable session object {session_key}");
+        return Ok(Vec::new());
+    };
+    let Ok(record) = serde_json::from_slice::<SessionRecord>(&json) else {
+        return Ok(Vec::new());
+    };
+    let fresh = crate::time_util::parse_rfc3339(&record.updated_at)
+        .map(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds() < SESSION_REUSE_SECONDS)
+        .unwrap_or(false);
+    if !fresh {
+        return Ok(Vec::new());
+    }
+    let mut usable = Vec::new();
+    for key in &record.index_objects {
+        if let Ok(records) = index::read_index_object(repo, key).await {
+            crate::pack::decode_index_records(&records, |_, entry| known.insert(entry.id))?;
+            usable.push(key.clone());
+        }
+    }
+    tracing::info!(
+        "resuming: {} chunks from an interrupted run of {} are reused",
+        known.len(),
+        record.volume
+    );
+    Ok(usable)
+}
+
+/// Ids stored by this run (or an interrupted run being resumed).
+#[derive(Default)]
+struct KnownSet {
+    ids: HashSet<ChunkId>,
+}
+
+impl KnownSet {
+    fn insert(&mut self, id: ChunkId) {
+        if self.ids.len() < KNOWN_SET_LIMIT {
+            self.ids.insert(id);
+        }
+    }
+    fn contains(&self, id: &ChunkId) -> bool {
+        self.ids.contains(id)
+    }
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+}
+
+/// One slot's bytes and id, read from the source.
+struct SlotData {
+    slot: u64,
+    id: ChunkId,
+    bytes: Vec<u8>,
+}
+
+/// Reads marked slots in order, a bounded number of batches ahead.
+struct DataFeed {
+    batches: BoxStream<'static, Result<Vec<SlotData>>>,
+    current: std::vec::IntoIter<SlotData>,
+}
+
+impl DataFeed {
+    fn new(
+        volume: Arc<Volume>,
+        bitmap: Arc<SlotBitmap>,
+        chunk_size: u64,
+        hasher: IdHasher,
+    ) -> Self {
+        let size = volume.size();
+        let runs = futures::stream::unfold(0u64, move |from| {
+            let bitmap = Arc::clone(&bitmap);
+            async move {
+                let start = bitmap.next_marked(from)?;
+                let mut end = start + 1;
+                while end - start < SLOTS_PER_READ && bitmap.get(end) {
+                    end += 1;
+                }
+                Some(((start, end), end))
+            }
+        });
+        let batches = runs
+            .map(move |(start, end)| {
+                let volume = Arc::clone(&volume);
+                let hasher = hasher.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || {
+                        read_run(&volume, &hasher, start, end, chunk_size, size)
+                    })
+                    .await
+                    .map_err(|e| Error::Invalid(format!("read task failed: {e}")))?
+                }
+            })
+            .buffered(READS_AHEAD)
+            .boxed();
+        DataFeed {
+            batches,
+            current: Vec::new().into_iter(),
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<SlotData>> {
+        loop {
+            if let Some(item) = self.current.next() {
+                return Ok(Some(item));
+            }
+            match self.batches.next().await {
+                Some(batch) => self.current = batch?.into_iter(),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+fn read_run(
+    volume: &Volume,
+    hasher: &IdHasher,
+    start: u64,
+    end: u64,
+    chunk_size: u64,
+    size: u64,
+) -> Result<Vec<SlotData>> {
+    let offset = start * chunk_size;
+    let len = (end * chunk_size).min(size) - offset;
+    let mut buffer = vec![0u8; len as usize];
+    volume.read_exact_at(&mut buffer, offset)?;
+    Ok(buffer
+        .chunks(chunk_size as usize)
+        .enumerate()
+        .map(|(i, bytes)| SlotData {
+            slot: start + i as u64,
+            id: hasher.id_of(bytes),
+            bytes: bytes.to_vec(),
+        })
+        .collect())
+}
+
+/// Builds the new tree in slot order, pulling slot data as leaves need it.
+struct TreeBuilder<'a> {
+    repo: &'a Repository,
+    bitmap: &'a SlotBitmap,
+    slots: u64,
+    inherit: bool,
+    parent_reader: Option<&'a PageReader>,
+    data: DataFeed,
+    data_packer: Packer,
+    tree_packer: Packer,
+    known: KnownSet,
+    session: SessionRecord,
+    session_key: String,
+    stats: BackupStats,
+    progress: Option<Arc<dyn Progress>>,
+    pending_index: Vec<UploadedPack>,
+}
+
+impl<'a> TreeBuilder<'a> {
+    /// Builds page `index` at `level`; `parent` is the parent tree's id for the same page.
+    fn build(
+        &mut self,
+        level: u32,
+        index: u64,
+        parent: ChunkId,
+    ) -> futures::future::BoxFuture<'_, Result<ChunkId>> {
+        Box::pin(async move {
+            let (start, end) = tree::page_span(level, index, self.slots);
+            if !self.bitmap.any_in(start, end) {
+                return Ok(if self.inherit { parent } else { ChunkId::ZERO });
+            }
+            let entries = tree::page_entries(level, index, self.slots);
+            let parent_ids = match self.parent_reader {
+                Some(reader) if !parent.is_zero() => reader.page(&parent, entries).await?,
+                _ => vec![ChunkId::ZERO; entries],
+            };
+            let mut ids = Vec::with_capacity(entries);
+            for (j, parent_id) in parent_ids.into_iter().enumerate() {
+                let id = if level == 0 {
+                    let slot = start + j as u64;
+                    if self.bitmap.get(slot) {
+                        self.take_slot(slot, parent_id).await?
+                    } else if self.inherit {
+                        parent_id
+                    } else {
+                        ChunkId::ZERO
+                    }
+                } else {
+                    self.build(level - 1, index * FANOUT + j as u64, parent_id)
+                        .await?
+                };
+                ids.push(id);
+            }
+            self.store_page(&ids, parent).await
+        })
+    }
+
+    async fn take_slot(&mut self, slot: u64, parent_id: ChunkId) -> Result<ChunkId> {
+        let data = self.data.next().await?.ok_or_else(|| {
+            Error::Invalid(format!(
+                "internal error: slot {slot} was planned but not read"
+            ))
+        })?;
+        if data.slot != slot {
+            return Err(Error::Invalid(format!(
+                "internal error: expected slot {slot}, read slot {}",
+                data.slot
+            )));
+        }
+        self.stats.bytes_read += data.bytes.len() as u64;
+        self.stats.slots_read += 1;
+        if let Some(progress) = &self.progress {
+            progress.advance(data.bytes.len() as u64);
+        }
+        let id = data.id;
+        if id.is_zero() || id == parent_id || self.known.contains(&id) {
+            return Ok(id);
+        }
+        self.stats.chunks_new += 1;
+        self.stats.data_bytes_new += data.bytes.len() as u64;
+        self.known.insert(id);
+        self.data_packer.add(id, data.bytes).await?;
+        self.checkpoint().await?;
+        Ok(id)
+    }
+
+    async fn store_page(&mut self, ids: &[ChunkId], parent: ChunkId) -> Result<ChunkId> {
+        if ids.iter().all(ChunkId::is_zero) {
+            return Ok(ChunkId::ZERO);
+        }
+        let bytes = tree::encode_page(ids);
+        let id = self.repo.hasher().hash(&bytes);
+        if id == parent || self.known.contains(&id) {
+            return Ok(id);
+        }
+        self.known.insert(id);
+        self.tree_packer.add(id, bytes).await?;
+        Ok(id)
+    }
+
+    /// Every few packs: an index object for them and a session checkpoint.
+    async fn checkpoint(&mut self) -> Result<()> {
+        if self.data_packer.completed_count() + self.tree_packer.completed_count() < PACKS_PER_INDEX
+        {
+            return Ok(());
+        }
+        self.write_index().await?;
+        self.write_session().await
+    }
+
+    async fn write_index(&mut self) -> Result<()> {
+        self.pending_index.extend(self.data_packer.take_completed());
+        self.pending_index.extend(self.tree_packer.take_completed());
+        if self.pending_index.is_empty() {
+            return Ok(());
+        }
+        let packs: Vec<_> = self
+            .pending_index
+            .drain(..)
+            .map(|p| (p.name, p.entries))
+            .collect();
+        let (key, _) = index::write_index_object(self.repo, &packs).await?;
+        self.session.index_objects.push(key);
+        Ok(())
+    }
+
+    async fn write_session(&mut self) -> Result<()> {
+        self.session.updated_at = crate::time_util::now_rfc3339();
+        let json = serde_json::to_vec(&self.session)
+            .map_err(|e| Error::Invalid(format!("cannot encode session: {e}")))?;
+        let sealed = self.repo.sealer().seal(&json, SESSION_AAD);
+        self.repo
+            .store()
+            .put(&self.session_key, Bytes::from(sealed))
+            .await?;
+        Ok(())
+    }
+
+    async fn finish_uploads(&mut self) -> Result<()> {
+        self.data_packer.finish().await?;
+        self.tree_packer.finish().await?;
+        self.write_index().await
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}

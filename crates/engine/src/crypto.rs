@@ -1,0 +1,300 @@
+//! Keys and sealing: the master key, its password-wrapped key slots, and the AEAD that every
+//! stored blob goes through.
+//!
+//! Sealing uses XChaCha20-Poly1305 with a random 192-bit nonce per blob, so nonce reuse is not
+//! a concern at any number of blobs. The master key is wrapped by a key derived from the
+//! password with Argon2id. An unencrypted repository uses [`Sealer::Plain`], which passes bytes
+//! through; everything else about the format is the same.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// Bytes a sealed blob adds to its plaintext: the nonce and the tag.
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + 16;
+const NONCE_LEN: usize = 24;
+
+const DATA_KEY_CONTEXT: &str = "s3mover 2026 data key v1";
+const ID_KEY_CONTEXT: &str = "s3mover 2026 chunk id key v1";
+const SLOT_AAD: &[u8] = b"s3mover key slot v1";
+
+/// Why sealing, opening or unwrapping failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    /// Authentication failed: the data was changed, or the key is wrong.
+    #[error("authentication failed: the data is corrupt or was sealed with another key")]
+    Authentication,
+    /// The blob is shorter than a nonce and a tag.
+    #[error("sealed data is truncated ({0} bytes)")]
+    Truncated(usize),
+    /// The password opens none of the key slots.
+    #[error("wrong password: it opens none of the repository's {0} key slot(s); check S3MOVER_PASSWORD, --password-file or S3MOVER_PASSWORD_COMMAND")]
+    WrongPassword(usize),
+    /// Key derivation failed (bad parameters in a key slot).
+    #[error("key derivation failed: {0}")]
+    Kdf(String),
+}
+
+/// The repository's secret keys, derived from the master key.
+#[derive(Clone)]
+pub struct Keys {
+    /// Key for chunk and page ids (keyed BLAKE3).
+    pub id_key: [u8; 32],
+    /// Key for sealing, `None` in an unencrypted repository.
+    pub data_key: Option<Zeroizing<[u8; 32]>>,
+}
+
+impl Keys {
+    /// Derives the id and data keys from a master key.
+    pub fn from_master(master: &[u8; 32]) -> Self {
+        Keys {
+            id_key: blake3::derive_key(ID_KEY_CONTEXT, master),
+            data_key: Some(Zeroizing::new(blake3::derive_key(DATA_KEY_CONTEXT, master))),
+        }
+    }
+
+    /// Keys of an unencrypted repository: only the id key, which is stored in `config`.
+    pub fn plain(id_key: [u8; 32]) -> Self {
+        Keys {
+            id_key,
+            data_key: None,
+        }
+    }
+
+    /// The sealer for these keys.
+    pub fn sealer(&self) -> Sealer {
+        match &self.data_key {
+            Some(key) => Sealer::XChaCha(Box::new(XChaCha20Poly1305::new(key.as_ref().into()))),
+            None => Sealer::Plain,
+        }
+    }
+}
+
+/// Seals and opens blobs.
+pub enum Sealer {
+    /// No encryption: seal and open are the identity.
+    Plain,
+    /// XChaCha20-Poly1305 with random nonces.
+    XChaCha(Box<XChaCha20Poly1305>),
+}
+
+impl Sealer {
+    /// True when the repository is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        matches!(self, Sealer::XChaCha(_))
+    }
+
+    /// Seals `plaintext`, binding it to `aad`.
+    pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+        match self {
+            Sealer::Plain => plaintext.to_vec(),
+            Sealer::XChaCha(cipher) => seal_with(cipher, plaintext, aad),
+        }
+    }
+
+    /// Opens a sealed blob; any change to it, or the wrong `aad`, is an error.
+    pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        match self {
+            Sealer::Plain => Ok(sealed.to_vec()),
+            Sealer::XChaCha(cipher) => open_with(cipher, sealed, aad),
+        }
+    }
+}
+
+fn seal_with(cipher: &XChaCha20Poly1305, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+    out.extend_from_slice(&nonce);
+    // Encryption only fails for plaintexts beyond 256 GiB, far above any blob.
+    let ciphertext = cipher
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
+        .unwrap_or_default();
+    out.extend_from_slice(&ciphertext);
+    out
+}
+
+fn open_with(
+    cipher: &XChaCha20Poly1305,
+    sealed: &[u8],
+    aad: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    if sealed.len() < SEAL_OVERHEAD {
+        return Err(CryptoError::Truncated(sealed.len()));
+    }
+    let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+    cipher
+        .decrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad,
+            },
+        )
+        .map_err(|_| CryptoError::Authentication)
+}
+
+/// A key slot: the master key sealed under a password-derived key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeySlot {
+    /// Always `argon2id`.
+    pub kdf: String,
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Passes.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+    /// Salt, hex.
+    pub salt: String,
+    /// The sealed master key, hex.
+    pub sealed_master_key: String,
+    /// When the slot was made (RFC 3339).
+    pub created: String,
+}
+
+/// Argon2id cost used for new key slots: 64 MiB, 3 passes, 1 lane.
+const NEW_SLOT_MEMORY_KIB: u32 = 64 * 1024;
+const NEW_SLOT_ITERATIONS: u32 = 3;
+const NEW_SLOT_PARALLELISM: u32 = 1;
+
+impl KeySlot {
+    /// Wraps `master` with `password`.
+    pub fn create(master: &[u8; 32], password: &[u8]) -> Result<Self, CryptoError> {
+        let mut salt = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut salt);
+        let wrapping = derive_wrapping_key(
+            password,
+            &salt,
+            NEW_SLOT_MEMORY_KIB,
+            NEW_SLOT_ITERATIONS,
+            NEW_SLOT_PARALLELISM,
+        )?;
+        let cipher = XChaCha20Poly1305::new(wrapping.as_ref().into());
+        let sealed = seal_with(&cipher, master, SLOT_AAD);
+        Ok(KeySlot {
+            kdf: "argon2id".into(),
+            memory_kib: NEW_SLOT_MEMORY_KIB,
+            iterations: NEW_SLOT_ITERATIONS,
+            parallelism: NEW_SLOT_PARALLELISM,
+            salt: hex::encode(salt),
+            sealed_master_key: hex::encode(sealed),
+            created: crate::time_util::now_rfc3339(),
+        })
+    }
+
+    /// Unwraps the master key; `None` when the password is not this slot's.
+    pub fn unwrap_master(
+        &self,
+        password: &[u8],
+    ) -> Result<Option<Zeroizing<[u8; 32]>>, CryptoError> {
+        if self.kdf != "argon2id" {
+            return Err(CryptoError::Kdf(format!(
+                "unknown key derivation {:?}",
+                self.kdf
+            )));
+        }
+        let salt = hex::decode(&self.salt).map_err(|e| CryptoError::Kdf(e.to_string()))?;
+        let sealed =
+            hex::decode(&self.sealed_master_key).map_err(|e| CryptoError::Kdf(e.to_string()))?;
+        let wrapping = derive_wrapping_key(
+            password,
+            &salt,
+            self.memory_kib,
+            self.iterations,
+            self.parallelism,
+        )?;
+        let cipher = XChaCha20Poly1305::new(wrapping.as_ref().into());
+        match open_with(&cipher, &sealed, SLOT_AAD) {
+            Ok(master) if master.len() == 32 => {
+                let mut key = Zeroizing::new([0u8; 32]);
+                key.copy_from_slice(&master);
+                Ok(Some(key))
+            }
+            Ok(_) => Err(CryptoError::Kdf(
+                "key slot holds a key of the wrong length".into(),
+            )),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+fn derive_wrapping_key(
+    password: &[u8],
+    salt: &[u8],
+    memory_kib: u32,
+    iterations: u32,
+    parallelism: u32,
+) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+    let params = argon2::Params::new(memory_kib, iterations, parallelism, Some(32))
+        .map_err(|e| CryptoError::Kdf(e.to_string()))?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = Zeroizing::new([0u8; 32]);
+    argon
+        .hash_password_into(password, salt, out.as_mut())
+        .map_err(|e| CryptoError::Kdf(e.to_string()))?;
+    Ok(out)
+}
+
+/// 32 fresh random bytes.
+pub fn random_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_tamper_detection() {
+        let keys = Keys::from_master(&[7u8; 32]);
+        let sealer = keys.sealer();
+        let sealed = sealer.seal(b"hello block", b"id-1");
+        assert_eq!(sealed.len(), 11 + SEAL_OVERHEAD);
+        assert_eq!(sealer.open(&sealed, b"id-1").unwrap(), b"hello block");
+        assert!(matches!(
+            sealer.open(&sealed, b"id-2"),
+            Err(CryptoError::Authentication)
+        ));
+        let mut flipped = sealed.clone();
+        flipped[30] ^= 1;
+        assert!(matches!(
+            sealer.open(&flipped, b"id-1"),
+            Err(CryptoError::Authentication)
+        ));
+        assert!(matches!(
+            sealer.open(&sealed[..10], b"id-1"),
+            Err(CryptoError::Truncated(10))
+        ));
+        let other = Keys::from_master(&[8u8; 32]).sealer();
+        assert!(other.open(&sealed, b"id-1").is_err());
+    }
+
+    #[test]
+    fn nonces_differ_between_seals() {
+        let sealer = Keys::from_master(&[1u8; 32]).sealer();
+        assert_ne!(sealer.seal(b"same", b""), sealer.seal(b"same", b""));
+    }
+
+    #[test]
+    fn key_slot_unwraps_only_with_its_password() {
+        let master = random_key();
+        let slot = KeySlot::create(&master, b"correct horse").unwrap();
+        assert_eq!(
+            *slot.unwrap_master(b"correct horse").unwrap().unwrap(),
+            master
+        );
+        assert!(slot.unwrap_master(b"wrong").unwrap().is_none());
+    }
+}

@@ -1,0 +1,52 @@
+//! The engine's error type: every failure says what went wrong and, where it can, what to do.
+
+use crate::crypto::CryptoError;
+use crate::storage::StoreError;
+
+/// Result with the engine's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Storage failed or an object is missing.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Encryption or key handling failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// No repository at the given location.
+    #[error("no s3mover repository at {location}: {reason}; create one with `s3mover init`")]
+    NotARepository { location: String, reason: String },
+    /// A repository already exists where `init` was asked to make one.
+    #[error("{location} already holds {what}; choose an empty location")]
+    AlreadyExists { location: String, what: String },
+    /// A repository written by a newer s3mover.
+    #[error("repository format version {found} is newer than this s3mover understands ({supported}); upgrade s3mover")]
+    NewerFormat { found: u32, supported: u32 },
+    /// Stored data failed an integrity check.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// A chunk or page the repository should hold is missing.
+    #[error("missing data: {0}")]
+    Missing(String),
+    /// A source or target device or file could not be used.
+    #[error("{0}")]
+    Io(String),
+    /// A backup id matched nothing or several backups.
+    #[error("{0}")]
+    NoSuchBackup(String),
+    /// The caller asked for something that cannot work (bad ranges, too-small target, …).
+    #[error("{0}")]
+    Invalid(String),
+    /// Needs a password and none was given.
+    #[error("the repository is encrypted and no password was given: set S3MOVER_PASSWORD, S3MOVER_PASSWORD_FILE or S3MOVER_PASSWORD_COMMAND")]
+    PasswordRequired,
+}
+
+impl Error {
+    /// An I/O error on a path, as a one-line message.
+    pub fn io(what: &str, path: &std::path::Path, error: std::io::Error) -> Self {
+        Error::Io(format!("{what} {}: {error}", path.display()))
+    }
+}

@@ -1,0 +1,140 @@
+//! The pack index: which pack holds each chunk and tree page, loaded from `index/` objects.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::error::{Error, Result};
+use crate::id::ChunkId;
+use crate::pack::{self, BlobKind, PackEntry};
+use crate::repo::Repository;
+
+const INDEX_AAD: &[u8] = b"s3mover index v1";
+
+/// Where a blob is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    /// Position of the pack in [`PackIndex::packs`].
+    pub pack: u32,
+    pub kind: BlobKind,
+    pub offset: u64,
+    pub length: u32,
+}
+
+/// Chunk id → location, for every pack listed in the repository's index objects.
+#[derive(Debug, Default)]
+pub struct PackIndex {
+    packs: Vec<ChunkId>,
+    pack_numbers: HashMap<ChunkId, u32>,
+    blobs: HashMap<ChunkId, Location>,
+    /// Index object keys this index was loaded from.
+    pub objects: Vec<String>,
+}
+
+impl PackIndex {
+    /// Loads every index object of the repository.
+    pub async fn load(repo: &Repository) -> Result<PackIndex> {
+        let keys: Vec<String> = repo
+            .store()
+            .list("index/")
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        Self::load_objects(repo, keys).await
+    }
+
+    /// Loads the given index objects.
+    pub async fn load_objects(repo: &Repository, keys: Vec<String>) -> Result<PackIndex> {
+        let mut index = PackIndex::default();
+        let mut bodies = futures::stream::iter(keys.clone())
+            .map(|key| async move { read_index_object(repo, &key).await.map(|b| (key, b)) })
+            .buffer_unordered(16);
+        while let Some((key, records)) = bodies.try_next().await? {
+            pack::decode_index_records(&records, |name, entry| index.insert(name, entry))
+                .map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
+        }
+        index.objects = keys;
+        Ok(index)
+    }
+
+    /// Adds one blob's location (the first location of an id wins).
+    pub fn insert(&mut self, pack_name: &ChunkId, entry: PackEntry) {
+        let number = match self.pack_numbers.get(pack_name) {
+            Some(n) => *n,
+            None => {
+                let n = self.packs.len() as u32;
+                self.packs.push(*pack_name);
+                self.pack_numbers.insert(*pack_name, n);
+                n
+            }
+        };
+        self.blobs.entry(entry.id).or_insert(Location {
+            pack: number,
+            kind: entry.kind,
+            offset: entry.offset,
+            length: entry.length,
+        });
+    }
+
+    /// Where a blob is, if indexed.
+    pub fn get(&self, id: &ChunkId) -> Option<Location> {
+        self.blobs.get(id).copied()
+    }
+
+    /// True when the blob is indexed.
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.blobs.contains_key(id)
+    }
+
+    /// The name of pack number `n`.
+    pub fn pack_name(&self, n: u32) -> ChunkId {
+        self.packs[n as usize]
+    }
+
+    /// Every pack name.
+    pub fn packs(&self) -> &[ChunkId] {
+        &self.packs
+    }
+
+    /// Number of indexed blobs.
+    pub fn len(&self) -> usize {
+        self.blobs.len()
+    }
+
+    /// True when nothing is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.blobs.is_empty()
+    }
+
+    /// Every (id, location).
+    pub fn iter(&self) -> impl Iterator<Item = (&ChunkId, &Location)> {
+        self.blobs.iter()
+    }
+}
+
+/// Reads and opens one index object, returning its records.
+pub async fn read_index_object(repo: &Repository, key: &str) -> Result<Vec<u8>> {
+    let sealed = repo.store().get(key).await?;
+    let compressed = repo
+        .sealer()
+        .open(&sealed, INDEX_AAD)
+        .map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
+    zstd::stream::decode_all(&compressed[..]).map_err(|e| Error::Corrupt(format!("{key}: {e}")))
+}
+
+/// Writes an index object for the given packs; returns its key and size.
+pub async fn write_index_object(
+    repo: &Repository,
+    packs: &[(ChunkId, Vec<PackEntry>)],
+) -> Result<(String, u64)> {
+    let records = pack::encode_index_records(packs);
+    let compressed = zstd::bulk::compress(&records, 3)
+        .map_err(|e| Error::Invalid(format!("cannot compress index: {e}")))?;
+    let sealed = repo.sealer().seal(&compressed, INDEX_AAD);
+    let key = format!("index/{}", blake3::hash(&sealed).to_hex());
+    let size = sealed.len() as u64;
+    repo.store().put(&key, Bytes::from(sealed)).await?;
+    Ok((key, size))
+}

@@ -1,0 +1,33 @@
+//! The s3mover backup engine.
+//!
+//! It knows block volumes and object storage and nothing else: no Kubernetes, no gRPC. A volume
+//! is cut into fixed-size chunk slots; chunks are deduplicated by a keyed BLAKE3 id, compressed,
+//! encrypted and bundled into pack objects; each backup is a Merkle tree of chunk ids whose root
+//! a manifest commits. `docs/format.md` is the authoritative description of the format.
+//!
+//! The modules follow the data path: [`device`] reads and writes volumes, [`bitmap`] plans which
+//! slots to read, [`backup`] reads, deduplicates and builds the [`tree`], [`upload`] packs and
+//! stores blobs ([`pack`], [`index`]), [`repo`] commits [`manifest`]s, [`restore`] and
+//! [`verify`] read them back. [`storage`] is the only door to the object store.
+
+pub mod backup;
+pub mod bitmap;
+pub mod config;
+pub mod crypto;
+pub mod device;
+pub mod error;
+pub mod id;
+pub mod index;
+pub mod manifest;
+pub mod pack;
+pub mod progress;
+pub mod repo;
+pub mod restore;
+pub mod storage;
+pub mod time_util;
+pub mod tree;
+pub mod upload;
+pub mod verify;
+
+pub use error::{Error, Result};
+pub use repo::{InitOptions, Repository};

@@ -1,0 +1,330 @@
+//! Blobs and packs: how a chunk or tree page is stored, and how blobs are bundled into objects.
+//!
+//! A blob is `seal(flag || payload)` bound to its id; a pack is blobs followed by a sealed
+//! header that lists them. See `docs/format.md` for the byte layout.
+
+use bytes::Bytes;
+
+use crate::crypto::Sealer;
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, IdHasher};
+
+const PACK_MAGIC: &[u8; 8] = b"S3MPACK1";
+const HEADER_AAD: &[u8] = b"s3mover pack header v1";
+const ENTRY_LEN: usize = 32 + 1 + 8 + 4;
+const FLAG_RAW: u8 = 0;
+const FLAG_ZSTD: u8 = 1;
+
+/// What a blob holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum BlobKind {
+    /// A chunk of volume data.
+    Data = 0,
+    /// A page of the backup tree.
+    Tree = 1,
+}
+
+impl BlobKind {
+    fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            0 => Some(BlobKind::Data),
+            1 => Some(BlobKind::Tree),
+            _ => None,
+        }
+    }
+}
+
+/// One blob's place in a pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackEntry {
+    pub id: ChunkId,
+    pub kind: BlobKind,
+    pub offset: u64,
+    pub length: u32,
+}
+
+/// Compresses (when that helps) and seals a chunk or page.
+pub fn encode_blob(sealer: &Sealer, id: &ChunkId, plaintext: &[u8]) -> Vec<u8> {
+    let compressed = zstd::bulk::compress(plaintext, 1).ok();
+    let mut framed = Vec::with_capacity(plaintext.len() + 1);
+    match compressed {
+        Some(c) if c.len() < plaintext.len() => {
+            framed.push(FLAG_ZSTD);
+            framed.extend_from_slice(&c);
+        }
+        _ => {
+            framed.push(FLAG_RAW);
+            framed.extend_from_slice(plaintext);
+        }
+    }
+    sealer.seal(&framed, &id.0)
+}
+
+/// Opens, decompresses and checks a blob: the result is trusted only if its id matches.
+pub fn decode_blob(
+    sealer: &Sealer,
+    hasher: &IdHasher,
+    id: &ChunkId,
+    sealed: &[u8],
+    max_len: usize,
+) -> Result<Vec<u8>> {
+    let framed = sealer
+        .open(sealed, &id.0)
+        .map_err(|e| Error::Corrupt(format!("chunk {id}: {e}")))?;
+    let (flag, payload) = framed
+        .split_first()
+        .ok_or_else(|| Error::Corrupt(format!("chunk {id}: empty blob")))?;
+    let plaintext = match *flag {
+        FLAG_RAW => payload.to_vec(),
+        FLAG_ZSTD => zstd::bulk::decompress(payload, max_len)
+            .map_err(|e| Error::Corrupt(format!("chunk {id}: cannot decompress: {e}")))?,
+        other => {
+            return Err(Error::Corrupt(format!(
+                "chunk {id}: unknown blob flag {other}"
+            )))
+        }
+    };
+    let actual = hasher.hash(&plaintext);
+    if actual != *id {
+        return Err(Error::Corrupt(format!(
+            "chunk {id}: content hashes to {actual}; the stored data is damaged"
+        )));
+    }
+    Ok(plaintext)
+}
+
+/// Collects blobs of one kind into a pack.
+#[derive(Debug)]
+pub struct PackBuilder {
+    kind: BlobKind,
+    body: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// A finished pack, ready to upload.
+#[derive(Debug, Clone)]
+pub struct FinishedPack {
+    /// BLAKE3 of the pack's bytes.
+    pub name: ChunkId,
+    pub bytes: Bytes,
+    pub entries: Vec<PackEntry>,
+}
+
+impl FinishedPack {
+    /// The pack's object key.
+    pub fn key(&self) -> String {
+        pack_key(&self.name)
+    }
+}
+
+/// The object key of a pack.
+pub fn pack_key(name: &ChunkId) -> String {
+    let hex = name.to_hex();
+    format!("packs/{}/{}", &hex[..2], hex)
+}
+
+impl PackBuilder {
+    /// An empty pack for blobs of `kind`.
+    pub fn new(kind: BlobKind, capacity: usize) -> Self {
+        PackBuilder {
+            kind,
+            body: Vec::with_capacity(capacity),
+            entries: Vec::new(),
+        }
+    }
+
+    /// Adds a sealed blob.
+    pub fn add(&mut self, id: ChunkId, sealed: &[u8]) {
+        self.entries.push(PackEntry {
+            id,
+            kind: self.kind,
+            offset: self.body.len() as u64,
+            length: sealed.len() as u32,
+        });
+        self.body.extend_from_slice(sealed);
+    }
+
+    /// Bytes of blobs so far.
+    pub fn len(&self) -> usize {
+        self.body.len()
+    }
+
+    /// True when no blob was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends the header and names the pack.
+    pub fn finish(mut self, sealer: &Sealer) -> FinishedPack {
+        let mut header = Vec::with_capacity(self.entries.len() * ENTRY_LEN);
+        for entry in &self.entries {
+            header.extend_from_slice(&entry.id.0);
+            header.push(entry.kind as u8);
+            header.extend_from_slice(&entry.offset.to_le_bytes());
+            header.extend_from_slice(&entry.length.to_le_bytes());
+        }
+        let sealed = sealer.seal(&header, HEADER_AAD);
+        self.body.extend_from_slice(&sealed);
+        self.body
+            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        self.body.extend_from_slice(PACK_MAGIC);
+        let name = ChunkId(*blake3::hash(&self.body).as_bytes());
+        FinishedPack {
+            name,
+            bytes: Bytes::from(self.body),
+            entries: self.entries,
+        }
+    }
+}
+
+/// Reads the header of a whole pack (for prune and index rebuilds).
+pub fn read_pack_header(sealer: &Sealer, pack: &[u8]) -> Result<Vec<PackEntry>> {
+    let trailer = 4 + PACK_MAGIC.len();
+    if pack.len() < trailer || &pack[pack.len() - PACK_MAGIC.len()..] != PACK_MAGIC {
+        return Err(Error::Corrupt("pack has no s3mover trailer".into()));
+    }
+    let len_at = pack.len() - trailer;
+    let header_len = u32::from_le_bytes([
+        pack[len_at],
+        pack[len_at + 1],
+        pack[len_at + 2],
+        pack[len_at + 3],
+    ]) as usize;
+    let start = len_at
+        .checked_sub(header_len)
+        .ok_or_else(|| Error::Corrupt("pack header length exceeds the pack".into()))?;
+    let header = sealer
+        .open(&pack[start..len_at], HEADER_AAD)
+        .map_err(|e| Error::Corrupt(format!("pack header: {e}")))?;
+    if header.len() % ENTRY_LEN != 0 {
+        return Err(Error::Corrupt("pack header has a partial entry".into()));
+    }
+    header
+        .chunks_exact(ENTRY_LEN)
+        .map(|raw| {
+            let id = ChunkId::from_slice(raw).unwrap_or_default();
+            let kind = BlobKind::from_u8(raw[32]).ok_or_else(|| {
+                Error::Corrupt(format!("pack header: unknown blob kind {}", raw[32]))
+            })?;
+            let offset = u64::from_le_bytes(raw[33..41].try_into().unwrap_or_default());
+            let length = u32::from_le_bytes(raw[41..45].try_into().unwrap_or_default());
+            Ok(PackEntry {
+                id,
+                kind,
+                offset,
+                length,
+            })
+        })
+        .collect()
+}
+
+/// Encodes entries of packs for an index object: `pack (32) || count (u32) || entry*`.
+pub fn encode_index_records(packs: &[(ChunkId, Vec<PackEntry>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, entries) in packs {
+        out.extend_from_slice(&name.0);
+        out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        for entry in entries {
+            out.extend_from_slice(&entry.id.0);
+            out.push(entry.kind as u8);
+            out.extend_from_slice(&entry.offset.to_le_bytes());
+            out.extend_from_slice(&entry.length.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// Decodes index records, calling `each` for every (pack, entry).
+pub fn decode_index_records(
+    mut data: &[u8],
+    mut each: impl FnMut(&ChunkId, PackEntry),
+) -> Result<()> {
+    let bad = || Error::Corrupt("index object is truncated".into());
+    while !data.is_empty() {
+        let name = ChunkId::from_slice(data).ok_or_else(bad)?;
+        let count_bytes: [u8; 4] = data
+            .get(32..36)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?;
+        let count = u32::from_le_bytes(count_bytes) as usize;
+        data = &data[36..];
+        let need = count.checked_mul(ENTRY_LEN).ok_or_else(bad)?;
+        let records = data.get(..need).ok_or_else(bad)?;
+        for raw in records.chunks_exact(ENTRY_LEN) {
+            let kind = BlobKind::from_u8(raw[32])
+                .ok_or_else(|| Error::Corrupt(format!("index: unknown blob kind {}", raw[32])))?;
+            each(
+                &name,
+                PackEntry {
+                    id: ChunkId::from_slice(raw).ok_or_else(bad)?,
+                    kind,
+                    offset: u64::from_le_bytes(raw[33..41].try_into().map_err(|_| bad())?),
+                    length: u32::from_le_bytes(raw[41..45].try_into().map_err(|_| bad())?),
+                },
+            );
+        }
+        data = &data[need..];
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Keys;
+
+    #[test]
+    fn blobs_round_trip_and_detect_damage() {
+        let keys = Keys::from_master(&[9u8; 32]);
+        let sealer = keys.sealer();
+        let hasher = IdHasher::new(keys.id_key);
+        let data = vec![5u8; 65536];
+        let id = hasher.id_of(&data);
+        let blob = encode_blob(&sealer, &id, &data);
+        assert!(blob.len() < 1000, "compressible data is compressed");
+        assert_eq!(
+            decode_blob(&sealer, &hasher, &id, &blob, 65536).unwrap(),
+            data
+        );
+        let mut damaged = blob.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0x40;
+        assert!(decode_blob(&sealer, &hasher, &id, &damaged, 65536).is_err());
+        let other = hasher.id_of(b"other");
+        assert!(decode_blob(&sealer, &hasher, &other, &blob, 65536).is_err());
+    }
+
+    #[test]
+    fn plain_blobs_are_still_hash_checked() {
+        let keys = Keys::plain([1u8; 32]);
+        let sealer = keys.sealer();
+        let hasher = IdHasher::new(keys.id_key);
+        let data: Vec<u8> = (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect();
+        let id = hasher.id_of(&data);
+        let mut blob = encode_blob(&sealer, &id, &data);
+        let n = blob.len();
+        blob[n / 2] ^= 1;
+        let err = decode_blob(&sealer, &hasher, &id, &blob, 4096).unwrap_err();
+        assert!(matches!(err, Error::Corrupt(_)));
+    }
+
+    #[test]
+    fn pack_header_and_index_records_round_trip() {
+        let sealer = Keys::from_master(&[2u8; 32]).sealer();
+        let mut builder = PackBuilder::new(BlobKind::Data, 1024);
+        builder.add(ChunkId([1; 32]), b"first");
+        builder.add(ChunkId([2; 32]), b"second blob");
+        let pack = builder.finish(&sealer);
+        let entries = read_pack_header(&sealer, &pack.bytes).unwrap();
+        assert_eq!(entries, pack.entries);
+        assert_eq!(entries[1].offset, 5);
+        let records = encode_index_records(&[(pack.name, entries.clone())]);
+        let mut seen = Vec::new();
+        decode_index_records(&records, |name, e| seen.push((*name, e))).unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[1], (pack.name, entries[1]));
+        assert!(decode_index_records(&records[..records.len() - 3], |_, _| {}).is_err());
+    }
+}

@@ -1,0 +1,294 @@
+//! Verifying backups: every referenced chunk and tree page is indexed and its pack is present
+//! and long enough; with data reading, every blob is fetched, opened and hash-checked. Each
+//! problem names the chunk and every backup and volume offset that uses it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::stream::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+use crate::id::ChunkId;
+use crate::index::PackIndex;
+use crate::manifest::Manifest;
+use crate::pack;
+use crate::repo::Repository;
+use crate::tree::{self, Leaf, PageReader};
+
+/// How much data to read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReadData {
+    /// Metadata only: presence and sizes.
+    None,
+    /// Every referenced blob.
+    All,
+    /// A fraction (0..=1) of the packs, rotating by day so that daily runs cover everything.
+    Subset(f64),
+}
+
+/// One backup and volume offset that uses a bad chunk.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkUse {
+    pub backup: String,
+    pub volume: String,
+    pub offset: u64,
+}
+
+/// A chunk or tree page that is missing or damaged.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    pub chunk: String,
+    /// `missing` or `corrupt`.
+    pub kind: String,
+    pub detail: String,
+    /// Backups (and offsets) that use it.
+    pub uses: Vec<ChunkUse>,
+}
+
+/// The result of a verify run.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyReport {
+    pub backups_checked: usize,
+    pub chunks_checked: u64,
+    pub chunks_read: u64,
+    pub bytes_read: u64,
+    pub packs_read: u64,
+    pub problems: Vec<Problem>,
+}
+
+/// Verifies the given backups.
+pub async fn verify(
+    repo: &Repository,
+    backups: &[Manifest],
+    read_data: ReadData,
+) -> Result<VerifyReport> {
+    let index = Arc::new(PackIndex::load(repo).await?);
+    let reader = PageReader::new(repo.clone(), Arc::clone(&index));
+    let mut bad: BTreeMap<ChunkId, (String, String)> = BTreeMap::new();
+    let mut referenced: HashSet<ChunkId> = HashSet::new();
+    let mut tree_problems = Vec::new();
+
+    for manifest in backups {
+        let root = ChunkId::from_hex(&manifest.root).unwrap_or_default();
+        let result = collect_leaf_ids(&reader, manifest, root, |_, id| {
+            referenced.insert(id);
+        })
+        .await;
+        if let Err(e) = result {
+            tree_problems.push(Problem {
+                chunk: String::new(),
+                kind: if matches!(e, Error::Missing(_)) {
+                    "missing"
+                } else {
+                    "corrupt"
+                }
+                .into(),
+                detail: format!("tree of backup {}: {e}", manifest.id),
+                uses: vec![ChunkUse {
+                    backup: manifest.id.clone(),
+                    volume: manifest.volume.clone(),
+                    offset: 0,
+                }],
+            });
+        }
+    }
+
+    // Presence: indexed, pack exists and is long enough.
+    let mut by_pack: HashMap<u32, Vec<(ChunkId, u64, u32)>> = HashMap::new();
+    for id in &referenced {
+        match index.get(id) {
+            Some(loc) => by_pack
+                .entry(loc.pack)
+                .or_default()
+                .push((*id, loc.offset, loc.length)),
+            None => {
+                bad.insert(*id, ("missing".into(), "in no pack of the index".into()));
+            }
+        }
+    }
+    let sizes: Vec<(u32, Option<u64>)> = futures::stream::iter(by_pack.keys().copied())
+        .map(|pack_no| {
+            let key = pack::pack_key(&index.pack_name(pack_no));
+            async move { repo.store().size_of(&key).await.map(|s| (pack_no, s)) }
+        })
+        .buffer_unordered(16)
+        .try_collect()
+        .await?;
+    for (pack_no, size) in sizes {
+        let name = index.pack_name(pack_no);
+        for (id, offset, length) in &by_pack[&pack_no] {
+            match size {
+                None => {
+                    bad.insert(
+                        *id,
+                        ("missing".into(), format!("pack {name} does not exist")),
+                    );
+                }
+                Some(size) if size < offset + u64::from(*length) => {
+                    bad.insert(
+                        *id,
+                        (
+                            "corrupt".into(),
+                            format!("pack {name} is truncated to {size} bytes"),
+                        ),
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    let mut chunks_read = 0;
+    let mut bytes_read = 0;
+    let mut packs_read = 0;
+    if read_data != ReadData::None {
+        let chosen: Vec<u32> = by_pack
+            .keys()
+            .copied()
+            .filter(|n| pack_selected(&index.pack_name(*n), read_data))
+            .collect();
+        let max_chunk = backups.iter().map(|m| m.chunk_size).max().unwrap_or(0) as usize;
+        let results: Vec<(u64, u64, Vec<(ChunkId, String)>)> = futures::stream::iter(chosen)
+            .map(|pack_no| {
+                let mut blobs: Vec<_> = by_pack[&pack_no]
+                    .iter()
+                    .filter(|(id, _, _)| !bad.contains_key(id))
+                    .copied()
+                    .collect();
+                blobs.sort_by_key(|b| b.1);
+                let index = Arc::clone(&index);
+                async move { read_pack_blobs(repo, &index, pack_no, blobs, max_chunk).await }
+            })
+            .buffer_unordered(4)
+            .try_collect()
+            .await?;
+        for (n, b, failures) in results {
+            chunks_read += n;
+            bytes_read += b;
+            packs_read += 1;
+            for (id, detail) in failures {
+                bad.insert(id, ("corrupt".into(), detail));
+            }
+        }
+    }
+
+    let mut problems = tree_problems;
+    if !bad.is_empty() {
+        let mut uses: HashMap<ChunkId, Vec<ChunkUse>> = HashMap::new();
+        for manifest in backups {
+            let root = ChunkId::from_hex(&manifest.root).unwrap_or_default();
+            let _ = collect_leaf_ids(&reader, manifest, root, |slot, id| {
+                if bad.contains_key(&id) {
+                    uses.entry(id).or_default().push(ChunkUse {
+                        backup: manifest.id.clone(),
+                        volume: manifest.volume.clone(),
+                        offset: slot * manifest.chunk_size,
+                    });
+                }
+            })
+            .await;
+        }
+        for (id, (kind, detail)) in bad {
+            problems.push(Problem {
+                chunk: id.to_hex(),
+                kind,
+                detail,
+                uses: uses.remove(&id).unwrap_or_default(),
+            });
+        }
+    }
+    Ok(VerifyReport {
+        backups_checked: backups.len(),
+        chunks_checked: referenced.len() as u64,
+        chunks_read,
+        bytes_read,
+        packs_read,
+        problems,
+    })
+}
+
+/// Calls `each(slot, id)` for every non-zero slot of a backup.
+async fn collect_leaf_ids(
+    reader: &PageReader,
+    manifest: &Manifest,
+    root: ChunkId,
+    mut each: impl FnMut(u64, ChunkId),
+) -> Result<()> {
+    let (tx, mut rx) = mpsc::channel::<Leaf>(4);
+    let walk = tree::walk_leaves(reader, root, manifest.depth, manifest.slots, tx);
+    let consume = async {
+        while let Some(leaf) = rx.recv().await {
+            for (j, id) in leaf.ids.iter().enumerate() {
+                if !id.is_zero() {
+                    each(leaf.first_slot + j as u64, *id);
+                }
+            }
+        }
+    };
+    let (walked, ()) = tokio::join!(walk, consume);
+    walked
+}
+
+fn pack_selected(name: &ChunkId, read_data: ReadData) -> bool {
+    match read_data {
+        ReadData::None => false,
+        ReadData::All => true,
+        ReadData::Subset(fraction) => {
+            if fraction >= 1.0 {
+                return true;
+            }
+            let position = u64::from_le_bytes(name.0[..8].try_into().unwrap_or_default()) as f64
+                / u64::MAX as f64;
+            let days = time::OffsetDateTime::now_utc().unix_timestamp() / 86_400;
+            let start = (days as f64 * fraction).fract();
+            let shifted = (position - start).rem_euclid(1.0);
+            shifted < fraction
+        }
+    }
+}
+
+async fn read_pack_blobs(
+    repo: &Repository,
+    index: &PackIndex,
+    pack_no: u32,
+    blobs: Vec<(ChunkId, u64, u32)>,
+    max_chunk: usize,
+) -> Result<(u64, u64, Vec<(ChunkId, String)>)> {
+    let Some(first) = blobs.first() else {
+        return Ok((0, 0, Vec::new()));
+    };
+    let start = first.1;
+    let end = blobs
+        .iter()
+        .map(|b| b.1 + u64::from(b.2))
+        .max()
+        .unwrap_or(start);
+    let key = pack::pack_key(&index.pack_name(pack_no));
+    let bytes = match repo.store().get_range(&key, start..end).await {
+        Ok(b) => b,
+        Err(e) => {
+            let detail = e.to_string();
+            return Ok((0, 0, blobs.iter().map(|b| (b.0, detail.clone())).collect()));
+        }
+    };
+    let repo = repo.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut failures = Vec::new();
+        for (id, offset, length) in &blobs {
+            let at = (offset - start) as usize;
+            let sealed = &bytes[at..at + *length as usize];
+            let max = max_chunk.max(tree::PAGE_BYTES);
+            if let Err(e) = pack::decode_blob(repo.sealer(), repo.hasher(), id, sealed, max) {
+                failures.push((*id, format!("{e} (pack {key})")));
+            }
+        }
+        Ok((blobs.len() as u64, bytes.len() as u64, failures))
+    })
+    .await
+    .map_err(|e| Error::Invalid(format!("verify task failed: {e}")))?
+}
