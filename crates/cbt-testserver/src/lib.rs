@@ -53,7 +53,9 @@ impl TestServer {
     pub fn start_on(bind: &str, quirks: Quirks) -> io::Result<TestServer> {
         let certs = certs::generate(&["localhost", "127.0.0.1", "csi-snapshot-metadata.default"])
             .map_err(io::Error::other)?;
-        let dir = tempfile::Builder::new().prefix("cbt-testserver").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("cbt-testserver")
+            .tempdir()?;
         let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, &certs.ca_pem)?;
         let socket = dir.path().join("csi.sock");
@@ -118,9 +120,7 @@ impl TestServer {
                         .add_service(csi::snapshot_metadata_server::SnapshotMetadataServer::new(
                             service::CsiService(st.clone()),
                         ))
-                        .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(
-                            unix,
-                        ));
+                        .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(unix));
                     let _ = ready_tx.send(Ok(()));
                     tokio::select! {
                         _ = rx => {}

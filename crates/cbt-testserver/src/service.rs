@@ -414,9 +414,8 @@ type BoxResp<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>
 
 macro_rules! convert {
     ($stream:expr, $resp:ty, $bm:ty) => {{
-        let s: BoxResp<$resp> = Box::pin($stream.map(|m| {
-            m.map(|m| <$resp>::from_parts(m.kind, m.capacity, m.blocks))
-        }));
+        let s: BoxResp<$resp> =
+            Box::pin($stream.map(|m| m.map(|m| <$resp>::from_parts(m.kind, m.capacity, m.blocks))));
         s
     }};
 }
@@ -509,7 +508,9 @@ impl k8s::snapshot_metadata_server::SnapshotMetadata for K8sService {
         self.0
             .authenticate(&r.security_token, &r.namespace, &q.audience)?;
         if q.unimplemented {
-            return Err(Status::unimplemented("GetMetadataAllocated is not implemented"));
+            return Err(Status::unimplemented(
+                "GetMetadataAllocated is not implemented",
+            ));
         }
         let target = self
             .0
@@ -535,7 +536,9 @@ impl k8s::snapshot_metadata_server::SnapshotMetadata for K8sService {
             return Err(Status::invalid_argument("baseSnapshotId cannot be empty"));
         }
         if r.target_snapshot_name.is_empty() {
-            return Err(Status::invalid_argument("targetSnapshotName cannot be empty"));
+            return Err(Status::invalid_argument(
+                "targetSnapshotName cannot be empty",
+            ));
         }
         self.0
             .authenticate(&r.security_token, &r.namespace, &q.audience)?;
@@ -574,7 +577,9 @@ impl csi::snapshot_metadata_server::SnapshotMetadata for CsiService {
         self.0.counters.calls.fetch_add(1, Ordering::Relaxed);
         let r = request.into_inner();
         if self.0.quirks().unimplemented {
-            return Err(Status::unimplemented("GetMetadataAllocated is not implemented"));
+            return Err(Status::unimplemented(
+                "GetMetadataAllocated is not implemented",
+            ));
         }
         if r.snapshot_id.is_empty() {
             return Err(Status::invalid_argument("snapshot_id is required"));

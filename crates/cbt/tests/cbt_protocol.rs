@@ -24,7 +24,8 @@ fn image(dir: &Path, name: &str, size: u64, blocks: &[u64], fill: u8) -> PathBuf
     let f = File::create(&p).expect("create image");
     f.set_len(size).expect("size image");
     for &b in blocks {
-        f.write_all_at(&[fill.max(1); BS as usize], b * BS).expect("write block");
+        f.write_all_at(&[fill.max(1); BS as usize], b * BS)
+            .expect("write block");
     }
     p
 }
@@ -106,7 +107,10 @@ fn collect(args: &SelectionArgs) -> Result<Listing, CbtError> {
 }
 
 fn fixed(blocks: &[u64]) -> Vec<BlockRange> {
-    blocks.iter().map(|&b| BlockRange::new(b * BS, BS)).collect()
+    blocks
+        .iter()
+        .map(|&b| BlockRange::new(b * BS, BS))
+        .collect()
 }
 
 /// Merges touching ranges (VARIABLE_LENGTH extents may be split at message boundaries).
@@ -226,7 +230,10 @@ fn vsphere_single_message_streams_are_completed_by_asking_again() {
     s.add_snapshot(NS, "v", "handle-v", &img);
     let k = collect(&k8s_args(&s, "v", None, 7)).expect("listing");
     assert_eq!(k.ranges, fixed(&blocks));
-    assert_eq!(k.header.map(|h| h.0), Some(BlockMetadataType::VariableLength));
+    assert_eq!(
+        k.header.map(|h| h.0),
+        Some(BlockMetadataType::VariableLength)
+    );
     // 50 ranges, 7 per message, one message per call: 8 calls with data + 1 empty check.
     assert_eq!(k.stats.calls, 9);
 }
@@ -329,25 +336,37 @@ fn actionable_errors_for_auth_missing_snapshots_and_no_tracking() {
     a.token = Some("other-ns".into());
     let e = collect(&a).err().expect("denied");
     assert!(matches!(e, CbtError::PermissionDenied { .. }), "{e}");
-    assert!(e.to_string().contains("external-snapshot-metadata-client-runner"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("external-snapshot-metadata-client-runner"),
+        "{e}"
+    );
     assert!(e.to_string().contains("volumesnapshots"), "{e}");
 
     let before = s.calls();
-    let e = collect(&k8s_args(&s, "nope", None, 0)).err().expect("missing");
+    let e = collect(&k8s_args(&s, "nope", None, 0))
+        .err()
+        .expect("missing");
     assert!(matches!(e, CbtError::SnapshotNotFound { .. }), "{e}");
     assert!(e.to_string().contains("default/nope"), "{e}");
     assert_eq!(s.calls() - before, 1, "a missing snapshot is not retried");
 
-    let e = collect(&k8s_args(&s, "untracked", None, 0)).err().expect("no cbt");
+    let e = collect(&k8s_args(&s, "untracked", None, 0))
+        .err()
+        .expect("no cbt");
     assert!(e.needs_full_backup());
     assert!(e.to_string().contains("full backup is needed"), "{e}");
 
-    let e = collect(&k8s_args(&s, "a", Some("gone-handle"), 0)).err().expect("base gone");
+    let e = collect(&k8s_args(&s, "a", Some("gone-handle"), 0))
+        .err()
+        .expect("base gone");
     assert!(e.needs_full_backup(), "{e}");
     assert!(e.to_string().contains("base snapshot"), "{e}");
 
     s.update_quirks(|q| q.unimplemented = true);
-    let e = collect(&csi_args(&s, "handle-a", None, 0)).err().expect("unimplemented");
+    let e = collect(&csi_args(&s, "handle-a", None, 0))
+        .err()
+        .expect("unimplemented");
     assert!(matches!(e, CbtError::NoChangeTracking { .. }), "{e}");
 }
 
@@ -357,14 +376,37 @@ fn bad_ranges_from_the_server_are_errors_naming_the_range() {
     let img = image(s.dir(), "b.img", 1 << 20, &[2, 4, 6, 8], 1);
     s.add_snapshot(NS, "b", "handle-b", &img);
     let cases: [(Inject, &[&str]); 8] = [
-        (Inject::OutOfOrder, &["range #1", "[offset 0, size 4096]", "must be sorted"]),
-        (Inject::Overlap, &["range #1", "[offset 12287, size 4096]", "overlap"]),
+        (
+            Inject::OutOfOrder,
+            &["range #1", "[offset 0, size 4096]", "must be sorted"],
+        ),
+        (
+            Inject::Overlap,
+            &["range #1", "[offset 12287, size 4096]", "overlap"],
+        ),
         (Inject::ZeroSize, &["range #1", "size zero"]),
-        (Inject::PastCapacity, &["range #1", "[offset 1048576, size 4096]", "past the volume capacity"]),
-        (Inject::ChangeType, &["changed the block metadata type", "FIXED_LENGTH", "VARIABLE_LENGTH"]),
+        (
+            Inject::PastCapacity,
+            &[
+                "range #1",
+                "[offset 1048576, size 4096]",
+                "past the volume capacity",
+            ],
+        ),
+        (
+            Inject::ChangeType,
+            &[
+                "changed the block metadata type",
+                "FIXED_LENGTH",
+                "VARIABLE_LENGTH",
+            ],
+        ),
         (Inject::ChangeCapacity, &["capacity 1052672", "differs"]),
         (Inject::UnknownType, &["UNKNOWN"]),
-        (Inject::SizeChange, &["range #1", "size 2048", "FIXED_LENGTH"]),
+        (
+            Inject::SizeChange,
+            &["range #1", "size 2048", "FIXED_LENGTH"],
+        ),
     ];
     for (inject, words) in cases {
         s.update_quirks(|q| q.inject = Some(inject));
@@ -454,8 +496,13 @@ fn retries_are_bounded() {
     let s = server(Quirks::hostpath());
     s.add_snapshot(NS, "r", "handle-r", &s.dir().join("does-not-exist.img"));
     let before = s.calls();
-    let e = collect(&csi_args(&s, "handle-r", None, 0)).err().expect("fails");
-    assert!(matches!(e, CbtError::RetriesExhausted { attempts: 4, .. }), "{e}");
+    let e = collect(&csi_args(&s, "handle-r", None, 0))
+        .err()
+        .expect("fails");
+    assert!(
+        matches!(e, CbtError::RetriesExhausted { attempts: 4, .. }),
+        "{e}"
+    );
     assert_eq!(s.calls() - before, 4);
 }
 
@@ -499,13 +546,18 @@ fn list_prints_a_ranges_file_and_a_table() {
     assert_eq!(h.capacity, 1 << 20);
     assert_eq!(got, fixed(&[1, 3]));
     let text = String::from_utf8(json).expect("utf8");
-    assert!(text.starts_with("{\"blockMetadataType\":\"FIXED_LENGTH\",\"volumeCapacityBytes\":1048576"));
+    assert!(
+        text.starts_with("{\"blockMetadataType\":\"FIXED_LENGTH\",\"volumeCapacityBytes\":1048576")
+    );
 
     let mut table = Vec::new();
     blocking::list(&sel, fast(), ListFormat::Table, &mut table).expect("list");
     let table = String::from_utf8(table).expect("utf8");
     assert!(table.contains("ByteOffset"));
-    assert!(table.contains("FIXED_LENGTH           4096           4096"), "{table}");
+    assert!(
+        table.contains("FIXED_LENGTH           4096           4096"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -523,7 +575,9 @@ fn verify_passes_on_a_good_copy_and_fails_on_one_changed_block() {
     let target = s.dir().join("target.dev");
     copy_image(&snap, &source);
     copy_image(&base, &target);
-    let sel = k8s_args(&s, "s2", Some("h1"), 3).resolve().expect("selection");
+    let sel = k8s_args(&s, "s2", Some("h1"), 3)
+        .resolve()
+        .expect("selection");
     let rep = blocking::verify(&sel, fast(), &source, &target).expect("verify passes");
     assert_eq!(rep.ranges, 4);
     assert_eq!(rep.bytes_copied, 4 * BS);
@@ -531,7 +585,7 @@ fn verify_passes_on_a_good_copy_and_fails_on_one_changed_block() {
     // Negative test: one more 4 KiB block changed on the source after the snapshot.
     copy_image(&base, &target);
     write_blocks(&source, &[700], 0x99);
-    let e = blocking::verify(&sel, fast(), &source, &target).err().expect("mismatch");
+    let e = blocking::verify(&sel, fast(), &source, &target).expect_err("mismatch");
     match e {
         CbtError::VerifyMismatch { offset, .. } => assert_eq!(offset, 700 * BS),
         other => panic!("expected a mismatch, got {other}"),
@@ -539,7 +593,9 @@ fn verify_passes_on_a_good_copy_and_fails_on_one_changed_block() {
 
     // Allocated mode onto an empty target works too (CSI flavour).
     let empty = s.dir().join("empty.dev");
-    File::create(&empty).and_then(|f| f.set_len(4 << 20)).expect("empty");
+    File::create(&empty)
+        .and_then(|f| f.set_len(4 << 20))
+        .expect("empty");
     let sel = csi_args(&s, "h2", None, 0).resolve().expect("selection");
     blocking::verify(&sel, fast(), &snap, &empty).expect("allocated verify passes");
 }
@@ -551,14 +607,36 @@ fn selection_flag_errors_say_what_is_missing() {
         snapshot: Some("s".into()),
         ..Default::default()
     };
-    assert!(a.resolve().err().map(|e| e.to_string()).unwrap_or_default().contains("--ca-cert"));
+    assert!(a
+        .resolve()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+        .contains("--ca-cert"));
     a.address = Some("no-port".into());
-    assert!(a.resolve().err().map(|e| e.to_string()).unwrap_or_default().contains("HOST:PORT"));
+    assert!(a
+        .resolve()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+        .contains("HOST:PORT"));
     let b = SelectionArgs::default();
-    assert!(b.resolve().err().map(|e| e.to_string()).unwrap_or_default().contains("--snapshot"));
-    assert_eq!(s3mover_cbt::connect::tls_server_name("[::1]:6443").ok().as_deref(), Some("::1"));
+    assert!(b
+        .resolve()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+        .contains("--snapshot"));
     assert_eq!(
-        s3mover_cbt::connect::tls_server_name("csi-snapshot-metadata.default:6443").ok().as_deref(),
+        s3mover_cbt::connect::tls_server_name("[::1]:6443")
+            .ok()
+            .as_deref(),
+        Some("::1")
+    );
+    assert_eq!(
+        s3mover_cbt::connect::tls_server_name("csi-snapshot-metadata.default:6443")
+            .ok()
+            .as_deref(),
         Some("csi-snapshot-metadata.default")
     );
 }
@@ -569,7 +647,9 @@ async fn async_stream_of_single_ranges() {
     let s = server(Quirks::ceph());
     let img = image(s.dir(), "y.img", 1 << 20, &[4, 5, 6, 20], 1);
     s.add_snapshot(NS, "y", "handle-y", &img);
-    let sel = csi_args(&s, "handle-y", None, 0).resolve().expect("selection");
+    let sel = csi_args(&s, "handle-y", None, 0)
+        .resolve()
+        .expect("selection");
     let client = Client::connect(&sel.endpoint).await.expect("connect");
     let all: Vec<BlockRange> = client
         .ranges(sel.query.clone(), fast())
@@ -577,5 +657,11 @@ async fn async_stream_of_single_ranges() {
         .try_collect()
         .await
         .expect("ranges");
-    assert_eq!(all, vec![BlockRange::new(4 * BS, 3 * BS), BlockRange::new(20 * BS, BS)]);
+    assert_eq!(
+        all,
+        vec![
+            BlockRange::new(4 * BS, 3 * BS),
+            BlockRange::new(20 * BS, BS)
+        ]
+    );
 }
