@@ -134,7 +134,7 @@ impl RangeValidator {
                 });
             }
         }
-        let end = range.offset.checked_add(range.size).unwrap_or(u64::MAX);
+        let end = range.end();
         if end > self.capacity {
             return Err(RangeError::PastEnd {
                 index,
