@@ -193,6 +193,7 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
         stats: BackupStats::default(),
         progress: options.progress.clone(),
         pending_index: Vec::new(),
+        quarantine: crate::quarantine::Quarantine::load(repo).await?,
     };
 
     let slots = bitmap.slots();
@@ -237,6 +238,7 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
     stats.objects_written = before_commit.put + 1;
     manifest.stats = stats;
     repo.write_manifest(&manifest).await?;
+    crate::gc::check_after_commit(repo, &manifest.started_at, &manifest).await?;
     repo.set_latest(&options.volume, &manifest_id).await?;
     repo.store().delete(&session_key).await?;
     if let Some(progress) = &options.progress {
@@ -264,6 +266,9 @@ async fn choose_parent(
     let Some(parent) = candidate else {
         return Ok((None, None));
     };
+    if let Some(note) = crate::quarantine::reject_parent(repo, &parent).await? {
+        return Ok((None, Some(note)));
+    }
     if parent.size_bytes != size {
         let note = format!(
             "the source is {size} bytes but parent {} is {} bytes: taking a full backup",
@@ -517,6 +522,7 @@ struct TreeBuilder<'a> {
     stats: BackupStats,
     progress: Option<Arc<dyn Progress>>,
     pending_index: Vec<UploadedPack>,
+    quarantine: crate::quarantine::Quarantine,
 }
 
 impl<'a> TreeBuilder<'a> {
@@ -576,6 +582,11 @@ impl<'a> TreeBuilder<'a> {
             progress.advance(data.bytes.len() as u64);
         }
         let id = data.id;
+        let parent_id = if self.quarantine.contains(&id) {
+            ChunkId::ZERO
+        } else {
+            parent_id
+        };
         if id.is_zero() || id == parent_id || self.known.contains(&id) {
             return Ok(id);
         }

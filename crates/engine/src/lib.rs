@@ -12,17 +12,22 @@
 
 pub mod backup;
 pub mod bitmap;
+pub mod check;
 pub mod config;
 pub mod crypto;
 pub mod device;
 pub mod error;
+pub mod gc;
 pub mod id;
 pub mod index;
 pub mod manifest;
 pub mod pack;
 pub mod progress;
+pub mod prune;
+pub mod quarantine;
 pub mod repo;
 pub mod restore;
+pub mod retention;
 pub mod storage;
 pub mod time_util;
 pub mod tree;

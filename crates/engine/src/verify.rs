@@ -1,6 +1,12 @@
 //! Verifying backups: every referenced chunk and tree page is indexed and its pack is present
 //! and long enough; with data reading, every blob is fetched, opened and hash-checked. Each
 //! problem names the chunk and every backup and volume offset that uses it.
+//!
+//! Verification heals: a bad chunk is quarantined (`quarantine.rs`) so the next backup of a
+//! volume that holds it uploads it again, the bad copy's index entry is dropped so readers never
+//! pick it, and every backup using it is recorded as failed so it is never an incremental's base.
+//! `--read-data-subset` reads a rotating share of the packs (a percentage, or a byte budget) so
+//! that a daily job covers the repository over time.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -26,6 +32,8 @@ pub enum ReadData {
     All,
     /// A fraction (0..=1) of the packs, rotating by day so that daily runs cover everything.
     Subset(f64),
+    /// About this many bytes of blobs, taken from the same daily rotation.
+    Bytes(u64),
 }
 
 /// One backup and volume offset that uses a bad chunk.
@@ -59,6 +67,14 @@ pub struct VerifyReport {
     pub bytes_read: u64,
     pub packs_read: u64,
     pub problems: Vec<Problem>,
+    /// Chunks newly quarantined by this run.
+    pub quarantined_chunks: usize,
+    /// Backups recorded as failed (never used as a base again).
+    pub failed_backups: Vec<String>,
+    /// Index objects rewritten to drop bad copies.
+    pub index_objects_rewritten: usize,
+    /// Quarantine records removed because the chunk or backup now verifies.
+    pub healed: usize,
 }
 
 /// Verifies the given backups.
@@ -146,12 +162,33 @@ pub async fn verify(
     let mut chunks_read = 0;
     let mut bytes_read = 0;
     let mut packs_read = 0;
+    let mut chosen_set: HashSet<u32> = HashSet::new();
     if read_data != ReadData::None {
-        let chosen: Vec<u32> = by_pack
-            .keys()
-            .copied()
-            .filter(|n| pack_selected(&index.pack_name(*n), read_data))
-            .collect();
+        let chosen: Vec<u32> = match read_data {
+            ReadData::Bytes(budget) => {
+                let mut order: Vec<(f64, u32)> = by_pack
+                    .keys()
+                    .map(|n| (rotation_position(&index.pack_name(*n)), *n))
+                    .collect();
+                order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                let mut taken = 0u64;
+                let mut chosen = Vec::new();
+                for (_, n) in order {
+                    if taken >= budget {
+                        break;
+                    }
+                    taken += by_pack[&n].iter().map(|b| u64::from(b.2)).sum::<u64>();
+                    chosen.push(n);
+                }
+                chosen
+            }
+            _ => by_pack
+                .keys()
+                .copied()
+                .filter(|n| pack_selected(&index.pack_name(*n), read_data))
+                .collect(),
+        };
+        chosen_set = chosen.iter().copied().collect();
         let max_chunk = backups.iter().map(|m| m.chunk_size).max().unwrap_or(0) as usize;
         let results: Vec<(u64, u64, Vec<(ChunkId, String)>)> = futures::stream::iter(chosen)
             .map(|pack_no| {
@@ -177,6 +214,17 @@ pub async fn verify(
         }
     }
 
+    // Chunks whose data was read and found good (for healing quarantine records).
+    let read_ok: HashSet<ChunkId> = by_pack
+        .iter()
+        .filter(|(n, _)| chosen_set.contains(n))
+        .flat_map(|(_, blobs)| blobs.iter().map(|b| b.0))
+        .filter(|id| !bad.contains_key(id))
+        .collect();
+    let bad_copies: HashSet<(ChunkId, ChunkId)> = bad
+        .keys()
+        .filter_map(|id| index.get(id).map(|l| (index.pack_name(l.pack), *id)))
+        .collect();
     let mut problems = tree_problems;
     if !bad.is_empty() {
         let mut uses: HashMap<ChunkId, Vec<ChunkUse>> = HashMap::new();
@@ -202,6 +250,7 @@ pub async fn verify(
             });
         }
     }
+    let heal = heal(repo, backups, read_data, &problems, &bad_copies, &read_ok).await?;
     Ok(VerifyReport {
         backups_checked: backups.len(),
         chunks_checked: referenced.len() as u64,
@@ -209,7 +258,75 @@ pub async fn verify(
         bytes_read,
         packs_read,
         problems,
+        quarantined_chunks: heal.0,
+        failed_backups: heal.1,
+        index_objects_rewritten: heal.2,
+        healed: heal.3,
     })
+}
+
+/// Quarantines what failed, records the backups that use it, drops bad index entries, and
+/// clears records of chunks and backups that now verify.
+async fn heal(
+    repo: &Repository,
+    backups: &[Manifest],
+    read_data: ReadData,
+    problems: &[Problem],
+    bad_copies: &HashSet<(ChunkId, ChunkId)>,
+    read_ok: &HashSet<ChunkId>,
+) -> Result<(usize, Vec<String>, usize, usize)> {
+    let mut quarantined = 0;
+    let mut failed: Vec<String> = Vec::new();
+    let pack_of: HashMap<ChunkId, ChunkId> = bad_copies.iter().map(|(p, c)| (*c, *p)).collect();
+    for problem in problems {
+        if let Some(id) = ChunkId::from_hex(&problem.chunk) {
+            crate::quarantine::record_chunk(
+                repo,
+                &id,
+                pack_of.get(&id),
+                &format!("{}: {}", problem.kind, problem.detail),
+            )
+            .await?;
+            quarantined += 1;
+        }
+        for u in &problem.uses {
+            if !failed.contains(&u.backup) {
+                failed.push(u.backup.clone());
+            }
+        }
+    }
+    for id in &failed {
+        crate::quarantine::record_backup(repo, id, "its data failed verification").await?;
+    }
+    let rewritten = crate::quarantine::drop_index_entries(repo, bad_copies).await?;
+    let mut healed = 0;
+    let current = crate::quarantine::Quarantine::load(repo).await?;
+    for id in read_ok {
+        if current.contains(id) && !pack_of.contains_key(id) {
+            crate::quarantine::clear_chunk(repo, id).await?;
+            healed += 1;
+        }
+    }
+    if read_data == ReadData::All {
+        let recorded = crate::quarantine::failed_backups(repo).await?;
+        for manifest in backups {
+            if recorded.contains(&manifest.id) && !failed.contains(&manifest.id) {
+                crate::quarantine::clear_backup(repo, &manifest.id).await?;
+                healed += 1;
+            }
+        }
+    }
+    Ok((quarantined, failed, rewritten, healed))
+}
+
+/// A pack's place in today's rotation, 0..1.
+fn rotation_position(name: &ChunkId) -> f64 {
+    let position =
+        u64::from_le_bytes(name.0[..8].try_into().unwrap_or_default()) as f64 / u64::MAX as f64;
+    let days = time::OffsetDateTime::now_utc().unix_timestamp() / 86_400;
+    // Advance by a golden-ratio step a day, so consecutive days start at spread-out points.
+    let start = (days as f64 * 0.618_033_988_749_895).fract();
+    (position - start).rem_euclid(1.0)
 }
 
 /// Calls `each(slot, id)` for every non-zero slot of a backup.
@@ -237,7 +354,7 @@ async fn collect_leaf_ids(
 fn pack_selected(name: &ChunkId, read_data: ReadData) -> bool {
     match read_data {
         ReadData::None => false,
-        ReadData::All => true,
+        ReadData::All | ReadData::Bytes(_) => true,
         ReadData::Subset(fraction) => {
             if fraction >= 1.0 {
                 return true;

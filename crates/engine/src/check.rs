@@ -1,0 +1,130 @@
+//! `check`: fast validation of all metadata without reading chunk data. Every manifest opens,
+//! every index object decodes, every tree page is indexed and decodes, every chunk id a tree
+//! names is indexed, and every indexed pack exists and is long enough for its blobs. Costs one
+//! listing of `packs/`, the index objects, the manifests and the tree packs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+use crate::id::ChunkId;
+use crate::index::PackIndex;
+use crate::pack;
+use crate::repo::Repository;
+use crate::tree::{self, Leaf, PageReader};
+
+/// What `check` found.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckReport {
+    pub backups: usize,
+    pub index_objects: usize,
+    pub packs: usize,
+    pub blobs_indexed: usize,
+    pub chunks_referenced: u64,
+    /// One line per problem.
+    pub problems: Vec<String>,
+}
+
+/// Checks the repository's metadata.
+pub async fn check(repo: &Repository) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let index = match PackIndex::load(repo).await {
+        Ok(index) => Arc::new(index),
+        Err(e) => {
+            report
+                .problems
+                .push(format!("the index cannot be loaded: {e}"));
+            return Ok(report);
+        }
+    };
+    report.index_objects = index.objects.len();
+    report.blobs_indexed = index.len();
+
+    // Indexed packs exist and are long enough.
+    let listed: HashMap<ChunkId, u64> = repo
+        .store()
+        .list("packs/")
+        .await?
+        .into_iter()
+        .filter_map(|o| {
+            let name = o.key.rsplit('/').next().and_then(ChunkId::from_hex)?;
+            Some((name, o.size))
+        })
+        .collect();
+    report.packs = listed.len();
+    let mut needed: HashMap<u32, u64> = HashMap::new();
+    for (_, loc) in index.iter() {
+        let end = loc.offset + u64::from(loc.length);
+        let slot = needed.entry(loc.pack).or_default();
+        *slot = (*slot).max(end);
+    }
+    let mut pack_problems: Vec<String> = Vec::new();
+    for (pack_no, end) in &needed {
+        let name = index.pack_name(*pack_no);
+        match listed.get(&name) {
+            None => pack_problems.push(format!(
+                "pack {} is indexed but does not exist",
+                pack::pack_key(&name)
+            )),
+            Some(size) if size < end => pack_problems.push(format!(
+                "pack {} is {size} bytes but the index places blobs up to byte {end}",
+                pack::pack_key(&name)
+            )),
+            Some(_) => {}
+        }
+    }
+    pack_problems.sort();
+    report.problems.extend(pack_problems);
+
+    // Manifests and their trees.
+    let ids = repo.list_backup_ids().await?;
+    report.backups = ids.len();
+    let reader = PageReader::new(repo.clone(), Arc::clone(&index));
+    for id in ids {
+        let manifest = match repo.read_manifest(&id).await {
+            Ok(m) => m,
+            Err(Error::NoSuchBackup(_)) => continue,
+            Err(e) => {
+                report.problems.push(format!("backup {id}: {e}"));
+                continue;
+            }
+        };
+        let Some(root) = ChunkId::from_hex(&manifest.root) else {
+            report
+                .problems
+                .push(format!("backup {id}: the root is not a valid id"));
+            continue;
+        };
+        let (tx, mut rx) = mpsc::channel::<Leaf>(8);
+        let walk = tree::walk_leaves(&reader, root, manifest.depth, manifest.slots, tx);
+        let mut unindexed = 0u64;
+        let mut first_unindexed = None;
+        let mut referenced = 0u64;
+        let consume = async {
+            while let Some(leaf) = rx.recv().await {
+                for chunk in leaf.ids.iter().filter(|c| !c.is_zero()) {
+                    referenced += 1;
+                    if !index.contains(chunk) {
+                        unindexed += 1;
+                        first_unindexed.get_or_insert(*chunk);
+                    }
+                }
+            }
+        };
+        let (walked, ()) = tokio::join!(walk, consume);
+        report.chunks_referenced += referenced;
+        if let Err(e) = walked {
+            report.problems.push(format!("backup {id}: tree: {e}"));
+        }
+        if let Some(first) = first_unindexed {
+            report.problems.push(format!(
+                "backup {id}: {unindexed} chunks are in no indexed pack (for example {first})"
+            ));
+        }
+    }
+    Ok(report)
+}

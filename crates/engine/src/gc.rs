@@ -1,0 +1,445 @@
+//! The garbage-collection objects under `gc/` and the one check a backup makes after its
+//! commit. `docs/format.md` ("Garbage collection") gives the protocol and its safety argument.
+//!
+//! * `gc/pending/<t1>-<rand>`: a *pending set*, written by prune's phase 1: the packs found
+//!   unreferenced (wholly or partly) at `t1`, the 64-bit prefixes of the chunk ids in them that
+//!   no backup referenced (the *dead ids*), and the backups that were marked.
+//! * `gc/deleting/<t2>-<rand>`: a *deletion marker*, written by phase 2 before it lists
+//!   `backups/` again and deletes anything; it records when deletion began and finished and is
+//!   kept for [`MARKER_RETENTION`] after it finished.
+//! * `gc/lease/<t>-<rand>`: a prune's lease, so that two prunes do not sweep at once.
+//!
+//! A backup, after writing its manifest, lists `gc/deleting/` (a handful of small objects).
+//! For every marker that may have overlapped it, it checks that no chunk or tree page of its
+//! tree is among the marker's dead ids; if one is, it withdraws its manifest and fails with
+//! "rerun the backup". Only then is `latest/` updated.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::id::ChunkId;
+use crate::manifest::Manifest;
+use crate::repo::Repository;
+
+const PENDING_AAD: &[u8] = b"s3mover gc pending v1";
+const MARKER_AAD: &[u8] = b"s3mover gc deleting v1";
+const LEASE_AAD: &[u8] = b"s3mover gc lease v1";
+
+/// How long a deletion marker stays after its deletion finished. A backup that takes longer
+/// than this from its start to its post-commit check is outside the safety argument.
+pub const MARKER_RETENTION_SECONDS: i64 = 6 * 3600;
+/// Alias used in docs.
+pub const MARKER_RETENTION: time::Duration = time::Duration::seconds(MARKER_RETENTION_SECONDS);
+/// Tolerated clock difference between machines, subtracted when comparing their times.
+pub const CLOCK_SKEW_SECONDS: i64 = 300;
+/// A prune's lease lasts this long unless renewed.
+pub const LEASE_SECONDS: i64 = 15 * 60;
+
+/// The 64-bit prefix of an id, the unit of prune's mark set. Two ids sharing a prefix only
+/// make prune keep a dead chunk, never delete a live one.
+pub fn prefix(id: &ChunkId) -> u64 {
+    u64::from_be_bytes([
+        id.0[0], id.0[1], id.0[2], id.0[3], id.0[4], id.0[5], id.0[6], id.0[7],
+    ])
+}
+
+/// Seconds since the epoch, now.
+pub fn now_unix() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn random_suffix() -> String {
+    hex::encode(&crate::crypto::random_key()[..4])
+}
+
+/// One pack of a pending set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingPack {
+    /// Pack name, hex.
+    pub pack: String,
+    /// Pack size in bytes.
+    pub size: u64,
+    /// True when some of its blobs are live: its live blobs are copied before it is deleted.
+    pub repack: bool,
+    /// Bytes of dead blobs in it.
+    pub dead_bytes: u64,
+}
+
+/// A pending set (phase 1's result).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingSet {
+    /// Unix seconds when the phase-1 listing began.
+    pub created: i64,
+    /// The backups phase 1 marked from.
+    pub seen_backups: Vec<String>,
+    pub packs: Vec<PendingPack>,
+    /// Sorted prefixes of the dead chunk and page ids in those packs.
+    pub dead: Vec<u64>,
+}
+
+impl PendingSet {
+    /// Object key for a new pending set.
+    pub fn new_key(created: i64) -> String {
+        format!("gc/pending/{created:012}-{}", random_suffix())
+    }
+
+    /// The creation time encoded in a key, if it is a pending-set key.
+    pub fn created_of(key: &str) -> Option<i64> {
+        key.strip_prefix("gc/pending/")?
+            .split('-')
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    /// Writes the set.
+    pub async fn write(&self, repo: &Repository, key: &str) -> Result<()> {
+        let json = serde_json::to_vec(self)
+            .map_err(|e| Error::Invalid(format!("cannot encode pending set: {e}")))?;
+        let compressed = zstd::bulk::compress(&json, 3)
+            .map_err(|e| Error::Invalid(format!("cannot compress pending set: {e}")))?;
+        let sealed = repo.sealer().seal(&compressed, PENDING_AAD);
+        repo.store().put(key, Bytes::from(sealed)).await?;
+        Ok(())
+    }
+
+    /// Reads a set.
+    pub async fn read(repo: &Repository, key: &str) -> Result<PendingSet> {
+        let sealed = repo.store().get(key).await?;
+        let compressed = repo
+            .sealer()
+            .open(&sealed, PENDING_AAD)
+            .map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
+        let json = zstd::stream::decode_all(&compressed[..])
+            .map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
+        let mut set: PendingSet =
+            serde_json::from_slice(&json).map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
+        set.dead.sort_unstable();
+        Ok(set)
+    }
+}
+
+/// A deletion marker (phase 2 in progress or recently finished).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletionMarker {
+    /// The pending sets this deletion works from.
+    pub pending: Vec<String>,
+    /// Unix seconds when it began (written before its listing of `backups/`).
+    pub began: i64,
+    /// Unix seconds when it finished, if it did.
+    pub finished: Option<i64>,
+}
+
+impl DeletionMarker {
+    /// Object key for a new marker.
+    pub fn new_key(began: i64) -> String {
+        format!("gc/deleting/{began:012}-{}", random_suffix())
+    }
+
+    /// Writes (or rewrites) the marker.
+    pub async fn write(&self, repo: &Repository, key: &str) -> Result<()> {
+        let json = serde_json::to_vec(self)
+            .map_err(|e| Error::Invalid(format!("cannot encode deletion marker: {e}")))?;
+        let sealed = repo.sealer().seal(&json, MARKER_AAD);
+        repo.store().put(key, Bytes::from(sealed)).await?;
+        Ok(())
+    }
+
+    /// Reads a marker; `None` if it vanished meanwhile.
+    pub async fn read(repo: &Repository, key: &str) -> Result<Option<DeletionMarker>> {
+        let Some(sealed) = repo.store().get_optional(key).await? else {
+            return Ok(None);
+        };
+        let json = repo
+            .sealer()
+            .open(&sealed, MARKER_AAD)
+            .map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
+        serde_json::from_slice(&json)
+            .map(Some)
+            .map_err(|e| Error::Corrupt(format!("{key}: {e}")))
+    }
+
+    /// True when this deletion may have removed data a backup started at `started` relies on:
+    /// it has not finished, or finished after `started` (less the clock-skew allowance).
+    pub fn overlaps(&self, started: i64) -> bool {
+        match self.finished {
+            None => true,
+            Some(finished) => finished >= started - CLOCK_SKEW_SECONDS,
+        }
+    }
+}
+
+/// Every deletion marker in the repository, with its key.
+pub async fn list_markers(repo: &Repository) -> Result<Vec<(String, DeletionMarker)>> {
+    let keys: Vec<String> = repo
+        .store()
+        .list("gc/deleting/")
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    let mut out = Vec::new();
+    for key in keys {
+        if let Some(marker) = DeletionMarker::read(repo, &key).await? {
+            out.push((key, marker));
+        }
+    }
+    Ok(out)
+}
+
+/// The check a backup makes right after writing its manifest (before `latest/`): if a
+/// garbage-collection sweep that overlapped this backup may remove a chunk or tree page the
+/// new tree references, the manifest is deleted again and the backup fails, to be rerun.
+/// `started_at` is the backup's start (RFC 3339).
+pub async fn check_after_commit(
+    repo: &Repository,
+    started_at: &str,
+    manifest: &Manifest,
+) -> Result<()> {
+    match overlapping_dead_ids(repo, started_at, manifest).await {
+        Ok(None) => Ok(()),
+        Ok(Some(reason)) => withdraw(repo, manifest, &reason).await,
+        Err(e) => {
+            let reason = format!("its post-commit check could not complete ({e})");
+            withdraw(repo, manifest, &reason).await
+        }
+    }
+}
+
+async fn withdraw(repo: &Repository, manifest: &Manifest, reason: &str) -> Result<()> {
+    repo.store()
+        .delete(&format!("backups/{}", manifest.id))
+        .await?;
+    Err(Error::Io(format!(
+        "backup {} of volume {:?} was withdrawn: {reason}; nothing is lost, rerun the backup",
+        manifest.id, manifest.volume
+    )))
+}
+
+/// `Some(reason)` when the new backup must be withdrawn.
+async fn overlapping_dead_ids(
+    repo: &Repository,
+    started_at: &str,
+    manifest: &Manifest,
+) -> Result<Option<String>> {
+    let started = crate::time_util::parse_rfc3339(started_at)
+        .map(|t| t.unix_timestamp())
+        .unwrap_or(i64::MIN / 2);
+    if let Some(parent) = &manifest.parent {
+        if repo
+            .store()
+            .size_of(&format!("backups/{parent}"))
+            .await?
+            .is_none()
+        {
+            return Ok(Some(format!(
+                "its parent backup {parent} was removed while it ran"
+            )));
+        }
+    }
+    let mut dead: Vec<u64> = Vec::new();
+    for (_, marker) in list_markers(repo).await? {
+        if !marker.overlaps(started) {
+            continue;
+        }
+        for key in &marker.pending {
+            // Pending sets are deleted only together with their marker, after its retention.
+            let set = PendingSet::read(repo, key).await?;
+            dead.extend_from_slice(&set.dead);
+        }
+    }
+    if dead.is_empty() {
+        return Ok(None);
+    }
+    dead.sort_unstable();
+    dead.dedup();
+    let index = std::sync::Arc::new(crate::index::PackIndex::load(repo).await?);
+    let hit = tree_hits(repo, index, manifest, &dead).await?;
+    Ok(hit.map(|id| {
+        format!("garbage collection running beside it may delete chunk {id}, which it references")
+    }))
+}
+
+/// The first id of the backup's tree (pages and chunks) whose prefix is in `dead`.
+async fn tree_hits(
+    repo: &Repository,
+    index: std::sync::Arc<crate::index::PackIndex>,
+    manifest: &Manifest,
+    dead: &[u64],
+) -> Result<Option<ChunkId>> {
+    let reader = crate::tree::PageReader::new(repo.clone(), index);
+    let root = ChunkId::from_hex(&manifest.root)
+        .ok_or_else(|| Error::Corrupt(format!("backup {}: bad root", manifest.id)))?;
+    let mut visited = HashSet::new();
+    let mut stack = vec![(root, manifest.depth.saturating_sub(1), 0u64)];
+    while let Some((id, level, index_no)) = stack.pop() {
+        if id.is_zero() || !visited.insert(id) {
+            continue;
+        }
+        if dead.binary_search(&prefix(&id)).is_ok() {
+            return Ok(Some(id));
+        }
+        let entries = crate::tree::page_entries(level, index_no, manifest.slots);
+        let ids = reader.page(&id, entries).await?;
+        for (j, child) in ids.into_iter().enumerate() {
+            if child.is_zero() {
+                continue;
+            }
+            if level == 0 {
+                if dead.binary_search(&prefix(&child)).is_ok() {
+                    return Ok(Some(child));
+                }
+            } else {
+                stack.push((child, level - 1, index_no * crate::tree::FANOUT + j as u64));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// A prune's lease on sweeping.
+#[derive(Debug)]
+pub struct Lease {
+    key: String,
+    expires: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LeaseRecord {
+    host: String,
+    pid: u32,
+    expires: i64,
+}
+
+async fn live_leases(repo: &Repository) -> Result<Vec<(String, LeaseRecord)>> {
+    let keys: Vec<String> = repo
+        .store()
+        .list("gc/lease/")
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    let now = now_unix();
+    let records: Vec<Option<(String, LeaseRecord)>> = futures::stream::iter(keys)
+        .map(|key| async move {
+            let Some(sealed) = repo.store().get_optional(&key).await? else {
+                return Ok::<_, Error>(None);
+            };
+            let record = repo
+                .sealer()
+                .open(&sealed, LEASE_AAD)
+                .ok()
+                .and_then(|json| serde_json::from_slice::<LeaseRecord>(&json).ok());
+            Ok(match record {
+                Some(r) if r.expires > now && !holder_is_dead(&r) => Some((key, r)),
+                _ => {
+                    // Expired or unreadable: its holder is gone; clear it.
+                    repo.store().delete(&key).await?;
+                    None
+                }
+            })
+        })
+        .buffer_unordered(8)
+        .try_collect()
+        .await?;
+    Ok(records.into_iter().flatten().collect())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A lease held by a process of this host that no longer exists is stale at once.
+fn holder_is_dead(record: &LeaseRecord) -> bool {
+    !record.host.is_empty()
+        && record.host == hostname()
+        && record.pid != std::process::id()
+        && !std::path::Path::new(&format!("/proc/{}", record.pid)).exists()
+}
+
+impl Lease {
+    /// Takes the lease, or fails when another prune holds one. Write-then-list: of two prunes
+    /// that start together at least one sees the other and backs off (possibly both).
+    pub async fn acquire(repo: &Repository) -> Result<Lease> {
+        if let Some((key, other)) = live_leases(repo).await?.into_iter().next() {
+            return Err(busy(&key, &other));
+        }
+        let mut lease = Lease {
+            key: format!("gc/lease/{:012}-{}", now_unix(), random_suffix()),
+            expires: 0,
+        };
+        lease.write(repo).await?;
+        if let Some((key, other)) = live_leases(repo)
+            .await?
+            .into_iter()
+            .find(|(k, _)| *k != lease.key)
+        {
+            repo.store().delete(&lease.key).await?;
+            return Err(busy(&key, &other));
+        }
+        Ok(lease)
+    }
+
+    async fn write(&mut self, repo: &Repository) -> Result<()> {
+        self.expires = now_unix() + LEASE_SECONDS;
+        let record = LeaseRecord {
+            host: hostname(),
+            pid: std::process::id(),
+            expires: self.expires,
+        };
+        let json = serde_json::to_vec(&record)
+            .map_err(|e| Error::Invalid(format!("cannot encode lease: {e}")))?;
+        let sealed = repo.sealer().seal(&json, LEASE_AAD);
+        repo.store().put(&self.key, Bytes::from(sealed)).await?;
+        Ok(())
+    }
+
+    /// Called before every destructive step: renews the lease when a third of it is used and
+    /// fails if it lapsed or another prune took one meanwhile (then nothing more is deleted).
+    pub async fn ensure(&mut self, repo: &Repository) -> Result<()> {
+        let now = now_unix();
+        if now >= self.expires - 30 {
+            return Err(Error::Io(format!(
+                "prune's lease {} lapsed; stopping before deleting anything more (rerun prune)",
+                self.key
+            )));
+        }
+        if now >= self.expires - 2 * LEASE_SECONDS / 3 {
+            if let Some((key, other)) = live_leases(repo)
+                .await?
+                .into_iter()
+                .find(|(k, _)| *k != self.key)
+            {
+                return Err(busy(&key, &other));
+            }
+            self.write(repo).await?;
+        }
+        Ok(())
+    }
+
+    /// Gives the lease up.
+    pub async fn release(self, repo: &Repository) -> Result<()> {
+        repo.store().delete(&self.key).await?;
+        Ok(())
+    }
+}
+
+fn busy(key: &str, other: &LeaseRecord) -> Error {
+    Error::Io(format!(
+        "another prune is running (lease {key} of host {:?} pid {}, expires in {} s); try again later",
+        other.host,
+        other.pid,
+        (other.expires - now_unix()).max(0)
+    ))
+}

@@ -1,0 +1,910 @@
+//! `prune`: two-phase, time-gated mark and sweep (`docs/format.md`, "Garbage collection").
+//!
+//! One run lists the repository once, marks every chunk and tree page reachable from every
+//! backup and from every fresh `sessions/` object, and writes a *pending set* of the packs
+//! older than the grace period that hold dead blobs (phase 1). Then, for every pending set at
+//! least one grace period old (this run's own when the grace is zero), it writes a deletion
+//! marker, lists `backups/` again, re-marks from the backups the pending set did not see, and
+//! removes only blobs that are dead in the pending set, dead now and not re-marked (phase 2):
+//! live blobs of partly dead packs are copied into new packs, the new index is written, index
+//! objects naming removed packs are rewritten, and only then are packs deleted.
+//!
+//! Memory is bounded by the mark set (a sorted `Vec` of 64-bit id prefixes: 80 MB for 10
+//! million chunks), the tree-page locations (48 bytes per distinct tree page), per-pack
+//! counters and the dead prefixes of candidate packs — never a map of every chunk's location.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use time::Duration;
+
+use crate::error::{Error, Result};
+use crate::gc::{self, DeletionMarker, Lease, PendingPack, PendingSet};
+use crate::id::ChunkId;
+use crate::index;
+use crate::manifest::Manifest;
+use crate::pack::{self, BlobKind, PackBuilder, PackEntry};
+use crate::repo::Repository;
+use crate::storage::ObjectInfo;
+use crate::tree;
+
+/// Sessions updated within this many seconds protect the chunks they list.
+const SESSION_PROTECT_SECONDS: i64 = 13 * 3600;
+/// Packs that no index object names are removed only when older than this (and the grace):
+/// a running backup indexes each pack it uploads well within it.
+const UNINDEXED_MIN_AGE_SECONDS: i64 = 6 * 3600;
+const SESSION_AAD: &[u8] = b"s3mover session v1";
+const CACHED_TREE_PACKS: usize = 16;
+
+/// How to prune.
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// Packs younger than this are never candidates, and a pending set is swept only once it
+    /// is this old.
+    pub grace: Duration,
+    /// A partly used pack is repacked when more than this fraction (0..=1) of it is unused.
+    pub max_unused: f64,
+    /// Compute and report only; write and delete nothing.
+    pub dry_run: bool,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            grace: Duration::hours(24),
+            max_unused: 0.1,
+            dry_run: false,
+        }
+    }
+}
+
+/// What a prune run found and did.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub backups: usize,
+    pub packs: usize,
+    pub pack_bytes: u64,
+    pub chunks_marked: usize,
+    /// Phase 1: packs this run put in a pending set, and the dead bytes in them.
+    pub pending_packs: usize,
+    pub pending_dead_bytes: u64,
+    /// Pending sets still inside their grace period.
+    pub pending_sets_waiting: usize,
+    /// Phase 2: what was (or, with --dry-run, would be) removed.
+    pub deleted_packs: usize,
+    pub repacked_packs: usize,
+    pub new_packs: usize,
+    pub freed_bytes: u64,
+    pub index_objects_rewritten: usize,
+    /// Blobs a pending set held dead that a newer backup uses again (kept).
+    pub resurrected: usize,
+}
+
+/// Tree-page locations, sorted by id (tree pages only: data chunks are never looked up).
+#[derive(Default)]
+struct TreeLocator {
+    pack_names: Vec<ChunkId>,
+    pack_numbers: HashMap<ChunkId, u32>,
+    pages: Vec<(ChunkId, u32, u64, u32)>,
+    sorted: bool,
+    loaded_objects: HashSet<String>,
+}
+
+impl TreeLocator {
+    fn pack_number(&mut self, name: &ChunkId) -> u32 {
+        if let Some(n) = self.pack_numbers.get(name) {
+            return *n;
+        }
+        let n = self.pack_names.len() as u32;
+        self.pack_names.push(*name);
+        self.pack_numbers.insert(*name, n);
+        n
+    }
+
+    fn add(&mut self, pack: u32, entry: &PackEntry) {
+        if entry.kind == BlobKind::Tree {
+            self.pages
+                .push((entry.id, pack, entry.offset, entry.length));
+            self.sorted = false;
+        }
+    }
+
+    fn finish(&mut self) {
+        if !self.sorted {
+            self.pages.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            self.pages.dedup_by(|a, b| a.0 == b.0);
+            self.sorted = true;
+        }
+    }
+
+    fn find(&self, id: &ChunkId) -> Option<(u32, u64, u32)> {
+        self.pages
+            .binary_search_by(|p| p.0.cmp(id))
+            .ok()
+            .map(|i| (self.pages[i].1, self.pages[i].2, self.pages[i].3))
+    }
+}
+
+/// Per-pack counters from the index.
+#[derive(Default, Clone, Copy)]
+struct PackStat {
+    total: u64,
+    dead: u64,
+    live_count: u64,
+}
+
+/// Walks trees and collects the prefixes of every id reachable from them.
+struct Marker<'a> {
+    repo: &'a Repository,
+    locator: TreeLocator,
+    cache: Vec<(u32, Bytes)>,
+    visited: HashSet<ChunkId>,
+    marks: Vec<u64>,
+    compacted: usize,
+}
+
+impl<'a> Marker<'a> {
+    fn new(repo: &'a Repository, locator: TreeLocator) -> Self {
+        Marker {
+            repo,
+            locator,
+            cache: Vec::new(),
+            visited: HashSet::new(),
+            marks: Vec::new(),
+            compacted: 0,
+        }
+    }
+
+    fn push(&mut self, id: &ChunkId) {
+        self.marks.push(gc::prefix(id));
+        if self.marks.len() > 2 * self.compacted + (1 << 20) {
+            self.compact();
+        }
+    }
+
+    fn compact(&mut self) {
+        self.marks.sort_unstable();
+        self.marks.dedup();
+        self.compacted = self.marks.len();
+    }
+
+    /// Loads tree locations from index objects not loaded yet (after a page was not found).
+    async fn load_new_index_objects(&mut self) -> Result<bool> {
+        let keys: Vec<String> = self
+            .repo
+            .store()
+            .list("index/")
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .filter(|k| !self.locator.loaded_objects.contains(k))
+            .collect();
+        if keys.is_empty() {
+            return Ok(false);
+        }
+        for key in keys {
+            match index::read_index_object(self.repo, &key).await {
+                Ok(records) => {
+                    let locator = &mut self.locator;
+                    pack::decode_index_records(&records, |name, entry| {
+                        let n = locator.pack_number(name);
+                        locator.add(n, &entry);
+                    })?;
+                }
+                Err(Error::Store(e)) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+            self.locator.loaded_objects.insert(key);
+        }
+        self.locator.finish();
+        Ok(true)
+    }
+
+    async fn page(&mut self, id: &ChunkId, entries: usize) -> Result<Vec<ChunkId>> {
+        let mut location = self.locator.find(id);
+        if location.is_none() && self.load_new_index_objects().await? {
+            location = self.locator.find(id);
+        }
+        let (pack_no, offset, length) = location.ok_or_else(|| {
+            Error::Missing(format!(
+                "tree page {id} is in no pack of the repository index"
+            ))
+        })?;
+        let bytes = match self.cache.iter().position(|(n, _)| *n == pack_no) {
+            Some(i) => self.cache[i].1.clone(),
+            None => {
+                let key = pack::pack_key(&self.locator.pack_names[pack_no as usize]);
+                let bytes = self.repo.store().get(&key).await?;
+                if self.cache.len() >= CACHED_TREE_PACKS {
+                    self.cache.remove(0);
+                }
+                self.cache.push((pack_no, bytes.clone()));
+                bytes
+            }
+        };
+        let start = offset as usize;
+        let sealed = bytes
+            .get(start..start + length as usize)
+            .ok_or_else(|| Error::Corrupt(format!("tree pack holding page {id} is truncated")))?;
+        let plain = pack::decode_blob(
+            self.repo.sealer(),
+            self.repo.hasher(),
+            id,
+            sealed,
+            tree::PAGE_BYTES,
+        )?;
+        if plain.len() != entries * 32 {
+            return Err(Error::Corrupt(format!(
+                "tree page {id} holds {} bytes, expected {entries} ids",
+                plain.len()
+            )));
+        }
+        Ok(plain
+            .chunks_exact(32)
+            .map(|raw| ChunkId::from_slice(raw).unwrap_or_default())
+            .collect())
+    }
+
+    /// Marks every page and chunk of a backup's tree; shared subtrees are walked once.
+    async fn mark_backup(&mut self, manifest: &Manifest) -> Result<()> {
+        let root = ChunkId::from_hex(&manifest.root)
+            .ok_or_else(|| Error::Corrupt(format!("backup {} has an invalid root", manifest.id)))?;
+        let mut stack = vec![(root, manifest.depth.saturating_sub(1), 0u64)];
+        while let Some((id, level, index_no)) = stack.pop() {
+            if id.is_zero() || !self.visited.insert(id) {
+                continue;
+            }
+            self.push(&id);
+            let entries = tree::page_entries(level, index_no, manifest.slots);
+            let ids = self.page(&id, entries).await?;
+            for (j, child) in ids.iter().enumerate() {
+                if child.is_zero() {
+                    continue;
+                }
+                if level == 0 {
+                    self.push(child);
+                } else {
+                    stack.push((*child, level - 1, index_no * tree::FANOUT + j as u64));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks every blob listed by the index objects of fresh sessions.
+    async fn mark_sessions(&mut self, sessions: &[String]) -> Result<()> {
+        let now = gc::now_unix();
+        for key in sessions {
+            let Some(sealed) = self.repo.store().get_optional(key).await? else {
+                continue;
+            };
+            let Ok(json) = self.repo.sealer().open(&sealed, SESSION_AAD) else {
+                continue;
+            };
+            let Ok(session) = serde_json::from_slice::<SessionView>(&json) else {
+                continue;
+            };
+            let fresh = crate::time_util::parse_rfc3339(&session.updated_at)
+                .map(|t| now - t.unix_timestamp() < SESSION_PROTECT_SECONDS)
+                .unwrap_or(false);
+            if !fresh {
+                continue;
+            }
+            for object in &session.index_objects {
+                match index::read_index_object(self.repo, object).await {
+                    Ok(records) => {
+                        let mut ids = Vec::new();
+                        pack::decode_index_records(&records, |_, e| ids.push(e.id))?;
+                        for id in &ids {
+                            self.push(id);
+                        }
+                    }
+                    Err(Error::Store(e)) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionView {
+    updated_at: String,
+    #[serde(default)]
+    index_objects: Vec<String>,
+}
+
+/// The repository as one listing saw it.
+#[derive(Default)]
+struct Listing {
+    packs: HashMap<ChunkId, ObjectInfo>,
+    index: Vec<String>,
+    backups: Vec<String>,
+    sessions: Vec<String>,
+    pending: Vec<String>,
+    markers: Vec<String>,
+}
+
+impl Listing {
+    async fn take(repo: &Repository) -> Result<Listing> {
+        let mut listing = Listing::default();
+        for object in repo.store().list("").await? {
+            let key = object.key.clone();
+            if let Some(rest) = key.strip_prefix("packs/") {
+                if let Some(name) = rest.rsplit('/').next().and_then(ChunkId::from_hex) {
+                    listing.packs.insert(name, object);
+                }
+            } else if key.starts_with("index/") {
+                listing.index.push(key);
+            } else if let Some(id) = key.strip_prefix("backups/") {
+                if id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    listing.backups.push(id.to_string());
+                }
+            } else if key.starts_with("sessions/") {
+                listing.sessions.push(key);
+            } else if key.starts_with("gc/pending/") {
+                listing.pending.push(key);
+            } else if key.starts_with("gc/deleting/") {
+                listing.markers.push(key);
+            }
+        }
+        listing.backups.sort();
+        listing.pending.sort();
+        Ok(listing)
+    }
+}
+
+async fn list_keys(repo: &Repository, prefix: &str) -> Result<Vec<String>> {
+    Ok(repo
+        .store()
+        .list(prefix)
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .collect())
+}
+
+/// Reads manifests; a manifest deleted since it was listed is skipped.
+async fn read_manifests(repo: &Repository, ids: &[String]) -> Result<Vec<Manifest>> {
+    let found: Vec<Option<Manifest>> = futures::stream::iter(ids.to_vec())
+        .map(|id| async move {
+            match repo.read_manifest(&id).await {
+                Ok(m) => Ok(Some(m)),
+                Err(Error::NoSuchBackup(_)) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .buffered(16)
+        .try_collect()
+        .await?;
+    Ok(found.into_iter().flatten().collect())
+}
+
+/// Reads the entries of a pack from its own header (for packs no index names).
+async fn read_header_of(repo: &Repository, key: &str, size: u64) -> Result<Vec<PackEntry>> {
+    if size < 12 {
+        return Err(Error::Corrupt(format!("{key} is too short to be a pack")));
+    }
+    let tail = repo.store().get_range(key, size - 12..size).await?;
+    let header_len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    let start = (size - 12)
+        .checked_sub(header_len)
+        .ok_or_else(|| Error::Corrupt(format!("{key}: header length exceeds the pack")))?;
+    let header = repo.store().get_range(key, start..size).await?;
+    pack::read_pack_header(repo.sealer(), &header)
+}
+
+/// Runs prune.
+pub async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport> {
+    let mut lease = if options.dry_run {
+        None
+    } else {
+        Some(Lease::acquire(repo).await?)
+    };
+    let result = run(repo, options, &mut lease).await;
+    if let Some(lease) = lease {
+        let released = lease.release(repo).await;
+        if result.is_ok() {
+            released?;
+        }
+    }
+    result
+}
+
+async fn run(
+    repo: &Repository,
+    options: &PruneOptions,
+    lease: &mut Option<Lease>,
+) -> Result<PruneReport> {
+    let started = gc::now_unix();
+    let grace = options.grace.whole_seconds().max(0);
+    let mut report = PruneReport {
+        dry_run: options.dry_run,
+        ..PruneReport::default()
+    };
+    let listing = Listing::take(repo).await?;
+    report.packs = listing.packs.len();
+    report.pack_bytes = listing.packs.values().map(|o| o.size).sum();
+
+    if !options.dry_run {
+        tidy_markers(repo, &listing).await?;
+    }
+
+    // Tree locations and which index objects name which packs.
+    let mut locator = TreeLocator::default();
+    let mut objects_of_pack: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (object_no, key) in listing.index.iter().enumerate() {
+        let records = index::read_index_object(repo, key).await?;
+        pack::decode_index_records(&records, |name, entry| {
+            let n = locator.pack_number(name);
+            locator.add(n, &entry);
+            let objects = objects_of_pack.entry(n).or_default();
+            if objects.last() != Some(&(object_no as u32)) {
+                objects.push(object_no as u32);
+            }
+        })?;
+        locator.loaded_objects.insert(key.clone());
+    }
+    locator.finish();
+
+    // Mark.
+    let manifests = read_manifests(repo, &listing.backups).await?;
+    report.backups = manifests.len();
+    let mut marker = Marker::new(repo, locator);
+    for manifest in &manifests {
+        marker.mark_backup(manifest).await.map_err(|e| {
+            Error::Corrupt(format!(
+                "cannot read the tree of backup {} ({e}); prune deletes nothing while a backup's \
+                 references are unknown — run `s3mover verify {}` and forget it if it is damaged",
+                manifest.id, manifest.id
+            ))
+        })?;
+    }
+    marker.mark_sessions(&listing.sessions).await?;
+    marker.compact();
+    report.chunks_marked = marker.marks.len();
+
+    // Per-pack use, streaming the index again.
+    let mut stats: HashMap<u32, PackStat> = HashMap::new();
+    let mut dead_of: HashMap<u32, Vec<u64>> = HashMap::new();
+    for key in &listing.index {
+        let records = index::read_index_object(repo, key).await?;
+        let locator = &mut marker.locator;
+        let marks = &marker.marks;
+        pack::decode_index_records(&records, |name, entry| {
+            let n = locator.pack_number(name);
+            let stat = stats.entry(n).or_default();
+            stat.total += u64::from(entry.length);
+            let p = gc::prefix(&entry.id);
+            if marks.binary_search(&p).is_ok() {
+                stat.live_count += 1;
+            } else {
+                stat.dead += u64::from(entry.length);
+                dead_of.entry(n).or_default().push(p);
+            }
+        })?;
+    }
+    // Packs no index names: dead once old enough; their ids come from their headers.
+    let unindexed_cutoff = started - grace.max(UNINDEXED_MIN_AGE_SECONDS);
+    let mut unindexed: Vec<(ChunkId, u64)> = listing
+        .packs
+        .iter()
+        .filter(|(name, info)| {
+            !marker.locator.pack_numbers.contains_key(*name)
+                && info.last_modified.unix_timestamp() <= unindexed_cutoff
+        })
+        .map(|(name, info)| (*name, info.size))
+        .collect();
+    unindexed.sort();
+    for (name, size) in &unindexed {
+        let key = pack::pack_key(name);
+        let entries = match read_header_of(repo, &key, *size).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!("pack {key} has no readable header ({e}); leaving it");
+                continue;
+            }
+        };
+        let n = marker.locator.pack_number(name);
+        let stat = stats.entry(n).or_default();
+        for entry in entries {
+            stat.total += u64::from(entry.length);
+            stat.dead += u64::from(entry.length);
+            dead_of.entry(n).or_default().push(gc::prefix(&entry.id));
+        }
+        // Anything marked stays counted dead here: the pack is unreachable through the index.
+    }
+    for dead in dead_of.values_mut() {
+        dead.sort_unstable();
+        dead.dedup();
+    }
+
+    // Phase 1: a new pending set.
+    let cutoff = started - grace;
+    let mut pending = PendingSet {
+        created: started,
+        seen_backups: manifests.iter().map(|m| m.id.clone()).collect(),
+        ..PendingSet::default()
+    };
+    let mut dead_ids: Vec<u64> = Vec::new();
+    for (n, stat) in &stats {
+        if stat.dead == 0 {
+            continue;
+        }
+        let name = marker.locator.pack_names[*n as usize];
+        let Some(info) = listing.packs.get(&name) else {
+            continue;
+        };
+        if info.last_modified.unix_timestamp() > cutoff {
+            continue;
+        }
+        let fully = stat.live_count == 0;
+        let unused = stat.dead as f64 / stat.total.max(1) as f64;
+        if !fully && unused <= options.max_unused {
+            continue;
+        }
+        pending.packs.push(PendingPack {
+            pack: name.to_hex(),
+            size: info.size,
+            repack: !fully,
+            dead_bytes: stat.dead,
+        });
+        if let Some(d) = dead_of.get(n) {
+            dead_ids.extend_from_slice(d);
+        }
+    }
+    pending.packs.sort_by(|a, b| a.pack.cmp(&b.pack));
+    dead_ids.sort_unstable();
+    dead_ids.dedup();
+    pending.dead = dead_ids;
+    report.pending_packs = pending.packs.len();
+    report.pending_dead_bytes = pending.packs.iter().map(|p| p.dead_bytes).sum();
+
+    // Which pending sets are ripe: not consumed by a marker and at least `grace` old.
+    let consumed = consumed_sets(repo, &listing).await?;
+    let mut ripe: Vec<(String, PendingSet)> = Vec::new();
+    for key in &listing.pending {
+        if consumed.contains(key) {
+            continue;
+        }
+        let Some(created) = PendingSet::created_of(key) else {
+            continue;
+        };
+        if created <= gc::now_unix() - grace {
+            ripe.push((key.clone(), PendingSet::read(repo, key).await?));
+        } else {
+            report.pending_sets_waiting += 1;
+        }
+    }
+    if !pending.packs.is_empty() {
+        let key = PendingSet::new_key(started);
+        if !options.dry_run {
+            pending.write(repo, &key).await?;
+        }
+        if started <= gc::now_unix() - grace {
+            ripe.push((key, pending));
+        } else {
+            report.pending_sets_waiting += 1;
+        }
+    }
+    if ripe.is_empty() {
+        return Ok(report);
+    }
+
+    // Phase 2.
+    let context = Phase2 {
+        repo,
+        listing: &listing,
+        stats: &stats,
+        dead_of: &dead_of,
+        objects_of_pack: &objects_of_pack,
+    };
+    context
+        .sweep(&mut marker, ripe, options, lease, &mut report)
+        .await?;
+    Ok(report)
+}
+
+/// Pending sets named by some deletion marker (already swept, or being swept).
+async fn consumed_sets(repo: &Repository, listing: &Listing) -> Result<HashSet<String>> {
+    let mut consumed = HashSet::new();
+    for key in &listing.markers {
+        if let Some(marker) = DeletionMarker::read(repo, key).await? {
+            consumed.extend(marker.pending);
+        }
+    }
+    Ok(consumed)
+}
+
+/// Finishes markers of prunes that died (we hold the lease, so they are not running) and
+/// removes markers, with their pending sets, whose retention has passed.
+async fn tidy_markers(repo: &Repository, listing: &Listing) -> Result<()> {
+    let now = gc::now_unix();
+    for key in &listing.markers {
+        let Some(mut marker) = DeletionMarker::read(repo, key).await? else {
+            continue;
+        };
+        match marker.finished {
+            None => {
+                marker.finished = Some(now);
+                marker.write(repo, key).await?;
+            }
+            Some(finished) if finished < now - gc::MARKER_RETENTION_SECONDS => {
+                for pending in &marker.pending {
+                    repo.store().delete(pending).await?;
+                }
+                repo.store().delete(key).await?;
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+struct Phase2<'a> {
+    repo: &'a Repository,
+    listing: &'a Listing,
+    stats: &'a HashMap<u32, PackStat>,
+    dead_of: &'a HashMap<u32, Vec<u64>>,
+    objects_of_pack: &'a HashMap<u32, Vec<u32>>,
+}
+
+impl Phase2<'_> {
+    async fn sweep(
+        &self,
+        marker: &mut Marker<'_>,
+        ripe: Vec<(String, PendingSet)>,
+        options: &PruneOptions,
+        lease: &mut Option<Lease>,
+        report: &mut PruneReport,
+    ) -> Result<()> {
+        let repo = self.repo;
+        let mut pending_dead: Vec<u64> = Vec::new();
+        let mut packs: HashMap<String, PendingPack> = HashMap::new();
+        let mut seen_by_all: Option<HashSet<String>> = None;
+        for (_, set) in &ripe {
+            pending_dead.extend_from_slice(&set.dead);
+            for p in &set.packs {
+                packs
+                    .entry(p.pack.clone())
+                    .and_modify(|q| q.repack |= p.repack)
+                    .or_insert_with(|| p.clone());
+            }
+            let seen: HashSet<String> = set.seen_backups.iter().cloned().collect();
+            seen_by_all = Some(match seen_by_all {
+                None => seen,
+                Some(prev) => prev.intersection(&seen).cloned().collect(),
+            });
+        }
+        pending_dead.sort_unstable();
+        pending_dead.dedup();
+        let seen_by_all = seen_by_all.unwrap_or_default();
+
+        // The marker goes up before the second listing; backups committing after this read it.
+        let marker_key = DeletionMarker::new_key(gc::now_unix());
+        let mut deletion = DeletionMarker {
+            pending: ripe.iter().map(|(k, _)| k.clone()).collect(),
+            began: gc::now_unix(),
+            finished: None,
+        };
+        if !options.dry_run {
+            deletion.write(repo, &marker_key).await?;
+        }
+
+        // Re-mark from backups the pending sets did not all see, and from fresh sessions.
+        let mut resurrected: Vec<u64> = Vec::new();
+        if !options.dry_run {
+            let ids: Vec<String> = list_keys(repo, "backups/")
+                .await?
+                .into_iter()
+                .filter_map(|k| k.strip_prefix("backups/").map(str::to_string))
+                .filter(|id| !seen_by_all.contains(id))
+                .collect();
+            let sessions = list_keys(repo, "sessions/").await?;
+            let saved_marks = std::mem::take(&mut marker.marks);
+            let saved_compacted = std::mem::replace(&mut marker.compacted, 0);
+            marker.visited.clear();
+            let result = async {
+                for manifest in read_manifests(repo, &ids).await? {
+                    marker.mark_backup(&manifest).await?;
+                }
+                marker.mark_sessions(&sessions).await
+            }
+            .await;
+            marker.compact();
+            let fresh = std::mem::replace(&mut marker.marks, saved_marks);
+            marker.compacted = saved_compacted;
+            if let Err(e) = result {
+                deletion.finished = Some(gc::now_unix());
+                deletion.write(repo, &marker_key).await?;
+                return Err(Error::Corrupt(format!(
+                    "prune stopped before deleting anything: a backup committed meanwhile \
+                     cannot be read ({e})"
+                )));
+            }
+            resurrected = fresh
+                .into_iter()
+                .filter(|p| pending_dead.binary_search(p).is_ok())
+                .collect();
+        }
+        report.resurrected = resurrected.len();
+
+        // Removable: dead in a ripe pending set, dead now, and not re-marked.
+        let removable = |p: u64| {
+            pending_dead.binary_search(&p).is_ok() && resurrected.binary_search(&p).is_err()
+        };
+        let mut delete: Vec<(ChunkId, u64)> = Vec::new();
+        let mut repack: Vec<(ChunkId, u64)> = Vec::new();
+        for p in packs.values() {
+            let Some(name) = ChunkId::from_hex(&p.pack) else {
+                continue;
+            };
+            let Some(info) = self.listing.packs.get(&name) else {
+                continue;
+            };
+            let Some(n) = marker.locator.pack_numbers.get(&name).copied() else {
+                continue;
+            };
+            let stat = self.stats.get(&n).copied().unwrap_or_default();
+            let dead_now: &[u64] = self.dead_of.get(&n).map(Vec::as_slice).unwrap_or(&[]);
+            let all_removable = dead_now.iter().all(|p| removable(*p));
+            let any_removable = dead_now.iter().any(|p| removable(*p));
+            if stat.live_count == 0 && all_removable && !dead_now.is_empty() {
+                delete.push((name, info.size));
+            } else if any_removable {
+                repack.push((name, info.size));
+            }
+        }
+        delete.sort();
+        repack.sort();
+
+        if options.dry_run {
+            report.deleted_packs = delete.len();
+            report.repacked_packs = repack.len();
+            report.freed_bytes = delete.iter().map(|p| p.1).sum::<u64>()
+                + repack
+                    .iter()
+                    .map(|(name, _)| {
+                        marker
+                            .locator
+                            .pack_numbers
+                            .get(name)
+                            .and_then(|n| self.stats.get(n))
+                            .map(|s| s.dead)
+                            .unwrap_or(0)
+                    })
+                    .sum::<u64>();
+            return Ok(());
+        }
+
+        let lease_ref = lease
+            .as_mut()
+            .ok_or_else(|| Error::Invalid("internal error: sweeping without a lease".into()))?;
+
+        // 1. Copy the live blobs of partly dead packs into new packs, and index them.
+        let mut written_bytes = 0u64;
+        let mut new_packs: Vec<(ChunkId, Vec<PackEntry>)> = Vec::new();
+        let mut builders: HashMap<u8, PackBuilder> = HashMap::new();
+        let mut repacked: Vec<(ChunkId, u64)> = Vec::new();
+        for (name, size) in &repack {
+            lease_ref.ensure(repo).await?;
+            let key = pack::pack_key(name);
+            let bytes = match repo.store().get(&key).await {
+                Ok(b) => b,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let entries = pack::read_pack_header(repo.sealer(), &bytes)?;
+            for entry in entries {
+                if removable(gc::prefix(&entry.id)) {
+                    continue;
+                }
+                let start = entry.offset as usize;
+                let blob = bytes
+                    .get(start..start + entry.length as usize)
+                    .ok_or_else(|| Error::Corrupt(format!("{key}: blob beyond the pack")))?;
+                let target = match entry.kind {
+                    BlobKind::Data => repo.config().pack_size as usize,
+                    BlobKind::Tree => repo.config().tree_pack_size as usize,
+                };
+                let builder = builders
+                    .entry(entry.kind as u8)
+                    .or_insert_with(|| PackBuilder::new(entry.kind, target + target / 8));
+                builder.add(entry.id, blob);
+                if builder.len() >= target {
+                    if let Some(full) = builders.remove(&(entry.kind as u8)) {
+                        written_bytes += upload_pack(repo, full, &mut new_packs).await?;
+                    }
+                }
+            }
+            repacked.push((*name, *size));
+        }
+        for (_, builder) in builders.drain() {
+            if !builder.is_empty() {
+                written_bytes += upload_pack(repo, builder, &mut new_packs).await?;
+            }
+        }
+        if !new_packs.is_empty() {
+            index::write_index_object(repo, &new_packs).await?;
+        }
+        report.new_packs = new_packs.len();
+        report.repacked_packs = repacked.len();
+
+        // 2. Rewrite the index objects that name a removed pack.
+        let removed: HashSet<ChunkId> = delete
+            .iter()
+            .chain(repacked.iter())
+            .map(|(n, _)| *n)
+            .collect();
+        let mut objects: BTreeSet<u32> = BTreeSet::new();
+        for name in &removed {
+            if let Some(n) = marker.locator.pack_numbers.get(name) {
+                if let Some(list) = self.objects_of_pack.get(n) {
+                    objects.extend(list.iter().copied());
+                }
+            }
+        }
+        for object_no in objects {
+            lease_ref.ensure(repo).await?;
+            let key = &self.listing.index[object_no as usize];
+            let records = match index::read_index_object(repo, key).await {
+                Ok(r) => r,
+                Err(Error::Store(e)) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            };
+            let mut kept: Vec<(ChunkId, Vec<PackEntry>)> = Vec::new();
+            pack::decode_index_records(&records, |name, entry| {
+                if removed.contains(name) {
+                    return;
+                }
+                match kept.last_mut() {
+                    Some((last, entries)) if last == name => entries.push(entry),
+                    _ => kept.push((*name, vec![entry])),
+                }
+            })?;
+            if !kept.is_empty() {
+                index::write_index_object(repo, &kept).await?;
+            }
+            repo.store().delete(key).await?;
+            report.index_objects_rewritten += 1;
+        }
+
+        // 3. Only now delete packs: nothing in the index names them any more.
+        let mut freed = 0u64;
+        for (name, size) in delete.iter().chain(repacked.iter()) {
+            lease_ref.ensure(repo).await?;
+            repo.store().delete(&pack::pack_key(name)).await?;
+            freed += size;
+        }
+        report.deleted_packs = delete.len();
+        report.freed_bytes = freed.saturating_sub(written_bytes);
+
+        deletion.finished = Some(gc::now_unix());
+        deletion.write(repo, &marker_key).await?;
+        Ok(())
+    }
+}
+
+async fn upload_pack(
+    repo: &Repository,
+    builder: PackBuilder,
+    out: &mut Vec<(ChunkId, Vec<PackEntry>)>,
+) -> Result<u64> {
+    let sealer = Arc::clone(repo.sealer());
+    let finished = tokio::task::spawn_blocking(move || builder.finish(&sealer))
+        .await
+        .map_err(|e| Error::Invalid(format!("pack task failed: {e}")))?;
+    let size = finished.bytes.len() as u64;
+    repo.store()
+        .put(&finished.key(), finished.bytes.clone())
+        .await?;
+    out.push((finished.name, finished.entries));
+    Ok(size)
+}

@@ -1,0 +1,210 @@
+//! Quarantine: chunks that verification found missing or damaged, and backups that use them.
+//!
+//! * `quarantine/chunks/<64 hex>`: a chunk found bad (and in which pack). The next backup of any
+//!   volume that holds this chunk uploads it again instead of trusting the parent's copy, and
+//!   the bad copy's index entry is dropped so readers never pick it.
+//! * `quarantine/backups/<16 hex>`: a backup whose data failed verification. It is never used
+//!   as the base (parent) of an incremental; the next backup of its volume is a full one.
+//!
+//! Records are removed by `verify` once the chunk reads back correctly (from its new copy) or
+//! the backup verifies clean with its data read.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::ChunkId;
+use crate::index;
+use crate::manifest::Manifest;
+use crate::pack;
+use crate::repo::Repository;
+
+const RECORD_AAD: &[u8] = b"s3mover quarantine v1";
+
+/// What a quarantine record says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    pub detail: String,
+    /// The pack the bad copy was in, hex, if known.
+    #[serde(default)]
+    pub pack: Option<String>,
+    pub time: String,
+}
+
+/// The quarantined chunk ids, loaded with one listing of `quarantine/chunks/`.
+#[derive(Debug, Default, Clone)]
+pub struct Quarantine {
+    chunks: HashSet<ChunkId>,
+}
+
+impl Quarantine {
+    /// Lists the quarantined chunks.
+    pub async fn load(repo: &Repository) -> Result<Quarantine> {
+        let chunks = repo
+            .store()
+            .list("quarantine/chunks/")
+            .await?
+            .into_iter()
+            .filter_map(|o| {
+                o.key
+                    .strip_prefix("quarantine/chunks/")
+                    .and_then(ChunkId::from_hex)
+            })
+            .collect();
+        Ok(Quarantine { chunks })
+    }
+
+    /// True when the chunk must not be trusted: upload it again.
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        !self.chunks.is_empty() && self.chunks.contains(id)
+    }
+
+    /// Number of quarantined chunks.
+    pub fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// True when nothing is quarantined.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+}
+
+fn chunk_key(id: &ChunkId) -> String {
+    format!("quarantine/chunks/{}", id.to_hex())
+}
+
+fn backup_key(id: &str) -> String {
+    format!("quarantine/backups/{id}")
+}
+
+async fn put_record(repo: &Repository, key: &str, record: &Record) -> Result<()> {
+    let json = serde_json::to_vec(record)
+        .map_err(|e| Error::Invalid(format!("cannot encode quarantine record: {e}")))?;
+    let sealed = repo.sealer().seal(&json, RECORD_AAD);
+    repo.store().put(key, Bytes::from(sealed)).await?;
+    Ok(())
+}
+
+/// Records a bad chunk.
+pub async fn record_chunk(
+    repo: &Repository,
+    id: &ChunkId,
+    pack: Option<&ChunkId>,
+    detail: &str,
+) -> Result<()> {
+    let record = Record {
+        detail: detail.to_string(),
+        pack: pack.map(ChunkId::to_hex),
+        time: crate::time_util::now_rfc3339(),
+    };
+    put_record(repo, &chunk_key(id), &record).await
+}
+
+/// Records a backup whose data failed verification.
+pub async fn record_backup(repo: &Repository, id: &str, detail: &str) -> Result<()> {
+    let record = Record {
+        detail: detail.to_string(),
+        pack: None,
+        time: crate::time_util::now_rfc3339(),
+    };
+    put_record(repo, &backup_key(id), &record).await
+}
+
+/// Removes a chunk's record (it reads back correctly now).
+pub async fn clear_chunk(repo: &Repository, id: &ChunkId) -> Result<()> {
+    Ok(repo.store().delete(&chunk_key(id)).await?)
+}
+
+/// Removes a backup's record (it verified clean with its data read).
+pub async fn clear_backup(repo: &Repository, id: &str) -> Result<()> {
+    Ok(repo.store().delete(&backup_key(id)).await?)
+}
+
+/// Backup ids with a failed-verification record.
+pub async fn failed_backups(repo: &Repository) -> Result<HashSet<String>> {
+    Ok(repo
+        .store()
+        .list("quarantine/backups/")
+        .await?
+        .into_iter()
+        .filter_map(|o| {
+            o.key
+                .strip_prefix("quarantine/backups/")
+                .map(str::to_string)
+        })
+        .collect())
+}
+
+/// `Some(reason)` when `parent` failed verification and must not be a dedup base.
+pub async fn reject_parent(repo: &Repository, parent: &Manifest) -> Result<Option<String>> {
+    if repo
+        .store()
+        .size_of(&backup_key(&parent.id))
+        .await?
+        .is_some()
+    {
+        return Ok(Some(format!(
+            "parent {} failed verification and is never used as a base: taking a full backup",
+            parent.id
+        )));
+    }
+    Ok(None)
+}
+
+/// Drops the index entries of bad copies (`(pack, chunk)` pairs) so that readers never pick
+/// them: every index object naming one is rewritten without it. Returns the objects rewritten.
+/// Skipped (returning 0) while a prune holds the lease; the next verify does it.
+pub async fn drop_index_entries(
+    repo: &Repository,
+    bad: &HashSet<(ChunkId, ChunkId)>,
+) -> Result<usize> {
+    if bad.is_empty() {
+        return Ok(0);
+    }
+    let lease = match crate::gc::Lease::acquire(repo).await {
+        Ok(lease) => lease,
+        Err(e) => {
+            tracing::warn!("not dropping bad index entries now: {e}");
+            return Ok(0);
+        }
+    };
+    let result = rewrite(repo, bad).await;
+    lease.release(repo).await?;
+    result
+}
+
+async fn rewrite(repo: &Repository, bad: &HashSet<(ChunkId, ChunkId)>) -> Result<usize> {
+    let mut rewritten = 0;
+    for object in repo.store().list("index/").await? {
+        let records = match index::read_index_object(repo, &object.key).await {
+            Ok(r) => r,
+            Err(Error::Store(e)) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        };
+        let mut hit = false;
+        let mut kept: Vec<(ChunkId, Vec<pack::PackEntry>)> = Vec::new();
+        pack::decode_index_records(&records, |name, entry| {
+            if bad.contains(&(*name, entry.id)) {
+                hit = true;
+                return;
+            }
+            match kept.last_mut() {
+                Some((last, entries)) if last == name => entries.push(entry),
+                _ => kept.push((*name, vec![entry])),
+            }
+        })?;
+        if !hit {
+            continue;
+        }
+        if !kept.is_empty() {
+            index::write_index_object(repo, &kept).await?;
+        }
+        repo.store().delete(&object.key).await?;
+        rewritten += 1;
+    }
+    Ok(rewritten)
+}

@@ -1,0 +1,403 @@
+//! Retention rules for `forget`: which backups of a volume to keep, and why.
+//!
+//! Pure functions over backup times, so they are tested against tables. Backup times are
+//! stored in UTC; the calendar the hourly/daily/weekly/monthly/yearly rules count in is UTC
+//! unless the caller gives a fixed offset (`--timezone-offset +02:00`), in which case an hour,
+//! day, ISO week, month or year is that of the offset's wall clock. (A fixed offset, not a zone
+//! database: around a daylight-saving change a "day" is still 24 hours of the given offset.)
+//!
+//! The rules follow restic's: the backups are ordered newest first; `keep-last N` keeps the N
+//! newest; `keep-daily N` keeps the newest backup of each of the N newest days that have one
+//! (and likewise for the other periods); `keep-within D` keeps every backup no older than D
+//! before the newest; `keep-tag T` keeps backups carrying tag T (`KEY=VALUE`, or `KEY` for any
+//! value). A protected backup is always kept. A backup is removed only if no rule keeps it.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+use time::{Duration, OffsetDateTime, UtcOffset};
+
+/// The keep rules. `None` (or 0) means the rule is not used.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeepPolicy {
+    pub last: Option<u32>,
+    pub hourly: Option<u32>,
+    pub daily: Option<u32>,
+    pub weekly: Option<u32>,
+    pub monthly: Option<u32>,
+    pub yearly: Option<u32>,
+    pub within: Option<Duration>,
+    pub tags: Vec<String>,
+    /// The calendar's offset from UTC (UTC when zero).
+    pub offset: Option<UtcOffset>,
+}
+
+impl KeepPolicy {
+    /// True when no rule is set: such a policy would remove everything, so callers refuse it.
+    pub fn is_empty(&self) -> bool {
+        let unset = |n: Option<u32>| n.unwrap_or(0) == 0;
+        unset(self.last)
+            && unset(self.hourly)
+            && unset(self.daily)
+            && unset(self.weekly)
+            && unset(self.monthly)
+            && unset(self.yearly)
+            && self.within.is_none()
+            && self.tags.is_empty()
+    }
+}
+
+/// What retention needs to know of one backup.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub id: String,
+    pub time: OffsetDateTime,
+    pub tags: Vec<String>,
+    pub protected: bool,
+}
+
+/// The decision for one backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Decision {
+    pub id: String,
+    pub keep: bool,
+    /// The rules that kept it (`last`, `hourly`, `daily`, `weekly`, `monthly`, `yearly`,
+    /// `within`, `tag`, `protected`); empty when it goes.
+    pub reasons: Vec<String>,
+}
+
+#[derive(Clone, Copy)]
+enum Period {
+    Hour,
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
+fn bucket(t: OffsetDateTime, period: Period) -> (i32, u32, u32) {
+    match period {
+        Period::Hour => (t.year(), t.ordinal().into(), t.hour().into()),
+        Period::Day => (t.year(), t.ordinal().into(), 0),
+        Period::Week => {
+            let (year, week, _) = t.to_iso_week_date();
+            (year, week.into(), 0)
+        }
+        Period::Month => (t.year(), u8::from(t.month()).into(), 0),
+        Period::Year => (t.year(), 0, 0),
+    }
+}
+
+/// Applies `policy` to the backups of one volume; returns one decision per backup, newest
+/// first.
+pub fn apply(policy: &KeepPolicy, backups: &[Candidate]) -> Vec<Decision> {
+    let offset = policy.offset.unwrap_or(UtcOffset::UTC);
+    let mut order: Vec<&Candidate> = backups.iter().collect();
+    order.sort_by(|a, b| b.time.cmp(&a.time).then(b.id.cmp(&a.id)));
+    let newest = order.first().map(|c| c.time);
+    let periods = [
+        ("hourly", policy.hourly, Period::Hour),
+        ("daily", policy.daily, Period::Day),
+        ("weekly", policy.weekly, Period::Week),
+        ("monthly", policy.monthly, Period::Month),
+        ("yearly", policy.yearly, Period::Year),
+    ];
+    let mut remaining: Vec<u32> = periods.iter().map(|p| p.1.unwrap_or(0)).collect();
+    let mut last_bucket: Vec<Option<(i32, u32, u32)>> = vec![None; periods.len()];
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut out = Vec::with_capacity(order.len());
+    for (position, candidate) in order.iter().enumerate() {
+        if !seen.insert(candidate.id.as_str()) {
+            continue;
+        }
+        let mut reasons = Vec::new();
+        if candidate.protected {
+            reasons.push("protected".to_string());
+        }
+        if (position as u64) < u64::from(policy.last.unwrap_or(0)) {
+            reasons.push("last".to_string());
+        }
+        let local = candidate.time.to_offset(offset);
+        for (i, (name, _, period)) in periods.iter().enumerate() {
+            if remaining[i] == 0 {
+                continue;
+            }
+            let b = bucket(local, *period);
+            if last_bucket[i] != Some(b) {
+                last_bucket[i] = Some(b);
+                remaining[i] -= 1;
+                reasons.push((*name).to_string());
+            }
+        }
+        if let (Some(within), Some(newest)) = (policy.within, newest) {
+            if candidate.time >= newest - within {
+                reasons.push("within".to_string());
+            }
+        }
+        if policy.tags.iter().any(|t| has_tag(&candidate.tags, t)) {
+            reasons.push("tag".to_string());
+        }
+        out.push(Decision {
+            id: candidate.id.clone(),
+            keep: !reasons.is_empty(),
+            reasons,
+        });
+    }
+    out
+}
+
+fn has_tag(tags: &[String], wanted: &str) -> bool {
+    tags.iter().any(|t| {
+        t == wanted || (!wanted.contains('=') && t.split_once('=').map(|(k, _)| k) == Some(wanted))
+    })
+}
+
+/// Parses durations like `0s`, `90s`, `10m`, `36h`, `7d`, `2w`, `1y` (365 days), or
+/// combinations such as `1d12h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total = Duration::ZERO;
+    let mut number = String::new();
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        number.clear();
+        number.push_str(&rest[..digits]);
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let n: i64 = number.parse().map_err(|_| {
+            format!("{text:?} is not a duration; use e.g. 30s, 10m, 24h, 7d, 2w, 1y")
+        })?;
+        let seconds: i64 = match unit {
+            "s" => 1,
+            "m" | "min" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            "w" => 7 * 86_400,
+            "y" => 365 * 86_400,
+            _ => {
+                return Err(format!(
+                    "unknown unit {unit:?} in duration {text:?}; use s, m, h, d, w or y"
+                ))
+            }
+        };
+        let part = n
+            .checked_mul(seconds)
+            .ok_or_else(|| format!("duration {text:?} is too large"))?;
+        total += Duration::seconds(part);
+    }
+    Ok(total)
+}
+
+/// Parses a fixed UTC offset like `+02:00`, `-05:30`, `+0100` or `Z`.
+pub fn parse_offset(text: &str) -> Result<UtcOffset, String> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("z") || t.eq_ignore_ascii_case("utc") {
+        return Ok(UtcOffset::UTC);
+    }
+    let bad = || format!("{text:?} is not a UTC offset; use e.g. +02:00 or -05:30");
+    let (sign, rest) = match t.as_bytes().first() {
+        Some(b'+') => (1i8, &t[1..]),
+        Some(b'-') => (-1i8, &t[1..]),
+        _ => return Err(bad()),
+    };
+    let digits: String = rest.chars().filter(|c| *c != ':').collect();
+    if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let hours: i8 = digits[..2].parse().map_err(|_| bad())?;
+    let minutes: i8 = digits[2..].parse().map_err(|_| bad())?;
+    UtcOffset::from_hms(sign * hours, sign * minutes, 0).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn c(id: &str, time: OffsetDateTime) -> Candidate {
+        Candidate {
+            id: id.into(),
+            time,
+            tags: Vec::new(),
+            protected: false,
+        }
+    }
+
+    fn kept(policy: &KeepPolicy, backups: &[Candidate]) -> Vec<String> {
+        let mut ids: Vec<String> = apply(policy, backups)
+            .into_iter()
+            .filter(|d| d.keep)
+            .map(|d| d.id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn table_of_rules() {
+        // Backups across a month boundary and a year boundary (UTC).
+        let backups = vec![
+            c("a", datetime!(2024-12-30 10:00 UTC)),
+            c("b", datetime!(2024-12-31 09:00 UTC)),
+            c("c", datetime!(2024-12-31 23:30 UTC)),
+            c("d", datetime!(2025-01-01 00:30 UTC)),
+            c("e", datetime!(2025-01-01 05:00 UTC)),
+            c("f", datetime!(2025-01-31 23:59 UTC)),
+            c("g", datetime!(2025-02-01 00:01 UTC)),
+        ];
+        struct Row {
+            policy: KeepPolicy,
+            expect: &'static [&'static str],
+        }
+        let rows = vec![
+            Row {
+                policy: KeepPolicy {
+                    last: Some(2),
+                    ..Default::default()
+                },
+                expect: &["f", "g"],
+            },
+            Row {
+                policy: KeepPolicy {
+                    daily: Some(3),
+                    ..Default::default()
+                },
+                // Newest of 2025-02-01, 2025-01-31, 2025-01-01.
+                expect: &["e", "f", "g"],
+            },
+            Row {
+                policy: KeepPolicy {
+                    daily: Some(10),
+                    ..Default::default()
+                },
+                expect: &["a", "c", "e", "f", "g"],
+            },
+            Row {
+                policy: KeepPolicy {
+                    monthly: Some(3),
+                    ..Default::default()
+                },
+                // February, January, December.
+                expect: &["c", "f", "g"],
+            },
+            Row {
+                policy: KeepPolicy {
+                    yearly: Some(5),
+                    ..Default::default()
+                },
+                expect: &["c", "g"],
+            },
+            Row {
+                policy: KeepPolicy {
+                    // ISO weeks: 2024-12-30..2025-01-05 is week 1 of 2025.
+                    weekly: Some(2),
+                    ..Default::default()
+                },
+                // Week 5 of 2025 (f, g), then week 1 of 2025, which began on 2024-12-30.
+                expect: &["e", "g"],
+            },
+            Row {
+                policy: KeepPolicy {
+                    weekly: Some(4),
+                    ..Default::default()
+                },
+                expect: &["e", "g"],
+            },
+            Row {
+                policy: KeepPolicy {
+                    hourly: Some(3),
+                    ..Default::default()
+                },
+                expect: &["e", "f", "g"],
+            },
+            Row {
+                policy: KeepPolicy {
+                    within: Some(Duration::days(31)),
+                    ..Default::default()
+                },
+                // Newest is 2025-02-01 00:01; 31 days earlier is 2025-01-01 00:01.
+                expect: &["d", "e", "f", "g"],
+            },
+        ];
+        for (i, row) in rows.iter().enumerate() {
+            assert_eq!(kept(&row.policy, &backups), row.expect, "row {i}");
+        }
+    }
+
+    #[test]
+    fn offsets_move_day_and_year_boundaries() {
+        let backups = vec![
+            c("x", datetime!(2024-12-31 22:00 UTC)),
+            c("y", datetime!(2024-12-31 23:30 UTC)),
+        ];
+        let utc = KeepPolicy {
+            yearly: Some(5),
+            ..Default::default()
+        };
+        // In UTC both are in 2024: only the newest is kept.
+        assert_eq!(kept(&utc, &backups), ["y"]);
+        // At +01:00, y is 2025-01-01 00:30 and x 2024-12-31 23:00: two years, both kept.
+        let east = KeepPolicy {
+            offset: Some(parse_offset("+01:00").unwrap()),
+            ..utc.clone()
+        };
+        assert_eq!(kept(&east, &backups), ["x", "y"]);
+        let west = KeepPolicy {
+            daily: Some(5),
+            offset: Some(parse_offset("-05:00").unwrap()),
+            ..Default::default()
+        };
+        // At -05:00 both are on 2024-12-31.
+        assert_eq!(kept(&west, &backups), ["y"]);
+    }
+
+    #[test]
+    fn protected_and_tags_and_reasons() {
+        let mut backups = vec![
+            c("old", datetime!(2020-01-01 00:00 UTC)),
+            c("tagged", datetime!(2020-01-02 00:00 UTC)),
+            c("new", datetime!(2020-01-03 00:00 UTC)),
+        ];
+        backups[0].protected = true;
+        backups[1].tags = vec!["keep=forever".into()];
+        let policy = KeepPolicy {
+            last: Some(1),
+            daily: Some(1),
+            tags: vec!["keep".into()],
+            ..Default::default()
+        };
+        let decisions = apply(&policy, &backups);
+        assert_eq!(decisions[0].id, "new");
+        assert_eq!(decisions[0].reasons, ["last", "daily"]);
+        assert_eq!(decisions[1].reasons, ["tag"]);
+        assert_eq!(decisions[2].reasons, ["protected"]);
+        assert!(decisions.iter().all(|d| d.keep));
+        assert!(KeepPolicy::default().is_empty());
+    }
+
+    #[test]
+    fn durations_and_offsets_parse() {
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("10m"), Ok(Duration::minutes(10)));
+        assert_eq!(parse_duration("1d12h"), Ok(Duration::hours(36)));
+        assert_eq!(parse_duration("2w"), Ok(Duration::days(14)));
+        assert!(parse_duration("5q").is_err());
+        assert!(parse_duration("h").is_err());
+        assert_eq!(
+            parse_offset("-05:30").unwrap(),
+            UtcOffset::from_hms(-5, -30, 0).unwrap()
+        );
+        assert!(parse_offset("0200").is_err());
+    }
+}
