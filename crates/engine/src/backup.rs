@@ -94,8 +94,11 @@ pub struct BackupReport {
     pub parent_note: Option<String>,
     /// Chunks reused from an interrupted earlier run of this volume.
     pub resumed_chunks: u64,
-    /// Requests made to the store.
+    /// Requests made to the store, counted after the commit (exact, unlike the manifest's
+    /// stats, which are taken just before the manifest is written).
     pub requests: crate::storage::RequestSnapshot,
+    /// Bytes of data packs uploaded; everything else uploaded is metadata.
+    pub data_pack_bytes: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -249,6 +252,7 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
         parent_note,
         resumed_chunks,
         requests: repo.store().counts().since(&requests_before),
+        data_pack_bytes,
     })
 }
 
