@@ -7,3 +7,27 @@ pub mod proxy;
 
 pub use garage::{find_garage, free_port, garage_or_skip, Garage, GarageError};
 pub use proxy::{FaultKind, FaultProxy, Faults, RequestCounts};
+
+/// Blocks until the process gets SIGTERM or SIGINT (for the script-facing binaries, which
+/// must stop Garage and the proxy cleanly rather than die with them running).
+pub fn wait_for_termination() {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    });
+}

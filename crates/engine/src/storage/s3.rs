@@ -36,7 +36,9 @@
 //! else (the engine never retries a storage call itself, so retries never nest):
 //!
 //! * retried: 5xx, 429, 408, connection failures before the request was sent, and — because
-//!   every s3mover write is an idempotent whole-object PUT — interrupted requests and timeouts;
+//!   every s3mover write is an idempotent whole-object PUT and deleting a key twice is
+//!   harmless — interrupted requests and timeouts (object_store treats PUT as idempotent
+//!   itself; [`IdempotentDeletes`] tells it the same of DELETE, inside its one retry loop);
 //!   a GET whose body is cut mid-stream resumes with a ranged GET pinned to the same ETag;
 //! * backoff: exponential with decorrelated jitter, from [`INIT_BACKOFF`] doubling up to
 //!   [`MAX_BACKOFF`];
@@ -53,6 +55,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, AwsCredential};
+use object_store::client::{
+    HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpResponse, HttpService,
+    ReqwestConnector,
+};
 use object_store::{BackoffConfig, Certificate, ClientOptions, CredentialProvider, RetryConfig};
 
 use super::{Store, StoreError, StoreOptions};
@@ -169,7 +175,8 @@ pub fn open(
         .with_virtual_hosted_style_request(!path_style)
         .with_allow_http(allow_http)
         .with_retry(retry)
-        .with_client_options(client);
+        .with_client_options(client)
+        .with_http_connector(IdempotentDeleteConnector);
     if let Some(endpoint) = &endpoint {
         builder = builder.with_endpoint(endpoint);
     }
@@ -625,6 +632,51 @@ impl CredentialProvider for ProcessCredentialProvider {
                     store: "S3",
                     source: Box::new(e),
                 })
+        })
+    }
+}
+
+/// Builds object_store's usual reqwest client, wrapped in [`IdempotentDeletes`].
+#[derive(Debug, Clone, Copy)]
+struct IdempotentDeleteConnector;
+
+impl HttpConnector for IdempotentDeleteConnector {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let inner = ReqwestConnector::default().connect(options)?;
+        Ok(HttpClient::new(IdempotentDeletes(inner)))
+    }
+}
+
+/// Marks a DELETE cut off mid-flight (connection reset, timeout) as a request that may be
+/// sent again, so object_store's retry loop retries it as it does PUT and GET. object_store
+/// retries only methods it knows to be idempotent; a DELETE of one key is, in S3. This is a
+/// classification, not a second retry loop: the request is never resent here.
+#[derive(Debug)]
+pub struct IdempotentDeletes(HttpClient);
+
+impl HttpService for IdempotentDeletes {
+    fn call<'life0, 'async_trait>(
+        &'life0 self,
+        request: HttpRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<HttpResponse, HttpError>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            let is_delete = request.method().as_str() == "DELETE";
+            match self.0.execute(request).await {
+                Err(e)
+                    if is_delete
+                        && matches!(
+                            e.kind(),
+                            HttpErrorKind::Interrupted | HttpErrorKind::Timeout
+                        ) =>
+                {
+                    Err(HttpError::new(HttpErrorKind::Request, e))
+                }
+                other => other,
+            }
         })
     }
 }
