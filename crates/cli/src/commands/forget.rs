@@ -1,0 +1,75 @@
+//! `s3mover forget`: remove backups by retention rules, optionally pruning afterwards.
+
+use anyhow::Result;
+use s3mover_engine::retention::{self, parse_duration, parse_offset, KeepPolicy};
+use s3mover_engine::Error as EngineError;
+
+use crate::cli::{ForgetArgs, GlobalArgs, OutputFormat, EXIT_OK};
+use crate::output::print_json;
+
+pub async fn run(global: &GlobalArgs, args: &ForgetArgs) -> Result<u8> {
+    let repo = super::open_repository(global, &args.store).await?;
+    let policy = KeepPolicy {
+        last: args.keep_last,
+        hourly: args.keep_hourly,
+        daily: args.keep_daily,
+        weekly: args.keep_weekly,
+        monthly: args.keep_monthly,
+        yearly: args.keep_yearly,
+        within: args
+            .keep_within
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(|e| EngineError::Invalid(format!("--keep-within: {e}")))?,
+        tags: args.keep_tag.clone(),
+        offset: args
+            .timezone_offset
+            .as_deref()
+            .map(parse_offset)
+            .transpose()
+            .map_err(|e| EngineError::Invalid(format!("--timezone-offset: {e}")))?,
+    };
+    let prune_options = args
+        .prune
+        .then(|| super::prune::options(&args.grace, &args.max_unused, args.dry_run))
+        .transpose()?;
+    let report = retention::forget(&repo, args.volume.as_deref(), &policy, args.dry_run).await?;
+    let pruned = match &prune_options {
+        Some(options) => Some(s3mover_engine::prune::prune(&repo, options).await?),
+        None => None,
+    };
+    if global.output == OutputFormat::Json {
+        print_json(&serde_json::json!({
+            "forget": report,
+            "prune": pruned,
+        }))?;
+        return Ok(EXIT_OK);
+    }
+    if !global.quiet {
+        let mut volume = "";
+        for entry in &report.backups {
+            if entry.volume != volume {
+                volume = &entry.volume;
+                println!("volume {volume} (calendar {}):", report.calendar);
+            }
+            println!(
+                "  {} {}  {}  {}",
+                if entry.keep { "keep  " } else { "remove" },
+                entry.id,
+                entry.time,
+                entry.reasons.join(", ")
+            );
+        }
+        println!(
+            "{} {} backups, kept {}",
+            if report.dry_run { "would remove" } else { "removed" },
+            report.removed.len(),
+            report.backups.len() - report.removed.len()
+        );
+    }
+    if let Some(pruned) = &pruned {
+        super::prune::print(global, pruned)?;
+    }
+    Ok(EXIT_OK)
+}
