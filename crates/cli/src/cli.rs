@@ -62,12 +62,6 @@ pub struct GlobalArgs {
     /// More log output (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// PEM file of extra CA certificates to trust for an S3 endpoint.
-    #[arg(long, global = true, value_name = "FILE")]
-    pub ca_cert: Option<PathBuf>,
-    /// Accept any TLS certificate from the S3 endpoint (testing only).
-    #[arg(long, global = true)]
-    pub insecure_skip_tls_verify: bool,
     /// Read the repository password from this file (first line).
     #[arg(
         long,
@@ -76,6 +70,17 @@ pub struct GlobalArgs {
         value_name = "FILE"
     )]
     pub password_file: Option<PathBuf>,
+}
+
+/// How to reach the repository's store (S3 TLS settings); taken by every repository command.
+#[derive(Debug, Args, Clone, Default)]
+pub struct StoreArgs {
+    /// PEM file of extra CA certificates to trust for an S3 endpoint (a private CA).
+    #[arg(long, env = "S3MOVER_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Accept any TLS certificate from the S3 endpoint. Only for testing: it allows interception.
+    #[arg(long)]
+    pub insecure_skip_tls_verify: bool,
 }
 
 /// `-o` values.
@@ -105,10 +110,101 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Run a self-contained demonstration in a temporary directory.
     Demo(DemoArgs),
+    /// Remove backups by retention rules (per volume); --dry-run shows which rule keeps each.
+    Forget(ForgetArgs),
+    /// Delete data no backup references, never blocking backups (see docs/format.md).
+    Prune(PruneArgs),
+    /// Protect a backup from every retention rule (--remove lifts it).
+    Protect(ProtectArgs),
+    /// Validate all metadata quickly, without reading chunk data.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Only backups of this volume (default: every volume, each on its own).
+    #[arg(long)]
+    pub volume: Option<String>,
+    /// Keep the N newest backups.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest backup of each of the N newest hours that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest backup of each of the N newest days.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest backup of each of the N newest ISO weeks.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest backup of each of the N newest months.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest backup of each of the N newest years.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every backup within DURATION (e.g. 7d, 36h) of the volume's newest.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Keep backups with this tag (KEY=VALUE, or KEY for any value); repeatable.
+    #[arg(long, value_name = "TAG")]
+    pub keep_tag: Vec<String>,
+    /// Count hours, days, weeks, months and years at this UTC offset (e.g. +02:00); default UTC.
+    #[arg(long, value_name = "OFFSET", allow_hyphen_values = true)]
+    pub timezone_offset: Option<String>,
+    /// Run prune afterwards.
+    #[arg(long)]
+    pub prune: bool,
+    /// Show what would be kept and removed, and why; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// For --prune: see `prune --max-unused`.
+    #[arg(long, value_name = "PCT", default_value = "10%")]
+    pub max_unused: String,
+    /// For --prune: see `prune --grace`.
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub grace: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Report what would be freed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Repack a partly used pack when more than PCT of it is unused.
+    #[arg(long, value_name = "PCT", default_value = "10%")]
+    pub max_unused: String,
+    /// Never touch packs younger than this, and sweep what an earlier prune found unused only
+    /// once it is this old. Backups must finish within it (see docs/format.md).
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub grace: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ProtectArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Backup id or unique prefix.
+    pub backup: String,
+    /// Lift the protection.
+    #[arg(long)]
+    pub remove: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct InitArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Bytes per chunk (e.g. 64K, 128KiB, 1M): the unit of change tracking and deduplication.
     /// Smaller chunks upload less per small change; larger ones mean smaller metadata.
     #[arg(long, default_value = "64K", value_parser = parse_size)]
@@ -120,6 +216,8 @@ pub struct InitArgs {
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Block device or image file to back up.
     pub source: PathBuf,
     /// Name of the volume (backups of one volume form its history).
@@ -144,6 +242,8 @@ pub struct BackupArgs {
 
 #[derive(Debug, Args)]
 pub struct BackupsArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Only backups of this volume.
     #[arg(long)]
     pub volume: Option<String>,
@@ -151,6 +251,8 @@ pub struct BackupsArgs {
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Backup id, unique id prefix, or `latest` (with --volume).
     pub backup: String,
     /// Volume, for `latest`.
@@ -160,6 +262,8 @@ pub struct ShowArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Backup id, unique id prefix, or `latest` (with --volume).
     pub backup: String,
     /// Block device or file to restore to. A file is created sparse.
@@ -181,14 +285,16 @@ pub struct RestoreArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Backups to verify (ids or prefixes); all when none are given.
     pub backups: Vec<String>,
     /// Read and hash-check every chunk.
     #[arg(long, conflicts_with = "read_data_subset")]
     pub read_data: bool,
     /// Read a part of the data: a percentage like 5% (rotating daily, so a daily run covers
-    /// everything in 100/PCT days).
-    #[arg(long, value_name = "PCT")]
+    /// everything in 100/PCT days) or a size like 2G.
+    #[arg(long, value_name = "PCT|SIZE")]
     pub read_data_subset: Option<String>,
 }
 

@@ -7,7 +7,7 @@ use crate::cli::{BackupArgs, GlobalArgs, OutputFormat, EXIT_OK};
 use crate::output::{human_bytes, print_json};
 
 pub async fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<u8> {
-    let repo = super::open_repository(global).await?;
+    let repo = super::open_repository(global, &args.store).await?;
     let change = match (&args.changed_ranges, &args.allocated_ranges) {
         (Some(file), _) => ChangeInput::ChangedRangesFile(file.clone()),
         (None, Some(file)) => ChangeInput::AllocatedRangesFile(file.clone()),

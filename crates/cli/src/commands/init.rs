@@ -22,7 +22,7 @@ pub async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<u8> {
             args.chunk_size
         )));
     };
-    let store = open_store(url, &super::store_options(global, true))?;
+    let store = open_store(url, &super::store_options(&args.store, true))?;
     let options = InitOptions {
         chunk_size,
         password: if args.insecure_no_encryption {

@@ -6,7 +6,7 @@ use crate::cli::{BackupsArgs, GlobalArgs, OutputFormat, ShowArgs, EXIT_OK};
 use crate::output::{human_bytes, print_json};
 
 pub async fn backups(global: &GlobalArgs, args: &BackupsArgs) -> Result<u8> {
-    let repo = super::open_repository(global).await?;
+    let repo = super::open_repository(global, &args.store).await?;
     let manifests = repo.list_manifests(args.volume.as_deref()).await?;
     if global.output == OutputFormat::Json {
         let rows: Vec<_> = manifests
@@ -52,7 +52,7 @@ pub async fn backups(global: &GlobalArgs, args: &BackupsArgs) -> Result<u8> {
 }
 
 pub async fn show(global: &GlobalArgs, args: &ShowArgs) -> Result<u8> {
-    let repo = super::open_repository(global).await?;
+    let repo = super::open_repository(global, &args.store).await?;
     let m = repo
         .resolve_backup(&args.backup, args.volume.as_deref())
         .await?;

@@ -1,9 +1,13 @@
 //! One module per command; each turns parsed flags into an engine call and prints the result.
 
 mod backup;
+mod check;
 mod demo;
+mod forget;
 mod init;
 mod list;
+mod protect;
+mod prune;
 mod restore;
 mod verify;
 
@@ -11,7 +15,7 @@ use anyhow::{Context, Result};
 use s3mover_engine::storage::{open_store, StoreOptions};
 use s3mover_engine::Repository;
 
-use crate::cli::{Cli, Command, GlobalArgs};
+use crate::cli::{Cli, Command, GlobalArgs, StoreArgs};
 
 /// Runs the command; returns the exit code for non-error outcomes (e.g. verify problems).
 pub async fn run(cli: Cli) -> Result<u8> {
@@ -24,6 +28,10 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Restore(args) => restore::run(global, args).await,
         Command::Verify(args) => verify::run(global, args).await,
         Command::Demo(args) => demo::run(global, args).await,
+        Command::Forget(args) => forget::run(global, args).await,
+        Command::Prune(args) => prune::run(global, args).await,
+        Command::Protect(args) => protect::run(global, args).await,
+        Command::Check(args) => check::run(global, args).await,
     }
 }
 
@@ -37,19 +45,19 @@ pub fn repo_url(global: &GlobalArgs) -> Result<&str> {
 }
 
 /// Store settings from the global flags.
-pub fn store_options(global: &GlobalArgs, create: bool) -> StoreOptions {
+pub fn store_options(store: &StoreArgs, create: bool) -> StoreOptions {
     StoreOptions {
         create,
-        ca_cert: global.ca_cert.clone(),
-        insecure_skip_tls_verify: global.insecure_skip_tls_verify,
+        ca_cert: store.ca_cert.clone(),
+        insecure_skip_tls_verify: store.insecure_skip_tls_verify,
         ..StoreOptions::default()
     }
 }
 
 /// Opens the repository named by the global flags, with the password from its sources.
-pub async fn open_repository(global: &GlobalArgs) -> Result<Repository> {
+pub async fn open_repository(global: &GlobalArgs, store: &StoreArgs) -> Result<Repository> {
     let url = repo_url(global)?;
-    let store = open_store(url, &store_options(global, false))?;
+    let store = open_store(url, &store_options(store, false))?;
     let password = crate::password::resolve(global.password_file.as_deref())?;
     let repo = Repository::open(store, password.as_ref().map(|p| p.as_str())).await?;
     Ok(repo)

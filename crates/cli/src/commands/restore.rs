@@ -7,7 +7,7 @@ use crate::cli::{GlobalArgs, OutputFormat, RestoreArgs, EXIT_OK};
 use crate::output::{human_bytes, print_json};
 
 pub async fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<u8> {
-    let repo = super::open_repository(global).await?;
+    let repo = super::open_repository(global, &args.store).await?;
     let manifest = repo
         .resolve_backup(&args.backup, args.volume.as_deref())
         .await?;

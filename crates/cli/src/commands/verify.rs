@@ -7,7 +7,7 @@ use crate::cli::{GlobalArgs, OutputFormat, VerifyArgs, EXIT_INTEGRITY, EXIT_OK};
 use crate::output::{human_bytes, print_json};
 
 pub async fn run(global: &GlobalArgs, args: &VerifyArgs) -> Result<u8> {
-    let repo = super::open_repository(global).await?;
+    let repo = super::open_repository(global, &args.store).await?;
     let manifests = if args.backups.is_empty() {
         repo.list_manifests(None).await?
     } else {
@@ -19,6 +19,9 @@ pub async fn run(global: &GlobalArgs, args: &VerifyArgs) -> Result<u8> {
     };
     let read_data = match (&args.read_data, &args.read_data_subset) {
         (true, _) => ReadData::All,
+        (false, Some(spec)) if !spec.trim().ends_with('%') => ReadData::Bytes(
+            crate::cli::parse_size(spec).map_err(s3mover_engine::Error::Invalid)?,
+        ),
         (false, Some(pct)) => ReadData::Subset(parse_percent(pct)?),
         (false, None) => ReadData::None,
     };
