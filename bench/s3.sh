@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# S3 benchmark: s3mover against restic on the same Garage bucket, in one run.
+#
+#   bench/s3.sh [WORKDIR]        (default WORKDIR: <repo>/bench-work/s3, gitignored)
+#
+# Garage (single node, loopback) is started by the testkit's `s3mover-test-garage`; both tools
+# talk to it through the testkit's `s3mover-fault-proxy` with faults off, which only counts
+# requests (PUT/GET/HEAD/LIST/DELETE/POST) so every phase reports what it sent. Both tools pay
+# the same proxy hop. Phases, on the engine issue's data (bench/gen.py):
+#   1. full backup of a 2 GiB image holding 1 GiB of random data in scattered 1 MiB extents
+#   2. restore of it (restic: the faster of `restic restore` and `restic dump`)
+#   3. 2000 random 4 KiB writes; s3mover backs up with the ranges file, restic with --stdin
+#   4. restore of the incremental (s3mover; correctness check, also timed)
+# Every timed command starts with cold page caches (needs root) and ends with `sync`.
+# Results: WORKDIR/results/report.md (markdown) and one JSON of counts per phase.
+#
+# Knobs: BENCH_SIZE=2G BENCH_DATA=1G BENCH_WRITES=2000
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WORK=${1:-$ROOT/bench-work/s3}
+SIZE=${BENCH_SIZE:-2G}
+DATA=${BENCH_DATA:-1G}
+WRITES=${BENCH_WRITES:-2000}
+GEN="python3 $ROOT/bench/gen.py"
+
+log() { printf '\n== %s  [%s, load %s]\n' "$*" "$(date +%T)" "$(cut -d' ' -f1-3 /proc/loadavg)" >&2; }
+die() { echo "s3.sh: $*" >&2; exit 1; }
+
+[[ $(id -u) == 0 ]] || die "run as root (dropping page caches needs it)"
+command -v restic >/dev/null || die "restic is missing: apt-get install restic"
+command -v jq >/dev/null || die "jq is missing"
+command -v curl >/dev/null || die "curl is missing"
+export PATH="$HOME/.cargo/bin:$PATH"
+"$ROOT/.ci/install-garage.sh" >&2
+command -v b3sum >/dev/null || cargo install b3sum --locked >&2
+
+log "building s3mover and the testkit tools (release)"
+(cd "$ROOT" && cargo build --release -p s3mover -p s3mover-testkit --bins)
+S3M=$ROOT/target/release/s3mover
+BIN=$ROOT/target/release
+
+mkdir -p "$WORK"
+WORK=$(cd "$WORK" && pwd)
+RES=$WORK/results
+rm -rf "$RES" "$WORK"/*.img "$WORK"/out-* && mkdir -p "$RES"
+
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"/*.img "$WORK"/out-*
+}
+trap cleanup EXIT
+
+wait_for_line() {  # wait_for_line FILE PATTERN
+  for _ in $(seq 1 300); do
+    grep -q "$2" "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  die "timed out waiting for $2 in $1"
+}
+
+log "starting Garage and the counting proxy"
+"$BIN/s3mover-test-garage" >"$WORK/garage.env" &
+PIDS+=($!)
+wait_for_line "$WORK/garage.env" '^GARAGE_PORT='
+set -a; . "$WORK/garage.env"; set +a
+"$BIN/s3mover-fault-proxy" --upstream "127.0.0.1:$GARAGE_PORT" >"$WORK/proxy.url" &
+PIDS+=($!)
+wait_for_line "$WORK/proxy.url" '^http'
+EP=$(head -n 1 "$WORK/proxy.url")
+export AWS_ENDPOINT_URL=$EP
+export S3MOVER_PASSWORD=bench-password RESTIC_PASSWORD=bench-password
+export S3MOVER_REPO="s3://$S3_BUCKET/s3mover"
+export RESTIC_REPOSITORY="s3:$EP/$S3_BUCKET/restic"
+RO=(-o s3.region="$AWS_REGION" -o s3.bucket-lookup=path)
+unset S3MOVER_PASSWORD_FILE S3MOVER_PASSWORD_COMMAND || true
+
+counts_reset() { curl -fsS "$EP/__faultproxy/reset" >/dev/null; }
+counts_get() { curl -fsS "$EP/__faultproxy/counts"; }
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+
+declare -A T C
+# timed NAME 'command': cold caches, requests counted from zero, wall time including sync.
+timed() {
+  local name=$1 cmd=$2 t0 t1
+  drop_caches
+  counts_reset
+  t0=$(date +%s.%N)
+  if ! bash -o pipefail -ec "{ $cmd; } >'$RES/$name.out' 2>'$RES/$name.err'; sync"; then
+    cat "$RES/$name.err" >&2
+    die "$name failed: $cmd"
+  fi
+  t1=$(date +%s.%N)
+  counts_get >"$RES/$name.counts"
+  T[$name]=$(awk "BEGIN { printf \"%.2f\", $t1 - $t0 }")
+  C[$name]=$(jq -r '"\(.put) / \(.get) / \(.head) / \(.list) / \(.delete) / \(.post)"' "$RES/$name.counts")
+  printf '   %-18s %8s s   PUT/GET/HEAD/LIST/DELETE/POST %s\n' "$name" "${T[$name]}" "${C[$name]}" >&2
+  echo "$cmd" >"$RES/$name.cmd"
+}
+same() {
+  [[ $(b3sum --no-names "$1") == "$(b3sum --no-names "$2")" ]] || die "$2 differs from $1"
+}
+
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "commit: $(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet -- crates || echo ' (crates/ modified)')"
+  echo "cpu: $(nproc) x $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+  echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "garage: $(garage --version 2>/dev/null | head -n 1 || echo '?')"
+  echo "restic: $(restic version)"
+} >"$RES/env.txt"
+cat "$RES/env.txt" >&2
+
+IMG=$WORK/vol.img
+log "data: $SIZE image with $DATA of random data in 1 MiB extents"
+$GEN image "$IMG" --size "$SIZE" --data "$DATA" --extent 1M --seed 1
+
+"$S3M" init -q
+restic "${RO[@]}" init -q
+
+log "phase 1: full backup"
+timed s3m_full "'$S3M' backup '$IMG' --volume v -o json"
+timed restic_full "restic ${RO[*]} backup --host bench --stdin --stdin-filename v.img --json <'$IMG' | tail -n 1"
+
+log "phase 2: restore"
+timed s3m_restore "'$S3M' restore latest --volume v --target '$WORK/out-s3m.img' -o json"
+same "$IMG" "$WORK/out-s3m.img"; rm -f "$WORK/out-s3m.img"
+timed restic_restore "restic ${RO[*]} restore latest --host bench --target '$WORK/out-restic'"
+same "$IMG" "$WORK/out-restic/v.img"; rm -rf "$WORK/out-restic"
+timed restic_dump "restic ${RO[*]} dump latest --host bench v.img >'$WORK/out-dump.img'"
+same "$IMG" "$WORK/out-dump.img"; rm -f "$WORK/out-dump.img"
+
+log "phase 3: $WRITES random 4 KiB writes, incremental"
+$GEN writes "$IMG" --count "$WRITES" --block 4K --seed 2 --ranges "$WORK/changes.json"
+timed s3m_incr "'$S3M' backup '$IMG' --volume v --changed-ranges '$WORK/changes.json' -o json"
+timed restic_incr "restic ${RO[*]} backup --host bench --stdin --stdin-filename v.img --json <'$IMG' | tail -n 1"
+
+log "phase 4: restore of the incremental"
+timed s3m_restore_incr "'$S3M' restore latest --volume v --target '$WORK/out-s3m2.img' -o json"
+same "$IMG" "$WORK/out-s3m2.img"; rm -f "$WORK/out-s3m2.img"
+echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RES/env.txt"
+
+# ---- report --------------------------------------------------------------------------------
+ratio() { awk "BEGIN { printf \"%.1f\", $1 / $2 }"; }
+min() { awk "BEGIN { print ($1 < $2) ? $1 : $2 }"; }
+RESTIC_RESTORE=$(min "${T[restic_restore]}" "${T[restic_dump]}")
+S3M_FULL_UP=$(jq -r .bytesUploaded "$RES/s3m_full.out")
+S3M_INCR_UP=$(jq -r .bytesUploaded "$RES/s3m_incr.out")
+RESTIC_FULL_UP=$(jq -r '.data_added // empty' "$RES/restic_full.out")
+RESTIC_INCR_UP=$(jq -r '.data_added // empty' "$RES/restic_incr.out")
+mib() { [[ -n $1 ]] && awk "BEGIN { printf \"%.1f MiB\", $1 / 1048576 }" || echo "?"; }
+{
+  echo "## Run of $(sed -n 's/^date: //p' "$RES/env.txt")"
+  echo
+  echo '```'
+  cat "$RES/env.txt"
+  echo '```'
+  echo
+  echo "| phase | s3mover | restic | restic ÷ s3mover | s3mover requests PUT/GET/HEAD/LIST/DELETE/POST | restic requests PUT/GET/HEAD/LIST/DELETE/POST |"
+  echo "|---|---|---|---|---|---|"
+  echo "| full backup ($SIZE image, $DATA data) | ${T[s3m_full]} s, $(mib "$S3M_FULL_UP") up | ${T[restic_full]} s, $(mib "$RESTIC_FULL_UP") added | $(ratio "${T[restic_full]}" "${T[s3m_full]}")× | ${C[s3m_full]} | ${C[restic_full]} |"
+  echo "| restore | ${T[s3m_restore]} s | restore ${T[restic_restore]} s, dump ${T[restic_dump]} s | $(ratio "$RESTIC_RESTORE" "${T[s3m_restore]}")× (vs faster) | ${C[s3m_restore]} | restore ${C[restic_restore]}; dump ${C[restic_dump]} |"
+  echo "| incremental ($WRITES × 4 KiB writes) | ${T[s3m_incr]} s, $(mib "$S3M_INCR_UP") up | ${T[restic_incr]} s, $(mib "$RESTIC_INCR_UP") added | $(ratio "${T[restic_incr]}" "${T[s3m_incr]}")× | ${C[s3m_incr]} | ${C[restic_incr]} |"
+  echo "| restore of the incremental | ${T[s3m_restore_incr]} s | – | – | ${C[s3m_restore_incr]} | – |"
+  echo
+  echo "Commands (run from bench/s3.sh with S3MOVER_REPO=s3://BUCKET/s3mover, RESTIC_REPOSITORY=s3:PROXY/BUCKET/restic):"
+  echo
+  for name in s3m_full restic_full s3m_restore restic_restore restic_dump s3m_incr restic_incr s3m_restore_incr; do
+    echo "- \`$name\`: \`$(sed "s|$WORK|\$WORK|g; s|$ROOT|.|g" "$RES/$name.cmd")\`"
+  done
+} >"$RES/report.md"
+cat "$RES/report.md"

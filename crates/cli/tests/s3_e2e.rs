@@ -1,0 +1,464 @@
+//! End to end: the real `s3mover` binary against a real Garage, directly and through the
+//! fault-injecting proxy. A full backup, an incremental (`--changed-ranges`) and restores come
+//! out byte-identical under 10 % injected faults; a backup killed with SIGKILL mid-upload and
+//! rerun resumes and restores byte-exact; bad settings and bad repositories fail with one
+//! line and write nothing.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use s3mover_engine::storage::{open_store_with_env, Store, StoreOptions};
+use s3mover_testkit::{free_port, garage_or_skip, FaultKind, FaultProxy, Faults, Garage};
+
+const PASSWORD: &str = "e2e password";
+
+/// Runs s3mover against one repository URL with a private environment.
+struct Client {
+    repo: String,
+    env: Vec<(String, String)>,
+    dir: tempfile::TempDir,
+}
+
+impl Client {
+    fn new(garage: &Garage, endpoint: &str, prefix: &str) -> Client {
+        Client {
+            repo: format!("s3://{}/{prefix}", garage.bucket()),
+            env: garage.env_for_endpoint(endpoint),
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn set(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value.into()));
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_s3mover"));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("S3MOVER_REPO", &self.repo)
+            .env("S3MOVER_PASSWORD", PASSWORD)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run s3mover")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "s3mover {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["-o", "json"];
+        all.extend_from_slice(args);
+        let text = self.ok(&all);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    }
+
+    /// Runs and requires failure with one line on stderr mentioning every needle.
+    fn fails(&self, args: &[&str], needles: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        assert!(
+            !out.status.success(),
+            "s3mover {args:?} should fail; stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
+        for needle in needles {
+            assert!(
+                stderr.to_lowercase().contains(&needle.to_lowercase()),
+                "stderr should mention {needle:?}: {stderr}"
+            );
+        }
+        eprintln!("s3mover {args:?}: {stderr}");
+        stderr
+    }
+}
+
+/// A store on the same bucket with good settings, for looking behind s3mover's back.
+fn direct_store(garage: &Garage, prefix: &str) -> Store {
+    let env: BTreeMap<String, String> = garage.env().into_iter().collect();
+    open_store_with_env(
+        &format!("s3://{}/{prefix}", garage.bucket()),
+        &StoreOptions::default(),
+        &|k| env.get(k).cloned(),
+    )
+    .expect("open direct store")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Every object under the prefix, with its size.
+fn objects(garage: &Garage, prefix: &str) -> BTreeMap<String, u64> {
+    let store = direct_store(garage, prefix);
+    runtime()
+        .block_on(store.list(""))
+        .expect("list")
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect()
+}
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A sparse image of `size` bytes with random data in `extents`.
+fn make_image(path: &Path, size: u64, extents: &[(u64, u64)], seed: u64) {
+    let file = std::fs::File::create(path).expect("image");
+    file.set_len(size).expect("set_len");
+    for (i, &(offset, len)) in extents.iter().enumerate() {
+        file.write_all_at(&pseudo_random(len as usize, seed + i as u64), offset)
+            .expect("write");
+    }
+}
+
+fn write_at(path: &Path, offset: u64, data: &[u8]) {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open");
+    file.write_all_at(data, offset).expect("write");
+}
+
+fn ranges_file(path: &Path, capacity: u64, ranges: &[(u64, u64)]) {
+    let entries: Vec<String> = ranges
+        .iter()
+        .map(|(o, s)| format!("{{\"byteOffset\":{o},\"sizeBytes\":{s}}}"))
+        .collect();
+    std::fs::write(
+        path,
+        format!(
+            "{{\"blockMetadataType\":\"FIXED_LENGTH\",\"volumeCapacityBytes\":{capacity},\"blockMetadata\":[{}]}}",
+            entries.join(",")
+        ),
+    )
+    .expect("ranges file");
+}
+
+fn assert_same_file(a: &Path, b: &Path) {
+    let (x, y) = (
+        std::fs::read(a).expect("read"),
+        std::fs::read(b).expect("read"),
+    );
+    assert_eq!(
+        x.len(),
+        y.len(),
+        "{} and {} differ in size",
+        a.display(),
+        b.display()
+    );
+    assert!(x == y, "{} and {} differ", a.display(), b.display());
+}
+
+fn id_of(report: &serde_json::Value) -> String {
+    report["id"].as_str().expect("backup id").to_string()
+}
+
+#[test]
+fn backup_incremental_restore_under_ten_percent_faults() {
+    let Some(garage) = garage_or_skip("backup_incremental_restore_under_ten_percent_faults") else {
+        return;
+    };
+    let proxy = FaultProxy::start(&garage.endpoint(), Faults::mixed(0.10, 2024)).expect("proxy");
+    let client = Client::new(&garage, &proxy.endpoint(), "faulty");
+    let size = 24u64 << 20;
+    let image = client.path("vol.img");
+    make_image(
+        &image,
+        size,
+        &[(0, 6 << 20), (9 << 20, 5 << 20), (20 << 20, 3 << 20)],
+        11,
+    );
+
+    client.ok(&["init", "--chunk-size", "64K"]);
+    let full = client.json(&[
+        "backup",
+        image.to_str().unwrap_or_default(),
+        "--volume",
+        "vol",
+    ]);
+    let full_id = id_of(&full);
+    std::fs::copy(&image, client.path("vol.full")).expect("copy");
+
+    // 200 scattered 4 KiB writes, reported through a ranges file.
+    let mut changed = Vec::new();
+    for i in 0..200u64 {
+        let offset = (i * 7919 * 4096) % size;
+        write_at(&image, offset, &pseudo_random(4096, 500 + i));
+        changed.push((offset, 4096));
+    }
+    changed.sort();
+    let ranges = client.path("changed.json");
+    ranges_file(&ranges, size, &changed);
+    let incremental = client.json(&[
+        "backup",
+        image.to_str().unwrap_or_default(),
+        "--volume",
+        "vol",
+        "--changed-ranges",
+        ranges.to_str().unwrap_or_default(),
+    ]);
+    let incremental_id = id_of(&incremental);
+    assert_eq!(incremental["parent"].as_str(), Some(full_id.as_str()));
+    let uploaded = incremental["bytesUploaded"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        uploaded < 16 * 200 * 4096,
+        "incremental uploaded {uploaded} bytes"
+    );
+
+    let restored_full = client.path("restored.full");
+    let restored_incremental = client.path("restored.incr");
+    client.ok(&[
+        "restore",
+        &full_id,
+        "--target",
+        restored_full.to_str().unwrap_or_default(),
+    ]);
+    client.ok(&[
+        "restore",
+        "latest",
+        "--volume",
+        "vol",
+        "--target",
+        restored_incremental.to_str().unwrap_or_default(),
+    ]);
+    assert_same_file(&restored_full, &client.path("vol.full"));
+    assert_same_file(&restored_incremental, &image);
+    client.ok(&["verify", &incremental_id, "--read-data"]);
+
+    let counts = proxy.counts();
+    eprintln!("proxy counts: {counts:?}");
+    assert!(counts.faults >= 5, "too few faults injected: {counts:?}");
+}
+
+#[test]
+fn sigkill_mid_upload_then_rerun_resumes() {
+    let Some(garage) = garage_or_skip("sigkill_mid_upload_then_rerun_resumes") else {
+        return;
+    };
+    let proxy = FaultProxy::start(&garage.endpoint(), Faults::none()).expect("proxy");
+    let client = Client::new(&garage, &proxy.endpoint(), "killed");
+    // Seven 16 MiB data packs; the engine checkpoints its session every four packs.
+    let size = 112u64 << 20;
+    let image = client.path("vol.img");
+    make_image(&image, size, &[(0, size)], 77);
+    client.ok(&["init", "--chunk-size", "64K"]);
+
+    // Each request waits 300 ms in the proxy, so the upload is slow enough to be cut.
+    proxy.set_faults(Faults {
+        latency: Duration::from_millis(300),
+        ..Faults::only(FaultKind::Latency, 1.0, 1)
+    });
+    let mut child = client
+        .command(&[
+            "backup",
+            image.to_str().unwrap_or_default(),
+            "--volume",
+            "vol",
+            "--upload-concurrency",
+            "1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn backup");
+    let start = Instant::now();
+    // Kill as soon as the run has checkpointed (a session object exists), mid-upload.
+    loop {
+        let checkpointed = objects(&garage, "killed")
+            .keys()
+            .any(|k| k.starts_with("sessions/"));
+        if checkpointed {
+            break;
+        }
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the backup finished before it could be killed"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no checkpoint was written"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the backup already finished"
+    );
+    child.kill().expect("SIGKILL");
+    let status = child.wait().expect("wait");
+    assert!(!status.success());
+
+    // The killed run committed nothing that cannot restore.
+    proxy.set_faults(Faults::none());
+    let listed = client.json(&["backups"]);
+    for backup in listed.as_array().cloned().unwrap_or_default() {
+        let id = backup["id"].as_str().unwrap_or_default().to_string();
+        let target = client.path(&format!("partial-{id}"));
+        client.ok(&[
+            "restore",
+            &id,
+            "--target",
+            target.to_str().unwrap_or_default(),
+        ]);
+        assert_same_file(&target, &image);
+    }
+
+    proxy.reset_counts();
+    let rerun = client.json(&[
+        "backup",
+        image.to_str().unwrap_or_default(),
+        "--volume",
+        "vol",
+    ]);
+    eprintln!("rerun report: {rerun}");
+    let resumed = rerun["resumedChunks"].as_u64().unwrap_or(0);
+    let uploaded = rerun["bytesUploaded"].as_u64().unwrap_or(u64::MAX);
+    assert!(resumed > 0, "the rerun did not resume: {rerun}");
+    assert!(
+        uploaded < size - (32 << 20),
+        "the rerun uploaded {uploaded} of {size} bytes: it did not skip what was there"
+    );
+    let target = client.path("restored.img");
+    client.ok(&[
+        "restore",
+        &id_of(&rerun),
+        "--target",
+        target.to_str().unwrap_or_default(),
+    ]);
+    assert_same_file(&target, &image);
+}
+
+#[test]
+fn a_prefix_that_is_not_a_repository() {
+    let Some(garage) = garage_or_skip("a_prefix_that_is_not_a_repository") else {
+        return;
+    };
+    let store = direct_store(&garage, "photos");
+    runtime()
+        .block_on(store.put("2024/cat.jpg", b"not a repository".to_vec().into()))
+        .expect("put");
+    let before = objects(&garage, "photos");
+    let client = Client::new(&garage, &garage.endpoint(), "photos");
+    let image = client.path("vol.img");
+    make_image(&image, 1 << 20, &[(0, 1 << 20)], 3);
+    client.fails(&["backups"], &["no s3mover repository"]);
+    client.fails(
+        &[
+            "backup",
+            image.to_str().unwrap_or_default(),
+            "--volume",
+            "v",
+        ],
+        &["repository"],
+    );
+    client.fails(&["init"], &["cat.jpg"]);
+    assert_eq!(objects(&garage, "photos"), before, "something was written");
+}
+
+#[test]
+fn a_repository_of_a_newer_format_version() {
+    let Some(garage) = garage_or_skip("a_repository_of_a_newer_format_version") else {
+        return;
+    };
+    let client = Client::new(&garage, &garage.endpoint(), "future");
+    client.ok(&["init", "--chunk-size", "64K"]);
+    let store = direct_store(&garage, "future");
+    let rt = runtime();
+    let config = rt.block_on(store.get("config")).expect("config");
+    let mut value: serde_json::Value = serde_json::from_slice(&config).expect("config JSON");
+    value["version"] = serde_json::json!(999);
+    let text = serde_json::to_vec(&value).expect("encode");
+    rt.block_on(store.put("config", text.into())).expect("put");
+    let before = objects(&garage, "future");
+
+    let image = client.path("vol.img");
+    make_image(&image, 1 << 20, &[(0, 1 << 20)], 5);
+    client.fails(&["backups"], &["999"]);
+    client.fails(
+        &[
+            "backup",
+            image.to_str().unwrap_or_default(),
+            "--volume",
+            "v",
+        ],
+        &["999"],
+    );
+    client.fails(&["init"], &["already"]);
+    assert_eq!(objects(&garage, "future"), before, "something was written");
+}
+
+#[test]
+fn bad_s3_settings_fail_in_one_line_and_write_nothing() {
+    let Some(garage) = garage_or_skip("bad_s3_settings_fail_in_one_line_and_write_nothing") else {
+        return;
+    };
+    let image_dir = tempfile::tempdir().expect("dir");
+    let image = image_dir.path().join("vol.img");
+    make_image(&image, 1 << 20, &[(0, 1 << 20)], 9);
+    let image = image.to_str().unwrap_or_default().to_string();
+
+    let mut wrong_secret = Client::new(&garage, &garage.endpoint(), "bad");
+    wrong_secret.set("AWS_SECRET_ACCESS_KEY", &"0".repeat(64));
+    let line = wrong_secret.fails(&["init"], &["AWS_ACCESS_KEY_ID"]);
+    assert!(!line.contains(&"0".repeat(64)));
+    wrong_secret.fails(&["backup", &image, "--volume", "v"], &["AWS_ACCESS_KEY_ID"]);
+
+    let mut missing_bucket = Client::new(&garage, &garage.endpoint(), "bad");
+    missing_bucket.repo = "s3://no-such-bucket/bad".into();
+    missing_bucket.fails(&["init"], &["bucket does not exist"]);
+    missing_bucket.fails(&["backups"], &["bucket does not exist"]);
+
+    let mut wrong_region = Client::new(&garage, &garage.endpoint(), "bad");
+    wrong_region.set("AWS_REGION", "ap-south-1");
+    wrong_region.fails(&["init"], &["AWS_REGION"]);
+
+    let port = free_port().expect("port");
+    let refused = Client::new(&garage, &format!("http://127.0.0.1:{port}"), "bad");
+    refused.fails(&["init"], &["connection refused", "AWS_ENDPOINT_URL"]);
+
+    let mut no_credentials = Client::new(&garage, &garage.endpoint(), "bad");
+    no_credentials
+        .env
+        .retain(|(k, _)| !k.starts_with("AWS_ACCESS") && !k.starts_with("AWS_SECRET"));
+    no_credentials.fails(&["init"], &["no S3 credentials found"]);
+
+    assert!(objects(&garage, "bad").is_empty(), "something was written");
+}
