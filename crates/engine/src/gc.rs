@@ -136,6 +136,11 @@ pub struct DeletionMarker {
     pub began: i64,
     /// Unix seconds when it finished, if it did.
     pub finished: Option<i64>,
+    /// Once phase 2 knows exactly what it removes (before it deletes anything): the key of a
+    /// set, in the pending-set format, of just those ids. Backups then check against it
+    /// instead of the (larger) pending sets.
+    #[serde(default)]
+    pub removed: Option<String>,
 }
 
 impl DeletionMarker {
@@ -250,10 +255,14 @@ async fn overlapping_dead_ids(
         if !marker.overlaps(started) {
             continue;
         }
+        // Pending sets and removed sets are deleted only together with their marker, after
+        // its retention.
+        if let Some(key) = &marker.removed {
+            dead.extend_from_slice(&PendingSet::read(repo, key).await?.dead);
+            continue;
+        }
         for key in &marker.pending {
-            // Pending sets are deleted only together with their marker, after its retention.
-            let set = PendingSet::read(repo, key).await?;
-            dead.extend_from_slice(&set.dead);
+            dead.extend_from_slice(&PendingSet::read(repo, key).await?.dead);
         }
     }
     if dead.is_empty() {

@@ -637,7 +637,7 @@ async fn tidy_markers(repo: &Repository, listing: &Listing) -> Result<()> {
                 marker.write(repo, key).await?;
             }
             Some(finished) if finished < now - gc::MARKER_RETENTION_SECONDS => {
-                for pending in &marker.pending {
+                for pending in marker.pending.iter().chain(marker.removed.iter()) {
                     repo.store().delete(pending).await?;
                 }
                 repo.store().delete(key).await?;
@@ -693,6 +693,7 @@ impl Phase2<'_> {
             pending: ripe.iter().map(|(k, _)| k.clone()).collect(),
             began: gc::now_unix(),
             finished: None,
+            removed: None,
         };
         if !options.dry_run {
             deletion.write(repo, &marker_key).await?;
@@ -787,6 +788,28 @@ impl Phase2<'_> {
         let lease_ref = lease
             .as_mut()
             .ok_or_else(|| Error::Invalid("internal error: sweeping without a lease".into()))?;
+
+        // 0. Record exactly which ids go, before anything goes.
+        let mut removed_ids: Vec<u64> = Vec::new();
+        for (name, _) in delete.iter().chain(repack.iter()) {
+            if let Some(n) = marker.locator.pack_numbers.get(name) {
+                if let Some(dead) = self.dead_of.get(n) {
+                    removed_ids.extend(dead.iter().copied().filter(|p| removable(*p)));
+                }
+            }
+        }
+        removed_ids.sort_unstable();
+        removed_ids.dedup();
+        let removed_key = marker_key.replacen("gc/deleting/", "gc/removed/", 1);
+        PendingSet {
+            created: deletion.began,
+            dead: removed_ids,
+            ..PendingSet::default()
+        }
+        .write(repo, &removed_key)
+        .await?;
+        deletion.removed = Some(removed_key);
+        deletion.write(repo, &marker_key).await?;
 
         // 1. Copy the live blobs of partly dead packs into new packs, and index them.
         let mut written_bytes = 0u64;

@@ -401,3 +401,125 @@ mod tests {
         assert!(parse_offset("0200").is_err());
     }
 }
+
+/// The decision for one backup, with what `forget` shows.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForgetEntry {
+    pub id: String,
+    pub volume: String,
+    pub time: String,
+    pub keep: bool,
+    pub reasons: Vec<String>,
+}
+
+/// What `forget` decided (and, unless a dry run, did).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForgetReport {
+    pub dry_run: bool,
+    /// Every backup considered, grouped by volume, newest first within a volume.
+    pub backups: Vec<ForgetEntry>,
+    /// Ids removed (or that would be).
+    pub removed: Vec<String>,
+    /// Calendar the period rules used.
+    pub calendar: String,
+}
+
+const PROTECTED_PREFIX: &str = "protected/";
+
+fn protected_key(id: &str) -> String {
+    format!("{PROTECTED_PREFIX}{id}")
+}
+
+/// Ids of protected backups.
+pub async fn protected_ids(repo: &crate::Repository) -> crate::Result<HashSet<String>> {
+    Ok(repo
+        .store()
+        .list(PROTECTED_PREFIX)
+        .await?
+        .into_iter()
+        .filter_map(|o| o.key.strip_prefix(PROTECTED_PREFIX).map(str::to_string))
+        .collect())
+}
+
+/// Protects a backup from every retention rule (`remove` lifts the protection). `spec` is an
+/// id or unique prefix; returns the full id.
+pub async fn protect(repo: &crate::Repository, spec: &str, remove: bool) -> crate::Result<String> {
+    let manifest = repo.resolve_backup(spec, None).await?;
+    let key = protected_key(&manifest.id);
+    if remove {
+        repo.store().delete(&key).await?;
+    } else {
+        let body = format!("{{\"protected\":\"{}\"}}", crate::time_util::now_rfc3339());
+        repo.store().put(&key, bytes::Bytes::from(body)).await?;
+    }
+    Ok(manifest.id)
+}
+
+/// Applies `policy` to every volume (or one) and removes the backups no rule keeps.
+pub async fn forget(
+    repo: &crate::Repository,
+    volume: Option<&str>,
+    policy: &KeepPolicy,
+    dry_run: bool,
+) -> crate::Result<ForgetReport> {
+    if policy.is_empty() {
+        return Err(crate::Error::Invalid(
+            "forget needs at least one --keep-* rule (it would remove every backup)".into(),
+        ));
+    }
+    let manifests = repo.list_manifests(volume).await?;
+    let protected = protected_ids(repo).await?;
+    let mut volumes: Vec<String> = manifests.iter().map(|m| m.volume.clone()).collect();
+    volumes.sort();
+    volumes.dedup();
+    let mut report = ForgetReport {
+        dry_run,
+        backups: Vec::new(),
+        removed: Vec::new(),
+        calendar: match policy.offset {
+            Some(o) if o != UtcOffset::UTC => format!("UTC{o}"),
+            _ => "UTC".into(),
+        },
+    };
+    for name in volumes {
+        let of_volume: Vec<&crate::manifest::Manifest> =
+            manifests.iter().filter(|m| m.volume == name).collect();
+        let mut candidates = Vec::new();
+        for m in &of_volume {
+            let time = crate::time_util::parse_rfc3339(&m.time).ok_or_else(|| {
+                crate::Error::Corrupt(format!("backup {} has an invalid time {:?}", m.id, m.time))
+            })?;
+            candidates.push(Candidate {
+                id: m.id.clone(),
+                time,
+                tags: m.tags.clone(),
+                protected: protected.contains(&m.id),
+            });
+        }
+        for decision in apply(policy, &candidates) {
+            let time = of_volume
+                .iter()
+                .find(|m| m.id == decision.id)
+                .map(|m| m.time.clone())
+                .unwrap_or_default();
+            if !decision.keep {
+                report.removed.push(decision.id.clone());
+            }
+            report.backups.push(ForgetEntry {
+                id: decision.id,
+                volume: name.clone(),
+                time,
+                keep: decision.keep,
+                reasons: decision.reasons,
+            });
+        }
+    }
+    if !dry_run {
+        for id in &report.removed {
+            repo.store().delete(&format!("backups/{id}")).await?;
+        }
+    }
+    Ok(report)
+}
