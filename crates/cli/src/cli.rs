@@ -110,6 +110,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Run a self-contained demonstration in a temporary directory.
     Demo(DemoArgs),
+    /// Changed Block Tracking: list a snapshot's ranges, or check them by copying.
+    #[command(subcommand)]
+    Cbt(CbtCommand),
     /// Remove backups by retention rules (per volume); --dry-run shows which rule keeps each.
     Forget(ForgetArgs),
     /// Delete data no backup references, never blocking backups (see docs/format.md).
@@ -238,6 +241,8 @@ pub struct BackupArgs {
     /// Packs uploading at once.
     #[arg(long, default_value_t = 4)]
     pub upload_concurrency: usize,
+    #[command(flatten)]
+    pub cbt: BackupCbtArgs,
 }
 
 #[derive(Debug, Args)]
@@ -296,6 +301,90 @@ pub struct VerifyArgs {
     /// everything in 100/PCT days) or a size like 2G.
     #[arg(long, value_name = "PCT|SIZE")]
     pub read_data_subset: Option<String>,
+}
+
+/// `s3mover cbt …`
+#[derive(Debug, Subcommand)]
+pub enum CbtCommand {
+    /// List a snapshot's allocated ranges, or with -P the ranges changed since a base snapshot.
+    /// `-o json` prints the ranges file that `backup --changed-ranges` reads.
+    List(CbtListArgs),
+    /// Copy the listed ranges from --source to --target, then compare the two devices whole.
+    Verify(CbtVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CbtListArgs {
+    #[command(flatten)]
+    pub selection: s3mover_cbt::SelectionArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CbtVerifyArgs {
+    /// Device (or image) holding the snapshot's data.
+    #[arg(long)]
+    pub source: PathBuf,
+    /// Device (or image) to copy the ranges to; it must already hold the base's data.
+    #[arg(long)]
+    pub target: PathBuf,
+    #[command(flatten)]
+    pub selection: s3mover_cbt::SelectionArgs,
+}
+
+/// Change tracking flags of `backup`: where to get the ranges straight from a CBT service.
+#[derive(Debug, Args, Clone, Default)]
+pub struct BackupCbtArgs {
+    /// SnapshotMetadata service HOST:PORT (Kubernetes flavour, TLS).
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "cbt_socket")]
+    pub cbt_address: Option<String>,
+    /// CA bundle (PEM, or base64 of PEM) of the SnapshotMetadata service.
+    #[arg(long, value_name = "FILE")]
+    pub cbt_ca_cert: Option<PathBuf>,
+    /// Audience-scoped service account token for the service.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "cbt_token_file")]
+    pub cbt_token: Option<String>,
+    /// File holding the token (read again before each call).
+    #[arg(long, value_name = "FILE")]
+    pub cbt_token_file: Option<PathBuf>,
+    /// CSI driver socket: ask the driver directly (CSI flavour).
+    #[arg(long, value_name = "PATH")]
+    pub cbt_socket: Option<PathBuf>,
+    /// Namespace of the VolumeSnapshot.
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// VolumeSnapshot name (with --cbt-socket: the CSI snapshot id) the source holds.
+    #[arg(short = 's', long, value_name = "SNAPSHOT")]
+    pub snapshot: Option<String>,
+    /// CSI handle of the base snapshot: read only what changed since it (it must be the
+    /// parent backup's snapshot).
+    #[arg(short = 'P', long = "base", value_name = "BASE_HANDLE")]
+    pub base: Option<String>,
+    /// Ranges per response message (0: the server chooses).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub cbt_max_results: u32,
+}
+
+impl BackupCbtArgs {
+    /// True when a CBT service was named.
+    pub fn is_set(&self) -> bool {
+        self.cbt_address.is_some() || self.cbt_socket.is_some()
+    }
+
+    /// The same selection as `cbt list` flags.
+    pub fn selection(&self) -> s3mover_cbt::SelectionArgs {
+        s3mover_cbt::SelectionArgs {
+            address: self.cbt_address.clone(),
+            ca_cert: self.cbt_ca_cert.clone(),
+            token: self.cbt_token.clone(),
+            token_file: self.cbt_token_file.clone(),
+            namespace: self.namespace.clone(),
+            snapshot: self.snapshot.clone(),
+            base: self.base.clone(),
+            starting_offset: 0,
+            max_results: self.cbt_max_results,
+            socket: self.cbt_socket.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

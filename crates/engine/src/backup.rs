@@ -60,15 +60,17 @@ pub enum ChangeInput {
     ChangedRangesFile(PathBuf),
     /// A ranges file of allocated ranges.
     AllocatedRangesFile(PathBuf),
-    /// Ranges streamed from a CBT service.
+    /// Ranges streamed from a CBT service. Any failure of the stream — an error, a range that
+    /// breaks the rules, a capacity that is not the source's — makes the backup read the whole
+    /// volume instead (deduplicated against the parent), never a wrong incremental.
     RangeStream {
         /// `CbtAllocated` or `CbtDelta`.
         source: ChangeSource,
-        /// FIXED_LENGTH or VARIABLE_LENGTH, as the service said.
-        kind: BlockMetadataType,
-        /// The volume capacity the service reported.
-        capacity: u64,
-        /// The validated ranges.
+        /// FIXED_LENGTH or VARIABLE_LENGTH, as the service said; `None` when it sent nothing.
+        kind: Option<BlockMetadataType>,
+        /// The volume capacity the service reported; `None` when it sent nothing.
+        capacity: Option<u64>,
+        /// The ranges.
         ranges: BoxStream<'static, std::result::Result<BlockRange, String>>,
     },
 }
@@ -129,7 +131,18 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
 
     let (parent, mut parent_note) = choose_parent(repo, &options, size, chunk_size).await?;
     let mut bitmap = SlotBitmap::new(size, chunk_size);
-    let mut change_source = fold_change_source(options.change, &volume, &mut bitmap).await?;
+    let (mut change_source, fallback_note) =
+        fold_change_source(options.change, &volume, &mut bitmap).await?;
+    if let Some(note) = fallback_note {
+        parent_note = Some(note);
+    }
+    if let (ChangeSource::CbtDelta, Some(p)) = (change_source, &parent) {
+        if let Some(note) = delta_base_mismatch(p, options.cbt.as_ref()) {
+            bitmap.mark_all();
+            change_source = ChangeSource::Full;
+            parent_note = Some(note);
+        }
+    }
     if change_source.inherits_from_parent() && parent.is_none() {
         // Changes relative to nothing: read everything rather than make a wrong incremental.
         bitmap.mark_all();
@@ -290,56 +303,91 @@ async fn choose_parent(
     Ok((Some(parent), None))
 }
 
-/// Folds the change information into the bitmap and says which source it was.
+/// A delta whose base is not the parent's snapshot would be a wrong incremental.
+fn delta_base_mismatch(parent: &Manifest, cbt: Option<&CbtInfo>) -> Option<String> {
+    let recorded = parent.cbt.as_ref()?.snapshot_handle.as_ref()?;
+    let base = cbt?.base_snapshot_handle.as_ref()?;
+    (recorded != base).then(|| {
+        format!(
+            "the changed blocks are relative to snapshot {base} but parent {} was taken from {recorded}: reading the whole volume instead",
+            parent.id
+        )
+    })
+}
+
+/// Folds the change information into the bitmap; says which source it was and, when change
+/// tracking failed and the whole volume will be read instead, why.
 async fn fold_change_source(
     change: ChangeInput,
     volume: &Volume,
     bitmap: &mut SlotBitmap,
-) -> Result<ChangeSource> {
+) -> Result<(ChangeSource, Option<String>)> {
     let size = volume.size();
-    match change {
+    let source = match change {
         ChangeInput::Auto => match volume.data_extents() {
             Some(extents) => {
                 for (offset, len) in extents {
                     bitmap.mark_bytes(offset, len);
                 }
-                Ok(ChangeSource::Sparse)
+                ChangeSource::Sparse
             }
             None => {
                 bitmap.mark_all();
-                Ok(ChangeSource::Full)
+                ChangeSource::Full
             }
         },
         ChangeInput::ChangedRangesFile(path) => {
             fold_ranges_file(&path, size, bitmap)?;
-            Ok(ChangeSource::ChangedRanges)
+            ChangeSource::ChangedRanges
         }
         ChangeInput::AllocatedRangesFile(path) => {
             fold_ranges_file(&path, size, bitmap)?;
-            Ok(ChangeSource::AllocatedRanges)
+            ChangeSource::AllocatedRanges
         }
         ChangeInput::RangeStream {
             source,
             kind,
             capacity,
-            mut ranges,
+            ranges,
         } => {
-            if capacity != size {
-                return Err(Error::Invalid(format!(
-                    "the change tracking service reports a volume of {capacity} bytes but the source is {size} bytes; back up the snapshot the ranges describe"
-                )));
-            }
-            let mut validator = RangeValidator::new(kind, capacity);
-            while let Some(range) = ranges.next().await {
-                let range = range.map_err(Error::Invalid)?;
-                validator
-                    .check(range)
-                    .map_err(|e| Error::Invalid(format!("change tracking stream: {e}")))?;
-                bitmap.mark_bytes(range.offset, range.size);
-            }
-            Ok(source)
+            return match fold_range_stream(kind, capacity, ranges, size, bitmap).await {
+                Ok(()) => Ok((source, None)),
+                Err(reason) => {
+                    bitmap.mark_all();
+                    Ok((
+                        ChangeSource::Full,
+                        Some(format!(
+                            "change tracking failed ({reason}); reading the whole volume instead"
+                        )),
+                    ))
+                }
+            };
         }
+    };
+    Ok((source, None))
+}
+
+async fn fold_range_stream(
+    kind: Option<BlockMetadataType>,
+    capacity: Option<u64>,
+    mut ranges: BoxStream<'static, std::result::Result<BlockRange, String>>,
+    size: u64,
+    bitmap: &mut SlotBitmap,
+) -> std::result::Result<(), String> {
+    let capacity = capacity.unwrap_or(size);
+    if capacity != size {
+        return Err(format!(
+            "the service reports a volume of {capacity} bytes but the source is {size} bytes"
+        ));
     }
+    let mut validator =
+        RangeValidator::new(kind.unwrap_or(BlockMetadataType::VariableLength), capacity);
+    while let Some(range) = ranges.next().await {
+        let range = range?;
+        validator.check(range).map_err(|e| e.to_string())?;
+        bitmap.mark_bytes(range.offset, range.size);
+    }
+    Ok(())
 }
 
 fn fold_ranges_file(path: &std::path::Path, size: u64, bitmap: &mut SlotBitmap) -> Result<()> {

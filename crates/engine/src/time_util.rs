@@ -3,9 +3,16 @@
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-/// Now, as RFC 3339 UTC with seconds precision.
+/// Now, as RFC 3339 UTC with microseconds: fixed width, so these strings sort by time even
+/// for backups taken within the same second.
 pub fn now_rfc3339() -> String {
-    format_rfc3339(OffsetDateTime::now_utc())
+    let now = OffsetDateTime::now_utc();
+    let micros = now.microsecond();
+    let seconds = format_rfc3339(now);
+    match seconds.strip_suffix('Z') {
+        Some(base) => format!("{base}.{micros:06}Z"),
+        None => seconds,
+    }
 }
 
 /// Formats a time as RFC 3339 UTC with seconds precision.

@@ -8,9 +8,17 @@ use crate::output::{human_bytes, print_json};
 
 pub async fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<u8> {
     let repo = super::open_repository(global, &args.store).await?;
+    let mut cbt = None;
+    let mut cbt_note = None;
     let change = match (&args.changed_ranges, &args.allocated_ranges) {
         (Some(file), _) => ChangeInput::ChangedRangesFile(file.clone()),
         (None, Some(file)) => ChangeInput::AllocatedRangesFile(file.clone()),
+        (None, None) if args.cbt.is_set() => {
+            let (change, info, note) = super::cbt::backup_change_input(&args.cbt).await?;
+            cbt = Some(info);
+            cbt_note = note;
+            change
+        }
         (None, None) => ChangeInput::Auto,
     };
     let options = BackupOptions {
@@ -19,14 +27,20 @@ pub async fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<u8> {
         parent: parent_choice(&args.parent),
         change,
         tags: args.tags.clone(),
-        cbt: None,
+        cbt,
         upload_concurrency: args.upload_concurrency,
         progress: crate::output::progress_bar(
             "backup",
             global.quiet || global.output == OutputFormat::Json,
         ),
     };
-    let report = backup::backup(&repo, options).await?;
+    let mut report = backup::backup(&repo, options).await?;
+    if let Some(note) = cbt_note {
+        report.parent_note = Some(match report.parent_note.take() {
+            Some(other) => format!("{note}; {other}"),
+            None => note,
+        });
+    }
     print_report(global, &report)?;
     Ok(EXIT_OK)
 }

@@ -1,6 +1,7 @@
 //! One module per command; each turns parsed flags into an engine call and prints the result.
 
 mod backup;
+mod cbt;
 mod check;
 mod demo;
 mod forget;
@@ -28,6 +29,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Restore(args) => restore::run(global, args).await,
         Command::Verify(args) => verify::run(global, args).await,
         Command::Demo(args) => demo::run(global, args).await,
+        Command::Cbt(command) => cbt::run(global, command).await,
         Command::Forget(args) => forget::run(global, args).await,
         Command::Prune(args) => prune::run(global, args).await,
         Command::Protect(args) => protect::run(global, args).await,
