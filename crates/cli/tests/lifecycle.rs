@@ -159,7 +159,7 @@ fn mutate(image: &Path, rng: &mut impl Rng) -> Vec<u8> {
         let c = rng.gen_range(0..chunks);
         let fill: u8 = rng.gen();
         let slice = &mut data[c * CHUNK..(c + 1) * CHUNK];
-        if fill % 5 == 0 {
+        if fill.is_multiple_of(5) {
             slice.fill(0);
         } else {
             rng.fill(slice);
@@ -189,11 +189,12 @@ fn stress_concurrent_backups_forget_and_prune() {
         new_image(image, 16, &mut rng);
     }
     let mut expected: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut deleted = 0u64;
     for round in 0..rounds {
         let contents: Vec<Vec<u8>> = images.iter().map(|i| mutate(i, &mut rng)).collect();
         // Maintenance starts first and runs while the backups do.
         let forget = repo.spawn(&["forget", "--keep-last", "2", "--keep-tag", "keep"]);
-        let prune = repo.spawn(&["prune", "--grace", "0s", "--max-unused", "0%"]);
+        let prune = repo.spawn(&["prune", "--grace", "0s", "--max-unused", "0%", "-o", "json"]);
         let ids: Vec<String> = std::thread::scope(|scope| {
             let handles: Vec<_> = images
                 .iter()
@@ -223,7 +224,12 @@ fn stress_concurrent_backups_forget_and_prune() {
             "round {round} prune: {}",
             stderr(&prune)
         );
+        if let Ok(report) = serde_json::from_slice::<serde_json::Value>(&prune.stdout) {
+            deleted += report["deletedPacks"].as_u64().unwrap_or(0)
+                + report["repackedPacks"].as_u64().unwrap_or(0);
+        }
     }
+    assert!(deleted > 0, "prune removed packs while backups ran");
     let out = repo.run(&["prune", "--grace", "0s", "--max-unused", "0%"]);
     assert!(out.status.success(), "final prune: {}", stderr(&out));
     repo.verify_all();

@@ -116,7 +116,7 @@ impl TreeLocator {
 
     fn finish(&mut self) {
         if !self.sorted {
-            self.pages.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            self.pages.sort_unstable_by_key(|a| a.0);
             self.pages.dedup_by(|a, b| a.0 == b.0);
             self.sorted = true;
         }

@@ -190,7 +190,7 @@ pub async fn verify(
         };
         chosen_set = chosen.iter().copied().collect();
         let max_chunk = backups.iter().map(|m| m.chunk_size).max().unwrap_or(0) as usize;
-        let results: Vec<(u64, u64, Vec<(ChunkId, String)>)> = futures::stream::iter(chosen)
+        let results: Vec<PackReadOutcome> = futures::stream::iter(chosen)
             .map(|pack_no| {
                 let mut blobs: Vec<_> = by_pack[&pack_no]
                     .iter()
@@ -369,13 +369,16 @@ fn pack_selected(name: &ChunkId, read_data: ReadData) -> bool {
     }
 }
 
+/// Blobs read, bytes read, and the blobs that failed with why.
+type PackReadOutcome = (u64, u64, Vec<(ChunkId, String)>);
+
 async fn read_pack_blobs(
     repo: &Repository,
     index: &PackIndex,
     pack_no: u32,
     blobs: Vec<(ChunkId, u64, u32)>,
     max_chunk: usize,
-) -> Result<(u64, u64, Vec<(ChunkId, String)>)> {
+) -> Result<PackReadOutcome> {
     let Some(first) = blobs.first() else {
         return Ok((0, 0, Vec::new()));
     };
