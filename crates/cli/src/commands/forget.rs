@@ -63,7 +63,11 @@ pub async fn run(global: &GlobalArgs, args: &ForgetArgs) -> Result<u8> {
         }
         println!(
             "{} {} backups, kept {}",
-            if report.dry_run { "would remove" } else { "removed" },
+            if report.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            },
             report.removed.len(),
             report.backups.len() - report.removed.len()
         );

@@ -18,8 +18,7 @@ pub async fn run(global: &GlobalArgs, args: &PruneArgs) -> Result<u8> {
 
 /// Prune options from the flags `prune` and `forget --prune` share.
 pub fn options(grace: &str, max_unused: &str, dry_run: bool) -> Result<PruneOptions> {
-    let grace = parse_duration(grace)
-        .map_err(|e| EngineError::Invalid(format!("--grace: {e}")))?;
+    let grace = parse_duration(grace).map_err(|e| EngineError::Invalid(format!("--grace: {e}")))?;
     let number = max_unused.trim().trim_end_matches('%');
     let max_unused = match number.parse::<f64>() {
         Ok(p) if (0.0..=100.0).contains(&p) => p / 100.0,

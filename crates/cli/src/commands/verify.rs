@@ -19,9 +19,9 @@ pub async fn run(global: &GlobalArgs, args: &VerifyArgs) -> Result<u8> {
     };
     let read_data = match (&args.read_data, &args.read_data_subset) {
         (true, _) => ReadData::All,
-        (false, Some(spec)) if !spec.trim().ends_with('%') => ReadData::Bytes(
-            crate::cli::parse_size(spec).map_err(s3mover_engine::Error::Invalid)?,
-        ),
+        (false, Some(spec)) if !spec.trim().ends_with('%') => {
+            ReadData::Bytes(crate::cli::parse_size(spec).map_err(s3mover_engine::Error::Invalid)?)
+        }
         (false, Some(pct)) => ReadData::Subset(parse_percent(pct)?),
         (false, None) => ReadData::None,
     };
