@@ -157,7 +157,11 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
     }
     let inherit = change_source.inherits_from_parent();
 
-    let index = Arc::new(PackIndex::load(repo).await?);
+    // Only an incremental reads the parent's tree pages, so only it needs the pack index.
+    let index = match &parent {
+        Some(_) => Arc::new(PackIndex::load(repo).await?),
+        None => Arc::new(PackIndex::default()),
+    };
     let session_key = format!("sessions/{}", repo.volume_key(&options.volume));
     let mut known = KnownSet::default();
     let resumed_objects = resume_session(repo, &session_key, &mut known).await?;

@@ -41,6 +41,10 @@ pub struct RepoConfig {
     pub id_key: Option<String>,
     /// When the repository was created.
     pub created: String,
+    /// Key slots written at `init` (`keys/<id>`), so opening needs no listing; slots added
+    /// later are found by listing `keys/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_slots: Vec<String>,
 }
 
 impl RepoConfig {

@@ -81,6 +81,7 @@ impl Repository {
             });
         }
         let master = crypto::random_key();
+        let mut key_slots = Vec::new();
         let (keys, encryption, id_key) = match &options.password {
             Some(password) => {
                 let slot = KeySlot::create(&master, password.as_bytes())?;
@@ -90,6 +91,7 @@ impl Repository {
                 store
                     .put(&format!("keys/{slot_id}"), Bytes::from(slot_json))
                     .await?;
+                key_slots.push(slot_id);
                 (Keys::from_master(&master), "xchacha20poly1305", None)
             }
             None => (Keys::plain(master), "none", Some(hex::encode(master))),
@@ -104,6 +106,7 @@ impl Repository {
             tree_pack_size: config::DEFAULT_TREE_PACK_SIZE,
             id_key,
             created: crate::time_util::now_rfc3339(),
+            key_slots,
         };
         let config_json = serde_json::to_vec_pretty(&config)
             .map_err(|e| Error::Invalid(format!("cannot encode config: {e}")))?;
@@ -117,7 +120,7 @@ impl Repository {
         let config = read_config(&store).await?;
         let keys = if config.is_encrypted() {
             let password = password.ok_or(Error::PasswordRequired)?;
-            unlock(&store, password).await?
+            unlock(&store, &config.key_slots, password).await?
         } else {
             let id_key = config
                 .id_key
@@ -335,24 +338,47 @@ async fn read_config(store: &Store) -> Result<RepoConfig> {
     serde_json::from_value(value).map_err(|e| Error::Corrupt(format!("config object: {e}")))
 }
 
-async fn unlock(store: &Store, password: &str) -> Result<Keys> {
-    let slots = store.list("keys/").await?;
-    if slots.is_empty() {
+async fn unlock(store: &Store, known_slots: &[String], password: &str) -> Result<Keys> {
+    // The slots named in the config first (no listing); then any others.
+    let mut tried: Vec<String> = Vec::new();
+    for id in known_slots {
+        let key = format!("keys/{id}");
+        if let Some(keys) = try_slot(store, &key, password).await? {
+            return Ok(keys);
+        }
+        tried.push(key);
+    }
+    let listed = store.list("keys/").await?;
+    if listed.is_empty() && tried.is_empty() {
         return Err(Error::Corrupt(
             "the repository is encrypted but has no key slots under keys/".into(),
         ));
     }
-    for object in &slots {
-        let bytes = store.get(&object.key).await?;
+    let untried: Vec<String> = listed
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|key| !tried.contains(key))
+        .collect();
+    for key in untried {
+        if let Some(keys) = try_slot(store, &key, password).await? {
+            return Ok(keys);
+        }
+        tried.push(key);
+    }
+    Err(crypto::CryptoError::WrongPassword(tried.len()).into())
+}
+
+async fn try_slot(store: &Store, key: &str, password: &str) -> Result<Option<Keys>> {
+    let Some(bytes) = store.get_optional(key).await? else {
+        return Ok(None);
+    };
+    {
         let slot: KeySlot = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Corrupt(format!("key slot {}: {e}", object.key)))?;
+            .map_err(|e| Error::Corrupt(format!("key slot {key}: {e}")))?;
         let password = password.to_string();
         let opened = tokio::task::spawn_blocking(move || slot.unwrap_master(password.as_bytes()))
             .await
             .map_err(|e| Error::Invalid(format!("key derivation task failed: {e}")))??;
-        if let Some(master) = opened {
-            return Ok(Keys::from_master(&master));
-        }
+        Ok(opened.map(|master| Keys::from_master(&master)))
     }
-    Err(crypto::CryptoError::WrongPassword(slots.len()).into())
 }
