@@ -37,13 +37,17 @@ command -v b3sum >/dev/null || cargo install b3sum --locked >&2
 
 log "building s3mover and the testkit tools (release)"
 (cd "$ROOT" && cargo build --release -p s3mover -p s3mover-testkit --bins)
-S3M=$ROOT/target/release/s3mover
-BIN=$ROOT/target/release
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 RES=$WORK/results
-rm -rf "$RES" "$WORK"/*.img "$WORK"/out-* && mkdir -p "$RES"
+rm -rf "$RES" "$WORK"/*.img "$WORK"/out-* "$WORK/bin" && mkdir -p "$RES" "$WORK/bin"
+# Frozen copies: a rebuild in the tree during the run cannot change what is measured.
+cp "$TARGET/release/s3mover" "$TARGET/release/s3mover-test-garage" \
+  "$TARGET/release/s3mover-fault-proxy" "$WORK/bin/"
+BIN=$WORK/bin
+S3M=$BIN/s3mover
 
 PIDS=()
 cleanup() {

@@ -14,6 +14,8 @@
 //! Every request is counted by kind (PUT, GET, HEAD, LIST = GET on the bucket, DELETE, POST),
 //! faulted ones included, so benchmarks can report what a client really sent. The proxy runs
 //! on its own thread and runtime, usable from sync and async tests alike, and stops on drop.
+//! [`FaultProxy::start_tls`] serves HTTPS with a certificate from a throw-away CA
+//! ([`FaultProxy::ca_pem`]), for testing `--ca-cert` and `--insecure-skip-tls-verify`.
 //!
 //! Paths under `/__faultproxy/` are the proxy's own controls (not forwarded, not counted):
 //! `counts` (JSON), `reset` (zero the counters), `faults?rate=R&seed=S&latency_ms=M`.
@@ -247,6 +249,8 @@ impl State {
 /// A running proxy; stops when dropped.
 pub struct FaultProxy {
     addr: SocketAddr,
+    /// PEM of the CA that signed the HTTPS certificate, when serving HTTPS.
+    ca_pem: Option<String>,
     state: Arc<State>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -269,6 +273,25 @@ impl FaultProxy {
 
     /// Starts a proxy listening on `listen` (`host:port`, port 0 for any).
     pub fn start_on(listen: &str, upstream: &str, faults: Faults) -> std::io::Result<FaultProxy> {
+        Self::start_inner(listen, upstream, faults, None)
+    }
+
+    /// Starts an HTTPS proxy on a free loopback port, with a certificate for `127.0.0.1` and
+    /// `localhost` issued by a CA made for it (see [`Self::ca_pem`]).
+    pub fn start_tls(upstream: &str, faults: Faults) -> std::io::Result<FaultProxy> {
+        let (ca_pem, config) = tls_config().map_err(std::io::Error::other)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let mut proxy = Self::start_inner("127.0.0.1:0", upstream, faults, Some(acceptor))?;
+        proxy.ca_pem = Some(ca_pem);
+        Ok(proxy)
+    }
+
+    fn start_inner(
+        listen: &str,
+        upstream: &str,
+        faults: Faults,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<FaultProxy> {
         let upstream = upstream
             .trim_start_matches("http://")
             .trim_end_matches('/')
@@ -302,11 +325,12 @@ impl FaultProxy {
         let thread = std::thread::Builder::new()
             .name("fault-proxy-accept".into())
             .spawn(move || {
-                runtime.block_on(accept_loop(listener, thread_state, rx));
+                runtime.block_on(accept_loop(listener, thread_state, tls, rx));
                 runtime.shutdown_background();
             })?;
         Ok(FaultProxy {
             addr,
+            ca_pem: None,
             state,
             shutdown: Some(tx),
             thread: Some(thread),
@@ -318,9 +342,19 @@ impl FaultProxy {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://…` for an HTTPS proxy.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// PEM of the CA behind an HTTPS proxy's certificate (`None` for plain HTTP).
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     /// Replaces the fault settings (and reseeds the generator).
@@ -353,6 +387,7 @@ impl Drop for FaultProxy {
 async fn accept_loop(
     listener: std::net::TcpListener,
     state: Arc<State>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: tokio::sync::oneshot::Receiver<()>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -375,11 +410,21 @@ async fn accept_loop(
         // Closing with SO_LINGER 0 makes an injected abort a real TCP reset.
         let _ = stream.set_zero_linger();
         let state = Arc::clone(&state);
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| handle(Arc::clone(&state), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let http = hyper::server::conn::http1::Builder::new();
+            match tls {
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                }
+                Some(acceptor) => {
+                    // A client that rejects the certificate ends the handshake: nothing to serve.
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                }
+            }
         });
     }
 }
@@ -562,4 +607,44 @@ fn control_request(state: &State, control: &str, query: &str) -> Response<Body> 
         .header("content-type", "application/json")
         .body(full(body))
         .unwrap_or_else(|_| Response::new(full("")))
+}
+
+/// A CA (returned as PEM) and a server configuration with a certificate it issued for
+/// `127.0.0.1` and `localhost`.
+fn tls_config() -> Result<(String, tokio_rustls::rustls::ServerConfig), BoxError> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "s3mover test proxy CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let key = KeyPair::generate()?;
+    let mut params =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "s3mover test proxy");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.signed_by(&key, &issuer)?;
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )?;
+    Ok((ca_cert.pem(), config))
 }

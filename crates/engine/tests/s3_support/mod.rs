@@ -49,7 +49,11 @@ impl TestEnv {
     }
 
     pub fn open(&self, url: &str) -> Result<Store, StoreError> {
-        open_store_with_env(url, &StoreOptions::default(), &|k| self.get(k))
+        self.open_with(url, &StoreOptions::default())
+    }
+
+    pub fn open_with(&self, url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
+        open_store_with_env(url, options, &|k| self.get(k))
     }
 }
 
