@@ -462,3 +462,49 @@ fn bad_s3_settings_fail_in_one_line_and_write_nothing() {
 
     assert!(objects(&garage, "bad").is_empty(), "something was written");
 }
+
+#[test]
+fn secrets_never_reach_output_or_logs() {
+    let Some(garage) = garage_or_skip("secrets_never_reach_output_or_logs") else {
+        return;
+    };
+    let mut client = Client::new(&garage, &garage.endpoint(), "secrets");
+    client.set("AWS_SESSION_TOKEN", "session-token-that-must-not-leak");
+    let image = client.path("vol.img");
+    make_image(&image, 2 << 20, &[(0, 1 << 20)], 21);
+    let image = image.to_str().unwrap_or_default().to_string();
+    let mut outputs = Vec::new();
+    for args in [
+        vec!["-vv", "init", "--chunk-size", "64K"],
+        vec!["-vv", "-o", "json", "backup", &image, "--volume", "v"],
+        vec!["-vv", "-o", "json", "backups"],
+        vec!["-vv", "-o", "json", "show", "latest", "--volume", "v"],
+    ] {
+        let out = client.run(&args);
+        assert!(
+            out.status.success(),
+            "s3mover {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        outputs.push(String::from_utf8_lossy(&out.stdout).into_owned());
+        outputs.push(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    // A failing run too: errors carry no secrets either.
+    let mut wrong = Client::new(&garage, &garage.endpoint(), "secrets");
+    wrong.set("AWS_SECRET_ACCESS_KEY", &"e".repeat(64));
+    let out = wrong.run(&["-vv", "-o", "json", "backups"]);
+    assert!(!out.status.success());
+    outputs.push(String::from_utf8_lossy(&out.stderr).into_owned());
+    for text in &outputs {
+        assert!(
+            !text.contains(garage.secret_key()),
+            "secret key leaked: {text}"
+        );
+        assert!(!text.contains(&"e".repeat(64)), "secret key leaked: {text}");
+        assert!(
+            !text.contains("session-token-that-must-not-leak"),
+            "session token leaked: {text}"
+        );
+        assert!(!text.contains(PASSWORD), "password leaked: {text}");
+    }
+}
