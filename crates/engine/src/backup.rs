@@ -386,11 +386,19 @@ async fn fold_range_stream(
     }
     let mut validator =
         RangeValidator::new(kind.unwrap_or(BlockMetadataType::VariableLength), capacity);
+    let started = Instant::now();
     while let Some(range) = ranges.next().await {
         let range = range?;
         validator.check(range).map_err(|e| e.to_string())?;
         bitmap.mark_bytes(range.offset, range.size);
     }
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        "folded {} streamed ranges into {} marked slots in {seconds:.2}s ({:.0} ranges/s)",
+        validator.accepted(),
+        bitmap.count(),
+        validator.accepted() as f64 / seconds.max(1e-9)
+    );
     Ok(())
 }
 
