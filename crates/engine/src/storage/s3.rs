@@ -38,7 +38,8 @@
 //! * retried: 5xx, 429, 408, connection failures before the request was sent, and — because
 //!   every s3mover write is an idempotent whole-object PUT and deleting a key twice is
 //!   harmless — interrupted requests and timeouts (object_store treats PUT as idempotent
-//!   itself; [`IdempotentDeletes`] tells it the same of DELETE, inside its one retry loop);
+//!   itself; [`RetryClassifier`] tells it the same of DELETE, inside its one retry loop);
+//! * not retried: 4xx answers, and TLS certificates the client does not trust;
 //!   a GET whose body is cut mid-stream resumes with a ranged GET pinned to the same ETag;
 //! * backoff: exponential with decorrelated jitter, from [`INIT_BACKOFF`] doubling up to
 //!   [`MAX_BACKOFF`];
@@ -176,7 +177,7 @@ pub fn open(
         .with_allow_http(allow_http)
         .with_retry(retry)
         .with_client_options(client)
-        .with_http_connector(IdempotentDeleteConnector);
+        .with_http_connector(ClassifyingConnector);
     if let Some(endpoint) = &endpoint {
         builder = builder.with_endpoint(endpoint);
     }
@@ -636,25 +637,28 @@ impl CredentialProvider for ProcessCredentialProvider {
     }
 }
 
-/// Builds object_store's usual reqwest client, wrapped in [`IdempotentDeletes`].
+/// Builds object_store's usual reqwest client, wrapped in [`RetryClassifier`].
 #[derive(Debug, Clone, Copy)]
-struct IdempotentDeleteConnector;
+struct ClassifyingConnector;
 
-impl HttpConnector for IdempotentDeleteConnector {
+impl HttpConnector for ClassifyingConnector {
     fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
         let inner = ReqwestConnector::default().connect(options)?;
-        Ok(HttpClient::new(IdempotentDeletes(inner)))
+        Ok(HttpClient::new(RetryClassifier(inner)))
     }
 }
 
-/// Marks a DELETE cut off mid-flight (connection reset, timeout) as a request that may be
-/// sent again, so object_store's retry loop retries it as it does PUT and GET. object_store
-/// retries only methods it knows to be idempotent; a DELETE of one key is, in S3. This is a
-/// classification, not a second retry loop: the request is never resent here.
+/// Corrects how two transport failures are classified for object_store's one retry loop; it
+/// never resends anything itself:
+///
+/// * a DELETE cut off mid-flight (connection reset, timeout) may be sent again — object_store
+///   retries only methods it knows to be idempotent, and deleting one S3 key is;
+/// * a TLS certificate the client does not trust is final — retrying cannot fix it, so the
+///   user hears about `--ca-cert` at once instead of after the whole retry budget.
 #[derive(Debug)]
-pub struct IdempotentDeletes(HttpClient);
+pub struct RetryClassifier(HttpClient);
 
-impl HttpService for IdempotentDeletes {
+impl HttpService for RetryClassifier {
     fn call<'life0, 'async_trait>(
         &'life0 self,
         request: HttpRequest,
@@ -666,6 +670,9 @@ impl HttpService for IdempotentDeletes {
         Box::pin(async move {
             let is_delete = request.method().as_str() == "DELETE";
             match self.0.execute(request).await {
+                Err(e) if is_certificate_error(&e) => {
+                    Err(HttpError::new(HttpErrorKind::Unknown, e))
+                }
                 Err(e)
                     if is_delete
                         && matches!(
@@ -679,6 +686,11 @@ impl HttpService for IdempotentDeletes {
             }
         })
     }
+}
+
+fn is_certificate_error(error: &HttpError) -> bool {
+    let text = error_chain_text(error).to_ascii_lowercase();
+    text.contains("invalid peer certificate") || text.contains("unknownissuer")
 }
 
 /// One line saying what to check, for the S3 failures a user can fix: wrong credentials,
