@@ -213,7 +213,11 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
         stats: BackupStats::default(),
         progress: options.progress.clone(),
         pending_index: Vec::new(),
-        quarantine: crate::quarantine::Quarantine::load(repo).await?,
+        // Quarantine matters only when chunks are compared with a parent's.
+        quarantine: match &parent {
+            Some(_) => crate::quarantine::Quarantine::load(repo).await?,
+            None => crate::quarantine::Quarantine::default(),
+        },
     };
 
     let slots = bitmap.slots();
@@ -260,7 +264,10 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
     repo.write_manifest(&manifest).await?;
     crate::gc::check_after_commit(repo, &manifest.started_at, &manifest).await?;
     repo.set_latest(&options.volume, &manifest_id).await?;
-    repo.store().delete(&session_key).await?;
+    // The backup is committed; a leftover session object only costs a later rerun a lookup.
+    if let Err(e) = repo.store().delete(&session_key).await {
+        tracing::warn!("backup {manifest_id} is committed, but its session object stayed: {e}");
+    }
     if let Some(progress) = &options.progress {
         progress.finish();
     }

@@ -16,7 +16,7 @@ pub enum Error {
     #[error(transparent)]
     Crypto(#[from] CryptoError),
     /// No repository at the given location.
-    #[error("no s3mover repository at {location}: {reason}; create one with `s3mover init`")]
+    #[error("no s3mover repository at {location}: {reason}; check the repository URL, or create a repository in an empty location with `s3mover init`")]
     NotARepository { location: String, reason: String },
     /// A repository already exists where `init` was asked to make one.
     #[error("{location} already holds {what}; choose an empty location")]

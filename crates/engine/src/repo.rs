@@ -283,17 +283,20 @@ impl Repository {
         }
     }
 
-    /// The newest backup of a volume, found through its `latest` pointer (no listing), falling
-    /// back to a listing when the pointer is missing or stale.
+    /// The newest backup of a volume, found through its `latest` pointer without a listing. A
+    /// volume without a pointer has no parent (its first backup, or one whose pointer write was
+    /// interrupted: then the next backup is a full one, which is always correct); a stale
+    /// pointer (its backup was forgotten) falls back to a listing.
     pub async fn latest_backup(&self, volume: &str) -> Result<Option<Manifest>> {
         let key = format!("latest/{}", self.volume_key(volume));
-        if let Some(bytes) = self.store.get_optional(&key).await? {
-            let id = String::from_utf8_lossy(&bytes).trim().to_string();
-            match self.read_manifest(&id).await {
-                Ok(m) if m.volume == volume => return Ok(Some(m)),
-                Ok(_) | Err(Error::NoSuchBackup(_)) => {}
-                Err(e) => return Err(e),
-            }
+        let Some(bytes) = self.store.get_optional(&key).await? else {
+            return Ok(None);
+        };
+        let id = String::from_utf8_lossy(&bytes).trim().to_string();
+        match self.read_manifest(&id).await {
+            Ok(m) if m.volume == volume => return Ok(Some(m)),
+            Ok(_) | Err(Error::NoSuchBackup(_)) => {}
+            Err(e) => return Err(e),
         }
         Ok(self.list_manifests(Some(volume)).await?.pop())
     }

@@ -1,6 +1,7 @@
 //! Restoring a backup to a block device or a file: walk the tree, fetch blobs in parallel with
 //! ranged reads (neighbours in a pack coalesced), check every id, then write.
 
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -170,14 +171,22 @@ fn tokio_stream_from<T: Send + 'static>(
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-/// Turns leaves into coalesced fetches, in slot order.
+/// Turns leaves into coalesced fetches. Each pack has one open fetch; a blob extends it when it
+/// lies after it within [`MAX_GAP_BYTES`] (the gap is read and skipped), otherwise the open
+/// fetch is sent and a new one begins. An incremental's blobs, mostly in its parents' packs
+/// with small holes where chunks changed, so still come in few large reads.
 struct Planner<'m> {
     leaves: mpsc::Receiver<Leaf>,
     index: Arc<PackIndex>,
     manifest: &'m Manifest,
-    pending: Option<Fetch>,
-    queue: std::collections::VecDeque<Fetch>,
+    open: HashMap<u32, Fetch>,
+    queue: VecDeque<Fetch>,
 }
+
+/// Bytes of unneeded data a coalesced read may skip over.
+const MAX_GAP_BYTES: u64 = 1 << 20;
+/// Packs with an open fetch at once; beyond this, every open fetch is sent.
+const MAX_OPEN_PACKS: usize = 64;
 
 fn plan_fetches(
     leaves: mpsc::Receiver<Leaf>,
@@ -188,8 +197,8 @@ fn plan_fetches(
         leaves,
         index,
         manifest,
-        pending: None,
-        queue: Default::default(),
+        open: HashMap::new(),
+        queue: VecDeque::new(),
     }
 }
 
@@ -201,7 +210,13 @@ impl Planner<'_> {
             }
             match self.leaves.recv().await {
                 Some(leaf) => self.add_leaf(leaf)?,
-                None => return Ok(self.pending.take()),
+                None => {
+                    let rest: Vec<Fetch> = self.open.drain().map(|(_, f)| f).collect();
+                    self.queue.extend(rest);
+                    if self.queue.is_empty() {
+                        return Ok(None);
+                    }
+                }
             }
         }
     }
@@ -219,34 +234,38 @@ impl Planner<'_> {
                     self.manifest.id
                 ))
             })?;
-            let start = location.offset;
-            let end = start + u64::from(location.length);
-            if let Some(fetch) = &mut self.pending {
-                if fetch.pack == location.pack
-                    && fetch.end == start
-                    && end - fetch.start <= MAX_FETCH_BYTES
-                {
-                    fetch.items.push((
-                        slot,
-                        *id,
-                        (start - fetch.start) as usize,
-                        location.length as usize,
-                    ));
-                    fetch.end = end;
-                    continue;
-                }
-            }
-            let fresh = Fetch {
-                pack: location.pack,
-                start,
-                end,
-                items: vec![(slot, *id, 0, location.length as usize)],
-            };
-            if let Some(done) = self.pending.replace(fresh) {
-                self.queue.push_back(done);
-            }
+            self.add_blob(slot, *id, location.pack, location.offset, location.length);
+        }
+        if self.open.len() > MAX_OPEN_PACKS {
+            let all: Vec<Fetch> = self.open.drain().map(|(_, f)| f).collect();
+            self.queue.extend(all);
         }
         Ok(())
+    }
+
+    fn add_blob(&mut self, slot: u64, id: ChunkId, pack: u32, start: u64, length: u32) {
+        let end = start + u64::from(length);
+        if let Some(fetch) = self.open.get_mut(&pack) {
+            let fits = start >= fetch.end
+                && start - fetch.end <= MAX_GAP_BYTES
+                && end - fetch.start <= MAX_FETCH_BYTES;
+            if fits {
+                fetch
+                    .items
+                    .push((slot, id, (start - fetch.start) as usize, length as usize));
+                fetch.end = end;
+                return;
+            }
+        }
+        let fresh = Fetch {
+            pack,
+            start,
+            end,
+            items: vec![(slot, id, 0, length as usize)],
+        };
+        if let Some(done) = self.open.insert(pack, fresh) {
+            self.queue.push_back(done);
+        }
     }
 }
 
