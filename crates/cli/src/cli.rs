@@ -238,9 +238,9 @@ pub struct BackupArgs {
     /// KEY=VALUE tag to record (repeatable).
     #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
     pub tags: Vec<String>,
-    /// Packs uploading at once.
-    #[arg(long, default_value_t = 4)]
-    pub upload_concurrency: usize,
+    /// Packs (16 MiB each) uploading at once [default: 2 for a local repository, 8 for S3].
+    #[arg(long)]
+    pub upload_concurrency: Option<usize>,
     #[command(flatten)]
     pub cbt: BackupCbtArgs,
 }
@@ -283,7 +283,7 @@ pub struct RestoreArgs {
     /// Replace an existing non-empty target file.
     #[arg(long)]
     pub overwrite: bool,
-    /// Ranged reads in flight.
+    /// Ranged reads (up to 4 MiB each) in flight.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
 }

@@ -562,19 +562,20 @@ fn read_run(
     chunk_size: u64,
     size: u64,
 ) -> Result<Vec<SlotData>> {
-    let offset = start * chunk_size;
-    let len = (end * chunk_size).min(size) - offset;
-    let mut buffer = vec![0u8; len as usize];
-    volume.read_exact_at(&mut buffer, offset)?;
-    Ok(buffer
-        .chunks(chunk_size as usize)
-        .enumerate()
-        .map(|(i, bytes)| SlotData {
-            slot: start + i as u64,
-            id: hasher.id_of(bytes),
-            bytes: bytes.to_vec(),
+    // One buffer per slot, read in place: the bytes are never copied before sealing.
+    (start..end)
+        .map(|slot| {
+            let offset = slot * chunk_size;
+            let len = chunk_size.min(size - offset) as usize;
+            let mut bytes = vec![0u8; len];
+            volume.read_exact_at(&mut bytes, offset)?;
+            Ok(SlotData {
+                slot,
+                id: hasher.id_of(&bytes),
+                bytes,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Builds the new tree in slot order, pulling slot data as leaves need it.

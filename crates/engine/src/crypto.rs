@@ -6,7 +6,7 @@
 //! password with Argon2id. An unencrypted repository uses [`Sealer::Plain`], which passes bytes
 //! through; everything else about the format is the same.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -94,6 +94,14 @@ impl Sealer {
         }
     }
 
+    /// Seals the concatenation of `parts` (one copy of the data), binding it to `aad`.
+    pub fn seal_parts(&self, parts: &[&[u8]], aad: &[u8]) -> Vec<u8> {
+        match self {
+            Sealer::Plain => parts.concat(),
+            Sealer::XChaCha(cipher) => seal_parts_with(cipher, parts, aad),
+        }
+    }
+
     /// Opens a sealed blob; any change to it, or the wrong `aad`, is an error.
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
         match self {
@@ -104,21 +112,25 @@ impl Sealer {
 }
 
 fn seal_with(cipher: &XChaCha20Poly1305, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+    seal_parts_with(cipher, &[plaintext], aad)
+}
+
+/// Seals the concatenation of `parts`, copying the data once: nonce and parts go into the
+/// output buffer, which is then encrypted in place and followed by the tag.
+fn seal_parts_with(cipher: &XChaCha20Poly1305, parts: &[&[u8]], aad: &[u8]) -> Vec<u8> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(len + SEAL_OVERHEAD);
     let mut nonce = [0u8; NONCE_LEN];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
-    let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
     out.extend_from_slice(&nonce);
+    for part in parts {
+        out.extend_from_slice(part);
+    }
     // Encryption only fails for plaintexts beyond 256 GiB, far above any blob.
-    let ciphertext = cipher
-        .encrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: plaintext,
-                aad,
-            },
-        )
-        .unwrap_or_default();
-    out.extend_from_slice(&ciphertext);
+    match cipher.encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut out[NONCE_LEN..]) {
+        Ok(tag) => out.extend_from_slice(&tag),
+        Err(_) => out.clear(),
+    }
     out
 }
 

@@ -45,20 +45,51 @@ pub struct PackEntry {
 }
 
 /// Compresses (when that helps) and seals a chunk or page.
+///
+/// Incompressible data (random or already compressed or encrypted) is common on volumes, so a
+/// small sample is tried first and the full compression is skipped when the sample does not
+/// shrink. Each worker thread keeps one zstd context instead of building one per chunk.
 pub fn encode_blob(sealer: &Sealer, id: &ChunkId, plaintext: &[u8]) -> Vec<u8> {
-    let compressed = zstd::bulk::compress(plaintext, 1).ok();
-    let mut framed = Vec::with_capacity(plaintext.len() + 1);
-    match compressed {
-        Some(c) if c.len() < plaintext.len() => {
-            framed.push(FLAG_ZSTD);
-            framed.extend_from_slice(&c);
-        }
-        _ => {
-            framed.push(FLAG_RAW);
-            framed.extend_from_slice(plaintext);
-        }
+    match compress_if_smaller(plaintext) {
+        Some(compressed) => sealer.seal_parts(&[&[FLAG_ZSTD], &compressed], &id.0),
+        None => sealer.seal_parts(&[&[FLAG_RAW], plaintext], &id.0),
     }
-    sealer.seal(&framed, &id.0)
+}
+
+/// Samples this many slices of this size across a chunk to judge its compressibility.
+const SAMPLE_SLICES: usize = 4;
+const SAMPLE_SLICE_BYTES: usize = 1024;
+
+thread_local! {
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn compress_if_smaller(data: &[u8]) -> Option<Vec<u8>> {
+    if data.len() >= 4 * SAMPLE_SLICES * SAMPLE_SLICE_BYTES && !sample_compresses(data) {
+        return None;
+    }
+    zstd_compress(data).filter(|c| c.len() < data.len())
+}
+
+fn sample_compresses(data: &[u8]) -> bool {
+    let step = data.len() / SAMPLE_SLICES;
+    let mut sample = Vec::with_capacity(SAMPLE_SLICES * SAMPLE_SLICE_BYTES);
+    for i in 0..SAMPLE_SLICES {
+        let start = i * step;
+        sample.extend_from_slice(&data[start..start + SAMPLE_SLICE_BYTES]);
+    }
+    zstd_compress(&sample).is_some_and(|c| c.len() * 100 < sample.len() * 97)
+}
+
+fn zstd_compress(data: &[u8]) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = zstd::bulk::Compressor::new(1).ok();
+        }
+        slot.as_mut().and_then(|c| c.compress(data).ok())
+    })
 }
 
 /// Opens, decompresses and checks a blob: the result is trusted only if its id matches.

@@ -20,7 +20,7 @@ use crate::repo::Repository;
 use crate::tree::{self, Leaf, PageReader};
 
 /// Largest coalesced ranged read.
-const MAX_FETCH_BYTES: u64 = 8 << 20;
+const MAX_FETCH_BYTES: u64 = 4 << 20;
 
 /// Where and how to restore.
 pub struct RestoreOptions {

@@ -90,15 +90,17 @@ impl Packer {
         }
         let capacity = self.target_size + self.target_size / 8;
         let builder = std::mem::replace(&mut self.current, PackBuilder::new(self.kind, capacity));
-        let sealer = Arc::clone(self.repo.sealer());
-        let finished = tokio::task::spawn_blocking(move || builder.finish(&sealer))
-            .await
-            .map_err(|e| Error::Invalid(format!("pack task failed: {e}")))?;
         while self.uploads.len() >= self.max_uploads {
             self.reap_one().await?;
         }
+        let sealer = Arc::clone(self.repo.sealer());
         let store = self.repo.store().clone();
+        // Naming the pack (a hash of all its bytes) and sealing its header happen in the upload
+        // task, so the caller goes on packing the next blobs meanwhile.
         self.uploads.spawn(async move {
+            let finished = tokio::task::spawn_blocking(move || builder.finish(&sealer))
+                .await
+                .map_err(|e| Error::Invalid(format!("pack task failed: {e}")))?;
             let size = finished.bytes.len() as u64;
             store.put(&finished.key(), finished.bytes.clone()).await?;
             Ok(UploadedPack {

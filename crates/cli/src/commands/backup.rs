@@ -28,7 +28,9 @@ pub async fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<u8> {
         change,
         tags: args.tags.clone(),
         cbt,
-        upload_concurrency: args.upload_concurrency,
+        upload_concurrency: args
+            .upload_concurrency
+            .unwrap_or_else(|| default_upload_concurrency(super::repo_url(global).unwrap_or(""))),
         progress: crate::output::progress_bar(
             "backup",
             global.quiet || global.output == OutputFormat::Json,
@@ -43,6 +45,15 @@ pub async fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<u8> {
     }
     print_report(global, &report)?;
     Ok(EXIT_OK)
+}
+
+/// Local disks gain nothing from many packs in flight (each holds 16 MiB); object stores hide
+/// their latency with more.
+fn default_upload_concurrency(url: &str) -> usize {
+    match s3mover_engine::storage::RepoLocation::parse(url) {
+        Ok(s3mover_engine::storage::RepoLocation::S3 { .. }) => 8,
+        _ => 2,
+    }
 }
 
 /// Parses `--parent`.
