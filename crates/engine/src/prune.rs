@@ -813,7 +813,10 @@ impl Phase2<'_> {
 
         // 1. Copy the live blobs of partly dead packs into new packs, and index them.
         let mut written_bytes = 0u64;
+        // New packs are indexed every few packs, as backups do, so memory does not grow with
+        // the number of blobs moved.
         let mut new_packs: Vec<(ChunkId, Vec<PackEntry>)> = Vec::new();
+        let mut new_pack_count = 0usize;
         let mut builders: HashMap<u8, PackBuilder> = HashMap::new();
         let mut repacked: Vec<(ChunkId, u64)> = Vec::new();
         for (name, size) in &repack {
@@ -844,6 +847,11 @@ impl Phase2<'_> {
                 if builder.len() >= target {
                     if let Some(full) = builders.remove(&(entry.kind as u8)) {
                         written_bytes += upload_pack(repo, full, &mut new_packs).await?;
+                        new_pack_count += 1;
+                        if new_packs.len() >= PACKS_PER_INDEX {
+                            index::write_index_object(repo, &new_packs).await?;
+                            new_packs.clear();
+                        }
                     }
                 }
             }
@@ -852,12 +860,13 @@ impl Phase2<'_> {
         for (_, builder) in builders.drain() {
             if !builder.is_empty() {
                 written_bytes += upload_pack(repo, builder, &mut new_packs).await?;
+                new_pack_count += 1;
             }
         }
         if !new_packs.is_empty() {
             index::write_index_object(repo, &new_packs).await?;
         }
-        report.new_packs = new_packs.len();
+        report.new_packs = new_pack_count;
         report.repacked_packs = repacked.len();
 
         // 2. Rewrite the index objects that name a removed pack.
@@ -914,6 +923,9 @@ impl Phase2<'_> {
         Ok(())
     }
 }
+
+/// Repacked packs per index object.
+const PACKS_PER_INDEX: usize = 4;
 
 async fn upload_pack(
     repo: &Repository,
