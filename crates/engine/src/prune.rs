@@ -819,10 +819,17 @@ impl Phase2<'_> {
         let mut new_pack_count = 0usize;
         let mut builders: HashMap<u8, PackBuilder> = HashMap::new();
         let mut repacked: Vec<(ChunkId, u64)> = Vec::new();
-        for (name, size) in &repack {
+        // The next packs are fetched while the current one is copied and uploaded.
+        let mut fetched = futures::stream::iter(repack.iter())
+            .map(|(name, size)| async move {
+                let key = pack::pack_key(name);
+                let got = repo.store().get(&key).await;
+                (name, size, key, got)
+            })
+            .buffered(PACKS_FETCHED_AHEAD);
+        while let Some((name, size, key, got)) = fetched.next().await {
             lease_ref.ensure(repo).await?;
-            let key = pack::pack_key(name);
-            let bytes = match repo.store().get(&key).await {
+            let bytes = match got {
                 Ok(b) => b,
                 Err(e) if e.is_not_found() => continue,
                 Err(e) => return Err(e.into()),
@@ -910,10 +917,15 @@ impl Phase2<'_> {
 
         // 3. Only now delete packs: nothing in the index names them any more.
         let mut freed = 0u64;
-        for (name, size) in delete.iter().chain(repacked.iter()) {
+        let doomed: Vec<(ChunkId, u64)> = delete.iter().chain(repacked.iter()).copied().collect();
+        for batch in doomed.chunks(DELETES_PER_LEASE_CHECK) {
             lease_ref.ensure(repo).await?;
-            repo.store().delete(&pack::pack_key(name)).await?;
-            freed += size;
+            futures::stream::iter(batch)
+                .map(|(name, _)| async move { repo.store().delete(&pack::pack_key(name)).await })
+                .buffer_unordered(PARALLEL_DELETES)
+                .try_collect::<Vec<()>>()
+                .await?;
+            freed += batch.iter().map(|(_, size)| size).sum::<u64>();
         }
         report.deleted_packs = delete.len();
         report.freed_bytes = freed.saturating_sub(written_bytes);
@@ -926,6 +938,11 @@ impl Phase2<'_> {
 
 /// Repacked packs per index object.
 const PACKS_PER_INDEX: usize = 4;
+/// Packs fetched ahead of the one being repacked.
+const PACKS_FETCHED_AHEAD: usize = 2;
+/// Pack deletions in flight, and between two checks of the prune's lease.
+const PARALLEL_DELETES: usize = 16;
+const DELETES_PER_LEASE_CHECK: usize = 64;
 
 async fn upload_pack(
     repo: &Repository,
