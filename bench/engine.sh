@@ -19,7 +19,8 @@
 #
 # Knobs (environment, for quick trial runs; the defaults are the benchmark):
 #   BENCH_SIZE=2G BENCH_DATA=1G BENCH_WRITES=2000 BENCH_BIG_SIZE=1T BENCH_BIG_DATA=64M
-#   BENCH_CHUNKS="32K 64K 128K 256K"  BENCH_KEEP=1 (keep the work directory's big files)
+#   BENCH_CHUNKS="32K 64K 128K 256K"  BENCH_RUNS=3 (rounds of each s3mover/restic comparison;
+#   the report gives medians, rounds alternate between the tools)  BENCH_KEEP=1 (keep the work directory's big files)
 #   BENCH_REV=HEAD (build that commit in WORKDIR/src, WORKDIR/target instead of the checkout)
 set -euo pipefail
 
@@ -31,6 +32,7 @@ WRITES=${BENCH_WRITES:-2000}
 BIG_SIZE=${BENCH_BIG_SIZE:-1T}
 BIG_DATA=${BENCH_BIG_DATA:-64M}
 CHUNKS=${BENCH_CHUNKS:-32K 64K 128K 256K}
+RUNS=${BENCH_RUNS:-3}
 GEN="python3 $ROOT/bench/gen.py"
 
 log() { printf '\n== %s  [%s, load %s]\n' "$*" "$(date +%T)" "$(cut -d' ' -f1-3 /proc/loadavg)" >&2; }
@@ -99,11 +101,35 @@ timed() {
   M[$name]=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$RES/$name.time")
   printf '   %-22s %8.2f s  %8.1f MiB peak RSS\n' "$name" "${T[$name]}" "$(awk "BEGIN{print ${M[$name]}/1024}")" >&2
 }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1}
+  END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+
+# compare NAME... : RUNS rounds; in each, for every NAME: call setup_NAME (if defined), then
+# timed NAME.i "$(cmd_NAME)", then check_NAME (if defined). T/M[NAME] are the medians, TS[NAME]
+# the times of all rounds, and $RES/NAME.out the output of the last round.
+declare -A TS
+compare() {
+  local i n
+  for ((i = 1; i <= RUNS; i++)); do
+    for n in "$@"; do
+      if declare -F "setup_$n" >/dev/null; then "setup_$n"; fi
+      timed "$n.$i" "$("cmd_$n")"
+      if declare -F "check_$n" >/dev/null; then "check_$n"; fi
+    done
+  done
+  for n in "$@"; do
+    local ts=() ms=()
+    for ((i = 1; i <= RUNS; i++)); do ts+=("${T[$n.$i]}"); ms+=("${M[$n.$i]}"); done
+    T[$n]=$(median "${ts[@]}"); M[$n]=$(median "${ms[@]}"); TS[$n]="${ts[*]}"
+    cp "$RES/$n.$RUNS.out" "$RES/$n.out"
+  done
+}
 repo_bytes() { find "$1" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
 repo_objects() { find "$1" -type f | wc -l; }
 json() { jq -r "$2" "$RES/$1.out"; }
 calc() { awk "BEGIN { printf \"%.${2:-2}f\", $1 }"; }
 mib() { calc "$1 / 1048576" "${2:-1}"; }
+tt() { if [[ -n ${TS[$1]:-} ]]; then echo "${T[$1]} (${TS[$1]// / / })"; else echo "${T[$1]}"; fi; }
 rss() { calc "${M[$1]} / 1024" 1; }  # peak RSS of a timed run, MiB
 same() {  # same FILE1 FILE2: byte-equal, by BLAKE3
   local a b
@@ -132,28 +158,36 @@ RR=$WORK/repo-restic
 log "case 1: $SIZE image with $DATA of random data in 1 MiB extents"
 $GEN image "$IMG" --size "$SIZE" --data "$DATA" --extent 1M --seed 1
 IMG_BYTES=$(stat -c %s "$IMG")
-"$S3M" --repo "$R64" init -q
-restic init -q -r "$RR"
+# Each round starts from empty repositories; the last round's are kept for what follows.
+setup_s3m_full() {
+  rm -rf "$R64" && "$S3M" --repo "$R64" init -q
+  B0_S=$(repo_bytes "$R64"); O0_S=$(repo_objects "$R64")
+}
+cmd_s3m_full() { echo "'$S3M' --repo '$R64' backup '$IMG' --volume v -o json"; }
+setup_restic_full() { rm -rf "$RR" && restic init -q -r "$RR"; B0_R=$(repo_bytes "$RR"); }
+cmd_restic_full() { echo "restic -r '$RR' backup --host bench --stdin --stdin-filename v.img --json <'$IMG' | tail -n 1"; }
+compare s3m_full restic_full
 CHUNK_DEFAULT=$(jq -r .chunkSize "$R64/config")
-B0_S=$(repo_bytes "$R64"); O0_S=$(repo_objects "$R64"); B0_R=$(repo_bytes "$RR")
-
-timed s3m_full "'$S3M' --repo '$R64' backup '$IMG' --volume v -o json"
-timed restic_full "restic -r '$RR' backup --host bench --stdin --stdin-filename v.img --json <'$IMG' | tail -n 1"
 B1_S=$(repo_bytes "$R64"); O1_S=$(repo_objects "$R64"); B1_R=$(repo_bytes "$RR")
 
 # ---- case 6: the machine's limit (same image, before it changes) --------------------------------
 log "case 6: cold read and BLAKE3 of the image"
-timed read_only "cat '$IMG' >/dev/null"
-timed b3sum "b3sum '$IMG'"
+cmd_read_only() { echo "cat '$IMG' >/dev/null"; }
+cmd_b3sum() { echo "b3sum '$IMG'"; }
+compare read_only b3sum
 
 # ---- case 2: restore -----------------------------------------------------------------------
 log "case 2: restore"
-timed s3m_restore "'$S3M' --repo '$R64' restore latest --volume v --target '$WORK/out-s3m.img' -o json"
-same "$IMG" "$WORK/out-s3m.img"; rm -f "$WORK/out-s3m.img"
-timed restic_restore "restic -r '$RR' restore latest --host bench --target '$WORK/out-restic'"
-same "$IMG" "$WORK/out-restic/v.img"; rm -rf "$WORK/out-restic"
-timed restic_dump "restic -r '$RR' dump latest --host bench v.img >'$WORK/out-dump.img'"
-same "$IMG" "$WORK/out-dump.img"; rm -f "$WORK/out-dump.img"
+cmd_s3m_restore() { echo "'$S3M' --repo '$R64' restore latest --volume v --target '$WORK/out-s3m.img' -o json"; }
+check_s3m_restore() { same "$IMG" "$WORK/out-s3m.img"; rm -f "$WORK/out-s3m.img"; }
+cmd_restic_restore() { echo "restic -r '$RR' restore latest --host bench --target '$WORK/out-restic'"; }
+check_restic_restore() {
+  RESTIC_RESTORE_DISK=$(du -sb --apparent-size "$WORK/out-restic/v.img" | cut -f1)/$(du -sB1 "$WORK/out-restic/v.img" | cut -f1)
+  same "$IMG" "$WORK/out-restic/v.img"; rm -rf "$WORK/out-restic"
+}
+cmd_restic_dump() { echo "restic -r '$RR' dump latest --host bench v.img >'$WORK/out-dump.img'"; }
+check_restic_dump() { same "$IMG" "$WORK/out-dump.img"; rm -f "$WORK/out-dump.img"; }
+compare s3m_restore restic_restore restic_dump
 
 # ---- case 5 (full part): the same image into repositories of other chunk sizes -------------------
 log "case 5: full backups at other chunk sizes"
@@ -174,8 +208,14 @@ done
 log "case 3: $WRITES random 4 KiB writes, incremental"
 $GEN writes "$IMG" --count "$WRITES" --block 4K --seed 2 --ranges "$WORK/changes.json"
 DISTINCT=$(jq '.blockMetadata | length' "$WORK/changes.json")
-timed s3m_incr "'$S3M' --repo '$R64' backup '$IMG' --volume v --changed-ranges '$WORK/changes.json' -o json"
-timed restic_incr "restic -r '$RR' backup --host bench --stdin --stdin-filename v.img --json <'$IMG' | tail -n 1"
+# Every round starts from a copy of the repositories as the full backups left them.
+cp -a "$R64" "$R64.base"; cp -a "$RR" "$RR.base"
+setup_s3m_incr() { rm -rf "$R64" && cp -a "$R64.base" "$R64"; }
+cmd_s3m_incr() { echo "'$S3M' --repo '$R64' backup '$IMG' --volume v --changed-ranges '$WORK/changes.json' -o json"; }
+setup_restic_incr() { rm -rf "$RR" && cp -a "$RR.base" "$RR"; }
+cmd_restic_incr() { echo "restic -r '$RR' backup --host bench --stdin --stdin-filename v.img --json <'$IMG' | tail -n 1"; }
+compare s3m_incr restic_incr
+rm -rf "$R64.base" "$RR.base"
 B2_S=$(repo_bytes "$R64"); O2_S=$(repo_objects "$R64"); B2_R=$(repo_bytes "$RR")
 # The incremental restores to the changed image (a correctness check, not timed against restic).
 timed s3m_restore_incr "'$S3M' --repo '$R64' restore latest --volume v --target '$WORK/out-s3m2.img' -o json"
@@ -227,6 +267,7 @@ lim_x=$(calc "${T[b3sum]} / ${T[s3m_full]}")
   sed 's/^/    /' "$RES/env.txt"
   echo
   echo "Every timed command ran with cold page caches and its time includes a final \`sync\`."
+  echo "s3mover/restic comparisons: $RUNS alternating rounds, medians shown (all rounds under Details)."
   echo "Chunk size of the main s3mover repository: $CHUNK_DEFAULT bytes."
   echo
   echo "### Targets"
@@ -246,20 +287,20 @@ lim_x=$(calc "${T[b3sum]} / ${T[s3m_full]}")
   echo
   echo "### Details"
   echo
-  echo "| run | time (s) | peak RSS (MiB) | notes |"
+  echo "| run | time (s): median (rounds) | peak RSS (MiB, median) | notes |"
   echo "|---|---|---|---|"
-  echo "| s3mover full | ${T[s3m_full]} | $(rss s3m_full) | read $(mib "$DATA_BYTES") MiB ($(json s3m_full .changeSource)), repository +$(mib $((B1_S - B0_S))) MiB in $((O1_S - O0_S)) objects |"
-  echo "| restic full | ${T[restic_full]} | $(rss restic_full) | read $(mib "$IMG_BYTES") MiB from stdin, repository +$(mib $((B1_R - B0_R))) MiB (restic data_added $(mib "$(json restic_full .data_added)") MiB) |"
-  echo "| s3mover restore | ${T[s3m_restore]} | $(rss s3m_restore) | $(mib "$(json s3m_restore .bytesWritten)") MiB written, $(mib "$(json s3m_restore .zeroBytes)") MiB left as holes; output equal to the image |"
-  echo "| restic restore | ${T[restic_restore]} | $(rss restic_restore) | output equal to the image |"
-  echo "| restic dump | ${T[restic_dump]} | $(rss restic_dump) | output equal to the image |"
-  echo "| s3mover incremental | ${T[s3m_incr]} | $(rss s3m_incr) | read $(mib "$(json s3m_incr .bytesRead)") MiB, bytesUploaded $(mib "$(json s3m_incr .bytesUploaded)") MiB (metadata $(mib "$(json s3m_incr .metadataBytesUploaded)" 2) MiB), $((O2_S - O1_S)) new objects |"
-  echo "| restic incremental | ${T[restic_incr]} | $(rss restic_incr) | read $(mib "$IMG_BYTES") MiB from stdin, restic data_added $(mib "$(json restic_incr .data_added)") MiB |"
-  echo "| s3mover restore of the incremental | ${T[s3m_restore_incr]} | $(rss s3m_restore_incr) | output equal to the changed image |"
-  echo "| $BIG_SIZE full ($(mib "$(json big_full .bytesRead)") MiB read, $(json big_full .changeSource)) | ${T[big_full]} | $(rss big_full) | repository +$(mib $big_stored) MiB in $big_objs objects; objectsWritten $(json big_full .objectsWritten) |"
-  echo "| $BIG_SIZE incremental | ${T[big_incr]} | $(rss big_incr) | bytesUploaded $(mib "$(json big_incr .bytesUploaded)") MiB, metadataBytesUploaded $(mib "$big_meta" 2) MiB, repository +$(mib $((BB2 - BB1))) MiB in $((BO2 - BO1)) objects |"
-  echo "| cat image > /dev/null | ${T[read_only]} | $(rss read_only) | $(calc "$IMG_BYTES / 1048576 / ${T[read_only]}" 0) MiB/s |"
-  echo "| b3sum image | ${T[b3sum]} | $(rss b3sum) | $(calc "$IMG_BYTES / 1048576 / ${T[b3sum]}" 0) MiB/s |"
+  echo "| s3mover full | $(tt s3m_full) | $(rss s3m_full) | read $(mib "$DATA_BYTES") MiB ($(json s3m_full .changeSource)), repository +$(mib $((B1_S - B0_S))) MiB in $((O1_S - O0_S)) objects |"
+  echo "| restic full | $(tt restic_full) | $(rss restic_full) | read $(mib "$IMG_BYTES") MiB from stdin, repository +$(mib $((B1_R - B0_R))) MiB (restic data_added $(mib "$(json restic_full .data_added)") MiB) |"
+  echo "| s3mover restore | $(tt s3m_restore) | $(rss s3m_restore) | $(mib "$(json s3m_restore .bytesWritten)") MiB written, $(mib "$(json s3m_restore .zeroBytes)") MiB left as holes; output equal to the image |"
+  echo "| restic restore | $(tt restic_restore) | $(rss restic_restore) | output equal to the image; apparent/allocated bytes $RESTIC_RESTORE_DISK |"
+  echo "| restic dump | $(tt restic_dump) | $(rss restic_dump) | output equal to the image |"
+  echo "| s3mover incremental | $(tt s3m_incr) | $(rss s3m_incr) | read $(mib "$(json s3m_incr .bytesRead)") MiB, bytesUploaded $(mib "$(json s3m_incr .bytesUploaded)") MiB (metadata $(mib "$(json s3m_incr .metadataBytesUploaded)" 2) MiB), $((O2_S - O1_S)) new objects |"
+  echo "| restic incremental | $(tt restic_incr) | $(rss restic_incr) | read $(mib "$IMG_BYTES") MiB from stdin, restic data_added $(mib "$(json restic_incr .data_added)") MiB |"
+  echo "| s3mover restore of the incremental | $(tt s3m_restore_incr) | $(rss s3m_restore_incr) | output equal to the changed image |"
+  echo "| $BIG_SIZE full ($(mib "$(json big_full .bytesRead)") MiB read, $(json big_full .changeSource)) | $(tt big_full) | $(rss big_full) | repository +$(mib $big_stored) MiB in $big_objs objects; objectsWritten $(json big_full .objectsWritten) |"
+  echo "| $BIG_SIZE incremental | $(tt big_incr) | $(rss big_incr) | bytesUploaded $(mib "$(json big_incr .bytesUploaded)") MiB, metadataBytesUploaded $(mib "$big_meta" 2) MiB, repository +$(mib $((BB2 - BB1))) MiB in $((BO2 - BO1)) objects |"
+  echo "| cat image > /dev/null | $(tt read_only) | $(rss read_only) | $(calc "$IMG_BYTES / 1048576 / ${T[read_only]}" 0) MiB/s |"
+  echo "| b3sum image | $(tt b3sum) | $(rss b3sum) | $(calc "$IMG_BYTES / 1048576 / ${T[b3sum]}" 0) MiB/s (b3sum maps the file: its RSS is the page cache it touched) |"
   echo
   echo "### Chunk-size trade-off (case 1 full, then the case 3 incremental)"
   echo
