@@ -20,7 +20,8 @@
 #
 # Knobs (environment): PRUNE_SIZE=4G PRUNE_ROUNDS=100 PRUNE_CHANGE_PCT=1 PRUNE_EXTENT=1M
 #   PRUNE_KEEP_LAST=10 PRUNE_SKIP_HISTORY=1 (reuse the history of an earlier run in WORKDIR)
-#   PRUNE_KEEP=1 (keep the big files at the end)
+#   PRUNE_KEEP=1 (keep the image and the two history repositories, ~18 GB, for PRUNE_SKIP_HISTORY;
+#   the pruned copies are always removed)
 #   PRUNE_S3MOVER=PATH (measure this binary instead of building the checkout)
 set -euo pipefail
 
@@ -77,8 +78,9 @@ EXTENT_B=$(bytes "$EXTENT")
 COUNT=$(( (SIZE_B * PCT / 100 + EXTENT_B - 1) / EXTENT_B ))
 
 cleanup() {
+  rm -rf "$WORK"/out.img "$WORK"/p-s3m-alone "$WORK"/p-s3m-beside "$WORK"/p-restic
   [[ ${PRUNE_KEEP:-0} == 1 ]] && return
-  rm -rf "$WORK"/out.img
+  rm -rf "$WORK"/v.img "$S3REPO" "$RREPO"
 }
 trap cleanup EXIT
 
