@@ -30,8 +30,9 @@ use crate::upload::{Packer, UploadedPack};
 
 /// Slots read together in one positional read.
 const SLOTS_PER_READ: u64 = 16;
-/// Read batches in flight ahead of the tree builder.
-const READS_AHEAD: usize = 4;
+/// Read batches in flight ahead of the tree builder. Scattered changes make single-slot
+/// batches, so this is also the I/O queue depth an incremental gets on a cold disk.
+const READS_AHEAD: usize = 16;
 /// Packs between two index objects (and session checkpoints).
 const PACKS_PER_INDEX: usize = 4;
 /// Chunk ids remembered for in-run deduplication (about 50 MB); beyond this, duplicates
@@ -510,6 +511,7 @@ impl DataFeed {
         hasher: IdHasher,
     ) -> Self {
         let size = volume.size();
+        advise_scattered_reads(&volume, &bitmap, chunk_size);
         let runs = futures::stream::unfold(0u64, move |from| {
             let bitmap = Arc::clone(&bitmap);
             async move {
@@ -551,6 +553,24 @@ impl DataFeed {
                 None => return Ok(None),
             }
         }
+    }
+}
+
+/// An incremental reads scattered slots; asking the kernel for all of them at once lets the
+/// disk serve them in parallel. Only for plans small enough to fit comfortably in the page cache.
+fn advise_scattered_reads(volume: &Volume, bitmap: &SlotBitmap, chunk_size: u64) {
+    const MAX_ADVISED_BYTES: u64 = 1 << 30;
+    if bitmap.count().saturating_mul(chunk_size) > MAX_ADVISED_BYTES {
+        return;
+    }
+    let mut next = bitmap.next_marked(0);
+    while let Some(start) = next {
+        let mut end = start + 1;
+        while bitmap.get(end) {
+            end += 1;
+        }
+        volume.advise_will_need(start * chunk_size, (end - start) * chunk_size);
+        next = bitmap.next_marked(end);
     }
 }
 
