@@ -4,8 +4,10 @@
 //! rerun resumes and restores byte-exact; bad settings and bad repositories fail with one
 //! line and write nothing.
 
+mod common;
+
+use common::{make_image, pseudo_random, ranges_file, write_at};
 use std::collections::BTreeMap;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -124,52 +126,6 @@ fn objects(garage: &Garage, prefix: &str) -> BTreeMap<String, u64> {
         .into_iter()
         .map(|o| (o.key, o.size))
         .collect()
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// A sparse image of `size` bytes with random data in `extents`.
-fn make_image(path: &Path, size: u64, extents: &[(u64, u64)], seed: u64) {
-    let file = std::fs::File::create(path).expect("image");
-    file.set_len(size).expect("set_len");
-    for (i, &(offset, len)) in extents.iter().enumerate() {
-        file.write_all_at(&pseudo_random(len as usize, seed + i as u64), offset)
-            .expect("write");
-    }
-}
-
-fn write_at(path: &Path, offset: u64, data: &[u8]) {
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .expect("open");
-    file.write_all_at(data, offset).expect("write");
-}
-
-fn ranges_file(path: &Path, capacity: u64, ranges: &[(u64, u64)]) {
-    let entries: Vec<String> = ranges
-        .iter()
-        .map(|(o, s)| format!("{{\"byteOffset\":{o},\"sizeBytes\":{s}}}"))
-        .collect();
-    std::fs::write(
-        path,
-        format!(
-            "{{\"blockMetadataType\":\"FIXED_LENGTH\",\"volumeCapacityBytes\":{capacity},\"blockMetadata\":[{}]}}",
-            entries.join(",")
-        ),
-    )
-    .expect("ranges file");
 }
 
 fn assert_same_file(a: &Path, b: &Path) {
