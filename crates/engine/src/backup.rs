@@ -131,6 +131,10 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
     let chunk_size = repo.chunk_size();
 
     let (parent, mut parent_note) = choose_parent(repo, &options, size, chunk_size).await?;
+    tracing::debug!(
+        "backup: parent chosen after {:.3}s",
+        started.elapsed().as_secs_f64()
+    );
     let mut bitmap = SlotBitmap::new(size, chunk_size);
     let (mut change_source, fallback_note) =
         fold_change_source(options.change, &volume, &mut bitmap).await?;
@@ -157,6 +161,10 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
         change_source = ChangeSource::HashCompare;
     }
     let inherit = change_source.inherits_from_parent();
+    tracing::debug!(
+        "backup: change source folded after {:.3}s",
+        started.elapsed().as_secs_f64()
+    );
 
     // Only an incremental reads the parent's tree pages, so only it needs the pack index.
     let index = match &parent {
@@ -167,6 +175,10 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
     let mut known = KnownSet::default();
     let resumed_objects = resume_session(repo, &session_key, &mut known).await?;
     let resumed_chunks = known.len() as u64;
+    tracing::debug!(
+        "backup: index and session loaded after {:.3}s",
+        started.elapsed().as_secs_f64()
+    );
 
     if let Some(progress) = &options.progress {
         progress.start(bitmap.count().saturating_mul(chunk_size).min(size));
@@ -228,7 +240,15 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
         .and_then(|p| ChunkId::from_hex(&p.root))
         .unwrap_or(ChunkId::ZERO);
     let root = builder.build(depth - 1, 0, parent_root).await?;
+    tracing::debug!(
+        "backup: tree built after {:.3}s",
+        started.elapsed().as_secs_f64()
+    );
     builder.finish_uploads().await?;
+    tracing::debug!(
+        "backup: uploads finished after {:.3}s",
+        started.elapsed().as_secs_f64()
+    );
     let mut stats = std::mem::take(&mut builder.stats);
     let data_pack_bytes = builder.data_packer.bytes_uploaded;
     drop(builder);
@@ -263,8 +283,16 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
     stats.objects_written = before_commit.put + 1;
     manifest.stats = stats;
     repo.write_manifest(&manifest).await?;
+    tracing::debug!(
+        "backup: manifest written after {:.3}s",
+        started.elapsed().as_secs_f64()
+    );
     crate::gc::check_after_commit(repo, &manifest.started_at, &manifest).await?;
     repo.set_latest(&options.volume, &manifest_id).await?;
+    tracing::debug!(
+        "backup: committed after {:.3}s",
+        started.elapsed().as_secs_f64()
+    );
     // The backup is committed; a leftover session object only costs a later rerun a lookup.
     if let Err(e) = repo.store().delete(&session_key).await {
         tracing::warn!("backup {manifest_id} is committed, but its session object stayed: {e}");

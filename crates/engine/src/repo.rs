@@ -117,6 +117,7 @@ impl Repository {
 
     /// Opens a repository, unlocking it with `password` if it is encrypted.
     pub async fn open(store: Store, password: Option<&str>) -> Result<Repository> {
+        let started = std::time::Instant::now();
         let config = read_config(&store).await?;
         let keys = if config.is_encrypted() {
             let password = password.ok_or(Error::PasswordRequired)?;
@@ -132,6 +133,10 @@ impl Repository {
                 })?;
             Keys::plain(id_key)
         };
+        tracing::debug!(
+            "repository opened in {:.3}s",
+            started.elapsed().as_secs_f64()
+        );
         Ok(Repository::assemble(store, config, keys))
     }
 
