@@ -166,14 +166,25 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
         started.elapsed().as_secs_f64()
     );
 
-    // Only an incremental reads the parent's tree pages, so only it needs the pack index.
-    let index = match &parent {
-        Some(_) => Arc::new(PackIndex::load(repo).await?),
-        None => Arc::new(PackIndex::default()),
-    };
+    // Only an incremental reads the parent's tree pages, so only it needs the pack index, and
+    // quarantine matters only when chunks are compared with a parent's. The three loads are
+    // independent small requests: run them together.
     let session_key = format!("sessions/{}", repo.volume_key(&options.volume));
-    let mut known = KnownSet::default();
-    let resumed_objects = resume_session(repo, &session_key, &mut known).await?;
+    let (index, (known, resumed_objects), quarantine) = tokio::try_join!(
+        async {
+            match &parent {
+                Some(_) => PackIndex::load(repo).await.map(Arc::new),
+                None => Ok(Arc::new(PackIndex::default())),
+            }
+        },
+        resume_session(repo, &session_key),
+        async {
+            match &parent {
+                Some(_) => crate::quarantine::Quarantine::load(repo).await,
+                None => Ok(crate::quarantine::Quarantine::default()),
+            }
+        },
+    )?;
     let resumed_chunks = known.len() as u64;
     tracing::debug!(
         "backup: index and session loaded after {:.3}s",
@@ -226,11 +237,7 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
         stats: BackupStats::default(),
         progress: options.progress.clone(),
         pending_index: Vec::new(),
-        // Quarantine matters only when chunks are compared with a parent's.
-        quarantine: match &parent {
-            Some(_) => crate::quarantine::Quarantine::load(repo).await?,
-            None => crate::quarantine::Quarantine::default(),
-        },
+        quarantine,
     };
 
     let slots = bitmap.slots();
@@ -462,26 +469,23 @@ fn fold_ranges_file(path: &std::path::Path, size: u64, bitmap: &mut SlotBitmap) 
     Ok(())
 }
 
-async fn resume_session(
-    repo: &Repository,
-    session_key: &str,
-    known: &mut KnownSet,
-) -> Result<Vec<String>> {
+async fn resume_session(repo: &Repository, session_key: &str) -> Result<(KnownSet, Vec<String>)> {
+    let mut known = KnownSet::default();
     let Some(sealed) = repo.store().get_optional(session_key).await? else {
-        return Ok(Vec::new());
+        return Ok((known, Vec::new()));
     };
     let Ok(json) = repo.sealer().open(&sealed, SESSION_AAD) else {
         tracing::warn!("ignoring an unreadable session object {session_key}");
-        return Ok(Vec::new());
+        return Ok((known, Vec::new()));
     };
     let Ok(record) = serde_json::from_slice::<SessionRecord>(&json) else {
-        return Ok(Vec::new());
+        return Ok((known, Vec::new()));
     };
     let fresh = crate::time_util::parse_rfc3339(&record.updated_at)
         .map(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds() < SESSION_REUSE_SECONDS)
         .unwrap_or(false);
     if !fresh {
-        return Ok(Vec::new());
+        return Ok((known, Vec::new()));
     }
     let mut usable = Vec::new();
     for key in &record.index_objects {
@@ -495,7 +499,7 @@ async fn resume_session(
         known.len(),
         record.volume
     );
-    Ok(usable)
+    Ok((known, usable))
 }
 
 /// Ids stored by this run (or an interrupted run being resumed).
