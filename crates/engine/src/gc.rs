@@ -21,6 +21,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::crypto::Sealer;
 use crate::error::{Error, Result};
 use crate::id::ChunkId;
 use crate::manifest::Manifest;
@@ -101,28 +102,86 @@ impl PendingSet {
 
     /// Writes the set.
     pub async fn write(&self, repo: &Repository, key: &str) -> Result<()> {
-        let json = serde_json::to_vec(self)
-            .map_err(|e| Error::Invalid(format!("cannot encode pending set: {e}")))?;
-        let compressed = zstd::bulk::compress(&json, 3)
-            .map_err(|e| Error::Invalid(format!("cannot compress pending set: {e}")))?;
-        let sealed = repo.sealer().seal(&compressed, PENDING_AAD);
-        repo.store().put(key, Bytes::from(sealed)).await?;
+        let sealed = encode_pending_set(
+            repo.sealer(),
+            self.created,
+            &self.seen_backups,
+            &self.packs,
+            self.dead.iter().copied(),
+        )?;
+        repo.store().put(key, sealed).await?;
         Ok(())
     }
 
-    /// Reads a set.
+    /// Reads a set. The JSON is parsed as it is decompressed, never held whole.
     pub async fn read(repo: &Repository, key: &str) -> Result<PendingSet> {
         let sealed = repo.store().get(key).await?;
         let compressed = repo
             .sealer()
             .open(&sealed, PENDING_AAD)
             .map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
-        let json = zstd::stream::decode_all(&compressed[..])
+        drop(sealed);
+        let decoder = zstd::stream::read::Decoder::new(&compressed[..])
             .map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
+        let reader = std::io::BufReader::with_capacity(1 << 16, decoder);
         let mut set: PendingSet =
-            serde_json::from_slice(&json).map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
+            serde_json::from_reader(reader).map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
         set.dead.sort_unstable();
+        set.dead.shrink_to_fit();
         Ok(set)
+    }
+}
+
+/// Encodes and seals a pending set (or a removed set: one with only `created` and `dead`)
+/// whose dead prefixes come from an ascending iterator. The JSON is compressed as it is
+/// produced, so neither the prefixes nor their text are ever held whole; store the result
+/// under `gc/pending/…` or `gc/removed/…`.
+pub fn encode_pending_set(
+    sealer: &Sealer,
+    created: i64,
+    seen_backups: &[String],
+    packs: &[PendingPack],
+    dead: impl Iterator<Item = u64>,
+) -> Result<Bytes> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase", bound = "")]
+    struct Out<'a, I: Iterator<Item = u64>> {
+        created: i64,
+        seen_backups: &'a [String],
+        packs: &'a [PendingPack],
+        dead: SeqOnce<I>,
+    }
+    let out = Out {
+        created,
+        seen_backups,
+        packs,
+        dead: SeqOnce(std::cell::RefCell::new(Some(dead))),
+    };
+    let encoder = zstd::stream::write::Encoder::new(Vec::new(), 3)
+        .map_err(|e| Error::Invalid(format!("cannot compress pending set: {e}")))?;
+    let mut writer = std::io::BufWriter::with_capacity(1 << 16, encoder);
+    serde_json::to_writer(&mut writer, &out)
+        .map_err(|e| Error::Invalid(format!("cannot encode pending set: {e}")))?;
+    let compressed = writer
+        .into_inner()
+        .map_err(|e| Error::Invalid(format!("cannot compress pending set: {}", e.error())))?
+        .finish()
+        .map_err(|e| Error::Invalid(format!("cannot compress pending set: {e}")))?;
+    Ok(Bytes::from(sealer.seal(&compressed, PENDING_AAD)))
+}
+
+/// Serializes an iterator as a sequence, once.
+struct SeqOnce<I>(std::cell::RefCell<Option<I>>);
+
+impl<I: Iterator<Item = u64>> Serialize for SeqOnce<I> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        match self.0.borrow_mut().take() {
+            Some(items) => serializer.collect_seq(items),
+            None => Err(serde::ser::Error::custom("sequence serialized twice")),
+        }
     }
 }
 

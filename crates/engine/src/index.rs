@@ -1,4 +1,7 @@
 //! The pack index: which pack holds each chunk and tree page, loaded from `index/` objects.
+//!
+//! Index objects are decompressed as they are read, one pack's records at a time
+//! ([`read_index_entries`]), never held whole.
 
 use std::collections::HashMap;
 
@@ -49,11 +52,10 @@ impl PackIndex {
     pub async fn load_objects(repo: &Repository, keys: Vec<String>) -> Result<PackIndex> {
         let mut index = PackIndex::default();
         let mut bodies = futures::stream::iter(keys.clone())
-            .map(|key| async move { read_index_object(repo, &key).await.map(|b| (key, b)) })
+            .map(|key| async move { read_compressed_object(repo, &key).await.map(|b| (key, b)) })
             .buffer_unordered(16);
-        while let Some((key, records)) = bodies.try_next().await? {
-            pack::decode_index_records(&records, |name, entry| index.insert(name, entry))
-                .map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
+        while let Some((key, compressed)) = bodies.try_next().await? {
+            decode_compressed_records(&key, &compressed, |name, entry| index.insert(name, entry))?;
         }
         index.objects = keys;
         Ok(index)
@@ -116,12 +118,68 @@ impl PackIndex {
 
 /// Reads and opens one index object, returning its records.
 pub async fn read_index_object(repo: &Repository, key: &str) -> Result<Vec<u8>> {
-    let sealed = repo.store().get(key).await?;
-    let compressed = repo
-        .sealer()
-        .open(&sealed, INDEX_AAD)
-        .map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
+    let compressed = read_compressed_object(repo, key).await?;
     zstd::stream::decode_all(&compressed[..]).map_err(|e| Error::Corrupt(format!("{key}: {e}")))
+}
+
+/// Reads one index object and calls `each` for every (pack, entry) as the records are
+/// decompressed, holding one pack's records at a time instead of the whole object (an index
+/// object of packs of small, well-compressed blobs decompresses to tens of MiB).
+pub async fn read_index_entries(
+    repo: &Repository,
+    key: &str,
+    each: impl FnMut(&ChunkId, PackEntry),
+) -> Result<()> {
+    let compressed = read_compressed_object(repo, key).await?;
+    decode_compressed_records(key, &compressed, each)
+}
+
+/// Reads and opens one index object, leaving its records compressed.
+async fn read_compressed_object(repo: &Repository, key: &str) -> Result<Vec<u8>> {
+    let sealed = repo.store().get(key).await?;
+    repo.sealer()
+        .open(&sealed, INDEX_AAD)
+        .map_err(|e| Error::Corrupt(format!("{key}: {e}")))
+}
+
+/// Bytes of a record group's head (pack name, entry count) and of one entry.
+const GROUP_HEAD: usize = 36;
+const ENTRY_BYTES: u64 = 45;
+
+/// Decompresses index records group by group (one pack's entries at a time).
+fn decode_compressed_records(
+    key: &str,
+    compressed: &[u8],
+    mut each: impl FnMut(&ChunkId, PackEntry),
+) -> Result<()> {
+    use std::io::Read;
+    let bad = |e: String| Error::Corrupt(format!("{key}: {e}"));
+    let decoder = zstd::stream::read::Decoder::new(compressed).map_err(|e| bad(e.to_string()))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, decoder);
+    let mut group: Vec<u8> = Vec::new();
+    loop {
+        group.clear();
+        (&mut reader)
+            .take(GROUP_HEAD as u64)
+            .read_to_end(&mut group)
+            .map_err(|e| bad(e.to_string()))?;
+        match group.len() {
+            0 => return Ok(()),
+            GROUP_HEAD => {}
+            _ => return Err(bad("index object is truncated".into())),
+        }
+        let count = u32::from_le_bytes([group[32], group[33], group[34], group[35]]);
+        let need = u64::from(count) * ENTRY_BYTES;
+        // `take` bounds the read by what the object holds, whatever a damaged count says.
+        (&mut reader)
+            .take(need)
+            .read_to_end(&mut group)
+            .map_err(|e| bad(e.to_string()))?;
+        if (group.len() - GROUP_HEAD) as u64 != need {
+            return Err(bad("index object is truncated".into()));
+        }
+        pack::decode_index_records(&group, &mut each).map_err(|e| bad(e.to_string()))?;
+    }
 }
 
 /// Writes an index object for the given packs; returns its key and size.

@@ -13,6 +13,8 @@
 //! million chunks), the tree-page locations (48 bytes per distinct tree page), per-pack
 //! counters and the dead prefixes of candidate packs — never a map of every chunk's location.
 
+mod idset;
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -30,6 +32,7 @@ use crate::pack::{self, BlobKind, PackBuilder, PackEntry};
 use crate::repo::Repository;
 use crate::storage::ObjectInfo;
 use crate::tree;
+use idset::{MergeSorted, PrefixSet, PrefixSetBuilder};
 
 /// Sessions updated within this many seconds protect the chunks they list.
 const SESSION_PROTECT_SECONDS: i64 = 13 * 3600;
@@ -144,8 +147,7 @@ struct Marker<'a> {
     locator: TreeLocator,
     cache: Vec<(u32, Bytes)>,
     visited: HashSet<ChunkId>,
-    marks: Vec<u64>,
-    compacted: usize,
+    marks: PrefixSetBuilder,
 }
 
 impl<'a> Marker<'a> {
@@ -155,22 +157,19 @@ impl<'a> Marker<'a> {
             locator,
             cache: Vec::new(),
             visited: HashSet::new(),
-            marks: Vec::new(),
-            compacted: 0,
+            marks: PrefixSetBuilder::new(),
         }
     }
 
     fn push(&mut self, id: &ChunkId) {
-        self.marks.push(gc::prefix(id));
-        if self.marks.len() > 2 * self.compacted + (1 << 20) {
-            self.compact();
-        }
+        self.marks.insert(gc::prefix(id));
     }
 
-    fn compact(&mut self) {
-        self.marks.sort_unstable();
-        self.marks.dedup();
-        self.compacted = self.marks.len();
+    /// The set of everything marked so far; marking starts again from nothing, with no tree
+    /// page visited.
+    fn take_marks(&mut self) -> PrefixSet {
+        self.visited = HashSet::new();
+        std::mem::take(&mut self.marks).build()
     }
 
     /// Loads tree locations from index objects not loaded yet (after a page was not found).
@@ -188,14 +187,14 @@ impl<'a> Marker<'a> {
             return Ok(false);
         }
         for key in keys {
-            match index::read_index_object(self.repo, &key).await {
-                Ok(records) => {
-                    let locator = &mut self.locator;
-                    pack::decode_index_records(&records, |name, entry| {
-                        let n = locator.pack_number(name);
-                        locator.add(n, &entry);
-                    })?;
-                }
+            let locator = &mut self.locator;
+            let read = index::read_index_entries(self.repo, &key, |name, entry| {
+                let n = locator.pack_number(name);
+                locator.add(n, &entry);
+            })
+            .await;
+            match read {
+                Ok(()) => {}
                 Err(Error::Store(e)) if e.is_not_found() => {}
                 Err(e) => return Err(e),
             }
@@ -296,14 +295,13 @@ impl<'a> Marker<'a> {
                 continue;
             }
             for object in &session.index_objects {
-                match index::read_index_object(self.repo, object).await {
-                    Ok(records) => {
-                        let mut ids = Vec::new();
-                        pack::decode_index_records(&records, |_, e| ids.push(e.id))?;
-                        for id in &ids {
-                            self.push(id);
-                        }
-                    }
+                let marks = &mut self.marks;
+                let read = index::read_index_entries(self.repo, object, |_, e| {
+                    marks.insert(gc::prefix(&e.id));
+                })
+                .await;
+                match read {
+                    Ok(()) => {}
                     Err(Error::Store(e)) if e.is_not_found() => {}
                     Err(e) => return Err(e),
                 }
@@ -441,15 +439,15 @@ async fn run(
     let mut locator = TreeLocator::default();
     let mut objects_of_pack: HashMap<u32, Vec<u32>> = HashMap::new();
     for (object_no, key) in listing.index.iter().enumerate() {
-        let records = index::read_index_object(repo, key).await?;
-        pack::decode_index_records(&records, |name, entry| {
+        index::read_index_entries(repo, key, |name, entry| {
             let n = locator.pack_number(name);
             locator.add(n, &entry);
             let objects = objects_of_pack.entry(n).or_default();
             if objects.last() != Some(&(object_no as u32)) {
                 objects.push(object_no as u32);
             }
-        })?;
+        })
+        .await?;
         locator.loaded_objects.insert(key.clone());
     }
     locator.finish();
@@ -457,6 +455,7 @@ async fn run(
     // Mark.
     let manifests = read_manifests(repo, &listing.backups).await?;
     report.backups = manifests.len();
+    let seen_backups: Vec<String> = manifests.iter().map(|m| m.id.clone()).collect();
     let mut marker = Marker::new(repo, locator);
     for manifest in &manifests {
         marker.mark_backup(manifest).await.map_err(|e| {
@@ -467,30 +466,33 @@ async fn run(
             ))
         })?;
     }
+    drop(manifests);
     marker.mark_sessions(&listing.sessions).await?;
-    marker.compact();
-    report.chunks_marked = marker.marks.len();
+    let marks = marker.take_marks();
+    report.chunks_marked = marks.len();
 
-    // Per-pack use, streaming the index again.
+    // Per-pack use, streaming the index again. The dead prefixes of a pack are sorted and
+    // trimmed as soon as the stream moves past it.
     let mut stats: HashMap<u32, PackStat> = HashMap::new();
-    let mut dead_of: HashMap<u32, Vec<u64>> = HashMap::new();
+    let mut dead_of = DeadPrefixes::default();
     for key in &listing.index {
-        let records = index::read_index_object(repo, key).await?;
         let locator = &mut marker.locator;
-        let marks = &marker.marks;
-        pack::decode_index_records(&records, |name, entry| {
+        index::read_index_entries(repo, key, |name, entry| {
             let n = locator.pack_number(name);
             let stat = stats.entry(n).or_default();
             stat.total += u64::from(entry.length);
             let p = gc::prefix(&entry.id);
-            if marks.binary_search(&p).is_ok() {
+            if marks.contains(p) {
                 stat.live_count += 1;
             } else {
                 stat.dead += u64::from(entry.length);
-                dead_of.entry(n).or_default().push(p);
+                dead_of.push(n, p);
             }
-        })?;
+        })
+        .await?;
     }
+    // The mark set is not needed any more: the sweep marks anew what it must.
+    drop(marks);
     // Packs no index names: dead once old enough; their ids come from their headers.
     let unindexed_cutoff = started - grace.max(UNINDEXED_MIN_AGE_SECONDS);
     let mut unindexed: Vec<(ChunkId, u64)> = listing
@@ -517,23 +519,16 @@ async fn run(
         for entry in entries {
             stat.total += u64::from(entry.length);
             stat.dead += u64::from(entry.length);
-            dead_of.entry(n).or_default().push(gc::prefix(&entry.id));
+            dead_of.push(n, gc::prefix(&entry.id));
         }
         // Anything marked stays counted dead here: the pack is unreachable through the index.
     }
-    for dead in dead_of.values_mut() {
-        dead.sort_unstable();
-        dead.dedup();
-    }
+    dead_of.finish();
 
     // Phase 1: a new pending set.
     let cutoff = started - grace;
-    let mut pending = PendingSet {
-        created: started,
-        seen_backups: manifests.iter().map(|m| m.id.clone()).collect(),
-        ..PendingSet::default()
-    };
-    let mut dead_ids: Vec<u64> = Vec::new();
+    let mut own_packs: Vec<PendingPack> = Vec::new();
+    let mut own_numbers: HashSet<u32> = HashSet::new();
     for (n, stat) in &stats {
         if stat.dead == 0 {
             continue;
@@ -550,26 +545,21 @@ async fn run(
         if !fully && unused <= options.max_unused {
             continue;
         }
-        pending.packs.push(PendingPack {
+        own_packs.push(PendingPack {
             pack: name.to_hex(),
             size: info.size,
             repack: !fully,
             dead_bytes: stat.dead,
         });
-        if let Some(d) = dead_of.get(n) {
-            dead_ids.extend_from_slice(d);
-        }
+        own_numbers.insert(*n);
     }
-    pending.packs.sort_by(|a, b| a.pack.cmp(&b.pack));
-    dead_ids.sort_unstable();
-    dead_ids.dedup();
-    pending.dead = dead_ids;
-    report.pending_packs = pending.packs.len();
-    report.pending_dead_bytes = pending.packs.iter().map(|p| p.dead_bytes).sum();
+    own_packs.sort_by(|a, b| a.pack.cmp(&b.pack));
+    report.pending_packs = own_packs.len();
+    report.pending_dead_bytes = own_packs.iter().map(|p| p.dead_bytes).sum();
 
     // Which pending sets are ripe: not consumed by a marker and at least `grace` old.
     let consumed = consumed_sets(repo, &listing).await?;
-    let mut ripe: Vec<(String, PendingSet)> = Vec::new();
+    let mut ripe = RipeSets::default();
     for key in &listing.pending {
         if consumed.contains(key) {
             continue;
@@ -578,38 +568,157 @@ async fn run(
             continue;
         };
         if created <= gc::now_unix() - grace {
-            ripe.push((key.clone(), PendingSet::read(repo, key).await?));
+            ripe.add_older(key.clone(), PendingSet::read(repo, key).await?);
         } else {
             report.pending_sets_waiting += 1;
         }
     }
-    if !pending.packs.is_empty() {
+    ripe.older_dead.sort_unstable();
+    ripe.older_dead.dedup();
+    ripe.older_dead.shrink_to_fit();
+    if !own_packs.is_empty() {
         let key = PendingSet::new_key(started);
         if !options.dry_run {
-            pending.write(repo, &key).await?;
+            // The dead prefixes of the candidate packs, merged as they are written.
+            let dead = MergeSorted::new(own_numbers.iter().map(|n| dead_of.of(*n).iter().copied()));
+            let sealed =
+                gc::encode_pending_set(repo.sealer(), started, &seen_backups, &own_packs, dead)?;
+            repo.store().put(&key, sealed).await?;
         }
         if started <= gc::now_unix() - grace {
-            ripe.push((key, pending));
+            ripe.add_own(key, own_packs, own_numbers, seen_backups);
         } else {
             report.pending_sets_waiting += 1;
         }
     }
-    if ripe.is_empty() {
+    if ripe.keys.is_empty() {
         return Ok(report);
     }
+    // Only the packs the sweep may touch keep their dead prefixes.
+    let ripe_numbers: HashSet<u32> = ripe
+        .packs
+        .keys()
+        .filter_map(|hex| ChunkId::from_hex(hex))
+        .filter_map(|name| marker.locator.pack_numbers.get(&name).copied())
+        .collect();
+    dead_of.retain(&ripe_numbers);
 
     // Phase 2.
     let context = Phase2 {
         repo,
         listing: &listing,
         stats: &stats,
-        dead_of: &dead_of,
         objects_of_pack: &objects_of_pack,
     };
     context
-        .sweep(&mut marker, ripe, options, lease, &mut report)
+        .sweep(&mut marker, ripe, dead_of, options, lease, &mut report)
         .await?;
     Ok(report)
+}
+
+/// The dead prefixes of each pack, sorted per pack once [`DeadPrefixes::finish`]ed.
+#[derive(Default)]
+struct DeadPrefixes {
+    of: HashMap<u32, Vec<u64>>,
+    /// The pack the index stream is in: its list is still growing.
+    current: Option<u32>,
+}
+
+impl DeadPrefixes {
+    fn push(&mut self, pack: u32, prefix: u64) {
+        if self.current != Some(pack) {
+            if let Some(previous) = self.current {
+                self.tidy(previous);
+            }
+            self.current = Some(pack);
+        }
+        self.of.entry(pack).or_default().push(prefix);
+    }
+
+    fn tidy(&mut self, pack: u32) {
+        if let Some(list) = self.of.get_mut(&pack) {
+            list.sort_unstable();
+            list.dedup();
+            list.shrink_to_fit();
+        }
+    }
+
+    /// Sorts every list (a pack named by several index objects was added to more than once).
+    fn finish(&mut self) {
+        self.current = None;
+        for list in self.of.values_mut() {
+            list.sort_unstable();
+            list.dedup();
+            list.shrink_to_fit();
+        }
+    }
+
+    /// The sorted dead prefixes of a pack.
+    fn of(&self, pack: u32) -> &[u64] {
+        self.of.get(&pack).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    fn take(&mut self, pack: u32) -> Vec<u64> {
+        self.of.remove(&pack).unwrap_or_default()
+    }
+
+    fn retain(&mut self, packs: &HashSet<u32>) {
+        self.of.retain(|n, _| packs.contains(n));
+        self.of.shrink_to_fit();
+    }
+}
+
+/// The pending sets one sweep works from.
+#[derive(Default)]
+struct RipeSets {
+    keys: Vec<String>,
+    /// Every pack of every set, by hex name (`repack` if any set says so).
+    packs: HashMap<String, PendingPack>,
+    /// The backups every set saw.
+    seen_by_all: Option<HashSet<String>>,
+    /// The dead prefixes of the sets of earlier runs, sorted.
+    older_dead: Vec<u64>,
+    /// When this run's own set is ripe, its packs (by number): their dead prefixes in this
+    /// run's marking are exactly that set's dead prefixes for them.
+    own_numbers: HashSet<u32>,
+}
+
+impl RipeSets {
+    fn add_packs(&mut self, key: String, packs: Vec<PendingPack>, seen: Vec<String>) {
+        self.keys.push(key);
+        for p in packs {
+            self.packs
+                .entry(p.pack.clone())
+                .and_modify(|q| q.repack |= p.repack)
+                .or_insert(p);
+        }
+        let seen: HashSet<String> = seen.into_iter().collect();
+        self.seen_by_all = Some(match self.seen_by_all.take() {
+            None => seen,
+            Some(prev) => prev.intersection(&seen).cloned().collect(),
+        });
+    }
+
+    fn add_older(&mut self, key: String, set: PendingSet) {
+        self.older_dead.extend_from_slice(&set.dead);
+        self.add_packs(key, set.packs, set.seen_backups);
+    }
+
+    fn add_own(
+        &mut self,
+        key: String,
+        packs: Vec<PendingPack>,
+        numbers: HashSet<u32>,
+        seen: Vec<String>,
+    ) {
+        self.own_numbers = numbers;
+        self.add_packs(key, packs, seen);
+    }
+
+    /// True when `prefix`, dead in pack `pack` in this run's marking, is dead in a ripe set.
+    fn dead_in_a_set(&self, pack: u32, prefix: u64) -> bool {
+        self.own_numbers.contains(&pack) || self.older_dead.binary_search(&prefix).is_ok()
+    }
 }
 
 /// Pending sets named by some deletion marker (already swept, or being swept).
@@ -652,7 +761,6 @@ struct Phase2<'a> {
     repo: &'a Repository,
     listing: &'a Listing,
     stats: &'a HashMap<u32, PackStat>,
-    dead_of: &'a HashMap<u32, Vec<u64>>,
     objects_of_pack: &'a HashMap<u32, Vec<u32>>,
 }
 
@@ -660,37 +768,19 @@ impl Phase2<'_> {
     async fn sweep(
         &self,
         marker: &mut Marker<'_>,
-        ripe: Vec<(String, PendingSet)>,
+        ripe: RipeSets,
+        mut dead_of: DeadPrefixes,
         options: &PruneOptions,
         lease: &mut Option<Lease>,
         report: &mut PruneReport,
     ) -> Result<()> {
         let repo = self.repo;
-        let mut pending_dead: Vec<u64> = Vec::new();
-        let mut packs: HashMap<String, PendingPack> = HashMap::new();
-        let mut seen_by_all: Option<HashSet<String>> = None;
-        for (_, set) in &ripe {
-            pending_dead.extend_from_slice(&set.dead);
-            for p in &set.packs {
-                packs
-                    .entry(p.pack.clone())
-                    .and_modify(|q| q.repack |= p.repack)
-                    .or_insert_with(|| p.clone());
-            }
-            let seen: HashSet<String> = set.seen_backups.iter().cloned().collect();
-            seen_by_all = Some(match seen_by_all {
-                None => seen,
-                Some(prev) => prev.intersection(&seen).cloned().collect(),
-            });
-        }
-        pending_dead.sort_unstable();
-        pending_dead.dedup();
-        let seen_by_all = seen_by_all.unwrap_or_default();
+        let seen_by_all = ripe.seen_by_all.clone().unwrap_or_default();
 
         // The marker goes up before the second listing; backups committing after this read it.
         let marker_key = DeletionMarker::new_key(gc::now_unix());
         let mut deletion = DeletionMarker {
-            pending: ripe.iter().map(|(k, _)| k.clone()).collect(),
+            pending: ripe.keys.clone(),
             began: gc::now_unix(),
             finished: None,
             removed: None,
@@ -700,7 +790,7 @@ impl Phase2<'_> {
         }
 
         // Re-mark from backups the pending sets did not all see, and from fresh sessions.
-        let mut resurrected: Vec<u64> = Vec::new();
+        let mut fresh = PrefixSet::default();
         if !options.dry_run {
             let ids: Vec<String> = list_keys(repo, "backups/")
                 .await?
@@ -709,8 +799,6 @@ impl Phase2<'_> {
                 .filter(|id| !seen_by_all.contains(id))
                 .collect();
             let sessions = list_keys(repo, "sessions/").await?;
-            let saved_marks = std::mem::take(&mut marker.marks);
-            let saved_compacted = std::mem::replace(&mut marker.compacted, 0);
             marker.visited.clear();
             let result = async {
                 for manifest in read_manifests(repo, &ids).await? {
@@ -719,9 +807,7 @@ impl Phase2<'_> {
                 marker.mark_sessions(&sessions).await
             }
             .await;
-            marker.compact();
-            let fresh = std::mem::replace(&mut marker.marks, saved_marks);
-            marker.compacted = saved_compacted;
+            fresh = marker.take_marks();
             if let Err(e) = result {
                 deletion.finished = Some(gc::now_unix());
                 deletion.write(repo, &marker_key).await?;
@@ -730,20 +816,21 @@ impl Phase2<'_> {
                      cannot be read ({e})"
                 )));
             }
-            resurrected = fresh
-                .into_iter()
-                .filter(|p| pending_dead.binary_search(p).is_ok())
-                .collect();
         }
-        report.resurrected = resurrected.len();
 
         // Removable: dead in a ripe pending set, dead now, and not re-marked.
-        let removable = |p: u64| {
-            pending_dead.binary_search(&p).is_ok() && resurrected.binary_search(&p).is_err()
-        };
-        let mut delete: Vec<(ChunkId, u64)> = Vec::new();
-        let mut repack: Vec<(ChunkId, u64)> = Vec::new();
-        for p in packs.values() {
+        let removable = |n: u32, p: u64| ripe.dead_in_a_set(n, p) && !fresh.contains(p);
+        if !fresh.is_empty() {
+            // Dead in a ripe set and marked again: the sets' dead prefixes, merged.
+            let own = ripe.own_numbers.iter().map(|n| dead_of.of(*n));
+            let lists = own.chain(std::iter::once(ripe.older_dead.as_slice()));
+            report.resurrected = MergeSorted::new(lists.map(|l| l.iter().copied()))
+                .filter(|p| fresh.contains(*p))
+                .count();
+        }
+        let mut delete: Vec<(ChunkId, u64, u32)> = Vec::new();
+        let mut repack: Vec<(ChunkId, u64, u32)> = Vec::new();
+        for p in ripe.packs.values() {
             let Some(name) = ChunkId::from_hex(&p.pack) else {
                 continue;
             };
@@ -754,13 +841,13 @@ impl Phase2<'_> {
                 continue;
             };
             let stat = self.stats.get(&n).copied().unwrap_or_default();
-            let dead_now: &[u64] = self.dead_of.get(&n).map(Vec::as_slice).unwrap_or(&[]);
-            let all_removable = dead_now.iter().all(|p| removable(*p));
-            let any_removable = dead_now.iter().any(|p| removable(*p));
+            let dead_now = dead_of.of(n);
+            let all_removable = dead_now.iter().all(|p| removable(n, *p));
+            let any_removable = dead_now.iter().any(|p| removable(n, *p));
             if stat.live_count == 0 && all_removable && !dead_now.is_empty() {
-                delete.push((name, info.size));
+                delete.push((name, info.size, n));
             } else if any_removable {
-                repack.push((name, info.size));
+                repack.push((name, info.size, n));
             }
         }
         delete.sort();
@@ -772,15 +859,7 @@ impl Phase2<'_> {
             report.freed_bytes = delete.iter().map(|p| p.1).sum::<u64>()
                 + repack
                     .iter()
-                    .map(|(name, _)| {
-                        marker
-                            .locator
-                            .pack_numbers
-                            .get(name)
-                            .and_then(|n| self.stats.get(n))
-                            .map(|s| s.dead)
-                            .unwrap_or(0)
-                    })
+                    .map(|(_, _, n)| self.stats.get(n).map(|s| s.dead).unwrap_or(0))
                     .sum::<u64>();
             return Ok(());
         }
@@ -789,54 +868,56 @@ impl Phase2<'_> {
             .as_mut()
             .ok_or_else(|| Error::Invalid("internal error: sweeping without a lease".into()))?;
 
-        // 0. Record exactly which ids go, before anything goes.
-        let mut removed_ids: Vec<u64> = Vec::new();
-        for (name, _) in delete.iter().chain(repack.iter()) {
-            if let Some(n) = marker.locator.pack_numbers.get(name) {
-                if let Some(dead) = self.dead_of.get(n) {
-                    removed_ids.extend(dead.iter().copied().filter(|p| removable(*p)));
-                }
-            }
+        // 0. Record exactly which ids go, before anything goes: per pack to delete or repack,
+        //    its removable dead prefixes; the dead prefixes of other packs are dropped.
+        let mut removed_of: HashMap<u32, Vec<u64>> = HashMap::new();
+        for (_, _, n) in delete.iter().chain(repack.iter()) {
+            let mut list = dead_of.take(*n);
+            list.retain(|p| removable(*n, *p));
+            list.shrink_to_fit();
+            removed_of.insert(*n, list);
         }
-        removed_ids.sort_unstable();
-        removed_ids.dedup();
+        drop(dead_of);
+        drop(fresh);
         let removed_key = marker_key.replacen("gc/deleting/", "gc/removed/", 1);
-        PendingSet {
-            created: deletion.began,
-            dead: removed_ids,
-            ..PendingSet::default()
-        }
-        .write(repo, &removed_key)
-        .await?;
+        let removed_ids = MergeSorted::new(removed_of.values().map(|l| l.iter().copied()));
+        let sealed = gc::encode_pending_set(repo.sealer(), deletion.began, &[], &[], removed_ids)?;
+        repo.store().put(&removed_key, sealed).await?;
         deletion.removed = Some(removed_key);
         deletion.write(repo, &marker_key).await?;
+        // Deleted packs go whole; only repacked ones are filtered blob by blob.
+        for (_, _, n) in &delete {
+            removed_of.remove(n);
+        }
 
-        // 1. Copy the live blobs of partly dead packs into new packs, and index them.
+        // 1. Copy the live blobs of partly dead packs into new packs, and index them: exactly
+        //    the blobs whose prefixes the removed set holds stay behind.
         let mut written_bytes = 0u64;
-        // New packs are indexed every few packs, as backups do, so memory does not grow with
-        // the number of blobs moved.
+        // New packs are indexed every few packs (or sooner when they hold many blobs), as
+        // backups do, so memory does not grow with the number of blobs moved.
         let mut new_packs: Vec<(ChunkId, Vec<PackEntry>)> = Vec::new();
         let mut new_pack_count = 0usize;
         let mut builders: HashMap<u8, PackBuilder> = HashMap::new();
         let mut repacked: Vec<(ChunkId, u64)> = Vec::new();
         // The next packs are fetched while the current one is copied and uploaded.
         let mut fetched = futures::stream::iter(repack.iter())
-            .map(|(name, size)| async move {
+            .map(|(name, size, n)| async move {
                 let key = pack::pack_key(name);
                 let got = repo.store().get(&key).await;
-                (name, size, key, got)
+                (name, size, n, key, got)
             })
             .buffered(PACKS_FETCHED_AHEAD);
-        while let Some((name, size, key, got)) = fetched.next().await {
+        while let Some((name, size, n, key, got)) = fetched.next().await {
             lease_ref.ensure(repo).await?;
             let bytes = match got {
                 Ok(b) => b,
                 Err(e) if e.is_not_found() => continue,
                 Err(e) => return Err(e.into()),
             };
+            let removed_here: &[u64] = removed_of.get(n).map(Vec::as_slice).unwrap_or(&[]);
             let entries = pack::read_pack_header(repo.sealer(), &bytes)?;
             for entry in entries {
-                if removable(gc::prefix(&entry.id)) {
+                if removed_here.binary_search(&gc::prefix(&entry.id)).is_ok() {
                     continue;
                 }
                 let start = entry.offset as usize;
@@ -855,7 +936,8 @@ impl Phase2<'_> {
                     if let Some(full) = builders.remove(&(entry.kind as u8)) {
                         written_bytes += upload_pack(repo, full, &mut new_packs).await?;
                         new_pack_count += 1;
-                        if new_packs.len() >= PACKS_PER_INDEX {
+                        let entries: usize = new_packs.iter().map(|(_, e)| e.len()).sum();
+                        if new_packs.len() >= PACKS_PER_INDEX || entries >= ENTRIES_PER_INDEX {
                             index::write_index_object(repo, &new_packs).await?;
                             new_packs.clear();
                         }
@@ -873,14 +955,16 @@ impl Phase2<'_> {
         if !new_packs.is_empty() {
             index::write_index_object(repo, &new_packs).await?;
         }
+        drop(new_packs);
+        drop(removed_of);
         report.new_packs = new_pack_count;
         report.repacked_packs = repacked.len();
 
         // 2. Rewrite the index objects that name a removed pack.
         let removed: HashSet<ChunkId> = delete
             .iter()
-            .chain(repacked.iter())
-            .map(|(n, _)| *n)
+            .map(|(n, _, _)| *n)
+            .chain(repacked.iter().map(|(n, _)| *n))
             .collect();
         let mut objects: BTreeSet<u32> = BTreeSet::new();
         for name in &removed {
@@ -893,13 +977,8 @@ impl Phase2<'_> {
         for object_no in objects {
             lease_ref.ensure(repo).await?;
             let key = &self.listing.index[object_no as usize];
-            let records = match index::read_index_object(repo, key).await {
-                Ok(r) => r,
-                Err(Error::Store(e)) if e.is_not_found() => continue,
-                Err(e) => return Err(e),
-            };
             let mut kept: Vec<(ChunkId, Vec<PackEntry>)> = Vec::new();
-            pack::decode_index_records(&records, |name, entry| {
+            let read = index::read_index_entries(repo, key, |name, entry| {
                 if removed.contains(name) {
                     return;
                 }
@@ -907,7 +986,13 @@ impl Phase2<'_> {
                     Some((last, entries)) if last == name => entries.push(entry),
                     _ => kept.push((*name, vec![entry])),
                 }
-            })?;
+            })
+            .await;
+            match read {
+                Ok(()) => {}
+                Err(Error::Store(e)) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            }
             if !kept.is_empty() {
                 index::write_index_object(repo, &kept).await?;
             }
@@ -917,7 +1002,11 @@ impl Phase2<'_> {
 
         // 3. Only now delete packs: nothing in the index names them any more.
         let mut freed = 0u64;
-        let doomed: Vec<(ChunkId, u64)> = delete.iter().chain(repacked.iter()).copied().collect();
+        let doomed: Vec<(ChunkId, u64)> = delete
+            .iter()
+            .map(|(name, size, _)| (*name, *size))
+            .chain(repacked.iter().copied())
+            .collect();
         for batch in doomed.chunks(DELETES_PER_LEASE_CHECK) {
             lease_ref.ensure(repo).await?;
             futures::stream::iter(batch)
@@ -936,8 +1025,10 @@ impl Phase2<'_> {
     }
 }
 
-/// Repacked packs per index object.
+/// Repacked packs per index object, and the most blobs one holds (packs of small,
+/// well-compressed blobs hold 100,000 or more; their entries take 56 bytes each until written).
 const PACKS_PER_INDEX: usize = 4;
+const ENTRIES_PER_INDEX: usize = 1 << 16;
 /// Packs fetched ahead of the one being repacked.
 const PACKS_FETCHED_AHEAD: usize = 2;
 /// Pack deletions in flight, and between two checks of the prune's lease.

@@ -1,0 +1,362 @@
+//! Prune's two phases one grace period apart: a pending set written by one run is swept by a
+//! later one, which removes exactly the blobs dead in both, and keeps blobs that a backup made
+//! in between uses again.
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::Duration;
+
+use s3mover_engine::backup::{self, BackupOptions, ChangeInput, ParentChoice};
+use s3mover_engine::gc::{self, PendingSet};
+use s3mover_engine::manifest::Manifest;
+use s3mover_engine::prune::{self, PruneOptions, PruneReport};
+use s3mover_engine::restore::{self, RestoreOptions};
+use s3mover_engine::retention::{self, KeepPolicy};
+use s3mover_engine::storage::{open_store, StoreOptions};
+use s3mover_engine::{check, InitOptions, Repository};
+
+const BLOCK: u64 = 4096;
+const BLOCKS: u64 = 512;
+/// Small data packs (about 16 blocks each), so that the volume spans many packs.
+const PACK_SIZE: u32 = 64 * 1024;
+const GRACE_SECONDS: i64 = 2;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Incompressible, distinct content for block `block` of generation `seed` (splitmix64).
+fn block_data(seed: u64, block: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x1_0000_0001).wrapping_add(block);
+    let mut out = Vec::with_capacity(BLOCK as usize);
+    while out.len() < BLOCK as usize {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out
+}
+
+fn write_image(path: &Path, blocks: impl Iterator<Item = (u64, Vec<u8>)>) {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .expect("image");
+    file.set_len(BLOCKS * BLOCK).expect("size");
+    for (block, data) in blocks {
+        file.write_all_at(&data, block * BLOCK).expect("write");
+    }
+    file.sync_all().expect("sync");
+}
+
+/// Blocks rewritten by the incremental: one in four, so every data pack gets dead blobs.
+fn rewritten(block: u64) -> bool {
+    block % 4 == 1
+}
+
+async fn new_repo(dir: &Path) -> Repository {
+    let store = open_store(
+        &dir.display().to_string(),
+        &StoreOptions {
+            create: true,
+            ..StoreOptions::default()
+        },
+    )
+    .expect("store");
+    Repository::init(
+        store,
+        InitOptions {
+            chunk_size: BLOCK as u32,
+            password: Some(zeroize::Zeroizing::new("pw".to_string())),
+            pack_size: PACK_SIZE,
+        },
+    )
+    .await
+    .expect("init")
+}
+
+async fn backup(repo: &Repository, image: &Path, volume: &str, parent: ParentChoice) -> Manifest {
+    backup::backup(
+        repo,
+        BackupOptions {
+            volume: volume.into(),
+            source: image.to_path_buf(),
+            parent,
+            change: ChangeInput::Auto,
+            tags: vec![],
+            cbt: None,
+            upload_concurrency: 2,
+            progress: None,
+        },
+    )
+    .await
+    .expect("backup")
+    .manifest
+}
+
+async fn assert_restores(repo: &Repository, manifest: &Manifest, target: &Path, expected: &[u8]) {
+    let _ = std::fs::remove_file(target);
+    restore::restore(
+        repo,
+        manifest,
+        RestoreOptions {
+            target: target.to_path_buf(),
+            assume_zeroed: false,
+            overwrite: true,
+            concurrency: 4,
+            progress: None,
+        },
+    )
+    .await
+    .expect("restore");
+    let restored = std::fs::read(target).expect("read restored");
+    assert!(
+        restored == expected,
+        "backup {} restores byte-exact",
+        manifest.id
+    );
+}
+
+async fn prune_with_grace(repo: &Repository) -> PruneReport {
+    prune::prune(
+        repo,
+        &PruneOptions {
+            grace: time::Duration::seconds(GRACE_SECONDS),
+            ..PruneOptions::default()
+        },
+    )
+    .await
+    .expect("prune")
+}
+
+/// Waits until a pending set written now is at least one grace period old.
+fn wait_for_the_grace() {
+    std::thread::sleep(Duration::from_millis(1000 * GRACE_SECONDS as u64 + 1100));
+}
+
+async fn forget_all_but_the_newest(repo: &Repository, volume: &str) {
+    let policy = KeepPolicy {
+        last: Some(1),
+        ..KeepPolicy::default()
+    };
+    let report = retention::forget(repo, Some(volume), &policy, false)
+        .await
+        .expect("forget");
+    assert_eq!(report.removed.len(), 1);
+}
+
+async fn removed_sets(repo: &Repository) -> Vec<PendingSet> {
+    let mut sets = Vec::new();
+    for object in repo.store().list("gc/removed/").await.expect("list") {
+        sets.push(
+            PendingSet::read(repo, &object.key)
+                .await
+                .expect("removed set"),
+        );
+    }
+    sets
+}
+
+/// The volume before and after the incremental.
+fn original(block: u64) -> Vec<u8> {
+    block_data(1, block)
+}
+
+fn current(block: u64) -> Vec<u8> {
+    if rewritten(block) {
+        block_data(2, block)
+    } else {
+        original(block)
+    }
+}
+
+fn image_bytes(content: impl Fn(u64) -> Vec<u8>) -> Vec<u8> {
+    (0..BLOCKS).flat_map(content).collect()
+}
+
+#[test]
+fn a_pending_set_is_swept_one_grace_period_later_removing_exactly_the_dead_blobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = dir.path().join("v.img");
+    let rt = runtime();
+    rt.block_on(async {
+        let repo = new_repo(&dir.path().join("repo")).await;
+        write_image(&image, (0..BLOCKS).map(|b| (b, original(b))));
+        backup(&repo, &image, "v", ParentChoice::None).await;
+        write_image(
+            &image,
+            (0..BLOCKS)
+                .filter(|b| rewritten(*b))
+                .map(|b| (b, current(b))),
+        );
+        let newest = backup(&repo, &image, "v", ParentChoice::Latest).await;
+        forget_all_but_the_newest(&repo, "v").await;
+        let before = check::check(&repo).await.expect("check");
+        assert!(before.problems.is_empty(), "{:?}", before.problems);
+
+        // Packs younger than the grace are never candidates.
+        assert_eq!(prune_with_grace(&repo).await.pending_packs, 0);
+        wait_for_the_grace();
+        // Phase 1 only: the dead blobs are found, nothing is removed yet.
+        let first = prune_with_grace(&repo).await;
+        assert!(first.pending_packs > 0, "{first:?}");
+        assert_eq!(first.pending_sets_waiting, 1, "{first:?}");
+        assert_eq!((first.deleted_packs, first.repacked_packs), (0, 0));
+        assert!(removed_sets(&repo).await.is_empty());
+
+        // One grace period later the set is swept: every data pack is a quarter dead.
+        wait_for_the_grace();
+        let second = prune_with_grace(&repo).await;
+        assert_eq!(second.repacked_packs, 32, "{second:?}");
+        assert_eq!(
+            second.deleted_packs, 1,
+            "the old tree pack goes whole: {second:?}"
+        );
+        assert!(second.freed_bytes > 0);
+        assert_eq!(second.resurrected, 0);
+
+        // The removed set names exactly the overwritten chunks and the old backup's pages.
+        let sets = removed_sets(&repo).await;
+        assert_eq!(sets.len(), 1);
+        let removed = &sets[0].dead;
+        let old_chunks: Vec<u64> = (0..BLOCKS)
+            .filter(|b| rewritten(*b))
+            .map(|b| gc::prefix(&repo.hasher().id_of(&original(b))))
+            .collect();
+        let pages = 4 + 1; // 512 slots: four leaf pages and a root
+        assert_eq!(removed.len(), old_chunks.len() + pages);
+        for p in &old_chunks {
+            assert!(removed.binary_search(p).is_ok(), "old chunk {p:#x} removed");
+        }
+        for b in 0..BLOCKS {
+            let live = gc::prefix(&repo.hasher().id_of(&current(b)));
+            assert!(removed.binary_search(&live).is_err(), "live chunk {b} kept");
+        }
+
+        // The index holds exactly the newest backup's blobs, and it restores.
+        let after = check::check(&repo).await.expect("check");
+        assert!(after.problems.is_empty(), "{:?}", after.problems);
+        assert_eq!(after.blobs_indexed as u64, BLOCKS + pages as u64);
+        assert_eq!(
+            before.blobs_indexed - after.blobs_indexed,
+            old_chunks.len() + pages
+        );
+        let target = dir.path().join("out.img");
+        assert_restores(&repo, &newest, &target, &image_bytes(current)).await;
+    });
+}
+
+#[test]
+fn blobs_a_pending_set_held_dead_that_a_later_backup_uses_are_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = dir.path().join("v.img");
+    let other = dir.path().join("w.img");
+    let rt = runtime();
+    rt.block_on(async {
+        let repo = new_repo(&dir.path().join("repo")).await;
+        write_image(&image, (0..BLOCKS).map(|b| (b, original(b))));
+        backup(&repo, &image, "v", ParentChoice::None).await;
+        write_image(
+            &image,
+            (0..BLOCKS)
+                .filter(|b| rewritten(*b))
+                .map(|b| (b, current(b))),
+        );
+        let newest = backup(&repo, &image, "v", ParentChoice::Latest).await;
+        forget_all_but_the_newest(&repo, "v").await;
+        wait_for_the_grace();
+        let first = prune_with_grace(&repo).await;
+        assert!(first.pending_packs > 0, "{first:?}");
+
+        // Another volume holds the forgotten backup's content again (a full backup uploads
+        // its own copies) after the pending set was written.
+        write_image(&other, (0..BLOCKS).map(|b| (b, original(b))));
+        let again = backup(&repo, &other, "w", ParentChoice::None).await;
+
+        // The blobs the pending set held dead are live now: the sweep removes none of them.
+        wait_for_the_grace();
+        let second = prune_with_grace(&repo).await;
+        assert_eq!(second.resurrected, 128 + 5, "{second:?}");
+        assert_eq!(second.repacked_packs, 0, "{second:?}");
+        assert_eq!(second.deleted_packs, 0, "{second:?}");
+        for set in removed_sets(&repo).await {
+            assert!(set.dead.is_empty(), "nothing removed: {:?}", set.dead.len());
+        }
+        let report = check::check(&repo).await.expect("check");
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        let target = dir.path().join("out.img");
+        assert_restores(&repo, &newest, &target, &image_bytes(current)).await;
+        assert_restores(&repo, &again, &target, &image_bytes(original)).await;
+    });
+}
+
+#[test]
+fn blobs_dead_only_since_the_pending_set_wait_for_a_set_of_their_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = dir.path().join("v.img");
+    let third = |b: u64| {
+        if b % 4 == 3 {
+            block_data(3, b)
+        } else {
+            current(b)
+        }
+    };
+    let rt = runtime();
+    rt.block_on(async {
+        let repo = new_repo(&dir.path().join("repo")).await;
+        write_image(&image, (0..BLOCKS).map(|b| (b, original(b))));
+        backup(&repo, &image, "v", ParentChoice::None).await;
+        write_image(
+            &image,
+            (0..BLOCKS)
+                .filter(|b| rewritten(*b))
+                .map(|b| (b, current(b))),
+        );
+        backup(&repo, &image, "v", ParentChoice::Latest).await;
+        forget_all_but_the_newest(&repo, "v").await;
+        wait_for_the_grace();
+        assert!(prune_with_grace(&repo).await.pending_packs > 0);
+
+        // After the pending set: another incremental, and the backup before it forgotten.
+        write_image(
+            &image,
+            (0..BLOCKS).filter(|b| b % 4 == 3).map(|b| (b, third(b))),
+        );
+        let newest = backup(&repo, &image, "v", ParentChoice::Latest).await;
+        forget_all_but_the_newest(&repo, "v").await;
+        wait_for_the_grace();
+
+        // The sweep removes only what the pending set held dead; what died since waits.
+        let second = prune_with_grace(&repo).await;
+        assert_eq!(second.pending_sets_waiting, 1, "{second:?}");
+        let sets = removed_sets(&repo).await;
+        assert_eq!(sets.len(), 1);
+        assert_eq!(sets[0].dead.len(), 128 + 5);
+        for b in (0..BLOCKS).filter(|b| b % 4 == 3) {
+            let died_since = gc::prefix(&repo.hasher().id_of(&current(b)));
+            assert!(sets[0].dead.binary_search(&died_since).is_err());
+        }
+        let target = dir.path().join("out.img");
+        assert_restores(&repo, &newest, &target, &image_bytes(third)).await;
+
+        // The sweep copied them into new packs, which the next run's set names once they are
+        // a grace period old; the run after that removes them.
+        wait_for_the_grace();
+        prune_with_grace(&repo).await;
+        wait_for_the_grace();
+        let last = prune_with_grace(&repo).await;
+        assert!(last.repacked_packs > 0, "{last:?}");
+        let report = check::check(&repo).await.expect("check");
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!(report.blobs_indexed as u64, BLOCKS + 5);
+        assert_restores(&repo, &newest, &target, &image_bytes(third)).await;
+    });
+}
