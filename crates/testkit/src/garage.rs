@@ -259,11 +259,74 @@ root_domain = ".s3.garage.localhost"
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// How many multipart uploads in the bucket were created and neither completed nor
+    /// aborted (parts a real S3 would keep billing for), from `garage bucket info`.
+    pub fn unfinished_multipart_uploads(&self) -> Result<u64, GarageError> {
+        let binary = find_garage().ok_or(GarageError::NotInstalled)?;
+        let output = Command::new(binary)
+            .arg("-c")
+            .arg(self.dir.path().join("garage.toml"))
+            .args(["bucket", "info", &self.bucket])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| GarageError::Failed(format!("cannot run garage bucket info: {e}")))?;
+        if !output.status.success() {
+            return Err(GarageError::Failed(format!(
+                "garage bucket info failed with {}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        parse_unfinished_multipart(&String::from_utf8_lossy(&output.stdout))
+    }
+}
+
+/// The count in `garage bucket info`'s `Unfinished uploads: N multipart uploads` line; Garage
+/// leaves the line out when there are none. Anything else on that line is an error, so a
+/// changed output format fails loudly instead of reading as zero.
+fn parse_unfinished_multipart(info: &str) -> Result<u64, GarageError> {
+    if !info.contains("BUCKET INFORMATION") {
+        return Err(GarageError::Failed(format!(
+            "garage bucket info printed something unexpected: {}",
+            info.lines().next().unwrap_or("")
+        )));
+    }
+    let Some(line) = info
+        .lines()
+        .find(|l| l.trim_start().starts_with("Unfinished uploads:"))
+    else {
+        return Ok(0);
+    };
+    let rest = line.trim_start()["Unfinished uploads:".len()..].trim();
+    rest.strip_suffix("multipart uploads")
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| {
+            GarageError::Failed(format!(
+                "cannot read the multipart upload count in garage bucket info's line {line:?}"
+            ))
+        })
 }
 
 impl Drop for Garage {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_unfinished_upload_count() {
+        let none = "==== BUCKET INFORMATION ====\nBucket: e1\nObjects: 0\n";
+        assert_eq!(parse_unfinished_multipart(none).ok(), Some(0));
+        let two = "==== BUCKET INFORMATION ====\nObjects: 0\nUnfinished uploads:          2 multipart uploads\n                               3 including regular uploads\n";
+        assert_eq!(parse_unfinished_multipart(two).ok(), Some(2));
+        let odd = "==== BUCKET INFORMATION ====\nUnfinished uploads: many\n";
+        assert!(parse_unfinished_multipart(odd).is_err());
+        assert!(parse_unfinished_multipart("error").is_err());
     }
 }

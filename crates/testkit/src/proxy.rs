@@ -11,6 +11,10 @@
 //!   a request with neither body is dropped without an answer;
 //! * [`FaultKind::Latency`]: the request is forwarded after [`Faults::latency`].
 //!
+//! Besides these random faults, [`FaultProxy::set_fail_rules`] makes every request that
+//! matches a [`FailRule`] (method and query) fail with a fixed status, for tests that need one
+//! particular request — say the second part of a multipart upload — to fail for good.
+//!
 //! Every request is counted by kind (PUT, GET, HEAD, LIST = GET on the bucket, DELETE, POST),
 //! faulted ones included, so benchmarks can report what a client really sent. The proxy runs
 //! on its own thread and runtime, usable from sync and async tests alike, and stops on drop.
@@ -103,6 +107,24 @@ impl Faults {
     }
 }
 
+/// Requests that always fail: the proxy answers them with `status` and an S3 error body
+/// instead of forwarding them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailRule {
+    /// The HTTP method, e.g. `PUT`.
+    pub method: String,
+    /// A substring the query must contain, e.g. `partNumber=2`; empty matches any query.
+    pub query_contains: String,
+    /// The status to answer, e.g. 400 (not retried by S3 clients) or 503 (retried).
+    pub status: u16,
+}
+
+impl FailRule {
+    fn matches(&self, method: &Method, query: &str) -> bool {
+        method.as_str().eq_ignore_ascii_case(&self.method) && query.contains(&self.query_contains)
+    }
+}
+
 /// Requests seen by the proxy, by kind, and faults injected.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RequestCounts {
@@ -121,6 +143,8 @@ pub struct RequestCounts {
     pub resets: u64,
     /// Of which delays.
     pub delays: u64,
+    /// Requests answered by a [`FailRule`] (not counted in `faults`).
+    pub rule_failures: u64,
 }
 
 impl RequestCounts {
@@ -143,6 +167,7 @@ impl RequestCounts {
             status_faults: self.status_faults - earlier.status_faults,
             resets: self.resets - earlier.resets,
             delays: self.delays - earlier.delays,
+            rule_failures: self.rule_failures - earlier.rule_failures,
         }
     }
 
@@ -152,7 +177,7 @@ impl RequestCounts {
             "put": self.put, "get": self.get, "head": self.head, "list": self.list,
             "delete": self.delete, "post": self.post, "other": self.other,
             "faults": self.faults, "statusFaults": self.status_faults,
-            "resets": self.resets, "delays": self.delays,
+            "resets": self.resets, "delays": self.delays, "ruleFailures": self.rule_failures,
         })
     }
 }
@@ -170,6 +195,7 @@ struct Counters {
     status_faults: AtomicU64,
     resets: AtomicU64,
     delays: AtomicU64,
+    rule_failures: AtomicU64,
 }
 
 impl Counters {
@@ -187,6 +213,7 @@ impl Counters {
             status_faults: l(&self.status_faults),
             resets: l(&self.resets),
             delays: l(&self.delays),
+            rule_failures: l(&self.rule_failures),
         }
     }
 
@@ -203,6 +230,7 @@ impl Counters {
             &self.status_faults,
             &self.resets,
             &self.delays,
+            &self.rule_failures,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -223,6 +251,7 @@ struct State {
     client: Client<HttpConnector, Body>,
     counters: Counters,
     injector: Mutex<Injector>,
+    rules: Mutex<Vec<FailRule>>,
 }
 
 impl State {
@@ -237,6 +266,14 @@ impl State {
         }
         let kind = faults.kinds[rng.gen_range(0..faults.kinds.len())];
         Some((kind, faults.latency))
+    }
+
+    fn rule_for(&self, method: &Method, query: &str) -> Option<u16> {
+        let rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
+        rules
+            .iter()
+            .find(|rule| rule.matches(method, query))
+            .map(|rule| rule.status)
     }
 
     fn set_faults(&self, faults: Faults) {
@@ -318,6 +355,7 @@ impl FaultProxy {
                     rng: StdRng::seed_from_u64(faults.seed),
                     faults,
                 }),
+                rules: Mutex::new(Vec::new()),
             })
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -360,6 +398,12 @@ impl FaultProxy {
     /// Replaces the fault settings (and reseeds the generator).
     pub fn set_faults(&self, faults: Faults) {
         self.state.set_faults(faults);
+    }
+
+    /// Replaces the fail rules: from now on every request matching one of `rules` is answered
+    /// with that rule's status (before any random fault is drawn). An empty list removes them.
+    pub fn set_fail_rules(&self, rules: Vec<FailRule>) {
+        *self.state.rules.lock().unwrap_or_else(|p| p.into_inner()) = rules;
     }
 
     /// The requests counted so far.
@@ -487,6 +531,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         Kind::Post => Counters::bump(&counters.post),
         Kind::Other => Counters::bump(&counters.other),
     }
+    if let Some(status) = state.rule_for(req.method(), req.uri().query().unwrap_or("")) {
+        Counters::bump(&counters.rule_failures);
+        let _ = req.into_body().collect().await;
+        return error_response(status, "InvalidRequest");
+    }
     let fault = state.draw();
     if fault.is_some() {
         Counters::bump(&counters.faults);
@@ -502,24 +551,28 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             Counters::bump(&counters.status_faults);
             // Take the whole request, as a server that fails after receiving it would.
             let _ = req.into_body().collect().await;
-            let (status, code) = if kind == FaultKind::Status500 {
-                (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
+            if kind == FaultKind::Status500 {
+                error_response(500, "InternalError")
             } else {
-                (StatusCode::SERVICE_UNAVAILABLE, "SlowDown")
-            };
-            let body = format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the s3mover test proxy</Message></Error>"
-            );
-            Ok(Response::builder()
-                .status(status)
-                .header("content-type", "application/xml")
-                .body(full(body))?)
+                error_response(503, "SlowDown")
+            }
         }
         Some((FaultKind::ResetMidBody, _)) => {
             Counters::bump(&counters.resets);
             reset_mid_body(&state, req).await
         }
     }
+}
+
+/// An S3 error answer with `status` and `code`.
+fn error_response(status: u16, code: &str) -> Result<Response<Body>, BoxError> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the s3mover test proxy</Message></Error>"
+    );
+    Ok(Response::builder()
+        .status(StatusCode::from_u16(status)?)
+        .header("content-type", "application/xml")
+        .body(full(body))?)
 }
 
 async fn forward(state: &State, req: Request<Incoming>) -> Result<Response<Body>, BoxError> {

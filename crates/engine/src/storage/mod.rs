@@ -4,6 +4,17 @@
 //! range of it, check that it exists, list a prefix, delete. Backends — a local directory, S3 —
 //! differ only in how [`open_store`] builds them; retries and timeouts are the backend's one
 //! retry policy (`object_store`'s `RetryConfig`), never nested in the engine.
+//!
+//! # Multipart uploads
+//!
+//! A store opened with [`MultipartSettings`] (S3 stores are; see [`s3`]) writes objects of at
+//! least [`MultipartSettings::threshold`] bytes as a multipart upload: one request creates the
+//! upload (a POST), fixed-size parts go up with at most [`MultipartSettings::concurrency`] in
+//! flight (PUTs; only the last part may be smaller), and one request completes it (a POST), at
+//! which moment the whole object appears at once. Each of these requests is retried by the
+//! backend's retry policy like any other. When any of them finally fails, or the put is
+//! cancelled, the upload is aborted (a DELETE) so that no parts are left stored — and billed —
+//! under an upload that will never complete.
 
 pub mod s3;
 mod url;
@@ -14,7 +25,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, PutPayload};
+use object_store::{MultipartUpload, ObjectStore, PutPayload};
+use tokio::task::JoinSet;
 
 pub use self::url::{open_store, open_store_with_env, RepoLocation, StoreOptions};
 
@@ -74,14 +86,21 @@ pub struct ObjectInfo {
     pub last_modified: time::OffsetDateTime,
 }
 
-/// Counts of requests a [`Store`] made, for reports and benchmarks.
+/// Counts of requests a [`Store`] made, for reports and benchmarks. Each counts the requests
+/// the engine asked for; the backend's retries of one request are not counted again.
 #[derive(Debug, Default)]
 pub struct RequestCounts {
+    /// PUT requests: whole objects and the parts of multipart uploads.
     pub put: std::sync::atomic::AtomicU64,
     pub get: std::sync::atomic::AtomicU64,
     pub head: std::sync::atomic::AtomicU64,
     pub list: std::sync::atomic::AtomicU64,
+    /// DELETE requests: deleted objects and aborted multipart uploads.
     pub delete: std::sync::atomic::AtomicU64,
+    /// POST requests: creating and completing multipart uploads.
+    pub post: std::sync::atomic::AtomicU64,
+    /// Objects written, by a single PUT or by a multipart upload (attempted, as `put` is).
+    pub objects_put: std::sync::atomic::AtomicU64,
     pub bytes_put: std::sync::atomic::AtomicU64,
 }
 
@@ -90,7 +109,7 @@ impl RequestCounts {
         counter.fetch_add(by, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// A plain snapshot of the counters: (put, get, head, list, delete, bytes put).
+    /// A plain snapshot of the counters.
     pub fn snapshot(&self) -> RequestSnapshot {
         use std::sync::atomic::Ordering::Relaxed;
         RequestSnapshot {
@@ -99,12 +118,14 @@ impl RequestCounts {
             head: self.head.load(Relaxed),
             list: self.list.load(Relaxed),
             delete: self.delete.load(Relaxed),
+            post: self.post.load(Relaxed),
+            objects_put: self.objects_put.load(Relaxed),
             bytes_put: self.bytes_put.load(Relaxed),
         }
     }
 }
 
-/// Request counts at one moment.
+/// Request counts at one moment (see [`RequestCounts`] for what each counts).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestSnapshot {
@@ -113,6 +134,8 @@ pub struct RequestSnapshot {
     pub head: u64,
     pub list: u64,
     pub delete: u64,
+    pub post: u64,
+    pub objects_put: u64,
     pub bytes_put: u64,
 }
 
@@ -125,8 +148,80 @@ impl RequestSnapshot {
             head: self.head - earlier.head,
             list: self.list - earlier.list,
             delete: self.delete - earlier.delete,
+            post: self.post - earlier.post,
+            objects_put: self.objects_put - earlier.objects_put,
             bytes_put: self.bytes_put - earlier.bytes_put,
         }
+    }
+}
+
+/// Smallest part of a multipart upload but the last (S3's limit).
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// Largest part of a multipart upload (S3's limit).
+pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// Most parts in one multipart upload (S3's limit); larger objects get larger parts.
+pub const MAX_PARTS: u64 = 10_000;
+
+/// When and how a [`Store`] splits an object into a multipart upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MultipartSettings {
+    /// Objects of at least this many bytes are uploaded in parts.
+    pub threshold: u64,
+    /// Bytes per part, [`MIN_PART_SIZE`]..=[`MAX_PART_SIZE`]; the last part holds the rest.
+    pub part_size: u64,
+    /// Parts of one object in flight at once.
+    pub concurrency: usize,
+}
+
+impl MultipartSettings {
+    /// The part size for an object of `len` bytes: the configured one, grown when the object
+    /// would otherwise need more than [`MAX_PARTS`] parts.
+    pub fn part_size_for(&self, len: u64) -> u64 {
+        self.part_size
+            .clamp(MIN_PART_SIZE, MAX_PART_SIZE)
+            .max(len.div_ceil(MAX_PARTS))
+    }
+}
+
+/// A multipart upload that has not completed: aborted in the background if dropped while
+/// still armed (a cancelled put), so its parts do not stay stored.
+struct PendingUpload {
+    upload: Option<Box<dyn MultipartUpload>>,
+    key: String,
+}
+
+impl Drop for PendingUpload {
+    fn drop(&mut self) {
+        let Some(mut upload) = self.upload.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let key = std::mem::take(&mut self.key);
+        runtime.spawn(async move {
+            if let Err(error) = upload.abort().await {
+                tracing::warn!(
+                    key,
+                    error = %one_line(&error.to_string()),
+                    "could not abort a cancelled multipart upload"
+                );
+            }
+        });
+    }
+}
+
+/// The outcome of one part upload task.
+fn join_part(
+    joined: Option<Result<object_store::Result<()>, tokio::task::JoinError>>,
+) -> object_store::Result<()> {
+    match joined {
+        None => Ok(()),
+        Some(Ok(result)) => result,
+        Some(Err(join_error)) => Err(object_store::Error::Generic {
+            store: "multipart upload",
+            source: Box::new(join_error),
+        }),
     }
 }
 
@@ -137,6 +232,7 @@ pub struct Store {
     prefix: Option<ObjectPath>,
     description: String,
     counts: Arc<RequestCounts>,
+    multipart: Option<MultipartSettings>,
 }
 
 impl std::fmt::Debug for Store {
@@ -156,7 +252,20 @@ impl Store {
             prefix: (!prefix.is_empty()).then(|| ObjectPath::from(prefix)),
             description,
             counts: Arc::new(RequestCounts::default()),
+            multipart: None,
         }
+    }
+
+    /// Uploads objects of at least `settings.threshold` bytes in parts (without this, every
+    /// object is one PUT).
+    pub fn with_multipart(mut self, settings: MultipartSettings) -> Self {
+        self.multipart = Some(settings);
+        self
+    }
+
+    /// How this store splits large objects, if it does.
+    pub fn multipart(&self) -> Option<MultipartSettings> {
+        self.multipart
     }
 
     /// Where the repository is, for messages (never holds secrets).
@@ -188,14 +297,94 @@ impl Store {
     }
 
     /// Writes a whole object (atomically: readers see the old object, nothing, or the new one).
+    /// Objects at or above the multipart threshold go up in parts (see the module docs).
     pub async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
-        RequestCounts::bump(&self.counts.put, 1);
+        RequestCounts::bump(&self.counts.objects_put, 1);
         RequestCounts::bump(&self.counts.bytes_put, data.len() as u64);
+        if let Some(settings) = self.multipart {
+            if data.len() as u64 >= settings.threshold {
+                return self.put_multipart(key, data, settings).await;
+            }
+        }
+        RequestCounts::bump(&self.counts.put, 1);
         self.backend
             .put(&self.path(key), PutPayload::from_bytes(data))
             .await
             .map(|_| ())
             .map_err(|e| StoreError::from_backend(key, e))
+    }
+
+    /// Writes `data` as one multipart upload, aborting the upload if it cannot complete.
+    async fn put_multipart(
+        &self,
+        key: &str,
+        data: Bytes,
+        settings: MultipartSettings,
+    ) -> Result<(), StoreError> {
+        RequestCounts::bump(&self.counts.post, 1);
+        let upload = self
+            .backend
+            .put_multipart(&self.path(key))
+            .await
+            .map_err(|e| StoreError::from_backend(key, e))?;
+        let mut pending = PendingUpload {
+            upload: Some(upload),
+            key: key.to_string(),
+        };
+        let mut parts = JoinSet::new();
+        let result = self
+            .upload_parts(&mut pending, &mut parts, data, settings)
+            .await;
+        match result {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                // Parts still in flight would store data after the abort; stop them first.
+                parts.shutdown().await;
+                if let Some(mut upload) = pending.upload.take() {
+                    RequestCounts::bump(&self.counts.delete, 1);
+                    if let Err(abort_error) = upload.abort().await {
+                        tracing::warn!(
+                            key,
+                            error = %one_line(&abort_error.to_string()),
+                            "could not abort a failed multipart upload; its parts stay stored until the bucket's lifecycle rule for incomplete multipart uploads removes them"
+                        );
+                    }
+                }
+                Err(StoreError::from_backend(key, error))
+            }
+        }
+    }
+
+    /// Uploads the parts of `data` with at most `settings.concurrency` in flight, then
+    /// completes the upload (and disarms `pending`).
+    async fn upload_parts(
+        &self,
+        pending: &mut PendingUpload,
+        parts: &mut JoinSet<object_store::Result<()>>,
+        data: Bytes,
+        settings: MultipartSettings,
+    ) -> object_store::Result<()> {
+        let Some(upload) = pending.upload.as_mut() else {
+            return Ok(());
+        };
+        let part_size = settings.part_size_for(data.len() as u64) as usize;
+        let mut start = 0;
+        while start < data.len() {
+            while parts.len() >= settings.concurrency.max(1) {
+                join_part(parts.join_next().await)?;
+            }
+            let end = (start + part_size).min(data.len());
+            RequestCounts::bump(&self.counts.put, 1);
+            parts.spawn(upload.put_part(PutPayload::from_bytes(data.slice(start..end))));
+            start = end;
+        }
+        while let Some(joined) = parts.join_next().await {
+            join_part(Some(joined))?;
+        }
+        RequestCounts::bump(&self.counts.post, 1);
+        upload.complete().await?;
+        pending.upload = None;
+        Ok(())
     }
 
     /// Reads a whole object.
@@ -284,5 +473,30 @@ impl Store {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(StoreError::from_backend(key, e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_size_grows_only_past_the_part_limit() {
+        let settings = MultipartSettings {
+            threshold: 64 << 20,
+            part_size: 16 << 20,
+            concurrency: 4,
+        };
+        assert_eq!(settings.part_size_for(100 << 20), 16 << 20);
+        assert_eq!(settings.part_size_for(MAX_PARTS * (16 << 20)), 16 << 20);
+        assert_eq!(
+            settings.part_size_for(MAX_PARTS * (16 << 20) + 1),
+            (16 << 20) + 1
+        );
+        let tiny = MultipartSettings {
+            part_size: 1,
+            ..settings
+        };
+        assert_eq!(tiny.part_size_for(100 << 20), MIN_PART_SIZE);
     }
 }

@@ -36,9 +36,10 @@
 //! else (the engine never retries a storage call itself, so retries never nest):
 //!
 //! * retried: 5xx, 429, 408, connection failures before the request was sent, and — because
-//!   every s3mover write is an idempotent whole-object PUT and deleting a key twice is
-//!   harmless — interrupted requests and timeouts (object_store treats PUT as idempotent
-//!   itself; [`RetryClassifier`] tells it the same of DELETE, inside its one retry loop);
+//!   every s3mover write is an idempotent whole-object PUT or a part of a multipart upload, and
+//!   deleting a key twice is harmless — interrupted requests and timeouts (object_store treats
+//!   PUT and the multipart create/complete POSTs as idempotent itself; [`RetryClassifier`]
+//!   tells it the same of DELETE, inside its one retry loop);
 //! * not retried: 4xx answers, and TLS certificates the client does not trust;
 //!   a GET whose body is cut mid-stream resumes with a ranged GET pinned to the same ETag;
 //! * backoff: exponential with decorrelated jitter, from [`INIT_BACKOFF`] doubling up to
@@ -47,6 +48,17 @@
 //!   the first attempt;
 //! * timeouts: [`CONNECT_TIMEOUT`] to connect, [`REQUEST_TIMEOUT`] for one whole request
 //!   including its body (a 64 MiB pack at 1 MB/s fits).
+//!
+//! # Multipart uploads
+//!
+//! Objects of at least the multipart threshold go up as S3 multipart uploads in fixed-size
+//! parts, [`MULTIPART_CONCURRENCY`] at a time, each part its own request under the retry policy
+//! above; an upload that cannot complete is aborted (see [`super`]). Settings, first match
+//! wins: [`StoreOptions::multipart_threshold`] / [`StoreOptions::multipart_part_size`], then
+//! `S3MOVER_S3_MULTIPART_THRESHOLD` / `S3MOVER_S3_MULTIPART_PART_SIZE` (bytes, or e.g. `64MiB`),
+//! then [`DEFAULT_MULTIPART_THRESHOLD`] (64 MiB) / [`DEFAULT_MULTIPART_PART_SIZE`] (16 MiB).
+//! The repository's own objects (16 MiB data packs) stay below the default threshold: one
+//! PUT per pack is the fewest requests, and packs already upload eight at a time.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -62,7 +74,7 @@ use object_store::client::{
 };
 use object_store::{BackoffConfig, Certificate, ClientOptions, CredentialProvider, RetryConfig};
 
-use super::{Store, StoreError, StoreOptions};
+use super::{MultipartSettings, Store, StoreError, StoreOptions, MAX_PART_SIZE, MIN_PART_SIZE};
 
 /// Delay before the first retry.
 pub const INIT_BACKOFF: Duration = Duration::from_millis(100);
@@ -76,6 +88,16 @@ pub const RETRY_BUDGET: Duration = Duration::from_secs(120);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for one request, body included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Objects of at least this size are uploaded in parts unless set otherwise. Data packs
+/// (16 MiB by default, at most ~32 MiB with the largest chunks) and every other object of the
+/// repository format stay below it and go up as single PUTs — one request each, already eight
+/// at a time — so multipart is there for objects that would otherwise be one long request.
+pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
+/// Part size of a multipart upload unless set otherwise: a data pack's size, so one part is
+/// one pack-sized request.
+pub const DEFAULT_MULTIPART_PART_SIZE: u64 = 16 * 1024 * 1024;
+/// Parts of one object uploaded at once.
+pub const MULTIPART_CONCURRENCY: usize = 4;
 /// Credentials from a command are refreshed this long before they expire.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// A credential command that runs longer than this is stopped.
@@ -120,6 +142,7 @@ pub fn open(
         }
     }
 
+    let multipart = multipart_settings(options, env)?;
     let profile = Profile::load(env)?;
     let profile_value = |key: &str| profile.as_ref().and_then(|p| p.get(key));
     let endpoint = endpoint
@@ -201,7 +224,73 @@ pub fn open(
         Some(endpoint) => format!("{location} (endpoint {endpoint}, region {region})"),
         None => format!("{location} (region {region})"),
     };
-    Ok(Store::new(Arc::new(backend), prefix, description))
+    Ok(Store::new(Arc::new(backend), prefix, description).with_multipart(multipart))
+}
+
+/// The multipart settings: [`StoreOptions`] first, then `S3MOVER_S3_MULTIPART_THRESHOLD` and
+/// `S3MOVER_S3_MULTIPART_PART_SIZE`, then [`DEFAULT_MULTIPART_THRESHOLD`] and
+/// [`DEFAULT_MULTIPART_PART_SIZE`].
+pub fn multipart_settings(
+    options: &StoreOptions,
+    env: EnvLookup<'_>,
+) -> Result<MultipartSettings, StoreError> {
+    let setting = |given: Option<u64>, name: &str, default: u64| -> Result<u64, StoreError> {
+        if let Some(value) = given {
+            return Ok(value);
+        }
+        match non_empty(env(name)) {
+            None => Ok(default),
+            Some(text) => parse_size(&text).ok_or_else(|| {
+                StoreError::Location(format!(
+                    "{name}={text:?} is not a size: give bytes, or a number with KiB, MiB or GiB (e.g. 64MiB)"
+                ))
+            }),
+        }
+    };
+    let threshold = setting(
+        options.multipart_threshold,
+        "S3MOVER_S3_MULTIPART_THRESHOLD",
+        DEFAULT_MULTIPART_THRESHOLD,
+    )?;
+    let part_size = setting(
+        options.multipart_part_size,
+        "S3MOVER_S3_MULTIPART_PART_SIZE",
+        DEFAULT_MULTIPART_PART_SIZE,
+    )?;
+    if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part_size) {
+        return Err(StoreError::Location(format!(
+            "the multipart part size {part_size} bytes (S3MOVER_S3_MULTIPART_PART_SIZE) is outside S3's limits: use 5MiB to 5GiB"
+        )));
+    }
+    if threshold < MIN_PART_SIZE {
+        return Err(StoreError::Location(format!(
+            "the multipart threshold {threshold} bytes (S3MOVER_S3_MULTIPART_THRESHOLD) is below 5MiB, the smallest S3 part: use 5MiB or more"
+        )));
+    }
+    Ok(MultipartSettings {
+        threshold,
+        part_size,
+        concurrency: MULTIPART_CONCURRENCY,
+    })
+}
+
+/// A byte count: `123`, or a number with a binary unit (`K`/`KiB`, `M`/`MiB`, `G`/`GiB`;
+/// `KB`/`MB`/`GB` are read as binary too).
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return None,
+    };
+    number.checked_mul(1u64 << shift)
 }
 
 fn parse_bool(value: &str) -> Option<bool> {
@@ -825,6 +914,60 @@ mod tests {
         let shown = format!("{p:?}");
         assert!(shown.contains("bws"));
         assert!(!shown.contains("SECRET123"));
+    }
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(parse_size("123"), Some(123));
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size("5 M"), Some(5 << 20));
+        assert_eq!(parse_size("2g"), Some(2 << 30));
+        assert_eq!(parse_size("16KB"), Some(16 << 10));
+        assert_eq!(parse_size("1.5G"), None);
+        assert_eq!(parse_size("MiB"), None);
+        assert_eq!(parse_size("-1"), None);
+        assert_eq!(parse_size("99999999999999999999G"), None);
+    }
+
+    #[test]
+    fn multipart_settings_come_from_options_then_env_then_defaults() {
+        let none = |_: &str| None;
+        let defaults = multipart_settings(&StoreOptions::default(), &none).expect("defaults");
+        assert_eq!(defaults.threshold, DEFAULT_MULTIPART_THRESHOLD);
+        assert_eq!(defaults.part_size, DEFAULT_MULTIPART_PART_SIZE);
+
+        let env = |name: &str| match name {
+            "S3MOVER_S3_MULTIPART_THRESHOLD" => Some("8MiB".to_string()),
+            "S3MOVER_S3_MULTIPART_PART_SIZE" => Some("6291456".to_string()),
+            _ => None,
+        };
+        let from_env = multipart_settings(&StoreOptions::default(), &env).expect("env");
+        assert_eq!((from_env.threshold, from_env.part_size), (8 << 20, 6 << 20));
+
+        let options = StoreOptions {
+            multipart_threshold: Some(100 << 20),
+            ..StoreOptions::default()
+        };
+        let from_options = multipart_settings(&options, &env).expect("options");
+        assert_eq!(
+            (from_options.threshold, from_options.part_size),
+            (100 << 20, 6 << 20)
+        );
+
+        let small_part =
+            |name: &str| (name == "S3MOVER_S3_MULTIPART_PART_SIZE").then(|| "1MiB".to_string());
+        let err =
+            multipart_settings(&StoreOptions::default(), &small_part).expect_err("1 MiB parts");
+        assert!(err.to_string().contains("5MiB to 5GiB"), "{err}");
+        let garbage =
+            |name: &str| (name == "S3MOVER_S3_MULTIPART_THRESHOLD").then(|| "lots".to_string());
+        let err = multipart_settings(&StoreOptions::default(), &garbage).expect_err("garbage");
+        assert!(err.to_string().contains("is not a size"), "{err}");
+        let tiny = StoreOptions {
+            multipart_threshold: Some(1024),
+            ..StoreOptions::default()
+        };
+        assert!(multipart_settings(&tiny, &none).is_err());
     }
 
     #[test]

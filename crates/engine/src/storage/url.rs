@@ -80,6 +80,12 @@ pub struct StoreOptions {
     pub insecure_skip_tls_verify: bool,
     /// How many requests the engine runs at once; sizes the S3 connection pool.
     pub concurrency: Option<usize>,
+    /// S3: objects of at least this many bytes are uploaded in parts (`None`: from
+    /// `S3MOVER_S3_MULTIPART_THRESHOLD`, else 64 MiB). Local stores ignore it.
+    pub multipart_threshold: Option<u64>,
+    /// S3: bytes per part of a multipart upload, 5 MiB to 5 GiB (`None`: from
+    /// `S3MOVER_S3_MULTIPART_PART_SIZE`, else 16 MiB). Local stores ignore it.
+    pub multipart_part_size: Option<u64>,
 }
 
 /// Opens the store a repository URL names, with S3 settings from the process environment.
