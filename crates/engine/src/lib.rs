@@ -16,6 +16,7 @@ pub mod check;
 pub mod config;
 pub mod crypto;
 pub mod device;
+pub mod direct_io;
 pub mod error;
 pub mod gc;
 pub mod id;

@@ -16,6 +16,7 @@
 //! cancelled, the upload is aborted (a DELETE) so that no parts are left stored — and billed —
 //! under an upload that will never complete.
 
+pub mod local;
 pub mod s3;
 mod url;
 

@@ -1,11 +1,12 @@
 //! Turning a repository URL into a [`Store`]: plain paths and `file://` URLs open a local
-//! directory; `s3://` goes through `object_store`'s S3 client with its single retry policy
-//! (see [`super::s3`]).
+//! directory (through [`LocalDirStore`], whose large puts bypass the page cache); `s3://` goes
+//! through `object_store`'s S3 client with its single retry policy (see [`super::s3`]).
 
 use std::sync::Arc;
 
 use object_store::local::LocalFileSystem;
 
+use super::local::LocalDirStore;
 use super::{Store, StoreError};
 
 /// Where a repository lives, parsed from its URL.
@@ -132,7 +133,11 @@ fn open_local(dir: &std::path::Path, options: &StoreOptions) -> Result<Store, St
     })?;
     let backend = LocalFileSystem::new_with_prefix(&dir)
         .map_err(|e| StoreError::Location(format!("cannot open {}: {e}", dir.display())))?;
-    Ok(Store::new(Arc::new(backend), "", dir.display().to_string()))
+    Ok(Store::new(
+        Arc::new(LocalDirStore::new(backend)),
+        "",
+        dir.display().to_string(),
+    ))
 }
 
 #[cfg(test)]
