@@ -1,5 +1,7 @@
 //! Restoring a backup to a block device or a file: walk the tree, fetch blobs in parallel with
-//! ranged reads (neighbours in a pack coalesced), check every id, then write.
+//! ranged reads (neighbours in a pack coalesced), check every id, then write — neighbouring
+//! chunks gathered into one write, around the page cache when the target allows it (see
+//! [`Volume::write_batch`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -282,33 +284,35 @@ async fn fetch_and_write(
     let bytes = repo.store().get_range(&key, fetch.start..fetch.end).await?;
     let repo = repo.clone();
     tokio::task::spawn_blocking(move || {
-        let mut written = 0u64;
-        let mut chunks = 0u64;
-        for (slot, id, at, len) in &fetch.items {
-            let offset = slot * chunk_size;
-            let expected = chunk_size.min(size - offset) as usize;
-            let plain = pack::decode_blob(
-                repo.sealer(),
-                repo.hasher(),
-                id,
-                &bytes[*at..*at + *len],
-                expected,
-            )
-            .map_err(|e| Error::Corrupt(format!("{e} (volume offset {offset}, pack {key})")))?;
-            if plain.len() != expected {
-                return Err(Error::Corrupt(format!(
-                    "chunk {id} at volume offset {offset} holds {} bytes, expected {expected}",
-                    plain.len()
-                )));
+        target.write_batch(|writer| {
+            let mut written = 0u64;
+            let mut chunks = 0u64;
+            for (slot, id, at, len) in &fetch.items {
+                let offset = slot * chunk_size;
+                let expected = chunk_size.min(size - offset) as usize;
+                let plain = pack::decode_blob(
+                    repo.sealer(),
+                    repo.hasher(),
+                    id,
+                    &bytes[*at..*at + *len],
+                    expected,
+                )
+                .map_err(|e| Error::Corrupt(format!("{e} (volume offset {offset}, pack {key})")))?;
+                if plain.len() != expected {
+                    return Err(Error::Corrupt(format!(
+                        "chunk {id} at volume offset {offset} holds {} bytes, expected {expected}",
+                        plain.len()
+                    )));
+                }
+                writer.write(offset, &plain)?;
+                written += plain.len() as u64;
+                chunks += 1;
+                if let Some(p) = &progress {
+                    p.advance(plain.len() as u64);
+                }
             }
-            target.write_all_at(&plain, offset)?;
-            written += plain.len() as u64;
-            chunks += 1;
-            if let Some(p) = &progress {
-                p.advance(plain.len() as u64);
-            }
-        }
-        Ok((written, chunks))
+            Ok((written, chunks))
+        })
     })
     .await
     .map_err(|e| Error::Invalid(format!("write task failed: {e}")))?
