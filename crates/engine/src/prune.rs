@@ -9,9 +9,12 @@
 //! live blobs of partly dead packs are copied into new packs, the new index is written, index
 //! objects naming removed packs are rewritten, and only then are packs deleted.
 //!
-//! Memory is bounded by the mark set (a sorted `Vec` of 64-bit id prefixes: 80 MB for 10
-//! million chunks), the tree-page locations (48 bytes per distinct tree page), per-pack
-//! counters and the dead prefixes of candidate packs — never a map of every chunk's location.
+//! Memory grows with the repository by 4 bytes per marked id (the mark set, module `idset`:
+//! the top 52 bits of each id's prefix, built in place through a bounded buffer and dropped
+//! once the packs are counted), 8 bytes per dead id of the packs a sweep may touch, and ~90
+//! bytes per distinct tree page (locations and the pages visited); the rest is per pack or per
+//! object. Index objects are decoded one pack's records at a time, and pending and removed sets
+//! are written and read as compressed streams. No map of every chunk's location is ever built.
 
 mod idset;
 
@@ -166,9 +169,11 @@ impl<'a> Marker<'a> {
     }
 
     /// The set of everything marked so far; marking starts again from nothing, with no tree
-    /// page visited.
+    /// page visited and no tree pack cached (up to 16 packs of 4 MiB, not needed until the
+    /// sweep marks again).
     fn take_marks(&mut self) -> PrefixSet {
         self.visited = HashSet::new();
+        self.cache = Vec::new();
         std::mem::take(&mut self.marks).build()
     }
 
