@@ -40,11 +40,16 @@ fn main() -> ExitCode {
 /// Chunk buffers are allocated on one worker thread and freed on another; with glibc's default
 /// of up to eight arenas per core each arena keeps its own freed memory, which raised peak memory
 /// by about 40 % in measurements. Two arenas keep it flat at no measurable cost in speed.
+///
+/// Pack buffers (16 MiB) are mapped and unmapped on their own above a fixed 8 MiB threshold.
+/// glibc's default raises that threshold after the first large free, after which freed pack
+/// buffers stayed in the heap: a full backup then peaked at 105–117 MiB instead of about 84.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 8 << 20);
     }
 }
 
