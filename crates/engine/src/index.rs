@@ -2,8 +2,15 @@
 //!
 //! Index objects are decompressed as they are read, one pack's records at a time
 //! ([`read_index_entries`]), never held whole.
+//!
+//! A prune may repack and delete packs while a restore or verify reads: readers hold a
+//! [`SharedIndex`], reload it when a pack they were told about is gone, and look the blobs up
+//! again. The reload is shared: however many tasks ask at once, the index is listed and loaded
+//! once per generation.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -36,16 +43,24 @@ pub struct PackIndex {
 }
 
 impl PackIndex {
-    /// Loads every index object of the repository.
+    /// Loads every index object of the repository. A prune rewrites index objects (writes the
+    /// new one, then deletes the old): an object that vanishes between the listing and its
+    /// read makes the load list `index/` again, a few times at most.
     pub async fn load(repo: &Repository) -> Result<PackIndex> {
-        let keys: Vec<String> = repo
-            .store()
-            .list("index/")
-            .await?
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
-        Self::load_objects(repo, keys).await
+        let mut attempt = 1;
+        loop {
+            let keys: Vec<String> = repo
+                .store()
+                .list("index/")
+                .await?
+                .into_iter()
+                .map(|o| o.key)
+                .collect();
+            match Self::load_objects(repo, keys).await {
+                Err(Error::Store(e)) if e.is_not_found() && attempt < LOAD_ATTEMPTS => attempt += 1,
+                other => return other,
+            }
+        }
     }
 
     /// Loads the given index objects.
@@ -113,6 +128,95 @@ impl PackIndex {
     /// Every (id, location).
     pub fn iter(&self) -> impl Iterator<Item = (&ChunkId, &Location)> {
         self.blobs.iter()
+    }
+}
+
+/// Listings of `index/` a [`PackIndex::load`] tries when index objects vanish under it.
+const LOAD_ATTEMPTS: u32 = 3;
+
+/// How many times a reader reloads the index for one read whose pack is gone before it gives
+/// up. One reload covers a prune that finished its index rewrite before deleting packs; the
+/// second covers a reload another task made just before a later prune deleted more.
+pub const RELOADS_PER_READ: u32 = 2;
+
+/// True when `error` says an object does not exist (a pack a prune deleted, for readers).
+pub fn is_not_found(error: &Error) -> bool {
+    matches!(error, Error::Store(e) if e.is_not_found())
+}
+
+/// A pack index that readers share and reload when a concurrent prune moved blobs.
+///
+/// Each loaded index has a generation. A reader remembers the generation its locations came
+/// from and, when one of them is gone, calls [`SharedIndex::reload_after`] with it: the first
+/// caller reloads, callers waiting meanwhile get that same new index (single flight), and a
+/// caller whose generation is already superseded gets the current index without a reload.
+#[derive(Clone)]
+pub struct SharedIndex {
+    inner: Arc<SharedInner>,
+}
+
+struct SharedInner {
+    repo: Repository,
+    current: Mutex<(Arc<PackIndex>, u64)>,
+    /// Held while a reload runs, so that one runs at a time.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl SharedIndex {
+    /// Shares `index` (generation 0), reloading from `repo` when asked.
+    pub fn new(repo: Repository, index: Arc<PackIndex>) -> Self {
+        SharedIndex {
+            inner: Arc::new(SharedInner {
+                repo,
+                current: Mutex::new((index, 0)),
+                reloading: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Loads the repository's index and shares it.
+    pub async fn load(repo: &Repository) -> Result<Self> {
+        let index = PackIndex::load(repo).await?;
+        Ok(Self::new(repo.clone(), Arc::new(index)))
+    }
+
+    /// The newest index and its generation.
+    pub fn current(&self) -> (Arc<PackIndex>, u64) {
+        let current = self
+            .inner
+            .current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        (Arc::clone(&current.0), current.1)
+    }
+
+    /// An index newer than `generation`: reloaded from the repository if `generation` is the
+    /// newest, else the index that replaced it.
+    pub async fn reload_after(&self, generation: u64) -> Result<(Arc<PackIndex>, u64)> {
+        let repo = self.inner.repo.clone();
+        self.reload_with(generation, || async move { PackIndex::load(&repo).await })
+            .await
+    }
+
+    /// [`SharedIndex::reload_after`] with the loading step given.
+    async fn reload_with<F, Fut>(&self, generation: u64, load: F) -> Result<(Arc<PackIndex>, u64)>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<PackIndex>>,
+    {
+        let _one_at_a_time = self.inner.reloading.lock().await;
+        let (index, current) = self.current();
+        if current > generation {
+            return Ok((index, current));
+        }
+        let fresh = Arc::new(load().await?);
+        let mut slot = self
+            .inner
+            .current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *slot = (Arc::clone(&fresh), current + 1);
+        Ok((fresh, current + 1))
     }
 }
 
@@ -195,4 +299,85 @@ pub async fn write_index_object(
     let size = sealed.len() as u64;
     repo.store().put(&key, Bytes::from(sealed)).await?;
     Ok((key, size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    async fn empty_repo(dir: &std::path::Path) -> Repository {
+        let store = crate::storage::open_store(
+            &dir.display().to_string(),
+            &crate::storage::StoreOptions {
+                create: true,
+                ..Default::default()
+            },
+        )
+        .expect("store");
+        Repository::init(
+            store,
+            crate::InitOptions {
+                chunk_size: 4096,
+                password: Some(zeroize::Zeroizing::new("pw".to_string())),
+                pack_size: 64 * 1024,
+            },
+        )
+        .await
+        .expect("init")
+    }
+
+    #[test]
+    fn many_readers_asking_at_once_reload_once_per_generation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let repo = empty_repo(dir.path()).await;
+            let shared = SharedIndex::new(repo, Arc::new(PackIndex::default()));
+            let loads = Arc::new(AtomicUsize::new(0));
+            let load = |loads: Arc<AtomicUsize>| {
+                move || async move {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    // Long enough that every task asks while the first reload runs.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok(PackIndex::default())
+                }
+            };
+            let tasks: Vec<_> = (0..16)
+                .map(|_| {
+                    let shared = shared.clone();
+                    let load = load(Arc::clone(&loads));
+                    tokio::spawn(async move { shared.reload_with(0, load).await.map(|r| r.1) })
+                })
+                .collect();
+            for task in tasks {
+                assert_eq!(task.await.expect("task").expect("reload"), 1);
+            }
+            assert_eq!(loads.load(Ordering::SeqCst), 1, "one load for generation 0");
+            assert_eq!(shared.current().1, 1);
+
+            // A caller holding a superseded generation gets the current index without a load.
+            let (_, generation) = shared
+                .reload_with(0, load(Arc::clone(&loads)))
+                .await
+                .expect("reload");
+            assert_eq!((generation, loads.load(Ordering::SeqCst)), (1, 1));
+
+            // A caller holding the newest generation loads again.
+            let (_, generation) = shared
+                .reload_with(1, load(Arc::clone(&loads)))
+                .await
+                .expect("reload");
+            assert_eq!((generation, loads.load(Ordering::SeqCst)), (2, 2));
+
+            // The real reload lists the repository's (empty) index.
+            let (index, generation) = shared.reload_after(2).await.expect("reload");
+            assert_eq!((index.len(), generation), (0, 3));
+        });
+    }
 }

@@ -2,19 +2,25 @@
 //! ranged reads (neighbours in a pack coalesced), check every id, then write — neighbouring
 //! chunks gathered into one write, around the page cache when the target allows it (see
 //! [`Volume::write_batch`]).
+//!
+//! No lock keeps a prune away: it may repack a pack this restore planned to read and delete it.
+//! A read that finds its pack gone reloads the shared index ([`SharedIndex`], once for all
+//! reads that fail together), looks its chunks up again and reads them where they are now,
+//! checked like every other blob; tree pages do the same ([`PageReader`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use futures::stream::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
 use crate::device::Volume;
 use crate::error::{Error, Result};
 use crate::id::ChunkId;
-use crate::index::PackIndex;
+use crate::index::{PackIndex, SharedIndex, RELOADS_PER_READ};
 use crate::manifest::Manifest;
 use crate::pack;
 use crate::progress::Progress;
@@ -58,11 +64,21 @@ pub struct RestoreReport {
 
 /// One coalesced read: consecutive blobs of one pack.
 struct Fetch {
-    pack: u32,
+    pack: ChunkId,
+    /// The generation of the shared index the locations came from.
+    generation: u64,
     start: u64,
     end: u64,
     /// (slot, id, offset within the fetched bytes, length)
     items: Vec<(u64, ChunkId, usize, usize)>,
+}
+
+/// A blob read from its pack, not yet opened.
+struct Blob {
+    slot: u64,
+    id: ChunkId,
+    sealed: Bytes,
+    pack_key: Arc<str>,
 }
 
 /// Restores `manifest` to `options.target`.
@@ -71,6 +87,27 @@ pub async fn restore(
     manifest: &Manifest,
     options: RestoreOptions,
 ) -> Result<RestoreReport> {
+    restore_from(repo, manifest, options, None).await
+}
+
+/// [`restore`] starting from an index loaded earlier (which a prune may have made stale since),
+/// so that tests can run a prune between loading the index and reading packs.
+#[doc(hidden)]
+pub async fn restore_with_index(
+    repo: &Repository,
+    manifest: &Manifest,
+    options: RestoreOptions,
+    index: Arc<PackIndex>,
+) -> Result<RestoreReport> {
+    restore_from(repo, manifest, options, Some(index)).await
+}
+
+async fn restore_from(
+    repo: &Repository,
+    manifest: &Manifest,
+    options: RestoreOptions,
+    index: Option<Arc<PackIndex>>,
+) -> Result<RestoreReport> {
     let started = Instant::now();
     let target = Arc::new(open_target(
         &options.target,
@@ -78,8 +115,11 @@ pub async fn restore(
         options.overwrite,
     )?);
     let fresh_file = !target.is_block_device();
-    let index = Arc::new(PackIndex::load(repo).await?);
-    let reader = PageReader::new(repo.clone(), Arc::clone(&index));
+    let index = match index {
+        Some(index) => SharedIndex::new(repo.clone(), index),
+        None => SharedIndex::load(repo).await?,
+    };
+    let reader = PageReader::shared(repo.clone(), index.clone());
     let root = ChunkId::from_hex(&manifest.root)
         .ok_or_else(|| Error::Corrupt(format!("manifest {} has an invalid root", manifest.id)))?;
     if let Some(progress) = &options.progress {
@@ -88,7 +128,7 @@ pub async fn restore(
 
     let (leaf_tx, leaf_rx) = mpsc::channel::<Leaf>(4);
     let walker = tree::walk_leaves(&reader, root, manifest.depth, manifest.slots, leaf_tx);
-    let planner = plan_fetches(leaf_rx, Arc::clone(&index), manifest);
+    let planner = plan_fetches(leaf_rx, index.clone(), manifest);
     let (fetch_tx, fetch_rx) = mpsc::channel::<Fetch>(options.concurrency * 2);
     let plan_and_send = async {
         let mut planner = planner;
@@ -107,6 +147,7 @@ pub async fn restore(
             fetch_and_write(
                 repo,
                 &index,
+                manifest,
                 Arc::clone(&target),
                 fetch,
                 chunk_size,
@@ -173,16 +214,14 @@ fn tokio_stream_from<T: Send + 'static>(
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-/// Turns leaves into coalesced fetches. Each pack has one open fetch; a blob extends it when it
-/// lies after it within [`MAX_GAP_BYTES`] (the gap is read and skipped), otherwise the open
-/// fetch is sent and a new one begins. An incremental's blobs, mostly in its parents' packs
-/// with small holes where chunks changed, so still come in few large reads.
+/// Turns leaves into coalesced fetches (see [`Coalescer`]). Locations come from the shared
+/// index's newest generation; a chunk in no pack of it makes the index reload once before the
+/// restore fails.
 struct Planner<'m> {
     leaves: mpsc::Receiver<Leaf>,
-    index: Arc<PackIndex>,
+    index: SharedIndex,
     manifest: &'m Manifest,
-    open: HashMap<u32, Fetch>,
-    queue: VecDeque<Fetch>,
+    fetches: Coalescer,
 }
 
 /// Bytes of unneeded data a coalesced read may skip over.
@@ -192,30 +231,28 @@ const MAX_OPEN_PACKS: usize = 64;
 
 fn plan_fetches(
     leaves: mpsc::Receiver<Leaf>,
-    index: Arc<PackIndex>,
+    index: SharedIndex,
     manifest: &Manifest,
 ) -> Planner<'_> {
     Planner {
         leaves,
         index,
         manifest,
-        open: HashMap::new(),
-        queue: VecDeque::new(),
+        fetches: Coalescer::default(),
     }
 }
 
 impl Planner<'_> {
     async fn next(&mut self) -> Result<Option<Fetch>> {
         loop {
-            if let Some(fetch) = self.queue.pop_front() {
+            if let Some(fetch) = self.fetches.queue.pop_front() {
                 return Ok(Some(fetch));
             }
             match self.leaves.recv().await {
-                Some(leaf) => self.add_leaf(leaf)?,
+                Some(leaf) => self.add_leaf(leaf).await?,
                 None => {
-                    let rest: Vec<Fetch> = self.open.drain().map(|(_, f)| f).collect();
-                    self.queue.extend(rest);
-                    if self.queue.is_empty() {
+                    self.fetches.send_all();
+                    if self.fetches.queue.is_empty() {
                         return Ok(None);
                     }
                 }
@@ -223,29 +260,66 @@ impl Planner<'_> {
         }
     }
 
-    fn add_leaf(&mut self, leaf: Leaf) -> Result<()> {
+    async fn add_leaf(&mut self, leaf: Leaf) -> Result<()> {
+        let (mut index, mut generation) = self.index.current();
         for (j, id) in leaf.ids.iter().enumerate() {
             if id.is_zero() {
                 continue;
             }
             let slot = leaf.first_slot + j as u64;
-            let location = self.index.get(id).ok_or_else(|| {
-                Error::Missing(format!(
-                    "chunk {id} (volume offset {}) of backup {} is in no pack; run `s3mover verify`",
-                    slot * self.manifest.chunk_size,
-                    self.manifest.id
-                ))
-            })?;
-            self.add_blob(slot, *id, location.pack, location.offset, location.length);
+            let location = match index.get(id) {
+                Some(location) => location,
+                None => {
+                    (index, generation) = self.index.reload_after(generation).await?;
+                    index
+                        .get(id)
+                        .ok_or_else(|| in_no_pack(id, slot, self.manifest))?
+                }
+            };
+            self.fetches.add(
+                slot,
+                *id,
+                index.pack_name(location.pack),
+                generation,
+                location.offset,
+                location.length,
+            );
         }
-        if self.open.len() > MAX_OPEN_PACKS {
-            let all: Vec<Fetch> = self.open.drain().map(|(_, f)| f).collect();
-            self.queue.extend(all);
+        if self.fetches.open.len() > MAX_OPEN_PACKS {
+            self.fetches.send_all();
         }
         Ok(())
     }
+}
 
-    fn add_blob(&mut self, slot: u64, id: ChunkId, pack: u32, start: u64, length: u32) {
+fn in_no_pack(id: &ChunkId, slot: u64, manifest: &Manifest) -> Error {
+    Error::Missing(format!(
+        "chunk {id} (volume offset {}) of backup {} is in no pack; run `s3mover verify`",
+        slot * manifest.chunk_size,
+        manifest.id
+    ))
+}
+
+/// Gathers blobs into coalesced fetches. Each pack has one open fetch; a blob extends it when
+/// it lies after it within [`MAX_GAP_BYTES`] (the gap is read and skipped), otherwise the open
+/// fetch is queued and a new one begins. An incremental's blobs, mostly in its parents' packs
+/// with small holes where chunks changed, so still come in few large reads.
+#[derive(Default)]
+struct Coalescer {
+    open: HashMap<ChunkId, Fetch>,
+    queue: VecDeque<Fetch>,
+}
+
+impl Coalescer {
+    fn add(
+        &mut self,
+        slot: u64,
+        id: ChunkId,
+        pack: ChunkId,
+        generation: u64,
+        start: u64,
+        length: u32,
+    ) {
         let end = start + u64::from(length);
         if let Some(fetch) = self.open.get_mut(&pack) {
             let fits = start >= fetch.end
@@ -261,6 +335,7 @@ impl Planner<'_> {
         }
         let fresh = Fetch {
             pack,
+            generation,
             start,
             end,
             items: vec![(slot, id, 0, length as usize)],
@@ -269,35 +344,44 @@ impl Planner<'_> {
             self.queue.push_back(done);
         }
     }
+
+    /// Queues every open fetch.
+    fn send_all(&mut self) {
+        let all: Vec<Fetch> = self.open.drain().map(|(_, f)| f).collect();
+        self.queue.extend(all);
+    }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn fetch_and_write(
     repo: &Repository,
-    index: &PackIndex,
+    index: &SharedIndex,
+    manifest: &Manifest,
     target: Arc<Volume>,
     fetch: Fetch,
     chunk_size: u64,
     size: u64,
     progress: Option<Arc<dyn Progress>>,
 ) -> Result<(u64, u64)> {
-    let key = pack::pack_key(&index.pack_name(fetch.pack));
-    let bytes = repo.store().get_range(&key, fetch.start..fetch.end).await?;
+    let blobs = read_fetch(repo, index, manifest, fetch).await?;
     let repo = repo.clone();
     tokio::task::spawn_blocking(move || {
         target.write_batch(|writer| {
             let mut written = 0u64;
             let mut chunks = 0u64;
-            for (slot, id, at, len) in &fetch.items {
+            for Blob {
+                slot,
+                id,
+                sealed,
+                pack_key: key,
+            } in &blobs
+            {
                 let offset = slot * chunk_size;
                 let expected = chunk_size.min(size - offset) as usize;
-                let plain = pack::decode_blob(
-                    repo.sealer(),
-                    repo.hasher(),
-                    id,
-                    &bytes[*at..*at + *len],
-                    expected,
-                )
-                .map_err(|e| Error::Corrupt(format!("{e} (volume offset {offset}, pack {key})")))?;
+                let plain = pack::decode_blob(repo.sealer(), repo.hasher(), id, sealed, expected)
+                    .map_err(|e| {
+                    Error::Corrupt(format!("{e} (volume offset {offset}, pack {key})"))
+                })?;
                 if plain.len() != expected {
                     return Err(Error::Corrupt(format!(
                         "chunk {id} at volume offset {offset} holds {} bytes, expected {expected}",
@@ -316,6 +400,106 @@ async fn fetch_and_write(
     })
     .await
     .map_err(|e| Error::Invalid(format!("write task failed: {e}")))?
+}
+
+/// Reads a fetch's blobs; when its pack is gone, reads them where the reloaded index says.
+async fn read_fetch(
+    repo: &Repository,
+    index: &SharedIndex,
+    manifest: &Manifest,
+    fetch: Fetch,
+) -> Result<Vec<Blob>> {
+    let key: Arc<str> = pack::pack_key(&fetch.pack).into();
+    match repo.store().get_range(&key, fetch.start..fetch.end).await {
+        Ok(bytes) => Ok(fetch
+            .items
+            .into_iter()
+            .map(|(slot, id, at, len)| Blob {
+                slot,
+                id,
+                sealed: bytes.slice(at..at + len),
+                pack_key: Arc::clone(&key),
+            })
+            .collect()),
+        Err(e) if e.is_not_found() => {
+            let wanted = fetch
+                .items
+                .iter()
+                .map(|(slot, id, ..)| (*slot, *id))
+                .collect();
+            read_moved(repo, index, manifest, fetch.pack, fetch.generation, wanted).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads the chunks `wanted` (slot, id) of the pack `gone`, which a prune deleted after
+/// `generation` of the index was loaded: reloads the index, looks each chunk up again and reads
+/// it from its new pack, neighbours coalesced. A chunk the reloaded index places in no pack is
+/// missing; one whose pack is still gone after [`RELOADS_PER_READ`] reloads too.
+async fn read_moved(
+    repo: &Repository,
+    index: &SharedIndex,
+    manifest: &Manifest,
+    gone: ChunkId,
+    mut generation: u64,
+    mut wanted: Vec<(u64, ChunkId)>,
+) -> Result<Vec<Blob>> {
+    let mut blobs = Vec::with_capacity(wanted.len());
+    let mut gone = vec![gone];
+    for _ in 0..RELOADS_PER_READ {
+        let (fresh, fresh_generation) = index.reload_after(generation).await?;
+        generation = fresh_generation;
+        let mut fetches = Coalescer::default();
+        let mut located = Vec::with_capacity(wanted.len());
+        let mut still_gone = Vec::new();
+        for (slot, id) in wanted.drain(..) {
+            let location = fresh
+                .get(&id)
+                .ok_or_else(|| in_no_pack(&id, slot, manifest))?;
+            let pack = fresh.pack_name(location.pack);
+            if gone.contains(&pack) {
+                // An index loaded before the pack went: the next reload is newer.
+                still_gone.push((slot, id));
+            } else {
+                located.push((pack, location.offset, location.length, slot, id));
+            }
+        }
+        located.sort_unstable_by_key(|l| (l.0, l.1));
+        for (pack, offset, length, slot, id) in located {
+            fetches.add(slot, id, pack, generation, offset, length);
+        }
+        fetches.send_all();
+        wanted = still_gone;
+        for fetch in fetches.queue {
+            let key: Arc<str> = pack::pack_key(&fetch.pack).into();
+            match repo.store().get_range(&key, fetch.start..fetch.end).await {
+                Ok(bytes) => {
+                    blobs.extend(fetch.items.into_iter().map(|(slot, id, at, len)| Blob {
+                        slot,
+                        id,
+                        sealed: bytes.slice(at..at + len),
+                        pack_key: Arc::clone(&key),
+                    }))
+                }
+                Err(e) if e.is_not_found() => {
+                    gone.push(fetch.pack);
+                    wanted.extend(fetch.items.iter().map(|(slot, id, ..)| (*slot, *id)));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(blobs);
+        }
+    }
+    let (slot, id) = wanted[0];
+    Err(Error::Missing(format!(
+        "chunk {id} (volume offset {}) of backup {} is in a pack that does not exist, even after \
+         reloading the repository index; run `s3mover verify`",
+        slot * manifest.chunk_size,
+        manifest.id
+    )))
 }
 
 /// Zeroes the slots whose id is `ZERO` (on devices, or on files that were not created empty).

@@ -1,10 +1,11 @@
 //! The backup tree: pages of up to 128 ids, leaves holding slot ids, the root in the manifest.
 //!
 //! This module knows the tree's shape (how many levels, which slots a page covers), reads
-//! pages through the pack index with a small cache of whole tree packs, and walks a tree leaf
-//! by leaf. Building a tree is part of the backup (`backup.rs`), which shares its parent's
+//! pages through the pack index with a small cache of whole tree packs (reloading the index when
+//! a concurrent prune moved a page), and walks a tree leaf by leaf. Building a tree is part of the backup (`backup.rs`), which shares its parent's
 //! untouched subtrees.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -12,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::id::ChunkId;
-use crate::index::PackIndex;
+use crate::index::{is_not_found, PackIndex, SharedIndex, RELOADS_PER_READ};
 use crate::pack::{self, BlobKind};
 use crate::repo::Repository;
 
@@ -75,25 +76,40 @@ fn decode_page(bytes: &[u8], expected: usize, id: &ChunkId) -> Result<Vec<ChunkI
 }
 
 /// Reads tree pages, caching whole tree packs.
+///
+/// When a page's pack is gone (a concurrent prune repacked it) or the page is in no pack of
+/// the index, the reader reloads the shared index and looks the page up again (at most
+/// [`RELOADS_PER_READ`] times per page). A pack or page still missing after a reload is
+/// remembered, so that a damaged repository costs one reload, not one per page.
 pub struct PageReader {
     repo: Repository,
-    index: Arc<PackIndex>,
-    cache: Mutex<Vec<(u32, Bytes)>>,
+    index: SharedIndex,
+    /// Whole tree packs by name (pack numbers differ between index generations).
+    cache: Mutex<Vec<(ChunkId, Bytes)>>,
+    /// Packs and pages found missing even after a reload.
+    missing: Mutex<HashSet<ChunkId>>,
 }
 
 impl PageReader {
-    /// A reader over the repository's packs.
+    /// A reader over the repository's packs, starting from `index`.
     pub fn new(repo: Repository, index: Arc<PackIndex>) -> Self {
+        let shared = SharedIndex::new(repo.clone(), index);
+        Self::shared(repo, shared)
+    }
+
+    /// A reader that shares `index` (and its reloads) with other readers.
+    pub fn shared(repo: Repository, index: SharedIndex) -> Self {
         PageReader {
             repo,
             index,
             cache: Mutex::new(Vec::new()),
+            missing: Mutex::new(HashSet::new()),
         }
     }
 
-    /// The pack index.
-    pub fn index(&self) -> &Arc<PackIndex> {
-        &self.index
+    /// The newest pack index this reader knows.
+    pub fn index(&self) -> Arc<PackIndex> {
+        self.index.current().0
     }
 
     /// Reads the page `id`, which must hold `entries` ids; a `ZERO` id is a page of zeros.
@@ -101,51 +117,116 @@ impl PageReader {
         if id.is_zero() {
             return Ok(vec![ChunkId::ZERO; entries]);
         }
-        let location = self.index.get(id).ok_or_else(|| {
-            Error::Missing(format!(
-                "tree page {id} is in no pack of the repository index"
-            ))
-        })?;
-        if location.kind != BlobKind::Tree {
-            return Err(Error::Corrupt(format!(
-                "{id} is indexed as data, not a tree page"
-            )));
+        let (mut index, mut generation) = self.index.current();
+        let mut reloads = 0;
+        loop {
+            let gone = match self.page_from(&index, id, entries).await {
+                Ok(result) => return result,
+                Err(gone) => gone,
+            };
+            if reloads == RELOADS_PER_READ || self.known_missing(&gone.what) {
+                self.remember_missing(gone.what);
+                return Err(gone.error);
+            }
+            (index, generation) = self.index.reload_after(generation).await?;
+            reloads += 1;
+            // Unless the reloaded index sends the read elsewhere, the page is missing, not moved.
+            let error = match index.get(id) {
+                None => Some(not_indexed(id)),
+                Some(location) if index.pack_name(location.pack) == gone.what => Some(gone.error),
+                Some(_) => None,
+            };
+            if let Some(error) = error {
+                self.remember_missing(gone.what);
+                return Err(error);
+            }
         }
-        let pack_bytes = self.tree_pack(location.pack).await?;
+    }
+
+    /// Reads `id` through `index`; `Err` when its pack or its index entry is missing.
+    async fn page_from(
+        &self,
+        index: &PackIndex,
+        id: &ChunkId,
+        entries: usize,
+    ) -> std::result::Result<Result<Vec<ChunkId>>, Gone> {
+        let Some(location) = index.get(id) else {
+            return Err(Gone {
+                what: *id,
+                error: not_indexed(id),
+            });
+        };
+        if location.kind != BlobKind::Tree {
+            return Ok(Err(Error::Corrupt(format!(
+                "{id} is indexed as data, not a tree page"
+            ))));
+        }
+        let name = index.pack_name(location.pack);
+        let pack_bytes = match self.tree_pack(&name).await {
+            Ok(bytes) => bytes,
+            Err(error) if is_not_found(&error) => return Err(Gone { what: name, error }),
+            Err(error) => return Ok(Err(error)),
+        };
         let start = location.offset as usize;
         let end = start + location.length as usize;
-        let sealed = pack_bytes.get(start..end).ok_or_else(|| {
-            Error::Corrupt(format!(
-                "tree pack {} is shorter than its index says",
-                self.index.pack_name(location.pack)
-            ))
-        })?;
-        let plain = pack::decode_blob(
+        let Some(sealed) = pack_bytes.get(start..end) else {
+            return Ok(Err(Error::Corrupt(format!(
+                "tree pack {name} is shorter than its index says; run `s3mover verify`"
+            ))));
+        };
+        Ok(pack::decode_blob(
             self.repo.sealer(),
             self.repo.hasher(),
             id,
             sealed,
             PAGE_BYTES,
-        )?;
-        decode_page(&plain, entries, id)
+        )
+        .and_then(|plain| decode_page(&plain, entries, id)))
     }
 
-    async fn tree_pack(&self, pack: u32) -> Result<Bytes> {
+    /// True when `what` (a pack or a page) was already found missing after a reload.
+    fn known_missing(&self, what: &ChunkId) -> bool {
+        self.missing
+            .lock()
+            .map(|m| m.contains(what))
+            .unwrap_or(false)
+    }
+
+    fn remember_missing(&self, what: ChunkId) {
+        if let Ok(mut missing) = self.missing.lock() {
+            missing.insert(what);
+        }
+    }
+
+    async fn tree_pack(&self, name: &ChunkId) -> Result<Bytes> {
         if let Ok(cache) = self.cache.lock() {
-            if let Some((_, bytes)) = cache.iter().find(|(n, _)| *n == pack) {
+            if let Some((_, bytes)) = cache.iter().find(|(n, _)| n == name) {
                 return Ok(bytes.clone());
             }
         }
-        let key = pack::pack_key(&self.index.pack_name(pack));
+        let key = pack::pack_key(name);
         let bytes = self.repo.store().get(&key).await?;
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= CACHED_TREE_PACKS {
                 cache.remove(0);
             }
-            cache.push((pack, bytes.clone()));
+            cache.push((*name, bytes.clone()));
         }
         Ok(bytes)
     }
+}
+
+fn not_indexed(id: &ChunkId) -> Error {
+    Error::Missing(format!(
+        "tree page {id} is in no pack of the repository index; run `s3mover verify`"
+    ))
+}
+
+/// A page could not be read because its pack or its index entry is missing: `what` is the
+/// pack name or the page id.
+struct Gone {
+    what: ChunkId,
+    error: Error,
 }
 
 /// One leaf page's ids and the slot of its first entry.

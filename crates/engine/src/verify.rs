@@ -7,9 +7,12 @@
 //! pick it, and every backup using it is recorded as failed so it is never an incremental's base.
 //! `--read-data-subset` reads a rotating share of the packs (a percentage, or a byte budget) so
 //! that a daily job covers the repository over time.
+//!
+//! A prune may repack and delete packs while verify runs. A pack found missing makes verify
+//! reload the index ([`SharedIndex`]) and check the blobs where the reloaded index puts them:
+//! only a pack still missing after the reload is reported.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
 
 use futures::stream::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -17,7 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::id::ChunkId;
-use crate::index::PackIndex;
+use crate::index::{PackIndex, SharedIndex};
 use crate::manifest::Manifest;
 use crate::pack;
 use crate::repo::Repository;
@@ -83,8 +86,30 @@ pub async fn verify(
     backups: &[Manifest],
     read_data: ReadData,
 ) -> Result<VerifyReport> {
-    let index = Arc::new(PackIndex::load(repo).await?);
-    let reader = PageReader::new(repo.clone(), Arc::clone(&index));
+    let shared = SharedIndex::load(repo).await?;
+    verify_from(repo, backups, read_data, shared).await
+}
+
+/// [`verify`] starting from an index loaded earlier (which a prune may have made stale since),
+/// so that tests can run a prune between loading the index and checking packs.
+#[doc(hidden)]
+pub async fn verify_with_index(
+    repo: &Repository,
+    backups: &[Manifest],
+    read_data: ReadData,
+    index: std::sync::Arc<PackIndex>,
+) -> Result<VerifyReport> {
+    let shared = SharedIndex::new(repo.clone(), index);
+    verify_from(repo, backups, read_data, shared).await
+}
+
+async fn verify_from(
+    repo: &Repository,
+    backups: &[Manifest],
+    read_data: ReadData,
+    shared: SharedIndex,
+) -> Result<VerifyReport> {
+    let reader = PageReader::shared(repo.clone(), shared.clone());
     let mut bad: BTreeMap<ChunkId, (String, String)> = BTreeMap::new();
     let mut referenced: HashSet<ChunkId> = HashSet::new();
     let mut tree_problems = Vec::new();
@@ -114,30 +139,35 @@ pub async fn verify(
         }
     }
 
-    // Presence: indexed, pack exists and is long enough.
-    let mut by_pack: HashMap<u32, Vec<(ChunkId, u64, u32)>> = HashMap::new();
-    for id in &referenced {
-        match index.get(id) {
-            Some(loc) => by_pack
-                .entry(loc.pack)
-                .or_default()
-                .push((*id, loc.offset, loc.length)),
-            None => {
-                bad.insert(*id, ("missing".into(), "in no pack of the index".into()));
-            }
-        }
-    }
-    let sizes: Vec<(u32, Option<u64>)> = futures::stream::iter(by_pack.keys().copied())
-        .map(|pack_no| {
-            let key = pack::pack_key(&index.pack_name(pack_no));
-            async move { repo.store().size_of(&key).await.map(|s| (pack_no, s)) }
-        })
-        .buffer_unordered(16)
-        .try_collect()
-        .await?;
-    for (pack_no, size) in sizes {
-        let name = index.pack_name(pack_no);
-        for (id, offset, length) in &by_pack[&pack_no] {
+    // Presence: indexed, pack exists and is long enough. Packs go by name: a reload renumbers
+    // them.
+    let (index, generation) = shared.current();
+    let mut by_pack: HashMap<ChunkId, Vec<(ChunkId, u64, u32)>> = HashMap::new();
+    locate(&index, referenced.iter().copied(), &mut by_pack, &mut bad);
+    let mut sizes = pack_sizes(repo, by_pack.keys().copied().collect()).await?;
+    let gone: Vec<ChunkId> = sizes
+        .iter()
+        .filter(|(_, size)| size.is_none())
+        .map(|(name, _)| *name)
+        .collect();
+    let generation = if gone.is_empty() {
+        generation
+    } else {
+        // A concurrent prune may have moved their blobs: look them up again.
+        let (fresh, fresh_generation) = shared.reload_after(generation).await?;
+        let moved = regroup(&fresh, &gone, &mut by_pack, &mut sizes, &mut bad);
+        let unsized_packs = moved
+            .into_iter()
+            .filter(|name| !sizes.contains_key(name))
+            .collect();
+        sizes.extend(pack_sizes(repo, unsized_packs).await?);
+        fresh_generation
+    };
+    for (name, size) in &sizes {
+        let Some(blobs) = by_pack.get(name) else {
+            continue;
+        };
+        for (id, offset, length) in blobs {
             match size {
                 None => {
                     bad.insert(
@@ -145,7 +175,7 @@ pub async fn verify(
                         ("missing".into(), format!("pack {name} does not exist")),
                     );
                 }
-                Some(size) if size < offset + u64::from(*length) => {
+                Some(size) if *size < offset + u64::from(*length) => {
                     bad.insert(
                         *id,
                         (
@@ -162,14 +192,12 @@ pub async fn verify(
     let mut chunks_read = 0;
     let mut bytes_read = 0;
     let mut packs_read = 0;
-    let mut chosen_set: HashSet<u32> = HashSet::new();
+    let mut read_ids: HashSet<ChunkId> = HashSet::new();
     if read_data != ReadData::None {
-        let chosen: Vec<u32> = match read_data {
+        let chosen: Vec<ChunkId> = match read_data {
             ReadData::Bytes(budget) => {
-                let mut order: Vec<(f64, u32)> = by_pack
-                    .keys()
-                    .map(|n| (rotation_position(&index.pack_name(*n)), *n))
-                    .collect();
+                let mut order: Vec<(f64, ChunkId)> =
+                    by_pack.keys().map(|n| (rotation_position(n), *n)).collect();
                 order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
                 let mut taken = 0u64;
                 let mut chosen = Vec::new();
@@ -185,29 +213,40 @@ pub async fn verify(
             _ => by_pack
                 .keys()
                 .copied()
-                .filter(|n| pack_selected(&index.pack_name(*n), read_data))
+                .filter(|n| pack_selected(n, read_data))
                 .collect(),
         };
-        chosen_set = chosen.iter().copied().collect();
         let max_chunk = backups.iter().map(|m| m.chunk_size).max().unwrap_or(0) as usize;
-        let results: Vec<PackReadOutcome> = futures::stream::iter(chosen)
-            .map(|pack_no| {
-                let mut blobs: Vec<_> = by_pack[&pack_no]
-                    .iter()
-                    .filter(|(id, _, _)| !bad.contains_key(id))
-                    .copied()
-                    .collect();
-                blobs.sort_by_key(|b| b.1);
-                let index = Arc::clone(&index);
-                async move { read_pack_blobs(repo, &index, pack_no, blobs, max_chunk).await }
-            })
-            .buffer_unordered(4)
-            .try_collect()
-            .await?;
-        for (n, b, failures) in results {
+        let mut outcomes = read_packs(repo, &by_pack, chosen, &bad, max_chunk).await?;
+        let gone: Vec<ChunkId> = outcomes
+            .iter()
+            .filter(|(_, outcome)| outcome.is_none())
+            .map(|(name, _)| *name)
+            .collect();
+        if !gone.is_empty() {
+            // Deleted since the presence check: read the blobs where the reloaded index says.
+            let (fresh, _) = shared.reload_after(generation).await?;
+            let mut no_sizes = HashMap::new();
+            let moved = regroup(&fresh, &gone, &mut by_pack, &mut no_sizes, &mut bad);
+            outcomes.extend(read_packs(repo, &by_pack, moved, &bad, max_chunk).await?);
+        }
+        for (name, outcome) in outcomes {
+            let Some((n, b, failures)) = outcome else {
+                if let Some(blobs) = by_pack.get(&name) {
+                    for (id, _, _) in blobs {
+                        bad.entry(*id).or_insert_with(|| {
+                            ("missing".into(), format!("pack {name} does not exist"))
+                        });
+                    }
+                }
+                continue;
+            };
             chunks_read += n;
             bytes_read += b;
             packs_read += 1;
+            if let Some(blobs) = by_pack.get(&name) {
+                read_ids.extend(blobs.iter().map(|b| b.0));
+            }
             for (id, detail) in failures {
                 bad.insert(id, ("corrupt".into(), detail));
             }
@@ -215,15 +254,15 @@ pub async fn verify(
     }
 
     // Chunks whose data was read and found good (for healing quarantine records).
-    let read_ok: HashSet<ChunkId> = by_pack
-        .iter()
-        .filter(|(n, _)| chosen_set.contains(n))
-        .flat_map(|(_, blobs)| blobs.iter().map(|b| b.0))
+    let read_ok: HashSet<ChunkId> = read_ids
+        .into_iter()
         .filter(|id| !bad.contains_key(id))
         .collect();
-    let bad_copies: HashSet<(ChunkId, ChunkId)> = bad
-        .keys()
-        .filter_map(|id| index.get(id).map(|l| (index.pack_name(l.pack), *id)))
+    // The copy checked: in the pack where the index that verify used placed it.
+    let bad_copies: HashSet<(ChunkId, ChunkId)> = by_pack
+        .iter()
+        .flat_map(|(name, blobs)| blobs.iter().map(move |b| (*name, b.0)))
+        .filter(|(_, id)| bad.contains_key(id))
         .collect();
     let mut problems = tree_problems;
     if !bad.is_empty() {
@@ -369,18 +408,117 @@ fn pack_selected(name: &ChunkId, read_data: ReadData) -> bool {
     }
 }
 
+/// Adds each id's location in `index` to `by_pack`; an id in no pack is bad.
+fn locate(
+    index: &PackIndex,
+    ids: impl Iterator<Item = ChunkId>,
+    by_pack: &mut HashMap<ChunkId, Vec<(ChunkId, u64, u32)>>,
+    bad: &mut BTreeMap<ChunkId, (String, String)>,
+) {
+    for id in ids {
+        match index.get(&id) {
+            Some(loc) => by_pack
+                .entry(index.pack_name(loc.pack))
+                .or_default()
+                .push((id, loc.offset, loc.length)),
+            None => {
+                bad.insert(id, ("missing".into(), "in no pack of the index".into()));
+            }
+        }
+    }
+}
+
+/// Moves the blobs of the `gone` packs to where the reloaded `index` puts them; returns the
+/// packs they are in now. A pack the reloaded index still names keeps its blobs (and its
+/// missing size), so that they are reported missing.
+fn regroup(
+    index: &PackIndex,
+    gone: &[ChunkId],
+    by_pack: &mut HashMap<ChunkId, Vec<(ChunkId, u64, u32)>>,
+    sizes: &mut HashMap<ChunkId, Option<u64>>,
+    bad: &mut BTreeMap<ChunkId, (String, String)>,
+) -> Vec<ChunkId> {
+    let still_named: HashSet<&ChunkId> = index.packs().iter().collect();
+    let mut moved = Vec::new();
+    for name in gone.iter().filter(|n| !still_named.contains(n)) {
+        sizes.remove(name);
+        moved.extend(
+            by_pack
+                .remove(name)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|b| b.0),
+        );
+    }
+    let mut now_in: Vec<ChunkId> = moved
+        .iter()
+        .filter_map(|id| index.get(id).map(|l| index.pack_name(l.pack)))
+        .collect();
+    now_in.sort_unstable();
+    now_in.dedup();
+    locate(index, moved.into_iter(), by_pack, bad);
+    now_in
+}
+
+/// The size of each pack, `None` for a pack that does not exist.
+async fn pack_sizes(
+    repo: &Repository,
+    packs: Vec<ChunkId>,
+) -> Result<HashMap<ChunkId, Option<u64>>> {
+    futures::stream::iter(packs)
+        .map(|name| async move {
+            let key = pack::pack_key(&name);
+            repo.store().size_of(&key).await.map(|s| (name, s))
+        })
+        .buffer_unordered(16)
+        .try_collect()
+        .await
+        .map_err(Error::from)
+}
+
+/// Reads the blobs of the `chosen` packs that are not already bad; `None` for a pack that does
+/// not exist.
+async fn read_packs(
+    repo: &Repository,
+    by_pack: &HashMap<ChunkId, Vec<(ChunkId, u64, u32)>>,
+    chosen: Vec<ChunkId>,
+    bad: &BTreeMap<ChunkId, (String, String)>,
+    max_chunk: usize,
+) -> Result<Vec<(ChunkId, Option<PackReadOutcome>)>> {
+    futures::stream::iter(chosen)
+        .map(|name| {
+            let mut blobs: Vec<_> = by_pack
+                .get(&name)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .filter(|(id, _, _)| !bad.contains_key(id))
+                .copied()
+                .collect();
+            blobs.sort_by_key(|b| b.1);
+            async move {
+                read_pack_blobs(repo, name, blobs, max_chunk)
+                    .await
+                    .map(|outcome| (name, outcome))
+            }
+        })
+        .buffer_unordered(4)
+        .try_collect()
+        .await
+}
+
 /// Blobs read, bytes read, and the blobs that failed with why.
 type PackReadOutcome = (u64, u64, Vec<(ChunkId, String)>);
 
+/// Reads one pack's blobs and checks them; `None` when the pack does not exist.
 async fn read_pack_blobs(
     repo: &Repository,
-    index: &PackIndex,
-    pack_no: u32,
+    name: ChunkId,
     blobs: Vec<(ChunkId, u64, u32)>,
     max_chunk: usize,
-) -> Result<PackReadOutcome> {
+) -> Result<Option<PackReadOutcome>> {
     let Some(first) = blobs.first() else {
-        return Ok((0, 0, Vec::new()));
+        return Ok(Some((0, 0, Vec::new())));
     };
     let start = first.1;
     let end = blobs
@@ -388,12 +526,17 @@ async fn read_pack_blobs(
         .map(|b| b.1 + u64::from(b.2))
         .max()
         .unwrap_or(start);
-    let key = pack::pack_key(&index.pack_name(pack_no));
+    let key = pack::pack_key(&name);
     let bytes = match repo.store().get_range(&key, start..end).await {
         Ok(b) => b,
+        Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => {
             let detail = e.to_string();
-            return Ok((0, 0, blobs.iter().map(|b| (b.0, detail.clone())).collect()));
+            return Ok(Some((
+                0,
+                0,
+                blobs.iter().map(|b| (b.0, detail.clone())).collect(),
+            )));
         }
     };
     let repo = repo.clone();
@@ -407,7 +550,7 @@ async fn read_pack_blobs(
                 failures.push((*id, format!("{e} (pack {key})")));
             }
         }
-        Ok((blobs.len() as u64, bytes.len() as u64, failures))
+        Ok(Some((blobs.len() as u64, bytes.len() as u64, failures)))
     })
     .await
     .map_err(|e| Error::Invalid(format!("verify task failed: {e}")))?
