@@ -10,8 +10,9 @@
 #   1. an N x 4 KiB image in which every 4 KiB block is unique (an 8-byte block counter and
 #      PRUNE_MEM_FILL bytes of seeded pseudo-random filler, then zeros) -- 38 GiB for 10M
 #      blocks. It lives on a btrfs file system mounted with compress-force=zstd:1 on a loop
-#      device over a sparse file, so it takes ~1/30 of its size on disk, and the engine's zstd
-#      shrinks each 4 KiB chunk to ~100 bytes, so the repository stays small too;
+#      device over a sparse file, so it takes ~1/30 of its size on disk (1.3 GB for 10M
+#      blocks), and the engine's zstd shrinks each chunk to a blob of ~125 bytes, so the
+#      repository stays small too (2.7 GB for 12M chunks; ~100,000 blobs per data pack);
 #   2. `init --chunk-size 4K`, a full backup (N chunks);
 #   3. 20 % of the volume rewritten (a 64 KiB run in every 320 KiB: every data pack gets dead
 #      blobs) and an incremental with `--changed-ranges` (N/5 new chunks: 1.2 N indexed);
@@ -24,7 +25,9 @@
 # loop file's allocated blocks plus the repository) is recorded.
 #
 # Knobs: PRUNE_MEM_CHUNKS, PRUNE_MEM_FILL (filler bytes per block, default 56),
-#        PRUNE_S3MOVER=PATH (the binary to measure; default: build the checkout).
+#        PRUNE_S3MOVER=PATH (the binary to measure; default: build the checkout),
+#        PRUNE_MEM_ALSO=PATH (another binary, e.g. an older revision: A and B are run with it
+#        too, on a hard-linked copy of the same repository, after the first binary's).
 # Needs root (loop device, mount) and mkfs.btrfs (installed with apt-get when missing).
 set -euo pipefail
 
@@ -50,6 +53,12 @@ else
   git -C "$ROOT" rev-parse --short HEAD >"$WORK/bin/REV"
 fi
 S3M=$WORK/bin/s3mover
+ALSO=
+if [[ -n ${PRUNE_MEM_ALSO:-} ]]; then
+  cp "$PRUNE_MEM_ALSO" "$WORK/bin/s3mover-also"
+  cp "$(dirname "$PRUNE_MEM_ALSO")/REV" "$WORK/bin/REV-also" 2>/dev/null || echo "unknown" >"$WORK/bin/REV-also"
+  ALSO=$WORK/bin/s3mover-also
+fi
 export S3MOVER_PASSWORD=bench-password
 RES=$WORK/results
 mkdir -p "$RES"
@@ -63,11 +72,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Peak disk use: allocated bytes of the loop file and the repository.
+# Peak disk use: allocated bytes of the loop file and the repositories (hard links once).
 DISK_MAX=0
 disk_note() {
   local used
-  used=$({ du -s -B1 "$WORK/btrfs.raw" "$S3MOVER_REPO" 2>/dev/null || true; } | awk '{s+=$1} END {print s+0}')
+  used=$({ du -s -B1 "$WORK/btrfs.raw" "$WORK"/repo-* 2>/dev/null || true; } | awk '{s+=$1} END {printf "%.0f\n", s}')
   ((used > DISK_MAX)) && DISK_MAX=$used
   return 0
 }
@@ -133,7 +142,7 @@ timed() { # timed NAME COMMAND...: /usr/bin/time -v into $RES/NAME.time, JSON ou
   /usr/bin/time -v -o "$RES/$name.time" "$@" >"$RES/$name.json"
 }
 
-echo "chunks indexed_chunks full_backup_s full_backup_rss_KiB incr_backup_s incr_backup_rss_KiB marked_A wall_A_s rss_A_KiB load_A marked_B repacked_B wall_B_s rss_B_KiB load_B peak_disk_bytes" >"$RES/memory.txt"
+echo "rev chunks indexed_chunks full_backup_s full_backup_rss_KiB incr_backup_s incr_backup_rss_KiB marked_A wall_A_s rss_A_KiB load_A marked_B repacked_B wall_B_s rss_B_KiB load_B peak_disk_bytes" >"$RES/memory.txt"
 for n in $CHUNKS; do
   log "N = $n chunks of 4 KiB"
   cleanup
@@ -163,26 +172,35 @@ for n in $CHUNKS; do
   disk_note
   indexed=$((n + changed))
 
-  log "A: prune, nothing dead"
-  timed A-$n "$S3M" -o json prune --grace 0s
-  loadA=$(load1)
-  log "B: forget --keep-last 1 --prune"
-  # The repository peaks while B runs (new packs are written before old ones go): sample it.
-  echo "$DISK_MAX" >"$WORK/disk.max"
-  (while sleep 2; do disk_note; echo "$DISK_MAX" >"$WORK/disk.max"; done) &
-  sampler=$!
-  timed B-$n "$S3M" -o json forget --keep-last 1 --prune --grace 0s
-  loadB=$(load1)
-  kill "$sampler" 2>/dev/null || true
-  wait "$sampler" 2>/dev/null || true
-  sampled=$(cat "$WORK/disk.max")
-  disk_note
-  ((sampled > DISK_MAX)) && DISK_MAX=$sampled
-
-  read -r mA < <(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["chunksMarked"])' "$RES/A-$n.json")
-  read -r mB rB < <(python3 -c 'import json,sys; p=json.load(open(sys.argv[1]))["prune"]; print(p["chunksMarked"], p["repackedPacks"])' "$RES/B-$n.json")
-  echo "$n $indexed $(wall_s "$RES/full-$n.time") $(rss_kib "$RES/full-$n.time") $(wall_s "$RES/incr-$n.time") $(rss_kib "$RES/incr-$n.time") $mA $(wall_s "$RES/A-$n.time") $(rss_kib "$RES/A-$n.time") $loadA $mB $rB $(wall_s "$RES/B-$n.time") $(rss_kib "$RES/B-$n.time") $loadB $DISK_MAX" \
-    | tee -a "$RES/memory.txt" >&2
+  # A and B with one binary on one repository: a row of memory.txt. A copy of the repository
+  # (hard links: objects are never changed in place) is kept for the other binary.
+  [[ -n $ALSO ]] && cp -al "$S3MOVER_REPO" "$WORK/repo-also"
+  measure() { # measure BINARY TAG
+    local bin=$1 tag=$2 sampled
+    log "A ($tag): prune, nothing dead"
+    timed A-$tag-$n "$bin" -o json prune --grace 0s
+    loadA=$(load1)
+    log "B ($tag): forget --keep-last 1 --prune"
+    # The disk peaks while B runs (new packs are written before old ones go): sample it.
+    echo "$DISK_MAX" >"$WORK/disk.max"
+    (while sleep 2; do disk_note; echo "$DISK_MAX" >"$WORK/disk.max"; done) &
+    sampler=$!
+    timed B-$tag-$n "$bin" -o json forget --keep-last 1 --prune --grace 0s
+    loadB=$(load1)
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
+    sampled=$(cat "$WORK/disk.max")
+    disk_note
+    ((sampled > DISK_MAX)) && DISK_MAX=$sampled
+    read -r mA < <(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["chunksMarked"])' "$RES/A-$tag-$n.json")
+    read -r mB rB < <(python3 -c 'import json,sys; p=json.load(open(sys.argv[1]))["prune"]; print(p["chunksMarked"], p["repackedPacks"])' "$RES/B-$tag-$n.json")
+    echo "$(cat "$WORK/bin/REV${tag#main}" | tr ' ' '_' | cut -c1-40) $n $indexed $(wall_s "$RES/full-$n.time") $(rss_kib "$RES/full-$n.time") $(wall_s "$RES/incr-$n.time") $(rss_kib "$RES/incr-$n.time") $mA $(wall_s "$RES/A-$tag-$n.time") $(rss_kib "$RES/A-$tag-$n.time") $loadA $mB $rB $(wall_s "$RES/B-$tag-$n.time") $(rss_kib "$RES/B-$tag-$n.time") $loadB $DISK_MAX" \
+      | tee -a "$RES/memory.txt" >&2
+  }
+  measure "$S3M" main
+  if [[ -n $ALSO ]]; then
+    S3MOVER_REPO=$WORK/repo-also measure "$ALSO" main-also
+  fi
   DISK_MAX=0
   "$S3M" -q check >"$RES/check-$n.txt" 2>&1 || echo "check failed for N = $n (see $RES/check-$n.txt)" >&2
   cleanup
@@ -192,9 +210,10 @@ done
 python3 - "$RES/memory.txt" <<'EOF' | tee "$RES/slope.txt"
 import sys
 rows = [l.split() for l in open(sys.argv[1]).read().splitlines()[1:]]
-for name, col in (("A prune, nothing dead", 8), ("B forget --prune, every data pack repacked", 13)):
-    pts = [(int(r[1]), int(r[col]) * 1024) for r in rows]
-    print(name + ": " + ", ".join(f"{x:,} chunks: {y / 2**20:.1f} MiB" for x, y in pts))
-    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
-        print(f"  {x0:,} -> {x1:,} chunks: {(y1 - y0) / (x1 - x0):.1f} bytes per indexed chunk")
+for rev in dict.fromkeys(r[0] for r in rows):
+    for name, col in (("A prune, nothing dead", 9), ("B forget --prune, every data pack repacked", 14)):
+        pts = [(int(r[2]), int(r[col]) * 1024) for r in rows if r[0] == rev]
+        print(f"{rev}: {name}: " + ", ".join(f"{x:,} chunks: {y / 2**20:.1f} MiB" for x, y in pts))
+        for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+            print(f"  {x0:,} -> {x1:,} chunks: {(y1 - y0) / (x1 - x0):.1f} bytes per indexed chunk")
 EOF
