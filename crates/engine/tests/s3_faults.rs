@@ -119,6 +119,14 @@ async fn downloads_survive_frequent_resets_mid_body() {
             .await
             .expect("range");
         assert_eq!(part.as_ref(), &object[1_000_000..5_000_000]);
+        let streamed: Vec<Bytes> = store
+            .get_range_stream("big", 500_000..8_000_000)
+            .await
+            .expect("range stream")
+            .try_collect()
+            .await
+            .expect("streamed range");
+        assert_eq!(streamed.concat(), &object[500_000..8_000_000]);
     }
     for i in 0..6 {
         store

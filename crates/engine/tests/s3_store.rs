@@ -1,9 +1,10 @@
-//! The S3 store against a real Garage server: whole-object put/get, ranged get, size, list,
-//! delete, prefix isolation, and no secrets in Debug output.
+//! The S3 store against a real Garage server: whole-object put/get, ranged get (whole and
+//! streamed), size, list, delete, prefix isolation, and no secrets in Debug output.
 
 mod s3_support;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use s3_support::{data, TestEnv};
 use s3mover_testkit::garage_or_skip;
 
@@ -43,6 +44,27 @@ async fn put_get_range_list_delete_against_garage() {
         .await
         .expect("range");
     assert_eq!(range.as_ref(), &big[1_000_000..3_000_001]);
+    let mut pieces = store
+        .get_range_stream("packs/aa/pack1", 500_000..6_000_000)
+        .await
+        .expect("range stream");
+    let mut streamed = Vec::new();
+    while let Some(piece) = pieces.next().await {
+        streamed.extend_from_slice(&piece.expect("piece"));
+    }
+    assert_eq!(streamed, &big[500_000..6_000_000]);
+    let mut past_end = store
+        .get_range_stream("packs/aa/pack1", 6_000_000..7_000_000)
+        .await
+        .expect("range stream past the end");
+    let mut error = None;
+    while let Some(piece) = past_end.next().await {
+        if let Err(e) = piece {
+            error = Some(e.to_string());
+        }
+    }
+    let error = error.expect("a range past the end is an error");
+    assert!(error.contains("truncated"), "{error}");
     assert_eq!(
         store.size_of("packs/bb/pack2").await.expect("head"),
         Some(4096)

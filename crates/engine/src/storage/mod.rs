@@ -1,7 +1,7 @@
 //! Where a repository's objects live: one small interface over `object_store` backends.
 //!
 //! The engine talks to storage only through [`Store`]: put a whole object, get it or a byte
-//! range of it, check that it exists, list a prefix, delete. Backends — a local directory, S3 —
+//! range of it (whole, or streamed as it arrives), check that it exists, list a prefix, delete. Backends — a local directory, S3 —
 //! differ only in how [`open_store`] builds them; retries and timeouts are the backend's one
 //! retry policy (`object_store`'s `RetryConfig`), never nested in the engine.
 //!
@@ -24,7 +24,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{MultipartUpload, ObjectStore, PutPayload};
 use tokio::task::JoinSet;
@@ -184,6 +185,53 @@ impl MultipartSettings {
     }
 }
 
+/// The state of [`Store::get_range_stream`]: counts what arrived and ends with an error when it
+/// is not exactly the range asked for.
+struct RangeStream {
+    pieces: BoxStream<'static, object_store::Result<Bytes>>,
+    key: String,
+    range: Range<u64>,
+    received: u64,
+    ended: bool,
+}
+
+impl RangeStream {
+    async fn next(mut self) -> Option<(Result<Bytes, StoreError>, Self)> {
+        if self.ended {
+            return None;
+        }
+        let wanted = self.range.end - self.range.start;
+        let item = match self.pieces.next().await {
+            Some(Ok(piece)) => {
+                self.received += piece.len() as u64;
+                if self.received <= wanted {
+                    Ok(piece)
+                } else {
+                    Err(self.wrong_length("more bytes than that"))
+                }
+            }
+            Some(Err(e)) => Err(StoreError::from_backend(&self.key, e)),
+            None if self.received == wanted => return None,
+            None => Err(self.wrong_length(&format!(
+                "only {} bytes; the object is truncated",
+                self.received
+            ))),
+        };
+        self.ended = item.is_err();
+        Some((item, self))
+    }
+
+    fn wrong_length(&self, what: &str) -> StoreError {
+        StoreError::Backend {
+            key: self.key.clone(),
+            message: format!(
+                "asked for bytes {}..{} but got {what}",
+                self.range.start, self.range.end
+            ),
+        }
+    }
+}
+
 /// A multipart upload that has not completed: aborted in the background if dropped while
 /// still armed (a cancelled put), so its parts do not stay stored.
 struct PendingUpload {
@@ -234,6 +282,7 @@ pub struct Store {
     description: String,
     counts: Arc<RequestCounts>,
     multipart: Option<MultipartSettings>,
+    stream_reads: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -254,6 +303,7 @@ impl Store {
             description,
             counts: Arc::new(RequestCounts::default()),
             multipart: None,
+            stream_reads: false,
         }
     }
 
@@ -261,6 +311,13 @@ impl Store {
     /// object is one PUT).
     pub fn with_multipart(mut self, settings: MultipartSettings) -> Self {
         self.multipart = Some(settings);
+        self
+    }
+
+    /// Makes [`Self::get_range_stream`] hand over a ranged read piece by piece as it arrives
+    /// (for network stores; a local read is fastest whole).
+    pub fn with_stream_reads(mut self) -> Self {
+        self.stream_reads = true;
         self
     }
 
@@ -434,6 +491,42 @@ impl Store {
         Ok(bytes)
     }
 
+    /// Reads `range` of an object as pieces in the order they arrive, so the caller can work on
+    /// the first bytes while the rest is on its way and need not hold the whole range at once.
+    /// Stores opened [`Self::with_stream_reads`] (S3) stream; others answer with one piece.
+    /// The pieces add up to exactly the range: a short or long answer ends the stream with an
+    /// error, never silently. A body cut mid-stream is resumed by the backend's retry policy
+    /// (a ranged GET pinned to the object's ETag), so it is one GET as counted here.
+    pub async fn get_range_stream(
+        &self,
+        key: &str,
+        range: Range<u64>,
+    ) -> Result<BoxStream<'static, Result<Bytes, StoreError>>, StoreError> {
+        if !self.stream_reads {
+            let bytes = self.get_range(key, range).await?;
+            return Ok(futures::stream::once(async move { Ok(bytes) }).boxed());
+        }
+        RequestCounts::bump(&self.counts.get, 1);
+        let options = object_store::GetOptions {
+            range: Some(object_store::GetRange::Bounded(range.clone())),
+            ..Default::default()
+        };
+        let pieces = self
+            .backend
+            .get_opts(&self.path(key), options)
+            .await
+            .map_err(|e| StoreError::from_backend(key, e))?
+            .into_stream();
+        let state = RangeStream {
+            pieces,
+            key: key.to_string(),
+            range,
+            received: 0,
+            ended: false,
+        };
+        Ok(futures::stream::unfold(state, RangeStream::next).boxed())
+    }
+
     /// The size of an object, or `None` when it does not exist.
     pub async fn size_of(&self, key: &str) -> Result<Option<u64>, StoreError> {
         RequestCounts::bump(&self.counts.head, 1);
@@ -499,5 +592,42 @@ mod tests {
             ..settings
         };
         assert_eq!(tiny.part_size_for(100 << 20), MIN_PART_SIZE);
+    }
+
+    async fn streamed(store: &Store, range: Range<u64>) -> Result<(usize, Vec<u8>), StoreError> {
+        let mut pieces = store.get_range_stream("k", range).await?;
+        let (mut count, mut bytes) = (0, Vec::new());
+        while let Some(piece) = pieces.next().await {
+            bytes.extend_from_slice(&piece?);
+            count += 1;
+        }
+        Ok((count, bytes))
+    }
+
+    #[tokio::test]
+    async fn range_streams_add_up_to_exactly_the_range() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let plain = Store::new(
+            Arc::new(object_store::memory::InMemory::new()),
+            "repo",
+            "memory".into(),
+        );
+        plain
+            .put("k", Bytes::from(data.clone()))
+            .await
+            .expect("put");
+        let streaming = plain.clone().with_stream_reads();
+        for store in [&plain, &streaming] {
+            let (count, bytes) = streamed(store, 1_000..90_000).await.expect("stream");
+            assert!(count >= 1);
+            assert_eq!(bytes, &data[1_000..90_000]);
+            let short = streamed(store, 90_000..110_000)
+                .await
+                .expect_err("past the end");
+            assert!(!short.to_string().contains('\n'), "{short}");
+        }
+        let before = streaming.counts().get;
+        streamed(&streaming, 0..10).await.expect("stream");
+        assert_eq!(streaming.counts().get, before + 1);
     }
 }

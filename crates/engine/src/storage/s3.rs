@@ -224,7 +224,9 @@ pub fn open(
         Some(endpoint) => format!("{location} (endpoint {endpoint}, region {region})"),
         None => format!("{location} (region {region})"),
     };
-    Ok(Store::new(Arc::new(backend), prefix, description).with_multipart(multipart))
+    Ok(Store::new(Arc::new(backend), prefix, description)
+        .with_multipart(multipart)
+        .with_stream_reads())
 }
 
 /// The multipart settings: [`StoreOptions`] first, then `S3MOVER_S3_MULTIPART_THRESHOLD` and
