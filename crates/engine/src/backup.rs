@@ -166,14 +166,15 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
         started.elapsed().as_secs_f64()
     );
 
-    // Only an incremental reads the parent's tree pages, so only it needs the pack index, and
+    // Only an incremental reads the parent's tree pages, so only it needs the pack index (of
+    // tree pages only: data chunks are compared by id, never looked up), and
     // quarantine matters only when chunks are compared with a parent's. The three loads are
     // independent small requests: run them together.
     let session_key = format!("sessions/{}", repo.volume_key(&options.volume));
     let (index, (known, resumed_objects), quarantine) = tokio::try_join!(
         async {
             match &parent {
-                Some(_) => PackIndex::load(repo).await.map(Arc::new),
+                Some(_) => PackIndex::load_tree_pages(repo).await.map(Arc::new),
                 None => Ok(Arc::new(PackIndex::default())),
             }
         },
