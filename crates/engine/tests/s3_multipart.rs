@@ -208,8 +208,22 @@ async fn a_cancelled_put_aborts_the_upload() {
         "packs/cancelled",
         Bytes::from(data(31, (12 * MIB) as usize)),
     );
-    let outcome = tokio::time::timeout(Duration::from_secs(2), put).await;
-    assert!(outcome.is_err(), "the put should still be retrying part 1");
+    // Drop the put once part 1 has been refused at least once: it is then inside its retries.
+    // The wait has no deadline of its own beyond a generous one, so a slow machine cannot fail it.
+    let refused_once = async {
+        let give_up = Instant::now() + Duration::from_secs(120);
+        while proxy.counts().rule_failures == 0 && Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        result = put => panic!("the put should still be retrying part 1, but ended: {result:?}"),
+        () = refused_once => {}
+    }
+    assert!(
+        proxy.counts().rule_failures >= 1,
+        "part 1 was never refused"
+    );
     assert_eq!(proxy.counts().post, 1, "the upload was created");
     assert_eq!(
         unfinished_uploads(&garage, 0).await,
