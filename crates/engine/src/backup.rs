@@ -288,7 +288,7 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
         + crate::crypto::SEAL_OVERHEAD as u64;
     stats.bytes_uploaded = before_commit.bytes_put + manifest_estimate;
     stats.metadata_bytes_uploaded = stats.bytes_uploaded - data_pack_bytes;
-    stats.objects_written = before_commit.put + 1;
+    stats.objects_written = before_commit.objects_put + 1;
     manifest.stats = stats;
     repo.write_manifest(&manifest).await?;
     tracing::debug!(

@@ -79,7 +79,7 @@ pub fn print_report(global: &GlobalArgs, report: &BackupReport) -> Result<()> {
             "bytesRead": s.bytes_read,
             "bytesUploaded": report.requests.bytes_put,
             "metadataBytesUploaded": report.requests.bytes_put.saturating_sub(report.data_pack_bytes),
-            "objectsWritten": report.requests.put,
+            "objectsWritten": report.requests.objects_put,
             "chunksNew": s.chunks_new,
             "resumedChunks": report.resumed_chunks,
             "seconds": s.seconds,
