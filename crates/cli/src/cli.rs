@@ -285,7 +285,7 @@ pub struct RestoreArgs {
     /// Replace an existing non-empty target file.
     #[arg(long)]
     pub overwrite: bool,
-    /// Ranged reads (up to 4 MiB each) in flight.
+    /// Reads in flight (whole packs on S3, up to 4 MiB each from a local directory).
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
 }

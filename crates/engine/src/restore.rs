@@ -39,6 +39,10 @@ use crate::tree::{self, Leaf, PageReader};
 /// server less per byte (no block read twice at the seam of two ranges, fewer requests), and
 /// streaming keeps the memory of one read small whatever its size.
 const MAX_FETCH_BYTES: u64 = 32 << 20;
+/// Largest coalesced read from a store that answers in one piece (a local directory): there a
+/// read is held whole until it is written, so it stays small to bound memory (reads in flight
+/// times this).
+const MAX_WHOLE_READ_BYTES: u64 = 4 << 20;
 
 /// Bytes of whole blobs one worker opens and writes while the rest of a read arrives.
 const DECODE_BATCH_BYTES: usize = 1 << 20;
@@ -141,7 +145,12 @@ async fn restore_from(
 
     let (leaf_tx, leaf_rx) = mpsc::channel::<Leaf>(4);
     let walker = tree::walk_leaves(&reader, root, manifest.depth, manifest.slots, leaf_tx);
-    let planner = plan_fetches(leaf_rx, index.clone(), manifest);
+    let planner = plan_fetches(
+        leaf_rx,
+        index.clone(),
+        manifest,
+        max_read_bytes(repo.store()),
+    );
     let (fetch_tx, fetch_rx) = mpsc::channel::<Fetch>(options.concurrency * 2);
     let plan_and_send = async {
         let mut planner = planner;
@@ -246,12 +255,13 @@ fn plan_fetches(
     leaves: mpsc::Receiver<Leaf>,
     index: SharedIndex,
     manifest: &Manifest,
+    max_read_bytes: u64,
 ) -> Planner<'_> {
     Planner {
         leaves,
         index,
         manifest,
-        fetches: Coalescer::default(),
+        fetches: Coalescer::new(max_read_bytes),
     }
 }
 
@@ -317,13 +327,32 @@ fn in_no_pack(id: &ChunkId, slot: u64, manifest: &Manifest) -> Error {
 /// it lies after it within [`MAX_GAP_BYTES`] (the gap is read and skipped), otherwise the open
 /// fetch is queued and a new one begins. An incremental's blobs, mostly in its parents' packs
 /// with small holes where chunks changed, so still come in few large reads.
-#[derive(Default)]
 struct Coalescer {
     open: HashMap<ChunkId, Fetch>,
     queue: VecDeque<Fetch>,
+    /// Largest read: see [`max_read_bytes`].
+    max_bytes: u64,
+}
+
+/// How large a coalesced read of `store` may be: a whole pack where reads stream, a few MiB
+/// where a read is held whole until written.
+fn max_read_bytes(store: &crate::storage::Store) -> u64 {
+    if store.streams_reads() {
+        MAX_FETCH_BYTES
+    } else {
+        MAX_WHOLE_READ_BYTES
+    }
 }
 
 impl Coalescer {
+    fn new(max_bytes: u64) -> Self {
+        Coalescer {
+            open: HashMap::new(),
+            queue: VecDeque::new(),
+            max_bytes,
+        }
+    }
+
     fn add(
         &mut self,
         slot: u64,
@@ -337,7 +366,7 @@ impl Coalescer {
         if let Some(fetch) = self.open.get_mut(&pack) {
             let fits = start >= fetch.end
                 && start - fetch.end <= MAX_GAP_BYTES
-                && end - fetch.start <= MAX_FETCH_BYTES;
+                && end - fetch.start <= self.max_bytes;
             if fits {
                 fetch
                     .items
@@ -532,7 +561,7 @@ async fn read_moved(
     for _ in 0..RELOADS_PER_READ {
         let (fresh, fresh_generation) = index.reload_after(generation).await?;
         generation = fresh_generation;
-        let mut fetches = Coalescer::default();
+        let mut fetches = Coalescer::new(max_read_bytes(repo.store()));
         let mut located = Vec::with_capacity(wanted.len());
         let mut still_gone = Vec::new();
         for (slot, id) in wanted.drain(..) {

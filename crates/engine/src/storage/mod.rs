@@ -321,6 +321,11 @@ impl Store {
         self
     }
 
+    /// True when [`Self::get_range_stream`] hands reads over as they arrive (network stores).
+    pub fn streams_reads(&self) -> bool {
+        self.stream_reads
+    }
+
     /// How this store splits large objects, if it does.
     pub fn multipart(&self) -> Option<MultipartSettings> {
         self.multipart
