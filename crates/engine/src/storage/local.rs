@@ -11,9 +11,6 @@
 //! `{path}#{n}` (a name its listings hide, so a crashed write stays invisible), which is then
 //! renamed over the destination (`PutMode::Overwrite`) or hard-linked to it
 //! (`PutMode::Create`, failing with `AlreadyExists` when the destination exists).
-//!
-//! `ObjectStore` is declared with `async_trait`; this crate does not depend on that macro, so
-//! the methods below spell out the boxed-future signatures it generates.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -22,7 +19,6 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path as FsPath, PathBuf};
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
@@ -59,117 +55,58 @@ impl std::fmt::Display for LocalDirStore {
     }
 }
 
+#[async_trait::async_trait]
 impl ObjectStore for LocalDirStore {
-    fn put_opts<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        location: &'life1 Path,
+    async fn put_opts(
+        &self,
+        location: &Path,
         payload: PutPayload,
         opts: PutOptions,
-    ) -> BoxFuture<'async_trait, Result<PutResult>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move {
-            let plain_mode = matches!(opts.mode, PutMode::Overwrite | PutMode::Create);
-            if !plain_mode
-                || !opts.attributes.is_empty()
-                || payload.content_length() < DIRECT_MIN_BYTES
-            {
-                return self.inner.put_opts(location, payload, opts).await;
-            }
-            let path = self.inner.path_to_filesystem(location)?;
-            let create = matches!(opts.mode, PutMode::Create);
-            let staged_payload = payload.clone();
-            let written =
-                tokio::task::spawn_blocking(move || put_direct(&path, &staged_payload, create))
-                    .await
-                    .map_err(|e| {
-                        generic(io::Error::other(format!("the write task failed: {e}")))
-                    })??;
-            match written {
-                Some(result) => Ok(result),
-                None => self.inner.put_opts(location, payload, opts).await,
-            }
-        })
+    ) -> Result<PutResult> {
+        let plain_mode = matches!(opts.mode, PutMode::Overwrite | PutMode::Create);
+        if !plain_mode || !opts.attributes.is_empty() || payload.content_length() < DIRECT_MIN_BYTES
+        {
+            return self.inner.put_opts(location, payload, opts).await;
+        }
+        let path = self.inner.path_to_filesystem(location)?;
+        let create = matches!(opts.mode, PutMode::Create);
+        let staged_payload = payload.clone();
+        let written =
+            tokio::task::spawn_blocking(move || put_direct(&path, &staged_payload, create))
+                .await
+                .map_err(|e| generic(io::Error::other(format!("the write task failed: {e}"))))??;
+        match written {
+            Some(result) => Ok(result),
+            None => self.inner.put_opts(location, payload, opts).await,
+        }
     }
 
-    fn put_multipart_opts<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        location: &'life1 Path,
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
         opts: PutMultipartOptions,
-    ) -> BoxFuture<'async_trait, Result<Box<dyn MultipartUpload>>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.inner.put_multipart_opts(location, opts)
+    ) -> Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
     }
 
-    fn get_opts<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        location: &'life1 Path,
-        options: GetOptions,
-    ) -> BoxFuture<'async_trait, Result<GetResult>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.inner.get_opts(location, options)
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        self.inner.get_opts(location, options).await
     }
 
-    fn get_range<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        location: &'life1 Path,
-        range: Range<u64>,
-    ) -> BoxFuture<'async_trait, Result<Bytes>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.inner.get_range(location, range)
+    async fn get_range(&self, location: &Path, range: Range<u64>) -> Result<Bytes> {
+        self.inner.get_range(location, range).await
     }
 
-    fn get_ranges<'life0, 'life1, 'life2, 'async_trait>(
-        &'life0 self,
-        location: &'life1 Path,
-        ranges: &'life2 [Range<u64>],
-    ) -> BoxFuture<'async_trait, Result<Vec<Bytes>>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.inner.get_ranges(location, ranges)
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        self.inner.get_ranges(location, ranges).await
     }
 
-    fn head<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        location: &'life1 Path,
-    ) -> BoxFuture<'async_trait, Result<ObjectMeta>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.inner.head(location)
+    async fn head(&self, location: &Path) -> Result<ObjectMeta> {
+        self.inner.head(location).await
     }
 
-    fn delete<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        location: &'life1 Path,
-    ) -> BoxFuture<'async_trait, Result<()>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.inner.delete(location)
+    async fn delete(&self, location: &Path) -> Result<()> {
+        self.inner.delete(location).await
     }
 
     fn delete_stream<'a>(
@@ -191,72 +128,24 @@ impl ObjectStore for LocalDirStore {
         self.inner.list_with_offset(prefix, offset)
     }
 
-    fn list_with_delimiter<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        prefix: Option<&'life1 Path>,
-    ) -> BoxFuture<'async_trait, Result<ListResult>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.inner.list_with_delimiter(prefix)
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
     }
 
-    fn copy<'life0, 'life1, 'life2, 'async_trait>(
-        &'life0 self,
-        from: &'life1 Path,
-        to: &'life2 Path,
-    ) -> BoxFuture<'async_trait, Result<()>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.inner.copy(from, to)
+    async fn copy(&self, from: &Path, to: &Path) -> Result<()> {
+        self.inner.copy(from, to).await
     }
 
-    fn rename<'life0, 'life1, 'life2, 'async_trait>(
-        &'life0 self,
-        from: &'life1 Path,
-        to: &'life2 Path,
-    ) -> BoxFuture<'async_trait, Result<()>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.inner.rename(from, to)
+    async fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        self.inner.rename(from, to).await
     }
 
-    fn copy_if_not_exists<'life0, 'life1, 'life2, 'async_trait>(
-        &'life0 self,
-        from: &'life1 Path,
-        to: &'life2 Path,
-    ) -> BoxFuture<'async_trait, Result<()>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.inner.copy_if_not_exists(from, to)
+    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> Result<()> {
+        self.inner.copy_if_not_exists(from, to).await
     }
 
-    fn rename_if_not_exists<'life0, 'life1, 'life2, 'async_trait>(
-        &'life0 self,
-        from: &'life1 Path,
-        to: &'life2 Path,
-    ) -> BoxFuture<'async_trait, Result<()>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        Self: 'async_trait,
-    {
-        self.inner.rename_if_not_exists(from, to)
+    async fn rename_if_not_exists(&self, from: &Path, to: &Path) -> Result<()> {
+        self.inner.rename_if_not_exists(from, to).await
     }
 }
 
