@@ -240,7 +240,7 @@ pub struct BackupArgs {
     /// KEY=VALUE tag to record (repeatable).
     #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
     pub tags: Vec<String>,
-    /// Packs (16 MiB each) uploading at once [default: 2 for a local repository, 8 for S3].
+    /// Packs (16 MiB each) uploading at once [default: 1 for a local repository, 8 for S3].
     #[arg(long)]
     pub upload_concurrency: Option<usize>,
     #[command(flatten)]

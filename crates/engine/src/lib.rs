@@ -23,6 +23,7 @@ pub mod id;
 pub mod index;
 pub mod manifest;
 pub mod pack;
+pub mod pack_buffers;
 pub mod progress;
 pub mod prune;
 pub mod quarantine;

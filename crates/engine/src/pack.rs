@@ -133,6 +133,13 @@ pub struct PackBuilder {
     entries: Vec<PackEntry>,
 }
 
+impl Drop for PackBuilder {
+    /// A builder dropped unfinished (a failed backup) gives its buffer back for the next pack.
+    fn drop(&mut self) {
+        crate::pack_buffers::give_back(std::mem::take(&mut self.body));
+    }
+}
+
 /// A finished pack, ready to upload.
 #[derive(Debug, Clone)]
 pub struct FinishedPack {
@@ -160,7 +167,7 @@ impl PackBuilder {
     pub fn new(kind: BlobKind, capacity: usize) -> Self {
         PackBuilder {
             kind,
-            body: Vec::with_capacity(capacity),
+            body: crate::pack_buffers::take(capacity),
             entries: Vec::new(),
         }
     }
@@ -188,6 +195,7 @@ impl PackBuilder {
 
     /// Appends the header and names the pack.
     pub fn finish(mut self, sealer: &Sealer) -> FinishedPack {
+        let mut body = std::mem::take(&mut self.body);
         let mut header = Vec::with_capacity(self.entries.len() * ENTRY_LEN);
         for entry in &self.entries {
             header.extend_from_slice(&entry.id.0);
@@ -196,15 +204,14 @@ impl PackBuilder {
             header.extend_from_slice(&entry.length.to_le_bytes());
         }
         let sealed = sealer.seal(&header, HEADER_AAD);
-        self.body.extend_from_slice(&sealed);
-        self.body
-            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-        self.body.extend_from_slice(PACK_MAGIC);
-        let name = ChunkId(*blake3::hash(&self.body).as_bytes());
+        body.extend_from_slice(&sealed);
+        body.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        body.extend_from_slice(PACK_MAGIC);
+        let name = ChunkId(*blake3::hash(&body).as_bytes());
         FinishedPack {
             name,
-            bytes: Bytes::from(self.body),
-            entries: self.entries,
+            bytes: crate::pack_buffers::freeze(body),
+            entries: std::mem::take(&mut self.entries),
         }
     }
 }

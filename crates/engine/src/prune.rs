@@ -427,12 +427,14 @@ async fn run(
     lease: &mut Option<Lease>,
 ) -> Result<PruneReport> {
     let started = gc::now_unix();
+    let clock = std::time::Instant::now();
     let grace = options.grace.whole_seconds().max(0);
     let mut report = PruneReport {
         dry_run: options.dry_run,
         ..PruneReport::default()
     };
     let listing = Listing::take(repo).await?;
+    tracing::debug!("prune: listed after {:.3}s", clock.elapsed().as_secs_f64());
     report.packs = listing.packs.len();
     report.pack_bytes = listing.packs.values().map(|o| o.size).sum();
 
@@ -456,6 +458,10 @@ async fn run(
         locator.loaded_objects.insert(key.clone());
     }
     locator.finish();
+    tracing::debug!(
+        "prune: index read after {:.3}s",
+        clock.elapsed().as_secs_f64()
+    );
 
     // Mark.
     let manifests = read_manifests(repo, &listing.backups).await?;
@@ -607,6 +613,11 @@ async fn run(
         .filter_map(|name| marker.locator.pack_numbers.get(&name).copied())
         .collect();
     dead_of.retain(&ripe_numbers);
+
+    tracing::debug!(
+        "prune: marked and counted after {:.3}s",
+        clock.elapsed().as_secs_f64()
+    );
 
     // Phase 2.
     let context = Phase2 {
@@ -780,6 +791,7 @@ impl Phase2<'_> {
         report: &mut PruneReport,
     ) -> Result<()> {
         let repo = self.repo;
+        let clock = std::time::Instant::now();
         let seen_by_all = ripe.seen_by_all.clone().unwrap_or_default();
 
         // The marker goes up before the second listing; backups committing after this read it.
@@ -908,7 +920,8 @@ impl Phase2<'_> {
         let mut fetched = futures::stream::iter(repack.iter())
             .map(|(name, size, n)| async move {
                 let key = pack::pack_key(name);
-                let got = repo.store().get(&key).await;
+                // A ranged read of the listed size: a local store serves it into a reused buffer.
+                let got = repo.store().get_range(&key, 0..*size).await;
                 (name, size, n, key, got)
             })
             .buffered(PACKS_FETCHED_AHEAD);
@@ -964,6 +977,10 @@ impl Phase2<'_> {
         drop(removed_of);
         report.new_packs = new_pack_count;
         report.repacked_packs = repacked.len();
+        tracing::debug!(
+            "prune sweep: live blobs copied after {:.3}s",
+            clock.elapsed().as_secs_f64()
+        );
 
         // 2. Rewrite the index objects that name a removed pack.
         let removed: HashSet<ChunkId> = delete
@@ -1005,6 +1022,11 @@ impl Phase2<'_> {
             report.index_objects_rewritten += 1;
         }
 
+        tracing::debug!(
+            "prune sweep: index rewritten after {:.3}s",
+            clock.elapsed().as_secs_f64()
+        );
+
         // 3. Only now delete packs: nothing in the index names them any more.
         let mut freed = 0u64;
         let doomed: Vec<(ChunkId, u64)> = delete
@@ -1023,6 +1045,10 @@ impl Phase2<'_> {
         }
         report.deleted_packs = delete.len();
         report.freed_bytes = freed.saturating_sub(written_bytes);
+        tracing::debug!(
+            "prune sweep: packs deleted after {:.3}s",
+            clock.elapsed().as_secs_f64()
+        );
 
         deletion.finished = Some(gc::now_unix());
         deletion.write(repo, &marker_key).await?;

@@ -88,11 +88,13 @@ impl Packer {
         if self.current.is_empty() {
             return Ok(());
         }
-        let capacity = self.target_size + self.target_size / 8;
-        let builder = std::mem::replace(&mut self.current, PackBuilder::new(self.kind, capacity));
+        // Wait for an upload slot before starting the next pack, so that the next pack can
+        // reuse the buffer of the upload that finished (see `pack_buffers`).
         while self.uploads.len() >= self.max_uploads {
             self.reap_one().await?;
         }
+        let capacity = self.target_size + self.target_size / 8;
+        let builder = std::mem::replace(&mut self.current, PackBuilder::new(self.kind, capacity));
         let sealer = Arc::clone(self.repo.sealer());
         let store = self.repo.store().clone();
         // Naming the pack (a hash of all its bytes) and sealing its header happen in the upload

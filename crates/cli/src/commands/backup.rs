@@ -49,10 +49,14 @@ pub async fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<u8> {
 
 /// Local disks gain nothing from many packs in flight (each holds 16 MiB); object stores hide
 /// their latency with more.
+/// Packs uploading at once by default. S3 requests wait on the network, so several run
+/// together. A local put is a direct write that takes a fraction of the time it takes to fill
+/// the next pack, so one in flight keeps the disk busy, and each pack fewer in flight is 16 MiB
+/// less memory.
 fn default_upload_concurrency(url: &str) -> usize {
     match s3mover_engine::storage::RepoLocation::parse(url) {
         Ok(s3mover_engine::storage::RepoLocation::S3 { .. }) => 8,
-        _ => 2,
+        _ => 1,
     }
 }
 

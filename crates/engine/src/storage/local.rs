@@ -33,6 +33,11 @@ use crate::direct_io::{self, ALIGN};
 /// config the extra open and the alignment handling cost more than caching saves.
 const DIRECT_MIN_BYTES: usize = 64 * 1024;
 
+/// Ranged reads of at least this many bytes (whole packs, read by prune) go into buffers from
+/// [`crate::pack_buffers`]; smaller ones come from the allocator's heap, which reuses its memory
+/// by itself.
+const POOLED_READ_MIN_BYTES: u64 = 8 << 20;
+
 /// The name errors carry as their store.
 const STORE_NAME: &str = "LocalDirStore";
 
@@ -94,7 +99,13 @@ impl ObjectStore for LocalDirStore {
     }
 
     async fn get_range(&self, location: &Path, range: Range<u64>) -> Result<Bytes> {
-        self.inner.get_range(location, range).await
+        if range.end.saturating_sub(range.start) < POOLED_READ_MIN_BYTES {
+            return self.inner.get_range(location, range).await;
+        }
+        let path = self.inner.path_to_filesystem(location)?;
+        tokio::task::spawn_blocking(move || read_range_pooled(&path, range))
+            .await
+            .map_err(|e| generic(io::Error::other(format!("the read task failed: {e}"))))?
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
@@ -147,6 +158,42 @@ impl ObjectStore for LocalDirStore {
     async fn rename_if_not_exists(&self, from: &Path, to: &Path) -> Result<()> {
         self.inner.rename_if_not_exists(from, to).await
     }
+}
+
+/// Reads `range` of the file at `path` into a pooled buffer. A file that ends inside the range
+/// gives the bytes up to its end; the caller decides whether a short read is an error.
+fn read_range_pooled(path: &FsPath, range: Range<u64>) -> Result<Bytes> {
+    let file = File::open(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => object_store::Error::NotFound {
+            path: path.display().to_string(),
+            source: Box::new(e),
+        },
+        _ => generic(io::Error::new(
+            e.kind(),
+            format!("cannot open {}: {e}", path.display()),
+        )),
+    })?;
+    let wanted = usize::try_from(range.end - range.start)
+        .map_err(|_| generic(io::Error::other("the range does not fit in memory")))?;
+    let mut buf = crate::pack_buffers::take(wanted);
+    buf.resize(wanted, 0);
+    let mut filled = 0;
+    while filled < wanted {
+        match file.read_at(&mut buf[filled..], range.start + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                crate::pack_buffers::give_back(buf);
+                return Err(generic(io::Error::new(
+                    e.kind(),
+                    format!("cannot read {}: {e}", path.display()),
+                )));
+            }
+        }
+    }
+    buf.truncate(filled);
+    Ok(crate::pack_buffers::freeze(buf))
 }
 
 fn generic(source: io::Error) -> object_store::Error {
