@@ -139,7 +139,8 @@ mod tests {
         let (small_at, big_at) = (small.as_ptr(), big.as_ptr());
         pool.give_back(big);
         pool.give_back(small);
-        assert_eq!(pool.take(500).as_ptr(), small_at);
+        let reused = pool.take(500);
+        assert_eq!(reused.as_ptr(), small_at);
         let fits = pool.take(50_000);
         assert_eq!(fits.as_ptr(), big_at);
         let fresh = pool.take(200_000);
@@ -173,6 +174,7 @@ mod tests {
         assert_eq!(&clone[..], b"bytes");
         drop(clone);
         assert_eq!(POOL_OF_THIS_TEST.idle_count(), 1);
-        assert_eq!(POOL_OF_THIS_TEST.take(1 << 16).as_ptr(), address);
+        let reused = POOL_OF_THIS_TEST.take(1 << 16);
+        assert_eq!(reused.as_ptr(), address);
     }
 }
