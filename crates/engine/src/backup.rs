@@ -5,7 +5,7 @@
 //! on worker threads and uploaded in parallel packs (see `upload.rs`). The tree builder walks
 //! the tree in slot order, keeping the parent's untouched subtrees by id without reading them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,6 +26,7 @@ use crate::pack::BlobKind;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::tree::{self, PageReader, FANOUT};
+use crate::tree_table::{TablePage, TreeTable};
 use crate::upload::{Packer, UploadedPack};
 
 /// Slots read together in one positional read.
@@ -166,22 +167,28 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
         started.elapsed().as_secs_f64()
     );
 
-    // Only an incremental reads the parent's tree pages, so only it needs the pack index (of
-    // tree pages only: data chunks are compared by id, never looked up), and
-    // quarantine matters only when chunks are compared with a parent's. The three loads are
-    // independent small requests: run them together.
+    // Only an incremental reads the parent's tree pages, so only it needs their locations:
+    // from the parent's tree table, or (a parent without one) from the pack index, of tree
+    // pages only (data chunks are compared by id, never looked up). Quarantine matters only
+    // when chunks are compared with a parent's. The three loads are independent small
+    // requests: run them together.
     let session_key = format!("sessions/{}", repo.volume_key(&options.volume));
-    let (index, (known, resumed_objects), quarantine) = tokio::try_join!(
+    let ((index, parent_table), (known, resumed_objects), quarantine) = tokio::try_join!(
         async {
-            match &parent {
-                Some(_) => PackIndex::load_tree_pages(repo).await.map(Arc::new),
-                None => Ok(Arc::new(PackIndex::default())),
+            let Some(parent) = &parent else {
+                return Ok((Arc::new(PackIndex::default()), None));
+            };
+            match TreeTable::read(repo, &parent.id).await? {
+                Some(table) => Ok((Arc::new(table.to_index()), Some(table))),
+                None => Ok((Arc::new(PackIndex::load_tree_pages(repo).await?), None)),
             }
         },
         resume_session(repo, &session_key),
         async {
             match &parent {
-                Some(_) => crate::quarantine::Quarantine::load(repo).await,
+                Some(_) => {
+                    crate::quarantine::Quarantine::load_for_volume(repo, &options.volume).await
+                }
                 None => Ok(crate::quarantine::Quarantine::default()),
             }
         },
@@ -239,6 +246,8 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
         progress: options.progress.clone(),
         pending_index: Vec::new(),
         quarantine,
+        new_pages: Vec::new(),
+        tree_locations: HashMap::new(),
     };
 
     let slots = bitmap.slots();
@@ -257,11 +266,13 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
         "backup: uploads finished after {:.3}s",
         started.elapsed().as_secs_f64()
     );
+    let table = builder.tree_table(parent_table.as_ref());
     let mut stats = std::mem::take(&mut builder.stats);
     let data_pack_bytes = builder.data_packer.bytes_uploaded;
     drop(builder);
 
     let manifest_id = hex::encode(&crate::crypto::random_key()[..8]);
+    table.write(repo, &manifest_id).await?;
     let mut manifest = Manifest {
         id: manifest_id.clone(),
         volume: options.volume.clone(),
@@ -648,6 +659,10 @@ struct TreeBuilder<'a> {
     progress: Option<Arc<dyn Progress>>,
     pending_index: Vec<UploadedPack>,
     quarantine: crate::quarantine::Quarantine,
+    /// Position and id of every non-zero page this backup built, for its tree table.
+    new_pages: Vec<(u8, u64, ChunkId)>,
+    /// Where this backup's uploaded tree pages went: pack, offset, length.
+    tree_locations: HashMap<ChunkId, (ChunkId, u64, u32)>,
 }
 
 impl<'a> TreeBuilder<'a> {
@@ -685,7 +700,11 @@ impl<'a> TreeBuilder<'a> {
                 };
                 ids.push(id);
             }
-            self.store_page(&ids, parent).await
+            let id = self.store_page(&ids, parent).await?;
+            if !id.is_zero() {
+                self.new_pages.push((level as u8, index, id));
+            }
+            Ok(id)
         })
     }
 
@@ -753,6 +772,12 @@ impl<'a> TreeBuilder<'a> {
         if self.pending_index.is_empty() {
             return Ok(());
         }
+        for pack in &self.pending_index {
+            for entry in pack.entries.iter().filter(|e| e.kind == BlobKind::Tree) {
+                self.tree_locations
+                    .insert(entry.id, (pack.name, entry.offset, entry.length));
+            }
+        }
         let packs: Vec<_> = self
             .pending_index
             .drain(..)
@@ -779,6 +804,50 @@ impl<'a> TreeBuilder<'a> {
         self.data_packer.finish().await?;
         self.tree_packer.finish().await?;
         self.write_index().await
+    }
+
+    /// The new tree's table: the parent's pages in the subtrees this backup inherited, and the
+    /// pages it built, each located where this backup uploaded it or, failing that, where the
+    /// reader's newest index puts it (after a reload, fresher than the parent's table). A page
+    /// located nowhere is left out: the next backup then falls back to the pack index for it.
+    fn tree_table(&self, parent_table: Option<&TreeTable>) -> TreeTable {
+        let index = self.parent_reader.map(PageReader::index);
+        let locate = |id: &ChunkId| -> Option<(ChunkId, u64, u32)> {
+            if let Some(found) = self.tree_locations.get(id) {
+                return Some(*found);
+            }
+            let index = index.as_ref()?;
+            let location = index.get(id)?;
+            Some((
+                index.pack_name(location.pack),
+                location.offset,
+                location.length,
+            ))
+        };
+        let inherited = parent_table
+            .filter(|_| self.inherit)
+            .into_iter()
+            .flat_map(|table| table.pages.iter())
+            .filter(|page| {
+                let (start, end) = tree::page_span(u32::from(page.level), page.index, self.slots);
+                start < end && !self.bitmap.any_in(start, end)
+            })
+            .map(|page| (page.level, page.index, page.id));
+        let pages = inherited
+            .chain(self.new_pages.iter().copied())
+            .filter_map(|(level, index, id)| {
+                let (pack, offset, length) = locate(&id)?;
+                Some(TablePage {
+                    level,
+                    index,
+                    id,
+                    pack,
+                    offset,
+                    length,
+                })
+            })
+            .collect();
+        TreeTable { pages }
     }
 }
 

@@ -30,6 +30,11 @@ use crate::repo::Repository;
 const PENDING_AAD: &[u8] = b"s3mover gc pending v1";
 const MARKER_AAD: &[u8] = b"s3mover gc deleting v1";
 const LEASE_AAD: &[u8] = b"s3mover gc lease v1";
+const DIRECTORY_AAD: &[u8] = b"s3mover gc marker directory v1";
+
+/// The object naming every deletion marker, so a backup's check reads one object instead of
+/// listing `gc/deleting/` (see [`write_marker_directory`]).
+pub const MARKER_DIRECTORY_KEY: &str = "gc/markers";
 
 /// How long a deletion marker stays after its deletion finished. A backup that takes longer
 /// than this from its start to its post-commit check is outside the safety argument.
@@ -241,15 +246,55 @@ impl DeletionMarker {
     }
 }
 
-/// Every deletion marker in the repository, with its key.
-pub async fn list_markers(repo: &Repository) -> Result<Vec<(String, DeletionMarker)>> {
-    let keys: Vec<String> = repo
+/// What the marker directory holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct MarkerDirectory {
+    markers: Vec<String>,
+}
+
+/// Writes the marker directory: the keys of every deletion marker that exists or is about to.
+/// Only a prune holding the lease writes it: after tidying, with the markers it listed, and
+/// again, with its own marker's key added, **before** it writes that marker. So from before a
+/// marker exists until a prune removes it, the directory names it, and a backup that reads the
+/// directory sees every marker a listing would show (see `docs/format.md`).
+pub async fn write_marker_directory(repo: &Repository, markers: &[String]) -> Result<()> {
+    let directory = MarkerDirectory {
+        markers: markers.to_vec(),
+    };
+    let json = serde_json::to_vec(&directory)
+        .map_err(|e| Error::Invalid(format!("cannot encode the marker directory: {e}")))?;
+    let sealed = repo.sealer().seal(&json, DIRECTORY_AAD);
+    repo.store()
+        .put(MARKER_DIRECTORY_KEY, Bytes::from(sealed))
+        .await?;
+    Ok(())
+}
+
+/// The keys of the deletion markers: from the marker directory, or from a listing of
+/// `gc/deleting/` in a repository that has none yet (no prune has written one).
+async fn marker_keys(repo: &Repository) -> Result<Vec<String>> {
+    if let Some(sealed) = repo.store().get_optional(MARKER_DIRECTORY_KEY).await? {
+        let json = repo
+            .sealer()
+            .open(&sealed, DIRECTORY_AAD)
+            .map_err(|e| Error::Corrupt(format!("{MARKER_DIRECTORY_KEY}: {e}")))?;
+        let directory: MarkerDirectory = serde_json::from_slice(&json)
+            .map_err(|e| Error::Corrupt(format!("{MARKER_DIRECTORY_KEY}: {e}")))?;
+        return Ok(directory.markers);
+    }
+    Ok(repo
         .store()
         .list("gc/deleting/")
         .await?
         .into_iter()
         .map(|o| o.key)
-        .collect();
+        .collect())
+}
+
+/// Every deletion marker in the repository, with its key (markers named but already removed,
+/// or not yet written, are skipped).
+pub async fn list_markers(repo: &Repository) -> Result<Vec<(String, DeletionMarker)>> {
+    let keys = marker_keys(repo).await?;
     let mut out = Vec::new();
     for key in keys {
         if let Some(marker) = DeletionMarker::read(repo, &key).await? {
@@ -281,6 +326,9 @@ pub async fn check_after_commit(
 async fn withdraw(repo: &Repository, manifest: &Manifest, reason: &str) -> Result<()> {
     repo.store()
         .delete(&format!("backups/{}", manifest.id))
+        .await?;
+    repo.store()
+        .delete(&crate::tree_table::key(&manifest.id))
         .await?;
     Err(Error::Io(format!(
         "backup {} of volume {:?} was withdrawn: {reason}; nothing is lost, rerun the backup",

@@ -33,6 +33,7 @@ pub mod retention;
 pub mod storage;
 pub mod time_util;
 pub mod tree;
+pub mod tree_table;
 pub mod upload;
 pub mod verify;
 

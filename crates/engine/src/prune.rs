@@ -333,6 +333,8 @@ struct Listing {
     sessions: Vec<String>,
     pending: Vec<String>,
     markers: Vec<String>,
+    /// Tree tables, by backup id.
+    tree_tables: Vec<(String, ObjectInfo)>,
 }
 
 impl Listing {
@@ -356,6 +358,8 @@ impl Listing {
                 listing.pending.push(key);
             } else if key.starts_with("gc/deleting/") {
                 listing.markers.push(key);
+            } else if let Some(id) = key.strip_prefix("trees/") {
+                listing.tree_tables.push((id.to_string(), object));
             }
         }
         listing.backups.sort();
@@ -439,8 +443,17 @@ async fn run(
     report.pack_bytes = listing.packs.values().map(|o| o.size).sum();
 
     if !options.dry_run {
-        tidy_markers(repo, &listing).await?;
+        remove_orphan_tree_tables(repo, &listing).await?;
     }
+
+    // The markers that stay, named by the marker directory from now on.
+    let markers = if options.dry_run {
+        listing.markers.clone()
+    } else {
+        let kept = tidy_markers(repo, &listing).await?;
+        gc::write_marker_directory(repo, &kept).await?;
+        kept
+    };
 
     // Tree locations and which index objects name which packs.
     let mut locator = TreeLocator::default();
@@ -623,6 +636,7 @@ async fn run(
     let context = Phase2 {
         repo,
         listing: &listing,
+        markers: &markers,
         stats: &stats,
         objects_of_pack: &objects_of_pack,
     };
@@ -737,6 +751,24 @@ impl RipeSets {
     }
 }
 
+/// Deletes the tree tables of backups that no longer exist (a crash between `forget`'s two
+/// deletes, or a withdrawn backup). A table is written before its manifest, so one without a
+/// manifest may belong to a backup still running: only tables older than the longest a
+/// backup's session counts as fresh are deleted.
+async fn remove_orphan_tree_tables(repo: &Repository, listing: &Listing) -> Result<()> {
+    let backups: HashSet<&str> = listing.backups.iter().map(String::as_str).collect();
+    let cutoff = time::OffsetDateTime::now_utc() - ORPHAN_TABLE_AGE;
+    for (id, object) in &listing.tree_tables {
+        if !backups.contains(id.as_str()) && object.last_modified < cutoff {
+            repo.store().delete(&object.key).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Age after which a tree table without a manifest is an orphan (13 h, as for sessions).
+const ORPHAN_TABLE_AGE: Duration = Duration::seconds(SESSION_PROTECT_SECONDS);
+
 /// Pending sets named by some deletion marker (already swept, or being swept).
 async fn consumed_sets(repo: &Repository, listing: &Listing) -> Result<HashSet<String>> {
     let mut consumed = HashSet::new();
@@ -749,9 +781,11 @@ async fn consumed_sets(repo: &Repository, listing: &Listing) -> Result<HashSet<S
 }
 
 /// Finishes markers of prunes that died (we hold the lease, so they are not running) and
-/// removes markers, with their pending sets, whose retention has passed.
-async fn tidy_markers(repo: &Repository, listing: &Listing) -> Result<()> {
+/// removes markers, with their pending sets, whose retention has passed. Returns the markers
+/// that stay.
+async fn tidy_markers(repo: &Repository, listing: &Listing) -> Result<Vec<String>> {
     let now = gc::now_unix();
+    let mut kept = Vec::new();
     for key in &listing.markers {
         let Some(mut marker) = DeletionMarker::read(repo, key).await? else {
             continue;
@@ -760,6 +794,7 @@ async fn tidy_markers(repo: &Repository, listing: &Listing) -> Result<()> {
             None => {
                 marker.finished = Some(now);
                 marker.write(repo, key).await?;
+                kept.push(key.clone());
             }
             Some(finished) if finished < now - gc::MARKER_RETENTION_SECONDS => {
                 for pending in marker.pending.iter().chain(marker.removed.iter()) {
@@ -767,15 +802,17 @@ async fn tidy_markers(repo: &Repository, listing: &Listing) -> Result<()> {
                 }
                 repo.store().delete(key).await?;
             }
-            Some(_) => {}
+            Some(_) => kept.push(key.clone()),
         }
     }
-    Ok(())
+    Ok(kept)
 }
 
 struct Phase2<'a> {
     repo: &'a Repository,
     listing: &'a Listing,
+    /// The deletion markers that existed after tidying.
+    markers: &'a [String],
     stats: &'a HashMap<u32, PackStat>,
     objects_of_pack: &'a HashMap<u32, Vec<u32>>,
 }
@@ -803,6 +840,14 @@ impl Phase2<'_> {
             removed: None,
         };
         if !options.dry_run {
+            // The directory names the marker before the marker exists (see
+            // `gc::write_marker_directory`).
+            if let Some(lease) = lease.as_mut() {
+                lease.ensure(repo).await?;
+            }
+            let mut named = self.markers.to_vec();
+            named.push(marker_key.clone());
+            gc::write_marker_directory(repo, &named).await?;
             deletion.write(repo, &marker_key).await?;
         }
 
@@ -915,6 +960,8 @@ impl Phase2<'_> {
         let mut new_packs: Vec<(ChunkId, Vec<PackEntry>)> = Vec::new();
         let mut new_pack_count = 0usize;
         let mut builders: HashMap<u8, PackBuilder> = HashMap::new();
+        // Where repacked tree pages went, for the tree tables (1/128 of the blobs or fewer).
+        let mut moved_pages: HashMap<ChunkId, (ChunkId, u64, u32)> = HashMap::new();
         let mut repacked: Vec<(ChunkId, u64)> = Vec::new();
         // The next packs are fetched while the current one is copied and uploaded.
         let mut fetched = futures::stream::iter(repack.iter())
@@ -952,7 +999,8 @@ impl Phase2<'_> {
                 builder.add(entry.id, blob);
                 if builder.len() >= target {
                     if let Some(full) = builders.remove(&(entry.kind as u8)) {
-                        written_bytes += upload_pack(repo, full, &mut new_packs).await?;
+                        written_bytes +=
+                            upload_pack(repo, full, &mut new_packs, &mut moved_pages).await?;
                         new_pack_count += 1;
                         let entries: usize = new_packs.iter().map(|(_, e)| e.len()).sum();
                         if new_packs.len() >= PACKS_PER_INDEX || entries >= ENTRIES_PER_INDEX {
@@ -966,7 +1014,8 @@ impl Phase2<'_> {
         }
         for (_, builder) in builders.drain() {
             if !builder.is_empty() {
-                written_bytes += upload_pack(repo, builder, &mut new_packs).await?;
+                written_bytes +=
+                    upload_pack(repo, builder, &mut new_packs, &mut moved_pages).await?;
                 new_pack_count += 1;
             }
         }
@@ -1022,6 +1071,9 @@ impl Phase2<'_> {
             report.index_objects_rewritten += 1;
         }
 
+        lease_ref.ensure(repo).await?;
+        self.rewrite_tree_tables(&removed, &moved_pages).await?;
+        drop(moved_pages);
         tracing::debug!(
             "prune sweep: index rewritten after {:.3}s",
             clock.elapsed().as_secs_f64()
@@ -1056,6 +1108,42 @@ impl Phase2<'_> {
     }
 }
 
+impl Phase2<'_> {
+    /// Points the tree tables that name a removed pack at the pages' new packs, so the next
+    /// incremental of each volume still needs no pack index. A page in no new pack (it was
+    /// dead) is dropped from the table. Tables written after this run's listing are not
+    /// visited: a stale entry only sends a backup to the pack index.
+    async fn rewrite_tree_tables(
+        &self,
+        removed: &HashSet<ChunkId>,
+        moved_pages: &HashMap<ChunkId, (ChunkId, u64, u32)>,
+    ) -> Result<()> {
+        for (backup_id, _) in &self.listing.tree_tables {
+            let Some(mut table) = crate::tree_table::TreeTable::read(self.repo, backup_id).await?
+            else {
+                continue;
+            };
+            if !table.pages.iter().any(|p| removed.contains(&p.pack)) {
+                continue;
+            }
+            table.pages.retain_mut(|page| {
+                if !removed.contains(&page.pack) {
+                    return true;
+                }
+                match moved_pages.get(&page.id) {
+                    Some(&(pack, offset, length)) => {
+                        (page.pack, page.offset, page.length) = (pack, offset, length);
+                        true
+                    }
+                    None => false,
+                }
+            });
+            table.write(self.repo, backup_id).await?;
+        }
+        Ok(())
+    }
+}
+
 /// Repacked packs per index object, and the most blobs one holds (packs of small,
 /// well-compressed blobs hold 100,000 or more; their entries take 56 bytes each until written).
 const PACKS_PER_INDEX: usize = 4;
@@ -1070,6 +1158,7 @@ async fn upload_pack(
     repo: &Repository,
     builder: PackBuilder,
     out: &mut Vec<(ChunkId, Vec<PackEntry>)>,
+    moved_pages: &mut HashMap<ChunkId, (ChunkId, u64, u32)>,
 ) -> Result<u64> {
     let sealer = Arc::clone(repo.sealer());
     let finished = tokio::task::spawn_blocking(move || builder.finish(&sealer))
@@ -1079,6 +1168,9 @@ async fn upload_pack(
     repo.store()
         .put(&finished.key(), finished.bytes.clone())
         .await?;
+    for entry in finished.entries.iter().filter(|e| e.kind == BlobKind::Tree) {
+        moved_pages.insert(entry.id, (finished.name, entry.offset, entry.length));
+    }
     out.push((finished.name, finished.entries));
     Ok(size)
 }

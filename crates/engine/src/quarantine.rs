@@ -5,6 +5,11 @@
 //!   the bad copy's index entry is dropped so readers never pick it.
 //! * `quarantine/backups/<16 hex>`: a backup whose data failed verification. It is never used
 //!   as the base (parent) of an incremental; the next backup of its volume is a full one.
+//! * `quarantine/volumes/<volume key>`: a volume whose backups use a quarantined chunk. Written
+//!   before the chunk records, so a backup learns with one read of its volume's record (usually
+//!   "not found") whether it needs to list the chunk records at all: the backup path never
+//!   lists the repository otherwise. A verify that finds nothing quarantined any more removes
+//!   volume records older than a day.
 //!
 //! Records are removed by `verify` once the chunk reads back correctly (from its new copy) or
 //! the backup verifies clean with its data read.
@@ -41,6 +46,19 @@ pub struct Quarantine {
 }
 
 impl Quarantine {
+    /// The quarantined chunks that can matter to a backup of `volume`: none, with one read,
+    /// unless a verify recorded the volume as affected; then every quarantined chunk.
+    pub async fn load_for_volume(repo: &Repository, volume: &str) -> Result<Quarantine> {
+        let marked = repo
+            .store()
+            .get_optional(&volume_record_key(repo, volume))
+            .await?;
+        match marked {
+            Some(_) => Self::load(repo).await,
+            None => Ok(Quarantine::default()),
+        }
+    }
+
     /// Lists the quarantined chunks.
     pub async fn load(repo: &Repository) -> Result<Quarantine> {
         let chunks = repo
@@ -79,6 +97,49 @@ fn chunk_key(id: &ChunkId) -> String {
 
 fn backup_key(id: &str) -> String {
     format!("quarantine/backups/{id}")
+}
+
+const VOLUMES_PREFIX: &str = "quarantine/volumes/";
+
+fn volume_record_key(repo: &Repository, volume: &str) -> String {
+    format!("{VOLUMES_PREFIX}{}", repo.volume_key(volume))
+}
+
+/// Records that backups of `volume` use a quarantined chunk (before the chunk's own record).
+pub async fn record_volume(repo: &Repository, volume: &str) -> Result<()> {
+    let record = Record {
+        detail: "backups of this volume use a quarantined chunk".to_string(),
+        pack: None,
+        time: crate::time_util::now_rfc3339(),
+    };
+    put_record(repo, &volume_record_key(repo, volume), &record).await
+}
+
+/// Removes the volume records older than `min_age_seconds`; call only when no chunk is
+/// quarantined. A younger record may belong to a verify that is writing chunk records right
+/// now, so it stays for a later verify. Returns the records removed.
+pub async fn clear_volume_records(repo: &Repository, min_age_seconds: i64) -> Result<usize> {
+    let now = crate::gc::now_unix();
+    let mut removed = 0;
+    for object in repo.store().list(VOLUMES_PREFIX).await? {
+        let Some(sealed) = repo.store().get_optional(&object.key).await? else {
+            continue;
+        };
+        let record: Option<Record> = repo
+            .sealer()
+            .open(&sealed, RECORD_AAD)
+            .ok()
+            .and_then(|json| serde_json::from_slice(&json).ok());
+        let written = record
+            .and_then(|r| crate::time_util::parse_rfc3339(&r.time))
+            .map(|t| t.unix_timestamp());
+        // An unreadable record is treated as old: it only ever causes extra listings.
+        if written.is_none_or(|t| t <= now - min_age_seconds) {
+            repo.store().delete(&object.key).await?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 async fn put_record(repo: &Repository, key: &str, record: &Record) -> Result<()> {

@@ -110,9 +110,12 @@ impl Repository {
         };
         let config_json = serde_json::to_vec_pretty(&config)
             .map_err(|e| Error::Invalid(format!("cannot encode config: {e}")))?;
+        let repo = Repository::assemble(store, config, keys);
+        // An empty marker directory, so that backups never list `gc/deleting/`.
+        crate::gc::write_marker_directory(&repo, &[]).await?;
         // The config is written last: a repository exists once its config does.
-        store.put("config", Bytes::from(config_json)).await?;
-        Ok(Repository::assemble(store, config, keys))
+        repo.store().put("config", Bytes::from(config_json)).await?;
+        Ok(repo)
     }
 
     /// Opens a repository, unlocking it with `password` if it is encrypted.

@@ -519,6 +519,8 @@ pub async fn forget(
     if !dry_run {
         for id in &report.removed {
             repo.store().delete(&format!("backups/{id}")).await?;
+            // The tree table goes with its manifest (a crash in between leaves it to prune).
+            repo.store().delete(&crate::tree_table::key(id)).await?;
         }
     }
     Ok(report)

@@ -12,7 +12,7 @@
 //! reload the index ([`SharedIndex`]) and check the blobs where the reloaded index puts them:
 //! only a pack still missing after the reload is reported.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use futures::stream::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -304,6 +304,10 @@ async fn verify_from(
     })
 }
 
+/// Volume records younger than this stay even when nothing is quarantined (see
+/// [`crate::quarantine::clear_volume_records`]).
+const VOLUME_RECORD_MIN_AGE_SECONDS: i64 = 24 * 3600;
+
 /// Quarantines what failed, records the backups that use it, drops bad index entries, and
 /// clears records of chunks and backups that now verify.
 async fn heal(
@@ -317,6 +321,20 @@ async fn heal(
     let mut quarantined = 0;
     let mut failed: Vec<String> = Vec::new();
     let pack_of: HashMap<ChunkId, ChunkId> = bad_copies.iter().map(|(p, c)| (*c, *p)).collect();
+    // The affected volumes are recorded first: a backup reads its volume's record to learn
+    // whether to look for quarantined chunks at all.
+    let volume_of: HashMap<&str, &str> = backups
+        .iter()
+        .map(|m| (m.id.as_str(), m.volume.as_str()))
+        .collect();
+    let affected: BTreeSet<&str> = problems
+        .iter()
+        .flat_map(|p| p.uses.iter())
+        .filter_map(|u| volume_of.get(u.backup.as_str()).copied())
+        .collect();
+    for volume in affected {
+        crate::quarantine::record_volume(repo, volume).await?;
+    }
     for problem in problems {
         if let Some(id) = ChunkId::from_hex(&problem.chunk) {
             crate::quarantine::record_chunk(
@@ -345,6 +363,9 @@ async fn heal(
             crate::quarantine::clear_chunk(repo, id).await?;
             healed += 1;
         }
+    }
+    if problems.is_empty() && current.len() == healed {
+        crate::quarantine::clear_volume_records(repo, VOLUME_RECORD_MIN_AGE_SECONDS).await?;
     }
     if read_data == ReadData::All {
         let recorded = crate::quarantine::failed_backups(repo).await?;

@@ -1,0 +1,99 @@
+//! Shared helpers for the engine's integration tests on local repositories: a runtime, a new
+//! encrypted repository, a backup with the usual options, and a byte-exact restore check.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use s3mover_engine::backup::{self, BackupOptions, BackupReport, ChangeInput, ParentChoice};
+use s3mover_engine::manifest::Manifest;
+use s3mover_engine::restore::{self, RestoreOptions};
+use s3mover_engine::storage::{open_store, StoreOptions};
+use s3mover_engine::{InitOptions, Repository};
+
+/// The password of every test repository.
+pub const PASSWORD: &str = "pw";
+
+/// A two-thread runtime, like the CLI's on a small machine.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A new encrypted repository in `dir` with the given chunk and data-pack sizes.
+pub async fn new_repo(dir: &Path, chunk_size: u32, pack_size: u32) -> Repository {
+    let store = open_store(
+        &dir.display().to_string(),
+        &StoreOptions {
+            create: true,
+            ..StoreOptions::default()
+        },
+    )
+    .expect("store");
+    Repository::init(
+        store,
+        InitOptions {
+            chunk_size,
+            password: Some(zeroize::Zeroizing::new(PASSWORD.to_string())),
+            pack_size,
+        },
+    )
+    .await
+    .expect("init")
+}
+
+/// Backs up `image` as `volume` with the change source found on its own (holes or a full
+/// read compared with the parent).
+pub async fn backup_image(
+    repo: &Repository,
+    image: &Path,
+    volume: &str,
+    parent: ParentChoice,
+) -> s3mover_engine::Result<BackupReport> {
+    backup::backup(
+        repo,
+        BackupOptions {
+            volume: volume.into(),
+            source: image.to_path_buf(),
+            parent,
+            change: ChangeInput::Auto,
+            tags: vec![],
+            cbt: None,
+            upload_concurrency: 2,
+            progress: None,
+        },
+    )
+    .await
+}
+
+/// Restores `manifest` to a new file at `target` and checks it equals `expected`.
+pub async fn assert_restores(
+    repo: &Repository,
+    manifest: &Manifest,
+    target: &Path,
+    expected: &[u8],
+) {
+    let _ = std::fs::remove_file(target);
+    restore::restore(
+        repo,
+        manifest,
+        RestoreOptions {
+            target: target.to_path_buf(),
+            assume_zeroed: false,
+            overwrite: true,
+            concurrency: 4,
+            progress: None,
+        },
+    )
+    .await
+    .expect("restore");
+    let restored = std::fs::read(target).expect("read restored");
+    assert!(
+        restored == expected,
+        "backup {} restores byte-exact",
+        manifest.id
+    );
+}
