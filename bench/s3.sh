@@ -12,9 +12,13 @@
 #   3. 2000 random 4 KiB writes; s3mover backs up with the ranges file, restic with --stdin
 #   4. restore of the incremental (s3mover; correctness check, also timed)
 # Every timed command starts with cold page caches (needs root) and ends with `sync`.
-# Results: WORKDIR/results/report.md (markdown) and one JSON of counts per phase.
+# The phases run BENCH_RUNS times (default 3), each round on fresh repositories (prefixes of
+# their own in the bucket) and the original image, the tools' order alternating between rounds;
+# the report gives medians and every round. Request counts are those of round 1 (they do not
+# depend on timing).
+# Results: WORKDIR/results/report.md (markdown) and one JSON of counts per phase and round.
 #
-# Knobs: BENCH_SIZE=2G BENCH_DATA=1G BENCH_WRITES=2000
+# Knobs: BENCH_SIZE=2G BENCH_DATA=1G BENCH_WRITES=2000 BENCH_RUNS=3
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,6 +26,7 @@ WORK=${1:-$ROOT/bench-work/s3}
 SIZE=${BENCH_SIZE:-2G}
 DATA=${BENCH_DATA:-1G}
 WRITES=${BENCH_WRITES:-2000}
+RUNS=${BENCH_RUNS:-3}
 GEN="python3 $ROOT/bench/gen.py"
 
 log() { printf '\n== %s  [%s, load %s]\n' "$*" "$(date +%T)" "$(cut -d' ' -f1-3 /proc/loadavg)" >&2; }
@@ -76,8 +81,6 @@ wait_for_line "$WORK/proxy.url" '^http'
 EP=$(head -n 1 "$WORK/proxy.url")
 export AWS_ENDPOINT_URL=$EP
 export S3MOVER_PASSWORD=bench-password RESTIC_PASSWORD=bench-password
-export S3MOVER_REPO="s3://$S3_BUCKET/s3mover"
-export RESTIC_REPOSITORY="s3:$EP/$S3_BUCKET/restic"
 RO=(-o s3.region="$AWS_REGION" -o s3.bucket-lookup=path)
 unset S3MOVER_PASSWORD_FILE S3MOVER_PASSWORD_COMMAND || true
 
@@ -121,29 +124,63 @@ IMG=$WORK/vol.img
 log "data: $SIZE image with $DATA of random data in 1 MiB extents"
 $GEN image "$IMG" --size "$SIZE" --data "$DATA" --extent 1M --seed 1
 
-"$S3M" init -q
-restic "${RO[@]}" init -q
+cp --sparse=always "$IMG" "$WORK/vol-original.img"
 
-log "phase 1: full backup"
-timed s3m_full "'$S3M' backup '$IMG' --volume v -o json"
-timed restic_full "restic ${RO[*]} backup --host bench --stdin --stdin-filename v.img --json <'$IMG' | tail -n 1"
+# one_round N: every phase on fresh repositories and the original image. Odd rounds run
+# s3mover first, even rounds restic.
+one_round() {
+  local r=$1
+  cp --sparse=always "$WORK/vol-original.img" "$IMG"
+  export S3MOVER_REPO="s3://$S3_BUCKET/s3mover-$r"
+  export RESTIC_REPOSITORY="s3:$EP/$S3_BUCKET/restic-$r"
+  "$S3M" init -q
+  restic "${RO[@]}" init -q
+  local s3m_first=$(( r % 2 ))
 
-log "phase 2: restore"
-timed s3m_restore "'$S3M' restore latest --volume v --target '$WORK/out-s3m.img' -o json"
-same "$IMG" "$WORK/out-s3m.img"; rm -f "$WORK/out-s3m.img"
-timed restic_restore "restic ${RO[*]} restore latest --host bench --target '$WORK/out-restic'"
-same "$IMG" "$WORK/out-restic/v.img"; rm -rf "$WORK/out-restic"
-timed restic_dump "restic ${RO[*]} dump latest --host bench v.img >'$WORK/out-dump.img'"
-same "$IMG" "$WORK/out-dump.img"; rm -f "$WORK/out-dump.img"
+  log "round $r, phase 1: full backup"
+  local s3m_full="'$S3M' backup '$IMG' --volume v -o json"
+  local restic_full="restic ${RO[*]} backup --host bench --stdin --stdin-filename v.img --json <'$IMG' | tail -n 1"
+  if (( s3m_first )); then timed "s3m_full.$r" "$s3m_full"; timed "restic_full.$r" "$restic_full"
+  else timed "restic_full.$r" "$restic_full"; timed "s3m_full.$r" "$s3m_full"; fi
 
-log "phase 3: $WRITES random 4 KiB writes, incremental"
-$GEN writes "$IMG" --count "$WRITES" --block 4K --seed 2 --ranges "$WORK/changes.json"
-timed s3m_incr "'$S3M' backup '$IMG' --volume v --changed-ranges '$WORK/changes.json' -o json"
-timed restic_incr "restic ${RO[*]} backup --host bench --stdin --stdin-filename v.img --json <'$IMG' | tail -n 1"
+  log "round $r, phase 2: restore"
+  s3m_restore() {
+    timed "s3m_restore.$r" "'$S3M' restore latest --volume v --target '$WORK/out-s3m.img' -o json"
+    same "$IMG" "$WORK/out-s3m.img"; rm -f "$WORK/out-s3m.img"
+  }
+  restic_restores() {
+    timed "restic_restore.$r" "restic ${RO[*]} restore latest --host bench --target '$WORK/out-restic'"
+    same "$IMG" "$WORK/out-restic/v.img"; rm -rf "$WORK/out-restic"
+    timed "restic_dump.$r" "restic ${RO[*]} dump latest --host bench v.img >'$WORK/out-dump.img'"
+    same "$IMG" "$WORK/out-dump.img"; rm -f "$WORK/out-dump.img"
+  }
+  if (( s3m_first )); then s3m_restore; restic_restores; else restic_restores; s3m_restore; fi
 
-log "phase 4: restore of the incremental"
-timed s3m_restore_incr "'$S3M' restore latest --volume v --target '$WORK/out-s3m2.img' -o json"
-same "$IMG" "$WORK/out-s3m2.img"; rm -f "$WORK/out-s3m2.img"
+  log "round $r, phase 3: $WRITES random 4 KiB writes, incremental"
+  $GEN writes "$IMG" --count "$WRITES" --block 4K --seed 2 --ranges "$WORK/changes.json"
+  local s3m_incr="'$S3M' backup '$IMG' --volume v --changed-ranges '$WORK/changes.json' -o json"
+  local restic_incr="restic ${RO[*]} backup --host bench --stdin --stdin-filename v.img --json <'$IMG' | tail -n 1"
+  if (( s3m_first )); then timed "s3m_incr.$r" "$s3m_incr"; timed "restic_incr.$r" "$restic_incr"
+  else timed "restic_incr.$r" "$restic_incr"; timed "s3m_incr.$r" "$s3m_incr"; fi
+
+  log "round $r, phase 4: restore of the incremental"
+  timed "s3m_restore_incr.$r" "'$S3M' restore latest --volume v --target '$WORK/out-s3m2.img' -o json"
+  same "$IMG" "$WORK/out-s3m2.img"; rm -f "$WORK/out-s3m2.img"
+}
+for r in $(seq 1 "$RUNS"); do one_round "$r"; done
+rm -f "$WORK/vol-original.img"
+
+# T[name] = median over the rounds, R[name] = every round's time.
+declare -A R
+for name in s3m_full restic_full s3m_restore restic_restore restic_dump s3m_incr restic_incr s3m_restore_incr; do
+  times=()
+  for r in $(seq 1 "$RUNS"); do times+=("${T[$name.$r]}"); done
+  R[$name]=$(printf '%s / ' "${times[@]}" | sed 's| / $||')
+  T[$name]=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}')
+  C[$name]=${C[$name.1]}
+  cp "$RES/$name.1.cmd" "$RES/$name.cmd"
+  cp "$RES/$name.1.out" "$RES/$name.out"
+done
 echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RES/env.txt"
 
 # ---- report --------------------------------------------------------------------------------
@@ -162,6 +199,8 @@ mib() { [[ -n $1 ]] && awk "BEGIN { printf \"%.1f MiB\", $1 / 1048576 }" || echo
   cat "$RES/env.txt"
   echo '```'
   echo
+  echo "Medians of $RUNS rounds; requests counted in round 1."
+  echo
   echo "| phase | s3mover | restic | restic ÷ s3mover | s3mover requests PUT/GET/HEAD/LIST/DELETE/POST | restic requests PUT/GET/HEAD/LIST/DELETE/POST |"
   echo "|---|---|---|---|---|---|"
   echo "| full backup ($SIZE image, $DATA data) | ${T[s3m_full]} s, $(mib "$S3M_FULL_UP") up | ${T[restic_full]} s, $(mib "$RESTIC_FULL_UP") added | $(ratio "${T[restic_full]}" "${T[s3m_full]}")× | ${C[s3m_full]} | ${C[restic_full]} |"
@@ -169,7 +208,13 @@ mib() { [[ -n $1 ]] && awk "BEGIN { printf \"%.1f MiB\", $1 / 1048576 }" || echo
   echo "| incremental ($WRITES × 4 KiB writes) | ${T[s3m_incr]} s, $(mib "$S3M_INCR_UP") up | ${T[restic_incr]} s, $(mib "$RESTIC_INCR_UP") added | $(ratio "${T[restic_incr]}" "${T[s3m_incr]}")× | ${C[s3m_incr]} | ${C[restic_incr]} |"
   echo "| restore of the incremental | ${T[s3m_restore_incr]} s | – | – | ${C[s3m_restore_incr]} | – |"
   echo
-  echo "Commands (run from bench/s3.sh with S3MOVER_REPO=s3://BUCKET/s3mover, RESTIC_REPOSITORY=s3:PROXY/BUCKET/restic):"
+  echo "Every round (s):"
+  echo
+  for name in s3m_full restic_full s3m_restore restic_restore restic_dump s3m_incr restic_incr s3m_restore_incr; do
+    echo "- $name: ${R[$name]}"
+  done
+  echo
+  echo "Commands (run from bench/s3.sh with S3MOVER_REPO=s3://BUCKET/s3mover-N, RESTIC_REPOSITORY=s3:PROXY/BUCKET/restic-N for round N):"
   echo
   for name in s3m_full restic_full s3m_restore restic_restore restic_dump s3m_incr restic_incr s3m_restore_incr; do
     echo "- \`$name\`: \`$(sed "s|$WORK|\$WORK|g; s|$ROOT|.|g" "$RES/$name.cmd")\`"
