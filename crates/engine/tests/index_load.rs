@@ -1,7 +1,9 @@
 //! The pack index a backup loads holds the tree pages' locations and nothing else, and they
 //! are exactly the tree pages of the whole index.
 
-use s3mover_engine::backup::{self, BackupOptions, ChangeInput, ParentChoice};
+mod local_support;
+
+use s3mover_engine::backup::ParentChoice;
 use s3mover_engine::index::PackIndex;
 use s3mover_engine::pack::BlobKind;
 use s3mover_engine::storage::{open_store, StoreOptions};
@@ -34,21 +36,9 @@ async fn a_backup_loads_only_tree_page_locations() {
     )
     .await
     .expect("init");
-    backup::backup(
-        &repo,
-        BackupOptions {
-            volume: "v".into(),
-            source: image,
-            parent: ParentChoice::None,
-            change: ChangeInput::Auto,
-            tags: vec![],
-            cbt: None,
-            upload_concurrency: 2,
-            progress: None,
-        },
-    )
-    .await
-    .expect("backup");
+    local_support::backup_image(&repo, &image, "v", ParentChoice::None)
+        .await
+        .expect("backup");
 
     let full = PackIndex::load(&repo).await.expect("full index");
     let trees = PackIndex::load_tree_pages(&repo).await.expect("tree index");

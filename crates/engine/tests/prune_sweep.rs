@@ -2,18 +2,17 @@
 //! later one, which removes exactly the blobs dead in both, and keeps blobs that a backup made
 //! in between uses again.
 
-use std::os::unix::fs::FileExt;
+mod local_support;
+
 use std::path::Path;
 use std::time::Duration;
 
-use s3mover_engine::backup::{self, BackupOptions, ChangeInput, ParentChoice};
+use s3mover_engine::backup::ParentChoice;
 use s3mover_engine::gc::{self, PendingSet};
 use s3mover_engine::manifest::Manifest;
 use s3mover_engine::prune::{self, PruneOptions, PruneReport};
-use s3mover_engine::restore::{self, RestoreOptions};
 use s3mover_engine::retention::{self, KeepPolicy};
-use s3mover_engine::storage::{open_store, StoreOptions};
-use s3mover_engine::{check, InitOptions, Repository};
+use s3mover_engine::{check, Repository};
 
 const BLOCK: u64 = 4096;
 const BLOCKS: u64 = 512;
@@ -21,40 +20,13 @@ const BLOCKS: u64 = 512;
 const PACK_SIZE: u32 = 64 * 1024;
 const GRACE_SECONDS: i64 = 2;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-/// Incompressible, distinct content for block `block` of generation `seed` (splitmix64).
+/// Incompressible, distinct content for block `block` of generation `seed`.
 fn block_data(seed: u64, block: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x1_0000_0001).wrapping_add(block);
-    let mut out = Vec::with_capacity(BLOCK as usize);
-    while out.len() < BLOCK as usize {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out
+    local_support::block_data(seed, block, BLOCK)
 }
 
 fn write_image(path: &Path, blocks: impl Iterator<Item = (u64, Vec<u8>)>) {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .expect("image");
-    file.set_len(BLOCKS * BLOCK).expect("size");
-    for (block, data) in blocks {
-        file.write_all_at(&data, block * BLOCK).expect("write");
-    }
-    file.sync_all().expect("sync");
+    local_support::write_blocks(path, BLOCKS * BLOCK, BLOCK, blocks);
 }
 
 /// Blocks rewritten by the incremental: one in four, so every data pack gets dead blobs.
@@ -63,66 +35,14 @@ fn rewritten(block: u64) -> bool {
 }
 
 async fn new_repo(dir: &Path) -> Repository {
-    let store = open_store(
-        &dir.display().to_string(),
-        &StoreOptions {
-            create: true,
-            ..StoreOptions::default()
-        },
-    )
-    .expect("store");
-    Repository::init(
-        store,
-        InitOptions {
-            chunk_size: BLOCK as u32,
-            password: Some(zeroize::Zeroizing::new("pw".to_string())),
-            pack_size: PACK_SIZE,
-        },
-    )
-    .await
-    .expect("init")
+    local_support::new_repo(dir, BLOCK as u32, PACK_SIZE).await
 }
 
 async fn backup(repo: &Repository, image: &Path, volume: &str, parent: ParentChoice) -> Manifest {
-    backup::backup(
-        repo,
-        BackupOptions {
-            volume: volume.into(),
-            source: image.to_path_buf(),
-            parent,
-            change: ChangeInput::Auto,
-            tags: vec![],
-            cbt: None,
-            upload_concurrency: 2,
-            progress: None,
-        },
-    )
-    .await
-    .expect("backup")
-    .manifest
-}
-
-async fn assert_restores(repo: &Repository, manifest: &Manifest, target: &Path, expected: &[u8]) {
-    let _ = std::fs::remove_file(target);
-    restore::restore(
-        repo,
-        manifest,
-        RestoreOptions {
-            target: target.to_path_buf(),
-            assume_zeroed: false,
-            overwrite: true,
-            concurrency: 4,
-            progress: None,
-        },
-    )
-    .await
-    .expect("restore");
-    let restored = std::fs::read(target).expect("read restored");
-    assert!(
-        restored == expected,
-        "backup {} restores byte-exact",
-        manifest.id
-    );
+    local_support::backup_image(repo, image, volume, parent)
+        .await
+        .expect("backup")
+        .manifest
 }
 
 async fn prune_with_grace(repo: &Repository) -> PruneReport {
@@ -190,7 +110,7 @@ fn image_bytes(content: impl Fn(u64) -> Vec<u8>) -> Vec<u8> {
 fn a_pending_set_is_swept_one_grace_period_later_removing_exactly_the_dead_blobs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let image = dir.path().join("v.img");
-    let rt = runtime();
+    let rt = local_support::runtime();
     rt.block_on(async {
         let repo = new_repo(&dir.path().join("repo")).await;
         write_image(&image, (0..BLOCKS).map(|b| (b, original(b))));
@@ -255,7 +175,7 @@ fn a_pending_set_is_swept_one_grace_period_later_removing_exactly_the_dead_blobs
             old_chunks.len() + pages
         );
         let target = dir.path().join("out.img");
-        assert_restores(&repo, &newest, &target, &image_bytes(current)).await;
+        local_support::assert_restores(&repo, &newest, &target, &image_bytes(current)).await;
     });
 }
 
@@ -264,7 +184,7 @@ fn blobs_a_pending_set_held_dead_that_a_later_backup_uses_are_kept() {
     let dir = tempfile::tempdir().expect("tempdir");
     let image = dir.path().join("v.img");
     let other = dir.path().join("w.img");
-    let rt = runtime();
+    let rt = local_support::runtime();
     rt.block_on(async {
         let repo = new_repo(&dir.path().join("repo")).await;
         write_image(&image, (0..BLOCKS).map(|b| (b, original(b))));
@@ -298,8 +218,8 @@ fn blobs_a_pending_set_held_dead_that_a_later_backup_uses_are_kept() {
         let report = check::check(&repo).await.expect("check");
         assert!(report.problems.is_empty(), "{:?}", report.problems);
         let target = dir.path().join("out.img");
-        assert_restores(&repo, &newest, &target, &image_bytes(current)).await;
-        assert_restores(&repo, &again, &target, &image_bytes(original)).await;
+        local_support::assert_restores(&repo, &newest, &target, &image_bytes(current)).await;
+        local_support::assert_restores(&repo, &again, &target, &image_bytes(original)).await;
     });
 }
 
@@ -314,7 +234,7 @@ fn blobs_dead_only_since_the_pending_set_wait_for_a_set_of_their_own() {
             current(b)
         }
     };
-    let rt = runtime();
+    let rt = local_support::runtime();
     rt.block_on(async {
         let repo = new_repo(&dir.path().join("repo")).await;
         write_image(&image, (0..BLOCKS).map(|b| (b, original(b))));
@@ -350,7 +270,7 @@ fn blobs_dead_only_since_the_pending_set_wait_for_a_set_of_their_own() {
             assert!(sets[0].dead.binary_search(&died_since).is_err());
         }
         let target = dir.path().join("out.img");
-        assert_restores(&repo, &newest, &target, &image_bytes(third)).await;
+        local_support::assert_restores(&repo, &newest, &target, &image_bytes(third)).await;
 
         // The sweep copied them into new packs, which the next run's set names once they are
         // a grace period old; the run after that removes them.
@@ -362,6 +282,6 @@ fn blobs_dead_only_since_the_pending_set_wait_for_a_set_of_their_own() {
         let report = check::check(&repo).await.expect("check");
         assert!(report.problems.is_empty(), "{:?}", report.problems);
         assert_eq!(report.blobs_indexed as u64, BLOCKS + 5);
-        assert_restores(&repo, &newest, &target, &image_bytes(third)).await;
+        local_support::assert_restores(&repo, &newest, &target, &image_bytes(third)).await;
     });
 }

@@ -3,12 +3,13 @@
 //! One test has data packs repacked under the restore, another a tree pack; a verify in the
 //! same position reports no problem.
 
+mod local_support;
+
 use std::collections::HashSet;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use s3mover_engine::backup::{self, BackupOptions, ChangeInput, ParentChoice};
+use s3mover_engine::backup::ParentChoice;
 use s3mover_engine::id::ChunkId;
 use s3mover_engine::index::PackIndex;
 use s3mover_engine::manifest::Manifest;
@@ -16,90 +17,33 @@ use s3mover_engine::pack;
 use s3mover_engine::prune::{self, PruneOptions, PruneReport};
 use s3mover_engine::restore::{self, RestoreOptions};
 use s3mover_engine::retention::{self, KeepPolicy};
-use s3mover_engine::storage::{open_store, StoreOptions};
 use s3mover_engine::tree::{self, PageReader};
 use s3mover_engine::verify::{self, ReadData};
-use s3mover_engine::{InitOptions, Repository};
+use s3mover_engine::Repository;
 
 const BLOCK: u64 = 4096;
 const BLOCKS: u64 = 512;
 /// Small data packs (about 16 blocks each), so that the volume spans many packs.
 const PACK_SIZE: u32 = 64 * 1024;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-/// Incompressible, distinct content for block `block` of generation `seed` (splitmix64).
+/// Incompressible, distinct content for block `block` of generation `seed`.
 fn block_data(seed: u64, block: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x1_0000_0001).wrapping_add(block);
-    let mut out = Vec::with_capacity(BLOCK as usize);
-    while out.len() < BLOCK as usize {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out
+    local_support::block_data(seed, block, BLOCK)
 }
 
 fn write_image(path: &Path, blocks: impl Iterator<Item = (u64, Vec<u8>)>) {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .expect("image");
-    file.set_len(BLOCKS * BLOCK).expect("size");
-    for (block, data) in blocks {
-        file.write_all_at(&data, block * BLOCK).expect("write");
-    }
-    file.sync_all().expect("sync");
+    local_support::write_blocks(path, BLOCKS * BLOCK, BLOCK, blocks);
 }
 
 async fn new_repo(dir: &Path) -> Repository {
-    let store = open_store(
-        &dir.display().to_string(),
-        &StoreOptions {
-            create: true,
-            ..StoreOptions::default()
-        },
-    )
-    .expect("store");
-    Repository::init(
-        store,
-        InitOptions {
-            chunk_size: BLOCK as u32,
-            password: Some(zeroize::Zeroizing::new("pw".to_string())),
-            pack_size: PACK_SIZE,
-        },
-    )
-    .await
-    .expect("init")
+    local_support::new_repo(dir, BLOCK as u32, PACK_SIZE).await
 }
 
 async fn backup(repo: &Repository, image: &Path, parent: ParentChoice) -> Manifest {
-    backup::backup(
-        repo,
-        BackupOptions {
-            volume: "v".into(),
-            source: image.to_path_buf(),
-            parent,
-            change: ChangeInput::Auto,
-            tags: vec![],
-            cbt: None,
-            upload_concurrency: 2,
-            progress: None,
-        },
-    )
-    .await
-    .expect("backup")
-    .manifest
+    local_support::backup_image(repo, image, "v", parent)
+        .await
+        .expect("backup")
+        .manifest
 }
 
 /// Backs up the original image.
@@ -213,7 +157,7 @@ async fn restore_with(
 fn a_restore_reads_data_chunks_a_prune_moved_after_it_loaded_the_index() {
     let dir = tempfile::tempdir().expect("tempdir");
     let image = dir.path().join("v.img");
-    let rt = runtime();
+    let rt = local_support::runtime();
     rt.block_on(async {
         let repo = new_repo(&dir.path().join("repo")).await;
         // One block in four changes: every leaf page changes (the first backup's tree pack
@@ -251,7 +195,7 @@ fn a_restore_reads_data_chunks_a_prune_moved_after_it_loaded_the_index() {
 fn a_restore_reads_tree_pages_a_prune_moved_after_it_loaded_the_index() {
     let dir = tempfile::tempdir().expect("tempdir");
     let image = dir.path().join("v.img");
-    let rt = runtime();
+    let rt = local_support::runtime();
     rt.block_on(async {
         let repo = new_repo(&dir.path().join("repo")).await;
         // The second backup changes exactly the blocks that share block 0's data pack: that
@@ -306,7 +250,7 @@ fn a_restore_reads_tree_pages_a_prune_moved_after_it_loaded_the_index() {
 fn a_verify_does_not_report_packs_a_prune_moved_after_it_loaded_the_index() {
     let dir = tempfile::tempdir().expect("tempdir");
     let image = dir.path().join("v.img");
-    let rt = runtime();
+    let rt = local_support::runtime();
     rt.block_on(async {
         let repo = new_repo(&dir.path().join("repo")).await;
         first_backup(&repo, &image).await;

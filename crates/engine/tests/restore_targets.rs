@@ -1,9 +1,12 @@
 //! Restore targets written with direct I/O: volumes whose size is not a multiple of 4096 (the
 //! last chunk's tail cannot be written directly) and targets on tmpfs, restored byte-exact.
 
+mod local_support;
+
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use local_support::runtime;
 use s3mover_engine::backup::{self, BackupOptions, ChangeInput, ParentChoice};
 use s3mover_engine::manifest::Manifest;
 use s3mover_engine::restore::{self, RestoreOptions};
@@ -12,14 +15,6 @@ use s3mover_engine::{InitOptions, Repository};
 
 /// 1 MiB + 1000 bytes.
 const ODD_SIZE: u64 = (1 << 20) + 1000;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)

@@ -1,9 +1,12 @@
 //! Property tests of the engine: random volumes and random change sets, many rounds of
 //! backup → incremental → restore, each restore byte-identical to the source at that point.
 
+mod local_support;
+
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use local_support::runtime;
 use proptest::prelude::*;
 use s3mover_engine::backup::{self, BackupOptions, ChangeInput, ParentChoice};
 use s3mover_engine::restore::{self, RestoreOptions};
@@ -18,14 +21,6 @@ const BLOCK: u64 = 4096;
 struct Round {
     writes: Vec<(u64, u8)>,
     mode: u8,
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 async fn new_repo(dir: &Path, chunk_size: u32, encrypted: bool) -> Repository {

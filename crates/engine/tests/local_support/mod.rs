@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use s3mover_engine::backup::{self, BackupOptions, BackupReport, ChangeInput, ParentChoice};
@@ -21,6 +22,43 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
+}
+
+/// Incompressible, distinct content of `len` bytes for block `block` of generation `seed`
+/// (splitmix64).
+pub fn block_data(seed: u64, block: u64, len: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x1_0000_0001).wrapping_add(block);
+    let mut out = Vec::with_capacity(len as usize + 8);
+    while out.len() < len as usize {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(len as usize);
+    out
+}
+
+/// Makes `path` an image of `size` bytes (keeping what it holds) and writes the given blocks
+/// of `block_size` bytes into it.
+pub fn write_blocks(
+    path: &Path,
+    size: u64,
+    block_size: u64,
+    blocks: impl Iterator<Item = (u64, Vec<u8>)>,
+) {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .expect("image");
+    file.set_len(size).expect("size");
+    for (block, data) in blocks {
+        file.write_all_at(&data, block * block_size).expect("write");
+    }
+    file.sync_all().expect("sync");
 }
 
 /// A new encrypted repository in `dir` with the given chunk and data-pack sizes.
