@@ -178,9 +178,18 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
             let Some(parent) = &parent else {
                 return Ok((Arc::new(PackIndex::default()), None));
             };
-            match TreeTable::read(repo, &parent.id).await? {
-                Some(table) => Ok((Arc::new(table.to_index()), Some(table))),
-                None => Ok((Arc::new(PackIndex::load_tree_pages(repo).await?), None)),
+            match TreeTable::read(repo, &parent.id).await {
+                Ok(Some(table)) => Ok((Arc::new(table.to_index()), Some(table))),
+                Ok(None) => Ok((Arc::new(PackIndex::load_tree_pages(repo).await?), None)),
+                // The table is only a hint: a damaged one costs the listing it would have saved.
+                Err(Error::Corrupt(reason)) => {
+                    tracing::warn!(
+                        "the tree table of backup {} is damaged ({reason}); reading the pack index instead",
+                        parent.id
+                    );
+                    Ok((Arc::new(PackIndex::load_tree_pages(repo).await?), None))
+                }
+                Err(e) => Err(e),
             }
         },
         resume_session(repo, &session_key),

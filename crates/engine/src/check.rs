@@ -1,7 +1,8 @@
 //! `check`: fast validation of all metadata without reading chunk data. Every manifest opens,
 //! every index object decodes, every tree page is indexed and decodes, every chunk id a tree
-//! names is indexed, and every indexed pack exists and is long enough for its blobs. Costs one
-//! listing of `packs/`, the index objects, the manifests and the tree packs.
+//! names is indexed, every indexed pack exists and is long enough for its blobs, and every
+//! backup's tree table (if it has one) opens and lists only pages of its tree. Costs one listing
+//! of `packs/`, the index objects, the manifests, the tree tables and the tree packs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +26,8 @@ pub struct CheckReport {
     pub packs: usize,
     pub blobs_indexed: usize,
     pub chunks_referenced: u64,
+    /// Backups with a tree table.
+    pub tree_tables: usize,
     /// One line per problem.
     pub problems: Vec<String>,
 }
@@ -99,6 +102,7 @@ pub async fn check(repo: &Repository) -> Result<CheckReport> {
                 .push(format!("backup {id}: the root is not a valid id"));
             continue;
         };
+        check_tree_table(repo, &reader, &manifest, &mut report).await?;
         let (tx, mut rx) = mpsc::channel::<Leaf>(8);
         let walk = tree::walk_leaves(&reader, root, manifest.depth, manifest.slots, tx);
         let mut unindexed = 0u64;
@@ -127,4 +131,79 @@ pub async fn check(repo: &Repository) -> Result<CheckReport> {
         }
     }
     Ok(report)
+}
+
+/// A backup's tree table opens, and each of its pages is a page of the backup's tree: its id
+/// is where the table says in the tree. Locations are not checked: a prune running beside a
+/// backup can leave a stale one, which only sends the next incremental to the pack index.
+async fn check_tree_table(
+    repo: &Repository,
+    reader: &PageReader,
+    manifest: &crate::manifest::Manifest,
+    report: &mut CheckReport,
+) -> Result<()> {
+    let table = match crate::tree_table::TreeTable::read(repo, &manifest.id).await {
+        Ok(Some(table)) => table,
+        Ok(None) => return Ok(()),
+        Err(Error::Corrupt(reason)) => {
+            report.problems.push(format!(
+                "backup {}: its tree table is damaged ({reason}); the next incremental of the \
+                 volume reads the pack index instead",
+                manifest.id
+            ));
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    report.tree_tables += 1;
+    let Some(root) = ChunkId::from_hex(&manifest.root) else {
+        return Ok(());
+    };
+    // A tree that cannot be read is reported by the walk of its leaves.
+    let Ok(positions) = page_ids_by_position(reader, root, manifest).await else {
+        return Ok(());
+    };
+    let misplaced = table
+        .pages
+        .iter()
+        .find(|p| positions.get(&(u32::from(p.level), p.index)) != Some(&p.id));
+    if let Some(page) = misplaced {
+        report.problems.push(format!(
+            "backup {}: its tree table puts page {} at level {} index {}, where the tree has \
+             another page",
+            manifest.id, page.id, page.level, page.index
+        ));
+    }
+    Ok(())
+}
+
+/// The id of every non-zero page of a backup's tree by (level, index), from reading the pages
+/// above the leaves (about 1/128 of the tree).
+async fn page_ids_by_position(
+    reader: &PageReader,
+    root: ChunkId,
+    manifest: &crate::manifest::Manifest,
+) -> Result<HashMap<(u32, u64), ChunkId>> {
+    let top = manifest.depth.saturating_sub(1);
+    let mut positions = HashMap::new();
+    if root.is_zero() {
+        return Ok(positions);
+    }
+    positions.insert((top, 0), root);
+    let mut frontier = vec![(0u64, root)];
+    for level in (1..=top).rev() {
+        let mut next = Vec::new();
+        for (index, id) in frontier {
+            let entries = tree::page_entries(level, index, manifest.slots);
+            for (j, child) in reader.page(&id, entries).await?.into_iter().enumerate() {
+                if !child.is_zero() {
+                    let child_index = index * tree::FANOUT + j as u64;
+                    positions.insert((level - 1, child_index), child);
+                    next.push((child_index, child));
+                }
+            }
+        }
+        frontier = next;
+    }
+    Ok(positions)
 }

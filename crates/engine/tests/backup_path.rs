@@ -290,3 +290,78 @@ async fn pack_exists(repo: &Repository, name: &s3mover_engine::id::ChunkId) -> b
     let key = s3mover_engine::pack::pack_key(name);
     repo.store().size_of(&key).await.expect("head").is_some()
 }
+
+#[test]
+fn a_damaged_tree_table_is_reported_by_check_and_does_not_stop_a_backup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = dir.path().join("vol.img");
+    runtime().block_on(async {
+        let repo = new_repo(&dir.path().join("repo")).await;
+        write_image(&image, 0);
+        let full = backup(&repo, &image).await.expect("full backup");
+        let clean = s3mover_engine::check::check(&repo).await.expect("check");
+        assert!(clean.problems.is_empty(), "{:?}", clean.problems);
+        assert_eq!(clean.tree_tables, 1);
+
+        // Flip one byte of the table.
+        let key = tree_table::key(&full.manifest.id);
+        let mut bytes = repo.store().get(&key).await.expect("get").to_vec();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x40;
+        repo.store()
+            .put(&key, bytes.into())
+            .await
+            .expect("put the damaged table");
+        let report = s3mover_engine::check::check(&repo).await.expect("check");
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains(&full.manifest.id) && p.contains("tree table is damaged")),
+            "{:?}",
+            report.problems
+        );
+
+        write_partly_changed(&image, 1);
+        let incremental = backup(&repo, &image)
+            .await
+            .expect("incremental despite the table");
+        assert_eq!(
+            incremental.requests.list, 1,
+            "it read the pack index instead: {:?}",
+            incremental.requests
+        );
+        assert_restores(&repo, &incremental.manifest, &image).await;
+    });
+}
+
+#[test]
+fn check_reports_a_tree_table_that_misplaces_a_page() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = dir.path().join("vol.img");
+    runtime().block_on(async {
+        let repo = new_repo(&dir.path().join("repo")).await;
+        write_image(&image, 0);
+        let full = backup(&repo, &image).await.expect("full backup");
+        let mut table = read_table(&repo, &full.manifest.id).await;
+        let leaf = table
+            .pages
+            .iter_mut()
+            .find(|p| p.level == 0)
+            .expect("a leaf page");
+        leaf.index += 1;
+        table
+            .write(&repo, &full.manifest.id)
+            .await
+            .expect("write the wrong table");
+        let report = s3mover_engine::check::check(&repo).await.expect("check");
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains("where the tree has another page")),
+            "{:?}",
+            report.problems
+        );
+    });
+}

@@ -17,8 +17,9 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8> {
         }
         if !global.quiet {
             println!(
-                "checked {} backups, {} index objects ({} blobs), {} packs, {} chunk references: {} problems",
+                "checked {} backups ({} with tree tables), {} index objects ({} blobs), {} packs, {} chunk references: {} problems",
                 report.backups,
+                report.tree_tables,
                 report.index_objects,
                 report.blobs_indexed,
                 report.packs,
