@@ -78,7 +78,7 @@ EXTENT_B=$(bytes "$EXTENT")
 COUNT=$(( (SIZE_B * PCT / 100 + EXTENT_B - 1) / EXTENT_B ))
 
 cleanup() {
-  rm -rf "$WORK"/out.img "$WORK"/p-s3m-alone "$WORK"/p-s3m-beside "$WORK"/p-restic
+  rm -rf "$WORK"/out.img "$WORK"/p-s3m-alone* "$WORK"/p-s3m-beside "$WORK"/p-restic*
   [[ ${PRUNE_KEEP:-0} == 1 ]] && return
   rm -rf "$WORK"/v.img "$S3REPO" "$RREPO"
 }
@@ -122,12 +122,16 @@ fi
 
 # Identical copies to prune (hard links: every tool writes new files and renames or deletes,
 # never rewrites a file in place), so that the history can be reused with PRUNE_SKIP_HISTORY.
-rm -rf "$WORK/p-s3m-alone" "$WORK/p-s3m-beside" "$WORK/p-restic"
+rm -rf "$WORK"/p-s3m-alone* "$WORK/p-s3m-beside" "$WORK"/p-restic*
 cp -al "$S3REPO" "$WORK/p-s3m-alone"
 cp -al "$S3REPO" "$WORK/p-s3m-beside"
+cp -al "$S3REPO" "$WORK/p-s3m-alone-last"
 cp -al "$RREPO" "$WORK/p-restic"
-# The restic repository's lock files must not be shared with the copy.
-rm -rf "$WORK/p-restic/locks" && mkdir "$WORK/p-restic/locks"
+cp -al "$RREPO" "$WORK/p-restic-last"
+# The restic repositories' lock files must not be shared with the copies.
+for copy in "$WORK/p-restic" "$WORK/p-restic-last"; do
+  rm -rf "$copy/locks" && mkdir "$copy/locks"
+done
 
 # ---- 2a. restic forget --prune (a restic backup is attempted beside it) ---------------------
 log "restic forget --keep-last $KEEP_LAST --prune"
@@ -191,6 +195,20 @@ rm -f "$WORK/out.img"
 "$S3M" --repo "$WORK/p-s3m-beside" check >"$RES/s3m-check.out" 2>&1 \
   && echo "check ok" >>"$RES/restore.txt" || echo "check FAILED" >>"$RES/restore.txt"
 
+# ---- 2d. both prunes again, alone, last ------------------------------------------------------
+# The first prune of a run follows the history's writes; these repeat restic's and s3mover's
+# prunes (alone) at the end of the run on copies of their own, to show how much the order moved.
+log "restic forget --prune again (alone, last)"
+drop_caches
+/usr/bin/time -v -o "$RES/restic-prune-last.time" \
+  restic -r "$WORK/p-restic-last" forget --keep-last "$KEEP_LAST" --prune >"$RES/restic-prune-last.out" 2>&1 \
+  || die "restic prune (last) failed: $(tail "$RES/restic-prune-last.out")"
+log "s3mover forget --prune again (alone, last)"
+drop_caches
+/usr/bin/time -v -o "$RES/s3m-alone-last.time" \
+  "$S3M" --repo "$WORK/p-s3m-alone-last" -o json forget --keep-last "$KEEP_LAST" --prune --grace 0s \
+  >"$RES/s3m-alone-last.json"
+
 {
   echo "s3mover_repo_bytes_after_alone $(du -sb "$WORK/p-s3m-alone" | cut -f1)"
   echo "restic_repo_bytes_after $(du -sb "$WORK/p-restic" | cut -f1)"
@@ -208,6 +226,15 @@ b_t=$(wall_s "$RES/s3m-beside.time"); b_m=$(rss_mib "$RES/s3m-beside.time")
   printf '%-46s %9s %10s\n' "s3mover forget --prune (backup beside)" "$b_t" "$b_m"
   printf '%-46s %9s %10s\n' "s3mover backup beside the prune" \
     "$(wall_s "$RES/s3m-backup-beside.time")" "$(rss_mib "$RES/s3m-backup-beside.time")"
+  printf '%-46s %9s %10s\n' "restic forget --prune (again, last)" \
+    "$(wall_s "$RES/restic-prune-last.time")" "$(rss_mib "$RES/restic-prune-last.time")"
+  printf '%-46s %9s %10s\n' "s3mover forget --prune (again, alone, last)" \
+    "$(wall_s "$RES/s3m-alone-last.time")" "$(rss_mib "$RES/s3m-alone-last.time")"
+  python3 - "$(wall_s "$RES/restic-prune-last.time")" "$(wall_s "$RES/s3m-alone-last.time")" <<'EOF'
+import sys
+r, a = map(float, sys.argv[1:])
+print(f"speed-up vs restic, both again at the end, alone: {r/a:.2f}x")
+EOF
   python3 - "$r_t" "$r_m" "$a_t" "$a_m" "$b_t" "$b_m" <<'EOF'
 import sys
 r_t, r_m, a_t, a_m, b_t, b_m = map(float, sys.argv[1:])
