@@ -19,6 +19,7 @@
 # Results: WORKDIR/results/report.md (markdown) and one JSON of counts per phase and round.
 #
 # Knobs: BENCH_SIZE=2G BENCH_DATA=1G BENCH_WRITES=2000 BENCH_RUNS=3
+#   GARAGE_COMPRESSION_LEVEL=none (or a zstd level; default: Garage's own, 1)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -115,7 +116,7 @@ same() {
   echo "commit: $(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet -- crates || echo ' (crates/ modified)')"
   echo "cpu: $(nproc) x $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
   echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "garage: $(garage --version 2>/dev/null | head -n 1 || echo '?')"
+  echo "garage: $(garage --version 2>/dev/null | head -n 1 || echo '?'), compression_level ${GARAGE_COMPRESSION_LEVEL:-1 (its default)}"
   echo "restic: $(restic version)"
 } >"$RES/env.txt"
 cat "$RES/env.txt" >&2

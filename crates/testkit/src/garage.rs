@@ -5,6 +5,10 @@
 //! `replication_factor = 1`, then `garage server --single-node --default-bucket` with the
 //! `GARAGE_DEFAULT_*` variables, so no setup calls are needed. Garage creates the key and the
 //! bucket before its S3 port listens, so the port answering means the server is ready.
+//!
+//! Garage's own defaults are kept, including `compression_level = 1` (it zstd-compresses every
+//! block it stores). `GARAGE_COMPRESSION_LEVEL` overrides that (`none`, or a zstd level), for
+//! benchmarks that want to see how much of a run's time the server's compression took.
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -121,12 +125,22 @@ impl Garage {
         let s3_port = free_port().map_err(|e| format!("no free port: {e}"))?;
         let rpc_port = free_port().map_err(|e| format!("no free port: {e}"))?;
         let root = dir.path();
+        let compression = match std::env::var("GARAGE_COMPRESSION_LEVEL") {
+            Ok(level) if level == "none" => "compression_level = \"none\"\n".to_string(),
+            Ok(level) if level.parse::<i32>().is_ok() => format!("compression_level = {level}\n"),
+            Ok(other) => {
+                return Err(format!(
+                    "GARAGE_COMPRESSION_LEVEL={other:?} is neither `none` nor a zstd level"
+                ))
+            }
+            Err(_) => String::new(),
+        };
         let config = format!(
             r#"metadata_dir = "{meta}"
 data_dir = "{data}"
 db_engine = "sqlite"
 replication_factor = 1
-rpc_bind_addr = "127.0.0.1:{rpc_port}"
+{compression}rpc_bind_addr = "127.0.0.1:{rpc_port}"
 rpc_public_addr = "127.0.0.1:{rpc_port}"
 rpc_secret = "{secret}"
 
