@@ -270,18 +270,18 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
         "backup: tree built after {:.3}s",
         started.elapsed().as_secs_f64()
     );
-    builder.finish_uploads().await?;
+    builder.finish_packers().await?;
+    let table = builder.tree_table(parent_table.as_ref());
+    let manifest_id = hex::encode(&crate::crypto::random_key()[..8]);
+    // The last index object and the tree table are independent: write them together.
+    tokio::try_join!(builder.write_index(), table.write(repo, &manifest_id))?;
     tracing::debug!(
         "backup: uploads finished after {:.3}s",
         started.elapsed().as_secs_f64()
     );
-    let table = builder.tree_table(parent_table.as_ref());
     let mut stats = std::mem::take(&mut builder.stats);
     let data_pack_bytes = builder.data_packer.bytes_uploaded;
     drop(builder);
-
-    let manifest_id = hex::encode(&crate::crypto::random_key()[..8]);
-    table.write(repo, &manifest_id).await?;
     let mut manifest = Manifest {
         id: manifest_id.clone(),
         volume: options.volume.clone(),
@@ -316,13 +316,18 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
         started.elapsed().as_secs_f64()
     );
     crate::gc::check_after_commit(repo, &manifest.started_at, &manifest).await?;
-    repo.set_latest(&options.volume, &manifest_id).await?;
+    // The backup is committed: point `latest/` at it and drop its session object, together.
+    let (pointed, session_deleted) = tokio::join!(
+        repo.set_latest(&options.volume, &manifest_id),
+        repo.store().delete(&session_key)
+    );
+    pointed?;
     tracing::debug!(
         "backup: committed after {:.3}s",
         started.elapsed().as_secs_f64()
     );
-    // The backup is committed; a leftover session object only costs a later rerun a lookup.
-    if let Err(e) = repo.store().delete(&session_key).await {
+    // A leftover session object only costs a later rerun a lookup.
+    if let Err(e) = session_deleted {
         tracing::warn!("backup {manifest_id} is committed, but its session object stayed: {e}");
     }
     if let Some(progress) = &options.progress {
@@ -775,17 +780,28 @@ impl<'a> TreeBuilder<'a> {
         self.write_session().await
     }
 
-    async fn write_index(&mut self) -> Result<()> {
-        self.pending_index.extend(self.data_packer.take_completed());
-        self.pending_index.extend(self.tree_packer.take_completed());
-        if self.pending_index.is_empty() {
-            return Ok(());
-        }
-        for pack in &self.pending_index {
+    /// Takes the packers' finished uploads for the next index object, noting where tree pages
+    /// went (for the tree table).
+    fn collect_completed(&mut self) {
+        let completed: Vec<UploadedPack> = self
+            .data_packer
+            .take_completed()
+            .into_iter()
+            .chain(self.tree_packer.take_completed())
+            .collect();
+        for pack in &completed {
             for entry in pack.entries.iter().filter(|e| e.kind == BlobKind::Tree) {
                 self.tree_locations
                     .insert(entry.id, (pack.name, entry.offset, entry.length));
             }
+        }
+        self.pending_index.extend(completed);
+    }
+
+    async fn write_index(&mut self) -> Result<()> {
+        self.collect_completed();
+        if self.pending_index.is_empty() {
+            return Ok(());
         }
         let packs: Vec<_> = self
             .pending_index
@@ -809,10 +825,13 @@ impl<'a> TreeBuilder<'a> {
         Ok(())
     }
 
-    async fn finish_uploads(&mut self) -> Result<()> {
+    /// Seals and uploads what is left in both packers and waits for every upload; the last
+    /// index object is written by the caller.
+    async fn finish_packers(&mut self) -> Result<()> {
         self.data_packer.finish().await?;
         self.tree_packer.finish().await?;
-        self.write_index().await
+        self.collect_completed();
+        Ok(())
     }
 
     /// The new tree's table: the parent's pages in the subtrees this backup inherited, and the

@@ -345,20 +345,25 @@ async fn overlapping_dead_ids(
     let started = crate::time_util::parse_rfc3339(started_at)
         .map(|t| t.unix_timestamp())
         .unwrap_or(i64::MIN / 2);
-    if let Some(parent) = &manifest.parent {
-        if repo
-            .store()
-            .size_of(&format!("backups/{parent}"))
-            .await?
-            .is_none()
-        {
-            return Ok(Some(format!(
-                "its parent backup {parent} was removed while it ran"
-            )));
+    // The parent's existence and the deletion markers are independent reads: ask together.
+    let parent_exists = async {
+        match &manifest.parent {
+            Some(parent) => Ok(repo
+                .store()
+                .size_of(&format!("backups/{parent}"))
+                .await?
+                .is_some()),
+            None => Ok::<bool, Error>(true),
         }
+    };
+    let (parent_exists, markers) = tokio::try_join!(parent_exists, list_markers(repo))?;
+    if let (false, Some(parent)) = (parent_exists, &manifest.parent) {
+        return Ok(Some(format!(
+            "its parent backup {parent} was removed while it ran"
+        )));
     }
     let mut dead: Vec<u64> = Vec::new();
-    for (_, marker) in list_markers(repo).await? {
+    for (_, marker) in markers {
         if !marker.overlaps(started) {
             continue;
         }
