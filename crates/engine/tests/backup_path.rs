@@ -55,6 +55,14 @@ async fn backup(repo: &Repository, image: &Path) -> s3mover_engine::Result<Backu
     local_support::backup_image(repo, image, "vol", ParentChoice::Latest).await
 }
 
+/// A repository under `dir` holding a full backup of round 0's image, written at `image`.
+async fn repo_with_full_backup(dir: &Path, image: &Path) -> (Repository, BackupReport) {
+    let repo = new_repo(&dir.join("repo")).await;
+    write_image(image, 0);
+    let full = backup(&repo, image).await.expect("full backup");
+    (repo, full)
+}
+
 /// Restores `manifest` beside `image` and checks it equals the image as it is now.
 async fn assert_restores(repo: &Repository, manifest: &Manifest, image: &Path) {
     let expected = std::fs::read(image).expect("read image");
@@ -94,9 +102,7 @@ fn an_incremental_lists_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let image = dir.path().join("vol.img");
     runtime().block_on(async {
-        let repo = new_repo(&dir.path().join("repo")).await;
-        write_image(&image, 0);
-        backup(&repo, &image).await.expect("full backup");
+        let (repo, _full) = repo_with_full_backup(dir.path(), &image).await;
         write_partly_changed(&image, 1);
         let incremental = backup(&repo, &image).await.expect("incremental");
         assert_eq!(
@@ -121,9 +127,7 @@ fn the_check_finds_a_marker_through_the_directory_or_a_listing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let image = dir.path().join("vol.img");
     runtime().block_on(async {
-        let repo = new_repo(&dir.path().join("repo")).await;
-        write_image(&image, 0);
-        backup(&repo, &image).await.expect("full backup");
+        let (repo, _full) = repo_with_full_backup(dir.path(), &image).await;
         // A sweep that removes a chunk the next backup will reference: block 3 keeps the
         // content it had, so the incremental inherits its chunk.
         write_image(&image, 0);
@@ -164,9 +168,7 @@ fn a_parent_without_a_tree_table_is_read_through_the_pack_index() {
     let dir = tempfile::tempdir().expect("tempdir");
     let image = dir.path().join("vol.img");
     runtime().block_on(async {
-        let repo = new_repo(&dir.path().join("repo")).await;
-        write_image(&image, 0);
-        let full = backup(&repo, &image).await.expect("full backup");
+        let (repo, full) = repo_with_full_backup(dir.path(), &image).await;
         // As for a backup made before tree tables existed.
         repo.store()
             .delete(&tree_table::key(&full.manifest.id))
@@ -193,9 +195,7 @@ fn a_prune_rewrites_tree_tables_and_a_stale_one_still_gives_a_correct_backup() {
     let dir = tempfile::tempdir().expect("tempdir");
     let image = dir.path().join("vol.img");
     runtime().block_on(async {
-        let repo = new_repo(&dir.path().join("repo")).await;
-        write_image(&image, 0);
-        backup(&repo, &image).await.expect("full backup");
+        let (repo, _full) = repo_with_full_backup(dir.path(), &image).await;
         write_partly_changed(&image, 1);
         let kept = backup(&repo, &image).await.expect("incremental");
         let table_before = read_table(&repo, &kept.manifest.id).await;
@@ -296,9 +296,7 @@ fn a_damaged_tree_table_is_reported_by_check_and_does_not_stop_a_backup() {
     let dir = tempfile::tempdir().expect("tempdir");
     let image = dir.path().join("vol.img");
     runtime().block_on(async {
-        let repo = new_repo(&dir.path().join("repo")).await;
-        write_image(&image, 0);
-        let full = backup(&repo, &image).await.expect("full backup");
+        let (repo, full) = repo_with_full_backup(dir.path(), &image).await;
         let clean = s3mover_engine::check::check(&repo).await.expect("check");
         assert!(clean.problems.is_empty(), "{:?}", clean.problems);
         assert_eq!(clean.tree_tables, 1);
@@ -340,9 +338,7 @@ fn check_reports_a_tree_table_that_misplaces_a_page() {
     let dir = tempfile::tempdir().expect("tempdir");
     let image = dir.path().join("vol.img");
     runtime().block_on(async {
-        let repo = new_repo(&dir.path().join("repo")).await;
-        write_image(&image, 0);
-        let full = backup(&repo, &image).await.expect("full backup");
+        let (repo, full) = repo_with_full_backup(dir.path(), &image).await;
         let mut table = read_table(&repo, &full.manifest.id).await;
         let leaf = table
             .pages
