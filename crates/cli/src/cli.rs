@@ -217,6 +217,15 @@ pub struct InitArgs {
     /// Create a repository without encryption. Anyone who can read the store can read the data.
     #[arg(long)]
     pub insecure_no_encryption: bool,
+    /// Memory the password's key derivation (Argon2id) needs, to open the repository and for
+    /// anyone guessing the password. The default, 19M with 2 passes, is OWASP's recommended
+    /// setting and keeps backup jobs small; for a password a person chose, 64M with 3 passes
+    /// (RFC 9106's second option) costs a guesser more. Between 7M and 4G.
+    #[arg(long, default_value = "19M", value_parser = parse_size)]
+    pub kdf_memory: u64,
+    /// Passes of the key derivation over its memory (1 to 64).
+    #[arg(long, default_value_t = 2)]
+    pub kdf_passes: u32,
 }
 
 #[derive(Debug, Args)]

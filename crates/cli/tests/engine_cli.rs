@@ -190,6 +190,28 @@ fn init_refuses_existing_repository_and_missing_password() {
 }
 
 #[test]
+fn init_takes_a_key_derivation_cost_and_refuses_one_out_of_bounds() {
+    let env = Env::new();
+    expect_failure(
+        &env.run(&["init", "--kdf-memory", "1M"]),
+        2,
+        "outside 7168..=4194304 KiB",
+    );
+    assert!(!env.repo.exists(), "a refused init writes nothing");
+    expect_failure(&env.run(&["init", "--kdf-passes", "0"]), 2, "passes 0");
+    assert!(!env.repo.exists(), "a refused init writes nothing");
+
+    env.ok(&["init", "--kdf-memory", "8M", "--kdf-passes", "3"]);
+    let keys: Vec<_> = std::fs::read_dir(env.repo.join("keys")).unwrap().collect();
+    assert_eq!(keys.len(), 1);
+    let slot: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(keys[0].as_ref().unwrap().path()).unwrap()).unwrap();
+    assert_eq!(slot["memoryKib"], 8192);
+    assert_eq!(slot["iterations"], 3);
+    env.ok(&["backups"]);
+}
+
+#[test]
 fn not_a_repository_and_newer_format_are_refused() {
     let env = Env::new();
     std::fs::create_dir_all(&env.repo).unwrap();

@@ -174,32 +174,89 @@ pub struct KeySlot {
     pub created: String,
 }
 
-/// Argon2id cost used for new key slots: RFC 9106's second recommended option (64 MiB, 3
-/// passes, 4 lanes). The lanes are computed in parallel, so unlocking takes a fraction of the
-/// single-lane time on a multi-core machine at the same memory and work.
-const NEW_SLOT_MEMORY_KIB: u32 = 64 * 1024;
-const NEW_SLOT_ITERATIONS: u32 = 3;
-const NEW_SLOT_PARALLELISM: u32 = 4;
+/// The Argon2id cost of a key slot: what it takes to try one password against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KdfCost {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Passes over the memory.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+}
+
+impl KdfCost {
+    /// The cost of new key slots unless asked otherwise: OWASP's recommended Argon2id
+    /// configuration (m = 19 MiB, t = 2, p = 1; Password Storage Cheat Sheet). Repository
+    /// passwords are usually long random secrets (a Kubernetes Secret, a secret manager), for
+    /// which the KDF matters little; backup jobs run under memory limits, where it matters that
+    /// opening a repository does not need 64 MiB. A human-chosen password deserves more:
+    /// `init --kdf-memory 64M --kdf-passes 3` is RFC 9106's second recommended option.
+    pub const DEFAULT: KdfCost = KdfCost {
+        memory_kib: 19 * 1024,
+        iterations: 2,
+        parallelism: 1,
+    };
+    /// The least memory accepted for a new slot (OWASP's smallest configuration is 7 MiB).
+    pub const MIN_MEMORY_KIB: u32 = 7 * 1024;
+    /// The most memory accepted for a new slot.
+    pub const MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
+    /// The most passes accepted for a new slot.
+    pub const MAX_ITERATIONS: u32 = 64;
+
+    /// Checks that the cost is within the bounds above; the error says which bound.
+    pub fn validate(&self) -> Result<(), CryptoError> {
+        if !(Self::MIN_MEMORY_KIB..=Self::MAX_MEMORY_KIB).contains(&self.memory_kib) {
+            return Err(CryptoError::Kdf(format!(
+                "key derivation memory {} KiB is outside {}..={} KiB (7 MiB to 4 GiB)",
+                self.memory_kib,
+                Self::MIN_MEMORY_KIB,
+                Self::MAX_MEMORY_KIB
+            )));
+        }
+        if !(1..=Self::MAX_ITERATIONS).contains(&self.iterations) {
+            return Err(CryptoError::Kdf(format!(
+                "key derivation passes {} is outside 1..={}",
+                self.iterations,
+                Self::MAX_ITERATIONS
+            )));
+        }
+        if !(1..=16).contains(&self.parallelism) {
+            return Err(CryptoError::Kdf(format!(
+                "key derivation lanes {} is outside 1..=16",
+                self.parallelism
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Default for KdfCost {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
 
 impl KeySlot {
-    /// Wraps `master` with `password`.
-    pub fn create(master: &[u8; 32], password: &[u8]) -> Result<Self, CryptoError> {
+    /// Wraps `master` with `password`, at the cost `cost`.
+    pub fn create(master: &[u8; 32], password: &[u8], cost: KdfCost) -> Result<Self, CryptoError> {
+        cost.validate()?;
         let mut salt = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut salt);
         let wrapping = derive_wrapping_key(
             password,
             &salt,
-            NEW_SLOT_MEMORY_KIB,
-            NEW_SLOT_ITERATIONS,
-            NEW_SLOT_PARALLELISM,
+            cost.memory_kib,
+            cost.iterations,
+            cost.parallelism,
         )?;
         let cipher = XChaCha20Poly1305::new(wrapping.as_ref().into());
         let sealed = seal_with(&cipher, master, SLOT_AAD);
         Ok(KeySlot {
             kdf: "argon2id".into(),
-            memory_kib: NEW_SLOT_MEMORY_KIB,
-            iterations: NEW_SLOT_ITERATIONS,
-            parallelism: NEW_SLOT_PARALLELISM,
+            memory_kib: cost.memory_kib,
+            iterations: cost.iterations,
+            parallelism: cost.parallelism,
             salt: hex::encode(salt),
             sealed_master_key: hex::encode(sealed),
             created: crate::time_util::now_rfc3339(),
@@ -304,11 +361,61 @@ mod tests {
     #[test]
     fn key_slot_unwraps_only_with_its_password() {
         let master = random_key();
-        let slot = KeySlot::create(&master, b"correct horse").unwrap();
+        let slot = KeySlot::create(&master, b"correct horse", KdfCost::DEFAULT).unwrap();
         assert_eq!(
             *slot.unwrap_master(b"correct horse").unwrap().unwrap(),
             master
         );
         assert!(slot.unwrap_master(b"wrong").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_key_slot_keeps_the_cost_it_was_made_with() {
+        let master = random_key();
+        let cost = KdfCost {
+            memory_kib: 8 * 1024,
+            iterations: 3,
+            parallelism: 2,
+        };
+        let slot = KeySlot::create(&master, b"pw", cost).unwrap();
+        assert_eq!(
+            (slot.memory_kib, slot.iterations, slot.parallelism),
+            (8 * 1024, 3, 2)
+        );
+        assert_eq!(*slot.unwrap_master(b"pw").unwrap().unwrap(), master);
+        // The same password under a slot of another cost derives another wrapping key.
+        let other = KeySlot::create(&master, b"pw", KdfCost::DEFAULT).unwrap();
+        assert_ne!(slot.sealed_master_key, other.sealed_master_key);
+    }
+
+    #[test]
+    fn a_cost_outside_the_bounds_is_refused_with_the_bound() {
+        let master = random_key();
+        for (cost, says) in [
+            (
+                KdfCost {
+                    memory_kib: 1024,
+                    ..KdfCost::DEFAULT
+                },
+                "memory 1024 KiB",
+            ),
+            (
+                KdfCost {
+                    iterations: 0,
+                    ..KdfCost::DEFAULT
+                },
+                "passes 0",
+            ),
+            (
+                KdfCost {
+                    parallelism: 0,
+                    ..KdfCost::DEFAULT
+                },
+                "lanes 0",
+            ),
+        ] {
+            let err = KeySlot::create(&master, b"pw", cost).unwrap_err();
+            assert!(err.to_string().contains(says), "{err}");
+        }
     }
 }

@@ -347,6 +347,7 @@ mod tests {
                 chunk_size: 4096,
                 password: Some(zeroize::Zeroizing::new("pw".to_string())),
                 pack_size: 64 * 1024,
+                ..crate::InitOptions::default()
             },
         )
         .await

@@ -24,6 +24,8 @@ pub struct InitOptions {
     pub password: Option<Zeroizing<String>>,
     /// Target size of data packs.
     pub pack_size: u32,
+    /// Argon2id cost of the first key slot (ignored without a password).
+    pub kdf: crypto::KdfCost,
 }
 
 impl Default for InitOptions {
@@ -32,6 +34,7 @@ impl Default for InitOptions {
             chunk_size: config::DEFAULT_CHUNK_SIZE,
             password: None,
             pack_size: config::DEFAULT_PACK_SIZE,
+            kdf: crypto::KdfCost::DEFAULT,
         }
     }
 }
@@ -84,7 +87,7 @@ impl Repository {
         let mut key_slots = Vec::new();
         let (keys, encryption, id_key) = match &options.password {
             Some(password) => {
-                let slot = KeySlot::create(&master, password.as_bytes())?;
+                let slot = KeySlot::create(&master, password.as_bytes(), options.kdf)?;
                 let slot_json = serde_json::to_vec_pretty(&slot)
                     .map_err(|e| Error::Invalid(format!("cannot encode key slot: {e}")))?;
                 let slot_id = hex::encode(&crypto::random_key()[..8]);

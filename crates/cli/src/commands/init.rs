@@ -1,6 +1,7 @@
 //! `s3mover init`: create a repository.
 
 use anyhow::{bail, Result};
+use s3mover_engine::crypto::KdfCost;
 use s3mover_engine::storage::open_store;
 use s3mover_engine::{InitOptions, Repository};
 
@@ -22,8 +23,16 @@ pub async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<u8> {
             args.chunk_size
         )));
     };
+    let kdf = KdfCost {
+        memory_kib: u32::try_from(args.kdf_memory / 1024).unwrap_or(u32::MAX),
+        iterations: args.kdf_passes,
+        ..KdfCost::DEFAULT
+    };
+    kdf.validate()
+        .map_err(|e| s3mover_engine::Error::Invalid(format!("--kdf-memory/--kdf-passes: {e}")))?;
     let store = open_store(url, &super::store_options(&args.store, true))?;
     let options = InitOptions {
+        kdf,
         chunk_size,
         password: if args.insecure_no_encryption {
             None

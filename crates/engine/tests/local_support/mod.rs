@@ -77,6 +77,7 @@ pub async fn new_repo(dir: &Path, chunk_size: u32, pack_size: u32) -> Repository
             chunk_size,
             password: Some(zeroize::Zeroizing::new(PASSWORD.to_string())),
             pack_size,
+            ..InitOptions::default()
         },
     )
     .await
