@@ -17,6 +17,7 @@
 //! are written and read as compressed streams. No map of every chunk's location is ever built.
 
 mod idset;
+mod pack_reads;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use crate::repo::Repository;
 use crate::storage::ObjectInfo;
 use crate::tree;
 use idset::{MergeSorted, PrefixSet, PrefixSetBuilder};
+use pack_reads::{CopyStep, PackToCopy};
 
 /// Sessions updated within this many seconds protect the chunks they list.
 const SESSION_PROTECT_SECONDS: i64 = 13 * 3600;
@@ -394,20 +396,6 @@ async fn read_manifests(repo: &Repository, ids: &[String]) -> Result<Vec<Manifes
     Ok(found.into_iter().flatten().collect())
 }
 
-/// Reads the entries of a pack from its own header (for packs no index names).
-async fn read_header_of(repo: &Repository, key: &str, size: u64) -> Result<Vec<PackEntry>> {
-    if size < 12 {
-        return Err(Error::Corrupt(format!("{key} is too short to be a pack")));
-    }
-    let tail = repo.store().get_range(key, size - 12..size).await?;
-    let header_len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
-    let start = (size - 12)
-        .checked_sub(header_len)
-        .ok_or_else(|| Error::Corrupt(format!("{key}: header length exceeds the pack")))?;
-    let header = repo.store().get_range(key, start..size).await?;
-    pack::read_pack_header(repo.sealer(), &header)
-}
-
 /// Runs prune.
 pub async fn prune(repo: &Repository, options: &PruneOptions) -> Result<PruneReport> {
     let mut lease = if options.dry_run {
@@ -531,8 +519,9 @@ async fn run(
     unindexed.sort();
     for (name, size) in &unindexed {
         let key = pack::pack_key(name);
-        let entries = match read_header_of(repo, &key, *size).await {
-            Ok(e) => e,
+        let entries = match pack_reads::read_header_from_end(repo, &key, *size).await {
+            Ok(Some((entries, _))) => entries,
+            Ok(None) => continue,
             Err(e) => {
                 tracing::warn!("pack {key} has no readable header ({e}); leaving it");
                 continue;
@@ -963,32 +952,36 @@ impl Phase2<'_> {
         // Where repacked tree pages went, for the tree tables (1/128 of the blobs or fewer).
         let mut moved_pages: HashMap<ChunkId, (ChunkId, u64, u32)> = HashMap::new();
         let mut repacked: Vec<(ChunkId, u64)> = Vec::new();
-        // The next packs are fetched while the current one is copied and uploaded.
-        let mut fetched = futures::stream::iter(repack.iter())
-            .map(|(name, size, n)| async move {
-                let key = pack::pack_key(name);
-                // A ranged read of the listed size: a local store serves it into a reused buffer.
-                let got = repo.store().get_range(&key, 0..*size).await;
-                (name, size, n, key, got)
+        // Live blobs are read a few reads ahead of the one being copied and uploaded.
+        let to_copy = repack
+            .iter()
+            .map(|(name, size, n)| PackToCopy {
+                name: *name,
+                size: *size,
+                removed: removed_of.get(n).map(Vec::as_slice).unwrap_or(&[]),
             })
-            .buffered(PACKS_FETCHED_AHEAD);
-        while let Some((name, size, n, key, got)) = fetched.next().await {
+            .collect();
+        let mut steps = pack_reads::read_live_blobs(repo, to_copy);
+        let mut gone: HashSet<usize> = HashSet::new();
+        while let Some(step) = steps.next().await {
             lease_ref.ensure(repo).await?;
-            let bytes = match got {
-                Ok(b) => b,
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let removed_here: &[u64] = removed_of.get(n).map(Vec::as_slice).unwrap_or(&[]);
-            let entries = pack::read_pack_header(repo.sealer(), &bytes)?;
-            for entry in entries {
-                if removed_here.binary_search(&gc::prefix(&entry.id)).is_ok() {
+            let step = step?;
+            let (at, blobs, last) = match &step {
+                CopyStep::Gone { pack } => {
+                    gone.insert(*pack);
                     continue;
                 }
-                let start = entry.offset as usize;
-                let blob = bytes
-                    .get(start..start + entry.length as usize)
-                    .ok_or_else(|| Error::Corrupt(format!("{key}: blob beyond the pack")))?;
+                CopyStep::Blobs {
+                    pack, blobs, last, ..
+                } => (*pack, blobs, *last),
+            };
+            if gone.contains(&at) {
+                continue;
+            }
+            let (name, size, _) = &repack[at];
+            let key = pack::pack_key(name);
+            for entry in blobs {
+                let blob = step.blob(entry, &key)?;
                 let target = match entry.kind {
                     BlobKind::Data => repo.config().pack_size as usize,
                     BlobKind::Tree => repo.config().tree_pack_size as usize,
@@ -1010,8 +1003,11 @@ impl Phase2<'_> {
                     }
                 }
             }
-            repacked.push((*name, *size));
+            if last {
+                repacked.push((*name, *size));
+            }
         }
+        drop(steps);
         for (_, builder) in builders.drain() {
             if !builder.is_empty() {
                 written_bytes +=
@@ -1148,8 +1144,6 @@ impl Phase2<'_> {
 /// well-compressed blobs hold 100,000 or more; their entries take 56 bytes each until written).
 const PACKS_PER_INDEX: usize = 4;
 const ENTRIES_PER_INDEX: usize = 1 << 16;
-/// Packs fetched ahead of the one being repacked.
-const PACKS_FETCHED_AHEAD: usize = 2;
 /// Pack deletions in flight, and between two checks of the prune's lease.
 const PARALLEL_DELETES: usize = 16;
 const DELETES_PER_LEASE_CHECK: usize = 64;

@@ -285,3 +285,82 @@ fn blobs_dead_only_since_the_pending_set_wait_for_a_set_of_their_own() {
         local_support::assert_restores(&repo, &newest, &target, &image_bytes(third)).await;
     });
 }
+
+/// Packs of thousands of blobs: each has a header longer than prune's first read of a pack's
+/// end and more live data than one of its reads, so repacking reads the header twice over
+/// and the live blobs in several reads. Blob for blob, exactly the live ones are kept.
+#[test]
+fn packs_with_long_headers_are_repacked_through_several_reads() {
+    const BIG_PACK: u32 = 8 << 20;
+    const BLOCKS_HERE: u64 = 3072;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = dir.path().join("v.img");
+    let content = |generation: u64, block: u64| -> Vec<u8> {
+        let seed = if generation == 2 && rewritten(block) {
+            2
+        } else {
+            1
+        };
+        local_support::block_data(seed, block, BLOCK)
+    };
+    let rt = local_support::runtime();
+    rt.block_on(async {
+        let repo_dir = dir.path().join("repo");
+        let repo = local_support::new_repo(&repo_dir, BLOCK as u32, BIG_PACK).await;
+        local_support::write_blocks(
+            &image,
+            BLOCKS_HERE * BLOCK,
+            BLOCK,
+            (0..BLOCKS_HERE).map(|b| (b, content(1, b))),
+        );
+        backup(&repo, &image, "v", ParentChoice::None).await;
+        local_support::write_blocks(
+            &image,
+            BLOCKS_HERE * BLOCK,
+            BLOCK,
+            (0..BLOCKS_HERE)
+                .filter(|b| rewritten(*b))
+                .map(|b| (b, content(2, b))),
+        );
+        let newest = backup(&repo, &image, "v", ParentChoice::Latest).await;
+        forget_all_but_the_newest(&repo, "v").await;
+
+        // The largest pack's header is longer than the 64 KiB prune reads first.
+        let largest = walk_files(&repo_dir.join("packs"))
+            .into_iter()
+            .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+            .expect("a pack");
+        let bytes = std::fs::read(&largest).expect("read pack");
+        let at = bytes.len() - 12;
+        let header_len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        assert!(header_len > 64 << 10, "header of {header_len} bytes");
+
+        wait_for_the_grace();
+        let first = prune_with_grace(&repo).await;
+        assert!(first.pending_packs > 0, "{first:?}");
+        wait_for_the_grace();
+        let second = prune_with_grace(&repo).await;
+        assert!(second.repacked_packs >= 2, "{second:?}");
+
+        let after = check::check(&repo).await.expect("check");
+        assert!(after.problems.is_empty(), "{:?}", after.problems);
+        let leaf_pages = BLOCKS_HERE.div_ceil(128);
+        assert_eq!(after.blobs_indexed as u64, BLOCKS_HERE + leaf_pages + 1);
+        let expected: Vec<u8> = (0..BLOCKS_HERE).flat_map(|b| content(2, b)).collect();
+        let target = dir.path().join("out.img");
+        local_support::assert_restores(&repo, &newest, &target, &expected).await;
+    });
+}
+
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk_files(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

@@ -60,6 +60,17 @@ impl std::fmt::Display for LocalDirStore {
     }
 }
 
+impl LocalDirStore {
+    /// Reads `range` with `O_DIRECT` into a pooled buffer whatever its size (buffered where the
+    /// filesystem refuses direct reads): for data read once, such as packs a prune copies.
+    pub async fn get_range_uncached(&self, location: &Path, range: Range<u64>) -> Result<Bytes> {
+        let path = self.inner.path_to_filesystem(location)?;
+        tokio::task::spawn_blocking(move || read_range_pooled(&path, range))
+            .await
+            .map_err(|e| generic(io::Error::other(format!("the read task failed: {e}"))))?
+    }
+}
+
 #[async_trait::async_trait]
 impl ObjectStore for LocalDirStore {
     async fn put_opts(
@@ -102,10 +113,7 @@ impl ObjectStore for LocalDirStore {
         if range.end.saturating_sub(range.start) < POOLED_READ_MIN_BYTES {
             return self.inner.get_range(location, range).await;
         }
-        let path = self.inner.path_to_filesystem(location)?;
-        tokio::task::spawn_blocking(move || read_range_pooled(&path, range))
-            .await
-            .map_err(|e| generic(io::Error::other(format!("the read task failed: {e}"))))?
+        self.get_range_uncached(location, range).await
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {

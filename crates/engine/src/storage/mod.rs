@@ -283,6 +283,8 @@ pub struct Store {
     counts: Arc<RequestCounts>,
     multipart: Option<MultipartSettings>,
     stream_reads: bool,
+    /// A local directory's reader for [`Self::get_range_uncached`].
+    uncached_reads: Option<Arc<local::LocalDirStore>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -304,7 +306,16 @@ impl Store {
             counts: Arc::new(RequestCounts::default()),
             multipart: None,
             stream_reads: false,
+            uncached_reads: None,
         }
+    }
+
+    /// A store over a local directory, whose [`Self::get_range_uncached`] reads around the
+    /// page cache.
+    pub(crate) fn local(backend: Arc<local::LocalDirStore>, description: String) -> Self {
+        let mut store = Store::new(backend.clone(), "", description);
+        store.uncached_reads = Some(backend);
+        store
     }
 
     /// Uploads objects of at least `settings.threshold` bytes in parts (without this, every
@@ -482,17 +493,29 @@ impl Store {
             .get_range(&self.path(key), range.clone())
             .await
             .map_err(|e| StoreError::from_backend(key, e))?;
-        if bytes.len() as u64 != wanted {
-            return Err(StoreError::Backend {
-                key: key.to_string(),
-                message: format!(
-                    "asked for bytes {}..{} but got {} bytes; the object is truncated",
-                    range.start,
-                    range.end,
-                    bytes.len()
-                ),
-            });
-        }
+        check_range_length(key, &range, wanted, bytes.len())?;
+        Ok(bytes)
+    }
+
+    /// Reads `range` of an object that will be read once and not again soon (prune copying
+    /// packs): a local directory reads it with `O_DIRECT` into a reused buffer, whatever its
+    /// size, so it neither fills the page cache nor pays the cache's system time; other stores
+    /// read it as [`Self::get_range`] does, with the same check of its length.
+    pub async fn get_range_uncached(
+        &self,
+        key: &str,
+        range: Range<u64>,
+    ) -> Result<Bytes, StoreError> {
+        let Some(local) = &self.uncached_reads else {
+            return self.get_range(key, range).await;
+        };
+        RequestCounts::bump(&self.counts.get, 1);
+        let wanted = range.end - range.start;
+        let bytes = local
+            .get_range_uncached(&self.path(key), range.clone())
+            .await
+            .map_err(|e| StoreError::from_backend(key, e))?;
+        check_range_length(key, &range, wanted, bytes.len())?;
         Ok(bytes)
     }
 
@@ -573,6 +596,25 @@ impl Store {
             Err(e) => Err(StoreError::from_backend(key, e)),
         }
     }
+}
+
+/// A ranged read's answer must be exactly the range: a short one means a truncated object.
+fn check_range_length(
+    key: &str,
+    range: &Range<u64>,
+    wanted: u64,
+    got: usize,
+) -> Result<(), StoreError> {
+    if got as u64 != wanted {
+        return Err(StoreError::Backend {
+            key: key.to_string(),
+            message: format!(
+                "asked for bytes {}..{} but got {got} bytes; the object is truncated",
+                range.start, range.end
+            ),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -133,9 +133,8 @@ fn open_local(dir: &std::path::Path, options: &StoreOptions) -> Result<Store, St
     })?;
     let backend = LocalFileSystem::new_with_prefix(&dir)
         .map_err(|e| StoreError::Location(format!("cannot open {}: {e}", dir.display())))?;
-    Ok(Store::new(
+    Ok(Store::local(
         Arc::new(LocalDirStore::new(backend)),
-        "",
         dir.display().to_string(),
     ))
 }
