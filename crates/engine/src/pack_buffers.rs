@@ -47,7 +47,7 @@ impl Pool {
             Some(at) => idle.swap_remove(at),
             None => {
                 drop(idle);
-                Vec::with_capacity(capacity)
+                Vec::with_capacity(size_class(capacity))
             }
         }
     }
@@ -71,6 +71,21 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
+
+/// The capacity a new buffer gets for a request of `capacity` bytes: the next power of two.
+///
+/// Requests of slightly different sizes (a prune's reads of live blobs, a few MiB each) then
+/// share buffers instead of each size leaving its own behind in the pool. Only the bytes a
+/// buffer was filled to are ever touched, so the rounding costs address space, not memory.
+fn size_class(capacity: usize) -> usize {
+    capacity
+        .checked_next_power_of_two()
+        .unwrap_or(capacity)
+        .max(MIN_CLASS_BYTES)
+}
+
+/// The smallest buffer the pool makes.
+const MIN_CLASS_BYTES: usize = 64 << 10;
 
 /// An empty buffer with room for at least `capacity` bytes, reused when one is idle.
 pub fn take(capacity: usize) -> Vec<u8> {
@@ -145,6 +160,23 @@ mod tests {
         assert_eq!(fits.as_ptr(), big_at);
         let fresh = pool.take(200_000);
         assert!(fresh.capacity() >= 200_000);
+    }
+
+    #[test]
+    fn requests_of_nearby_sizes_share_one_buffer() {
+        let pool = Pool::new(4);
+        let first = pool.take((3 << 20) + 12_345);
+        assert_eq!(first.capacity(), 4 << 20);
+        let address = first.as_ptr();
+        pool.give_back(first);
+        let second = pool.take((4 << 20) - 1);
+        assert_eq!(
+            second.as_ptr(),
+            address,
+            "a slightly larger request reuses it"
+        );
+        assert_eq!(size_class(1), MIN_CLASS_BYTES);
+        assert_eq!(size_class(18 << 20), 32 << 20);
     }
 
     #[test]

@@ -18,7 +18,10 @@ use crate::pack::{self, PackEntry};
 use crate::repo::Repository;
 
 /// Most bytes of one read: live blobs that lie close together are read together up to this.
-pub const READ_BYTES: u64 = 4 << 20;
+/// Three alignment blocks short of 4 MiB, so that a direct read's aligned buffer (the range
+/// widened to whole 4 KiB blocks, and one more block to align its start) is never over 4 MiB
+/// and every read reuses the same size of pooled buffer.
+pub const READ_BYTES: u64 = (4 << 20) - 3 * crate::direct_io::ALIGN as u64;
 /// Dead bytes between two live blobs that are read through rather than starting another read.
 const MAX_GAP_BYTES: u64 = 256 << 10;
 /// Reads in flight or done ahead of the one being copied.
@@ -272,9 +275,15 @@ mod tests {
             .map(|i| entry(i, u64::from(i) * u64::from(blob), blob))
             .collect();
         let reads = plan_reads(entries, &[], 10 << 20, "p").unwrap();
+        // 1 MiB blobs: three fit in a read, a fourth would pass READ_BYTES.
         assert_eq!(
             ranges(&reads),
-            vec![0..4 << 20, 4 << 20..8 << 20, 8 << 20..10 << 20]
+            vec![
+                0..3 << 20,
+                3 << 20..6 << 20,
+                6 << 20..9 << 20,
+                9 << 20..10 << 20
+            ]
         );
         assert_eq!(reads.iter().map(|(_, b)| b.len()).sum::<usize>(), 10);
     }
