@@ -82,8 +82,11 @@ pub const INIT_BACKOFF: Duration = Duration::from_millis(100);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Most retries of one request.
 pub const MAX_RETRIES: usize = 10;
-/// No retry starts later than this after the first attempt of a request.
-pub const RETRY_BUDGET: Duration = Duration::from_secs(120);
+/// No retry starts later than this after the first attempt of a request. Longer than
+/// [`REQUEST_TIMEOUT`], so that a request that hangs until it times out is tried again on a
+/// new connection instead of failing the whole operation at its first stall.
+pub const RETRY_BUDGET: Duration = Duration::from_secs(300);
+const _: () = assert!(RETRY_BUDGET.as_secs() > REQUEST_TIMEOUT.as_secs());
 /// Time allowed to open a TCP (and TLS) connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for one request, body included.
