@@ -167,6 +167,15 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
         started.elapsed().as_secs_f64()
     );
 
+    // The kernel is told of every range the backup will read on a thread of its own (the
+    // advice itself starts the reads and can take a while), so the source's reads overlap the
+    // metadata loads below.
+    let advised = {
+        let volume = Arc::clone(&volume);
+        let bitmap = bitmap.clone();
+        tokio::task::spawn_blocking(move || advise_scattered_reads(&volume, &bitmap, chunk_size))
+    };
+
     // Only an incremental reads the parent's tree pages, so only it needs their locations:
     // from the parent's tree table, or (a parent without one) from the pack index, of tree
     // pages only (data chunks are compared by id, never looked up). Quarantine matters only
@@ -215,6 +224,8 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
     let reader = parent
         .as_ref()
         .map(|_| PageReader::new(repo.clone(), Arc::clone(&index)));
+    // Reading before the advice is done would only race it for the same pages.
+    let _ = advised.await;
     let data = DataFeed::new(
         Arc::clone(&volume),
         Arc::new(bitmap.clone()),
@@ -569,7 +580,6 @@ impl DataFeed {
         hasher: IdHasher,
     ) -> Self {
         let size = volume.size();
-        advise_scattered_reads(&volume, &bitmap, chunk_size);
         let runs = futures::stream::unfold(0u64, move |from| {
             let bitmap = Arc::clone(&bitmap);
             async move {

@@ -203,6 +203,7 @@ pub fn open(
         .with_allow_http(allow_http)
         .with_retry(retry)
         .with_client_options(client)
+        .with_unsigned_payload(payload_protected_by_tls(allow_http, options))
         .with_http_connector(ClassifyingConnector);
     if let Some(endpoint) = &endpoint {
         builder = builder.with_endpoint(endpoint);
@@ -230,6 +231,15 @@ pub fn open(
     Ok(Store::new(Arc::new(backend), prefix, description)
         .with_multipart(multipart)
         .with_stream_reads())
+}
+
+/// Whether request bodies may go without a SHA-256 in their signature (`UNSIGNED-PAYLOAD`):
+/// over TLS with the server's certificate checked, which protects the body in transit (and
+/// every object is sealed and named by its hash, so a changed body never reads back as valid).
+/// Hashing the body costs the client and the server a pass over every byte uploaded. Over
+/// plain HTTP, or with `--insecure-skip-tls-verify`, the signature covers the body.
+fn payload_protected_by_tls(allow_http: bool, options: &StoreOptions) -> bool {
+    !allow_http && !options.insecure_skip_tls_verify
 }
 
 /// The multipart settings: [`StoreOptions`] first, then `S3MOVER_S3_MULTIPART_THRESHOLD` and
@@ -886,6 +896,24 @@ fn endpoint_in(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bodies_go_unsigned_only_over_verified_tls() {
+        let verified = StoreOptions::default();
+        let unverified = StoreOptions {
+            insecure_skip_tls_verify: true,
+            ..StoreOptions::default()
+        };
+        assert!(
+            payload_protected_by_tls(false, &verified),
+            "https, verified"
+        );
+        assert!(!payload_protected_by_tls(true, &verified), "plain http");
+        assert!(
+            !payload_protected_by_tls(false, &unverified),
+            "https, unverified"
+        );
+    }
 
     #[test]
     fn reads_ini_sections() {
