@@ -92,14 +92,15 @@ fn zstd_compress(data: &[u8]) -> Option<Vec<u8>> {
     })
 }
 
-/// Opens, decompresses and checks a blob: the result is trusted only if its id matches.
+/// Opens, decompresses and checks a blob: the result is trusted only if its id matches. An
+/// uncompressed blob's plaintext is handed out in the buffer it was opened into, not copied.
 pub fn decode_blob(
     sealer: &Sealer,
     hasher: &IdHasher,
     id: &ChunkId,
     sealed: &[u8],
     max_len: usize,
-) -> Result<Vec<u8>> {
+) -> Result<Bytes> {
     let framed = sealer
         .open(sealed, &id.0)
         .map_err(|e| Error::Corrupt(format!("chunk {id}: {e}")))?;
@@ -107,8 +108,9 @@ pub fn decode_blob(
         .split_first()
         .ok_or_else(|| Error::Corrupt(format!("chunk {id}: empty blob")))?;
     let plaintext = match *flag {
-        FLAG_RAW => payload.to_vec(),
+        FLAG_RAW => Bytes::from(framed).slice(1..),
         FLAG_ZSTD => zstd::bulk::decompress(payload, max_len)
+            .map(Bytes::from)
             .map_err(|e| Error::Corrupt(format!("chunk {id}: cannot decompress: {e}")))?,
         other => {
             return Err(Error::Corrupt(format!(

@@ -430,7 +430,9 @@ async fn fetch_and_write(
     // `pending` holds bytes base..base + pending.len() of the range; items[next..] wait for
     // theirs.
     let items = fetch.items;
-    let mut pending = bytes::BytesMut::new();
+    // Room for a batch and the blob that ends it, so that filling it rarely reallocates (and
+    // copies what it holds); a new allocation of this size follows each batch handed off.
+    let mut pending = bytes::BytesMut::with_capacity(DECODE_BATCH_BYTES + chunk_size as usize * 2);
     let mut base = 0usize;
     let mut next = 0usize;
     let mut writing: Option<tokio::task::JoinHandle<Result<(u64, u64)>>> = None;
