@@ -144,6 +144,9 @@ async fn downloads_survive_frequent_resets_mid_body() {
     let counts = proxy.counts();
     eprintln!("proxy counts: {:?}", counts);
     assert!(counts.resets >= 3, "{counts:?}");
+    // Over plain HTTP every body is hashed into its request's signature.
+    assert!(counts.put >= 7, "{counts:?}");
+    assert_eq!(counts.unsigned_puts, 0, "{counts:?}");
 }
 
 #[tokio::test]

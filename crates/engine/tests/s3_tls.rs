@@ -51,10 +51,14 @@ async fn https_endpoint_with_a_private_ca() {
             },
         )
         .expect("open with CA");
+    let before = proxy.counts();
     trusted
         .put("config", Bytes::from_static(b"over tls"))
         .await
         .expect("put over TLS");
+    // Over verified TLS the body is not hashed into the signature.
+    let sent = proxy.counts().since(&before);
+    assert_eq!((sent.put, sent.unsigned_puts), (1, 1), "{sent:?}");
     assert_eq!(
         trusted.get("config").await.expect("get").as_ref(),
         b"over tls"
@@ -74,7 +78,14 @@ async fn https_endpoint_with_a_private_ca() {
         insecure.get("config").await.expect("get").as_ref(),
         b"over tls"
     );
-    assert!(proxy.counts().put >= 1);
+    // Without a checked certificate the signature covers the body again.
+    let before = proxy.counts();
+    insecure
+        .put("config", Bytes::from_static(b"over tls"))
+        .await
+        .expect("put, certificate unchecked");
+    let sent = proxy.counts().since(&before);
+    assert_eq!((sent.put, sent.unsigned_puts), (1, 0), "{sent:?}");
 }
 
 #[test]

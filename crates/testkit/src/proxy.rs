@@ -145,6 +145,8 @@ pub struct RequestCounts {
     pub delays: u64,
     /// Requests answered by a [`FailRule`] (not counted in `faults`).
     pub rule_failures: u64,
+    /// PUTs whose body the signature does not cover (`x-amz-content-sha256: UNSIGNED-PAYLOAD`).
+    pub unsigned_puts: u64,
 }
 
 impl RequestCounts {
@@ -168,6 +170,7 @@ impl RequestCounts {
             resets: self.resets - earlier.resets,
             delays: self.delays - earlier.delays,
             rule_failures: self.rule_failures - earlier.rule_failures,
+            unsigned_puts: self.unsigned_puts - earlier.unsigned_puts,
         }
     }
 
@@ -178,6 +181,7 @@ impl RequestCounts {
             "delete": self.delete, "post": self.post, "other": self.other,
             "faults": self.faults, "statusFaults": self.status_faults,
             "resets": self.resets, "delays": self.delays, "ruleFailures": self.rule_failures,
+            "unsignedPuts": self.unsigned_puts,
         })
     }
 }
@@ -196,6 +200,7 @@ struct Counters {
     resets: AtomicU64,
     delays: AtomicU64,
     rule_failures: AtomicU64,
+    unsigned_puts: AtomicU64,
 }
 
 impl Counters {
@@ -214,6 +219,7 @@ impl Counters {
             resets: l(&self.resets),
             delays: l(&self.delays),
             rule_failures: l(&self.rule_failures),
+            unsigned_puts: l(&self.unsigned_puts),
         }
     }
 
@@ -231,6 +237,7 @@ impl Counters {
             &self.resets,
             &self.delays,
             &self.rule_failures,
+            &self.unsigned_puts,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -523,7 +530,16 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     }
     let counters = &state.counters;
     match classify(&req) {
-        Kind::Put => Counters::bump(&counters.put),
+        Kind::Put => {
+            Counters::bump(&counters.put);
+            let unsigned = req
+                .headers()
+                .get("x-amz-content-sha256")
+                .is_some_and(|v| v.as_bytes() == b"UNSIGNED-PAYLOAD");
+            if unsigned {
+                Counters::bump(&counters.unsigned_puts);
+            }
+        }
         Kind::Get => Counters::bump(&counters.get),
         Kind::Head => Counters::bump(&counters.head),
         Kind::List => Counters::bump(&counters.list),
