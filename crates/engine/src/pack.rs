@@ -218,19 +218,25 @@ impl PackBuilder {
     }
 }
 
-/// Reads the header of a whole pack (for prune and index rebuilds).
-pub fn read_pack_header(sealer: &Sealer, pack: &[u8]) -> Result<Vec<PackEntry>> {
-    let trailer = 4 + PACK_MAGIC.len();
-    if pack.len() < trailer || &pack[pack.len() - PACK_MAGIC.len()..] != PACK_MAGIC {
+/// Bytes after a pack's sealed header: the header's length (u32, little-endian) and the magic.
+pub const TRAILER_LEN: usize = 4 + PACK_MAGIC.len();
+
+/// The length of a pack's sealed header, from the pack's last bytes (at least
+/// [`TRAILER_LEN`] of them).
+pub fn sealed_header_len(tail: &[u8]) -> Result<usize> {
+    if tail.len() < TRAILER_LEN || &tail[tail.len() - PACK_MAGIC.len()..] != PACK_MAGIC {
         return Err(Error::Corrupt("pack has no s3mover trailer".into()));
     }
-    let len_at = pack.len() - trailer;
-    let header_len = u32::from_le_bytes([
-        pack[len_at],
-        pack[len_at + 1],
-        pack[len_at + 2],
-        pack[len_at + 3],
-    ]) as usize;
+    let len_at = tail.len() - TRAILER_LEN;
+    let mut header_len = [0u8; 4];
+    header_len.copy_from_slice(&tail[len_at..len_at + 4]);
+    Ok(u32::from_le_bytes(header_len) as usize)
+}
+
+/// Reads the header of a pack from the pack, or from any end of it that holds the header.
+pub fn read_pack_header(sealer: &Sealer, pack: &[u8]) -> Result<Vec<PackEntry>> {
+    let header_len = sealed_header_len(pack)?;
+    let len_at = pack.len() - TRAILER_LEN;
     let start = len_at
         .checked_sub(header_len)
         .ok_or_else(|| Error::Corrupt("pack header length exceeds the pack".into()))?;

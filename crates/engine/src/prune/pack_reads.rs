@@ -32,9 +32,6 @@ const HEADERS_AHEAD: usize = 2;
 /// blobs (64 KiB chunks make ~260); a longer header takes a second read.
 const TAIL_BYTES: u64 = 64 << 10;
 
-/// The bytes after a pack's sealed header: its length (u32, little-endian) and the magic.
-const TRAILER_BYTES: u64 = 12;
-
 /// A pack to repack: its name, listed size, and the sorted prefixes of the ids removed from it.
 pub struct PackToCopy<'a> {
     pub name: ChunkId,
@@ -185,7 +182,8 @@ pub async fn read_header_from_end(
     key: &str,
     size: u64,
 ) -> Result<Option<(Vec<PackEntry>, u64)>> {
-    if size < TRAILER_BYTES {
+    let trailer = pack::TRAILER_LEN as u64;
+    if size < trailer {
         return Err(Error::Corrupt(format!("{key} is too short to be a pack")));
     }
     let tail_start = size.saturating_sub(TAIL_BYTES);
@@ -194,11 +192,9 @@ pub async fn read_header_from_end(
         Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let len_at = tail.len() - TRAILER_BYTES as usize;
-    let mut header_len = [0u8; 4];
-    header_len.copy_from_slice(&tail[len_at..len_at + 4]);
-    let header_len = u64::from(u32::from_le_bytes(header_len));
-    let body_end = (size - TRAILER_BYTES)
+    let header_len =
+        pack::sealed_header_len(&tail).map_err(|e| Error::Corrupt(format!("{key}: {e}")))? as u64;
+    let body_end = (size - trailer)
         .checked_sub(header_len)
         .ok_or_else(|| Error::Corrupt(format!("{key}: header length exceeds the pack")))?;
     let suffix = if body_end >= tail_start {
