@@ -27,12 +27,15 @@ use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::tree::{self, PageReader, FANOUT};
 use crate::tree_table::{TablePage, TreeTable};
-use crate::upload::{Packer, UploadedPack};
+use crate::upload::{Outlook, Packer, UploadedPack};
 
-/// Slots read together in one positional read.
+/// Slots read (one positional read each) and hashed by one task on the blocking pool.
 const SLOTS_PER_READ: u64 = 16;
-/// Read batches in flight ahead of the tree builder. Scattered changes make single-slot
-/// batches, so this is also the I/O queue depth an incremental gets on a cold disk.
+/// Separate runs of slots read by one task: scattered changes make runs of one slot, and a
+/// task per slot woke a thread per 64 KiB read.
+const RUNS_PER_READ: usize = 4;
+/// Read batches in flight ahead of the tree builder, each a task of its own, so this is also
+/// the I/O queue depth an incremental gets on a cold disk that was not advised of its reads.
 const READS_AHEAD: usize = 16;
 /// Packs between two index objects (and session checkpoints).
 const PACKS_PER_INDEX: usize = 4;
@@ -244,6 +247,8 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
         repo,
         bitmap: &bitmap,
         slots: bitmap.slots(),
+        planned_slots: bitmap.count(),
+        chunk_size,
         inherit,
         parent_reader: reader.as_ref(),
         data,
@@ -580,24 +585,17 @@ impl DataFeed {
         hasher: IdHasher,
     ) -> Self {
         let size = volume.size();
-        let runs = futures::stream::unfold(0u64, move |from| {
+        let batches = futures::stream::unfold(0u64, move |from| {
             let bitmap = Arc::clone(&bitmap);
-            async move {
-                let start = bitmap.next_marked(from)?;
-                let mut end = start + 1;
-                while end - start < SLOTS_PER_READ && bitmap.get(end) {
-                    end += 1;
-                }
-                Some(((start, end), end))
-            }
+            async move { next_read_batch(&bitmap, from) }
         });
-        let batches = runs
-            .map(move |(start, end)| {
+        let batches = batches
+            .map(move |runs| {
                 let volume = Arc::clone(&volume);
                 let hasher = hasher.clone();
                 async move {
                     tokio::task::spawn_blocking(move || {
-                        read_run(&volume, &hasher, start, end, chunk_size, size)
+                        read_runs(&volume, &hasher, &runs, chunk_size, size)
                     })
                     .await
                     .map_err(|e| Error::Invalid(format!("read task failed: {e}")))?
@@ -642,16 +640,38 @@ fn advise_scattered_reads(volume: &Volume, bitmap: &SlotBitmap, chunk_size: u64)
     }
 }
 
-fn read_run(
+/// The marked runs from slot `from` on that make one read task: up to [`SLOTS_PER_READ`]
+/// slots in up to [`RUNS_PER_READ`] runs (so scattered changes keep a few slots per task and
+/// little memory ahead). Returns the runs and the slot to go on from, or `None` when no marked
+/// slot is left.
+fn next_read_batch(bitmap: &SlotBitmap, mut from: u64) -> Option<(Vec<(u64, u64)>, u64)> {
+    let mut runs = Vec::new();
+    let mut slots = 0;
+    while slots < SLOTS_PER_READ && runs.len() < RUNS_PER_READ {
+        let Some(start) = bitmap.next_marked(from) else {
+            break;
+        };
+        let mut end = start + 1;
+        while slots + (end - start) < SLOTS_PER_READ && bitmap.get(end) {
+            end += 1;
+        }
+        runs.push((start, end));
+        slots += end - start;
+        from = end;
+    }
+    (!runs.is_empty()).then_some((runs, from))
+}
+
+fn read_runs(
     volume: &Volume,
     hasher: &IdHasher,
-    start: u64,
-    end: u64,
+    runs: &[(u64, u64)],
     chunk_size: u64,
     size: u64,
 ) -> Result<Vec<SlotData>> {
     // One buffer per slot, read in place: the bytes are never copied before sealing.
-    (start..end)
+    runs.iter()
+        .flat_map(|&(start, end)| start..end)
         .map(|slot| {
             let offset = slot * chunk_size;
             let len = chunk_size.min(size - offset) as usize;
@@ -671,6 +691,9 @@ struct TreeBuilder<'a> {
     repo: &'a Repository,
     bitmap: &'a SlotBitmap,
     slots: u64,
+    /// Slots marked to be read, and their size.
+    planned_slots: u64,
+    chunk_size: u64,
     inherit: bool,
     parent_reader: Option<&'a PageReader>,
     data: DataFeed,
@@ -761,9 +784,19 @@ impl<'a> TreeBuilder<'a> {
         self.stats.chunks_new += 1;
         self.stats.data_bytes_new += data.bytes.len() as u64;
         self.known.insert(id);
+        self.data_packer.expect(self.outlook());
         self.data_packer.add(id, data.bytes).await?;
         self.checkpoint().await?;
         Ok(id)
+    }
+
+    /// Input read so far and still to read, for the data packer's last packs.
+    fn outlook(&self) -> Outlook {
+        let remaining_slots = self.planned_slots.saturating_sub(self.stats.slots_read);
+        Outlook {
+            input_seen: self.stats.bytes_read,
+            input_remaining: remaining_slots.saturating_mul(self.chunk_size),
+        }
     }
 
     async fn store_page(&mut self, ids: &[ChunkId], parent: ChunkId) -> Result<ChunkId> {
@@ -893,4 +926,54 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every batch of a plan, in order.
+    fn batches(bitmap: &SlotBitmap) -> Vec<Vec<(u64, u64)>> {
+        let mut out = Vec::new();
+        let mut from = 0;
+        while let Some((runs, next)) = next_read_batch(bitmap, from) {
+            out.push(runs);
+            from = next;
+        }
+        out
+    }
+
+    #[test]
+    fn contiguous_slots_are_read_in_batches_of_at_most_slots_per_read() {
+        let mut bitmap = SlotBitmap::new(100, 1);
+        bitmap.mark_slots(10, 50);
+        assert_eq!(
+            batches(&bitmap),
+            vec![vec![(10, 26)], vec![(26, 42)], vec![(42, 50)]]
+        );
+    }
+
+    #[test]
+    fn scattered_slots_share_a_batch_up_to_runs_per_read() {
+        let mut bitmap = SlotBitmap::new(100, 1);
+        for slot in [1, 3, 5, 7, 9, 20, 21] {
+            bitmap.mark_slots(slot, slot + 1);
+        }
+        bitmap.mark_slots(30, 60);
+        assert_eq!(
+            batches(&bitmap),
+            vec![
+                vec![(1, 2), (3, 4), (5, 6), (7, 8)],
+                vec![(9, 10), (20, 22), (30, 43)],
+                vec![(43, 59)],
+                vec![(59, 60)],
+            ]
+        );
+        let read: u64 = batches(&bitmap)
+            .iter()
+            .flatten()
+            .map(|(start, end)| end - start)
+            .sum();
+        assert_eq!(read, bitmap.count());
+    }
 }

@@ -1,0 +1,84 @@
+//! The tail of a backup: the last data packs are cut smaller, so the final uploads are short,
+//! and the backup still restores byte-exact.
+
+mod local_support;
+
+use std::path::{Path, PathBuf};
+
+use local_support::runtime;
+use s3mover_engine::backup::ParentChoice;
+use s3mover_engine::upload::MIN_TAIL_PACK;
+
+const MIB: u64 = 1 << 20;
+const CHUNK: u64 = 64 * 1024;
+const PACK: u64 = 8 * MIB;
+/// Room for a pack's last blob past its target, its sealing and its header.
+const SLACK: u64 = CHUNK + 64 * 1024;
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_last_packs_of_a_backup_are_smaller_and_it_restores() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = dir.path().join("vol.img");
+    let size = 24 * MIB;
+    local_support::write_blocks(
+        &image,
+        size,
+        CHUNK,
+        (0..size / CHUNK).map(|b| (b, local_support::block_data(1, b, CHUNK))),
+    );
+    runtime().block_on(async {
+        let repo_dir = dir.path().join("repo");
+        let repo = local_support::new_repo(&repo_dir, CHUNK as u32, PACK as u32).await;
+        let report = local_support::backup_image(&repo, &image, "vol", ParentChoice::Latest)
+            .await
+            .expect("backup");
+
+        // Tree pages go to a pack of their own: 4 pages here, smaller than one data chunk.
+        let mut data_packs: Vec<u64> = files_under(&repo_dir.join("packs"))
+            .iter()
+            .map(|p| std::fs::metadata(p).expect("pack").len())
+            .filter(|&len| len >= CHUNK)
+            .collect();
+        data_packs.sort_unstable();
+        eprintln!("data pack sizes: {data_packs:?}");
+        let total: u64 = data_packs.iter().sum();
+        assert!(total >= size, "packs hold {total} bytes of {size}");
+        let largest = *data_packs.last().expect("a data pack");
+        let smallest = data_packs[0];
+        assert!(largest <= PACK + SLACK, "a pack of {largest} bytes");
+        assert!(
+            smallest <= MIN_TAIL_PACK as u64 + SLACK,
+            "the smallest pack has {smallest} bytes: the tail was not cut smaller ({data_packs:?})"
+        );
+        // Full packs while much is left, then about half of what is left each time: 8, 8, 4,
+        // 2, 2 MiB and the last half MiB here; at most a full-size cut plus log2(8 / 2) + 1.
+        assert!(
+            data_packs.len() <= 6,
+            "{} data packs for {size} bytes: {data_packs:?}",
+            data_packs.len()
+        );
+        assert_eq!(report.manifest.stats.chunks_new, size / CHUNK);
+
+        let bytes = std::fs::read(&image).expect("read image");
+        local_support::assert_restores(
+            &repo,
+            &report.manifest,
+            &dir.path().join("out.img"),
+            &bytes,
+        )
+        .await;
+    });
+}
