@@ -622,22 +622,59 @@ impl DataFeed {
     }
 }
 
+/// Starts the kernel's reads of what a backup from a ranges file will read, on a blocking
+/// thread, so that a caller can start them before unlocking the repository (the key derivation
+/// takes tens of milliseconds by design) — see [`crate::LockedRepository`]. The backup advises
+/// the same reads again, which costs little for pages already cached or on their way.
+///
+/// Only a hint: the task resolves to the bytes advised, or `None` when there is nothing to
+/// advise (another change source, a plan too large to advise, or an unreadable source or
+/// ranges file — errors the backup itself then reports).
+pub fn prefetch_ranges(
+    source: &std::path::Path,
+    change: &ChangeInput,
+    chunk_size: u64,
+) -> tokio::task::JoinHandle<Option<u64>> {
+    let ranges = match change {
+        ChangeInput::ChangedRangesFile(path) | ChangeInput::AllocatedRangesFile(path) => {
+            Some(path.clone())
+        }
+        _ => None,
+    };
+    let source = source.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let ranges = ranges?;
+        let volume = Volume::open_source(&source).ok()?;
+        let mut bitmap = SlotBitmap::new(volume.size(), chunk_size);
+        fold_ranges_file(&ranges, volume.size(), &mut bitmap).ok()?;
+        advise_scattered_reads(&volume, &bitmap, chunk_size)
+    })
+}
+
 /// An incremental reads scattered slots; asking the kernel for all of them at once lets the
-/// disk serve them in parallel. Only for plans small enough to fit comfortably in the page cache.
-fn advise_scattered_reads(volume: &Volume, bitmap: &SlotBitmap, chunk_size: u64) {
+/// disk serve them in parallel. Only for plans small enough to fit comfortably in the page
+/// cache; returns the bytes advised, `None` for a plan too large.
+fn advise_scattered_reads(volume: &Volume, bitmap: &SlotBitmap, chunk_size: u64) -> Option<u64> {
     const MAX_ADVISED_BYTES: u64 = 1 << 30;
-    if bitmap.count().saturating_mul(chunk_size) > MAX_ADVISED_BYTES {
-        return;
+    let planned = bitmap.count().saturating_mul(chunk_size);
+    if planned > MAX_ADVISED_BYTES {
+        return None;
     }
+    let size = volume.size();
+    let mut advised = 0;
     let mut next = bitmap.next_marked(0);
     while let Some(start) = next {
         let mut end = start + 1;
         while bitmap.get(end) {
             end += 1;
         }
-        volume.advise_will_need(start * chunk_size, (end - start) * chunk_size);
+        let offset = start * chunk_size;
+        let len = (end * chunk_size).min(size) - offset;
+        volume.advise_will_need(offset, len);
+        advised += len;
         next = bitmap.next_marked(end);
     }
+    Some(advised)
 }
 
 /// The marked runs from slot `from` on that make one read task: up to [`SLOTS_PER_READ`]

@@ -38,4 +38,4 @@ pub mod upload;
 pub mod verify;
 
 pub use error::{Error, Result};
-pub use repo::{InitOptions, Repository};
+pub use repo::{InitOptions, LockedRepository, Repository};

@@ -63,6 +63,8 @@ const SAMPLE_SLICE_BYTES: usize = 1024;
 thread_local! {
     static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
         const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 fn compress_if_smaller(data: &[u8]) -> Option<Vec<u8>> {
@@ -92,6 +94,21 @@ fn zstd_compress(data: &[u8]) -> Option<Vec<u8>> {
     })
 }
 
+/// Decompresses with this thread's zstd context (a new context per blob cost more than the
+/// decompression of a small tree page).
+fn zstd_decompress(data: &[u8], max_len: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(decompressor) => decompressor.decompress(data, max_len),
+            None => zstd::bulk::decompress(data, max_len),
+        }
+    })
+}
+
 /// Opens, decompresses and checks a blob: the result is trusted only if its id matches. An
 /// uncompressed blob's plaintext is handed out in the buffer it was opened into, not copied.
 pub fn decode_blob(
@@ -109,7 +126,7 @@ pub fn decode_blob(
         .ok_or_else(|| Error::Corrupt(format!("chunk {id}: empty blob")))?;
     let plaintext = match *flag {
         FLAG_RAW => Bytes::from(framed).slice(1..),
-        FLAG_ZSTD => zstd::bulk::decompress(payload, max_len)
+        FLAG_ZSTD => zstd_decompress(payload, max_len)
             .map(Bytes::from)
             .map_err(|e| Error::Corrupt(format!("chunk {id}: cannot decompress: {e}")))?,
         other => {

@@ -124,26 +124,15 @@ impl Repository {
     /// Opens a repository, unlocking it with `password` if it is encrypted.
     pub async fn open(store: Store, password: Option<&str>) -> Result<Repository> {
         let started = std::time::Instant::now();
-        let config = read_config(&store).await?;
-        let keys = if config.is_encrypted() {
-            let password = password.ok_or(Error::PasswordRequired)?;
-            unlock(&store, &config.key_slots, password).await?
-        } else {
-            let id_key = config
-                .id_key
-                .as_deref()
-                .and_then(|text| hex::decode(text).ok())
-                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-                .ok_or_else(|| {
-                    Error::Corrupt("config of an unencrypted repository has no valid idKey".into())
-                })?;
-            Keys::plain(id_key)
-        };
+        let repo = LockedRepository::read(store)
+            .await?
+            .unlock(password)
+            .await?;
         tracing::debug!(
             "repository opened in {:.3}s",
             started.elapsed().as_secs_f64()
         );
-        Ok(Repository::assemble(store, config, keys))
+        Ok(repo)
     }
 
     fn assemble(store: Store, config: RepoConfig, keys: Keys) -> Repository {
@@ -317,6 +306,47 @@ impl Repository {
         let key = format!("latest/{}", self.volume_key(volume));
         self.store.put(&key, Bytes::from(id.to_string())).await?;
         Ok(id.len() as u64)
+    }
+}
+
+/// A repository whose config is read and that is not unlocked yet. Unlocking runs the key
+/// derivation, which takes tens of milliseconds by design; what needs only the config (a
+/// backup's chunk size, to start reading its source) can start before it.
+pub struct LockedRepository {
+    store: Store,
+    config: RepoConfig,
+}
+
+impl LockedRepository {
+    /// Reads the config of the repository in `store`.
+    pub async fn read(store: Store) -> Result<LockedRepository> {
+        let config = read_config(&store).await?;
+        Ok(LockedRepository { store, config })
+    }
+
+    /// The repository config.
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// Unlocks the repository with `password` if it is encrypted.
+    pub async fn unlock(self, password: Option<&str>) -> Result<Repository> {
+        let LockedRepository { store, config } = self;
+        let keys = if config.is_encrypted() {
+            let password = password.ok_or(Error::PasswordRequired)?;
+            unlock(&store, &config.key_slots, password).await?
+        } else {
+            let id_key = config
+                .id_key
+                .as_deref()
+                .and_then(|text| hex::decode(text).ok())
+                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                .ok_or_else(|| {
+                    Error::Corrupt("config of an unencrypted repository has no valid idKey".into())
+                })?;
+            Keys::plain(id_key)
+        };
+        Ok(Repository::assemble(store, config, keys))
     }
 }
 

@@ -7,19 +7,29 @@ use crate::cli::{BackupArgs, GlobalArgs, OutputFormat, EXIT_OK};
 use crate::output::{human_bytes, print_json};
 
 pub async fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<u8> {
-    let repo = super::open_repository(global, &args.store).await?;
+    let locked = super::read_repository(global, &args.store).await?;
+    // The source's reads start while the password is resolved and the key derived.
+    let ranges_file = match (&args.changed_ranges, &args.allocated_ranges) {
+        (Some(file), _) => Some(ChangeInput::ChangedRangesFile(file.clone())),
+        (None, Some(file)) => Some(ChangeInput::AllocatedRangesFile(file.clone())),
+        (None, None) => None,
+    };
+    if let Some(change) = &ranges_file {
+        let chunk_size = u64::from(locked.config().chunk_size);
+        drop(backup::prefetch_ranges(&args.source, change, chunk_size));
+    }
+    let repo = super::unlock_repository(global, locked).await?;
     let mut cbt = None;
     let mut cbt_note = None;
-    let change = match (&args.changed_ranges, &args.allocated_ranges) {
-        (Some(file), _) => ChangeInput::ChangedRangesFile(file.clone()),
-        (None, Some(file)) => ChangeInput::AllocatedRangesFile(file.clone()),
-        (None, None) if args.cbt.is_set() => {
+    let change = match ranges_file {
+        Some(change) => change,
+        None if args.cbt.is_set() => {
             let (change, info, note) = super::cbt::backup_change_input(&args.cbt).await?;
             cbt = Some(info);
             cbt_note = note;
             change
         }
-        (None, None) => ChangeInput::Auto,
+        None => ChangeInput::Auto,
     };
     let options = BackupOptions {
         volume: args.volume.clone(),

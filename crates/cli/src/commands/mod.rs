@@ -14,7 +14,7 @@ mod verify;
 
 use anyhow::{Context, Result};
 use s3mover_engine::storage::{open_store, StoreOptions};
-use s3mover_engine::Repository;
+use s3mover_engine::{LockedRepository, Repository};
 
 use crate::cli::{Cli, Command, GlobalArgs, StoreArgs};
 
@@ -58,9 +58,21 @@ pub fn store_options(store: &StoreArgs, create: bool) -> StoreOptions {
 
 /// Opens the repository named by the global flags, with the password from its sources.
 pub async fn open_repository(global: &GlobalArgs, store: &StoreArgs) -> Result<Repository> {
+    unlock_repository(global, read_repository(global, store).await?).await
+}
+
+/// Reads the config of the repository named by the global flags, without unlocking it.
+pub async fn read_repository(global: &GlobalArgs, store: &StoreArgs) -> Result<LockedRepository> {
     let url = repo_url(global)?;
     let store = open_store(url, &store_options(store, false))?;
+    Ok(LockedRepository::read(store).await?)
+}
+
+/// Unlocks a repository with the password from its sources.
+pub async fn unlock_repository(
+    global: &GlobalArgs,
+    locked: LockedRepository,
+) -> Result<Repository> {
     let password = crate::password::resolve(global.password_file.as_deref())?;
-    let repo = Repository::open(store, password.as_ref().map(|p| p.as_str())).await?;
-    Ok(repo)
+    Ok(locked.unlock(password.as_ref().map(|p| p.as_str())).await?)
 }

@@ -1,5 +1,7 @@
-//! The tail of a backup: the last data packs are cut smaller, so the final uploads are short,
-//! and the backup still restores byte-exact.
+//! The shape of the backup pipeline: the last data packs are cut smaller, so the uploads the
+//! commit waits for are short (and the backup still restores byte-exact); and the source's
+//! read-ahead that can start before the repository is unlocked plans exactly what the backup
+//! will read.
 
 mod local_support;
 
@@ -80,5 +82,50 @@ fn the_last_packs_of_a_backup_are_smaller_and_it_restores() {
             &bytes,
         )
         .await;
+    });
+}
+
+/// The read-ahead a backup from a ranges file can start before the repository is unlocked:
+/// it advises exactly the slots the ranges touch, and nothing for anything it cannot plan.
+#[test]
+fn prefetch_advises_the_slots_a_ranges_file_touches() {
+    use s3mover_engine::backup::{prefetch_ranges, ChangeInput};
+    use s3mover_ranges::{BlockMetadataType, BlockRange, RangesFileWriter};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = dir.path().join("vol.img");
+    let size = 16 * CHUNK + 4096;
+    local_support::write_blocks(&image, size, 4096, std::iter::empty());
+    let ranges = dir.path().join("changes.json");
+    let file = std::fs::File::create(&ranges).expect("ranges file");
+    let mut writer =
+        RangesFileWriter::new(file, BlockMetadataType::VariableLength, size).expect("writer");
+    // Slot 1 (part of it), slots 5 and 6 (one range across their border), and the short
+    // last slot.
+    for (offset, len) in [(CHUNK + 100, 10), (6 * CHUNK - 10, 20), (16 * CHUNK, 4096)] {
+        writer.push(BlockRange::new(offset, len)).expect("push");
+    }
+    writer.finish().expect("finish");
+
+    runtime().block_on(async {
+        let changed = ChangeInput::ChangedRangesFile(ranges.clone());
+        let advised = prefetch_ranges(&image, &changed, CHUNK)
+            .await
+            .expect("task");
+        assert_eq!(advised, Some(3 * CHUNK + 4096));
+
+        let missing = ChangeInput::ChangedRangesFile(dir.path().join("no-such-file.json"));
+        let advised = prefetch_ranges(&image, &missing, CHUNK)
+            .await
+            .expect("task");
+        assert_eq!(advised, None, "an unreadable ranges file advises nothing");
+
+        let advised = prefetch_ranges(&image, &ChangeInput::Auto, CHUNK)
+            .await
+            .expect("task");
+        assert_eq!(
+            advised, None,
+            "without a ranges file there is nothing to plan"
+        );
     });
 }
