@@ -37,8 +37,10 @@ const RUNS_PER_READ: usize = 4;
 /// Read batches in flight ahead of the tree builder, each a task of its own, so this is also
 /// the I/O queue depth an incremental gets on a cold disk that was not advised of its reads.
 const READS_AHEAD: usize = 16;
-/// Packs between two index objects (and session checkpoints).
-const PACKS_PER_INDEX: usize = 4;
+/// Full-size data packs' worth of bytes between two index objects (and session checkpoints).
+/// Counted in bytes, not packs, so that the smaller packs at the end of a backup do not add
+/// index objects.
+const PACKS_PER_INDEX: u64 = 4;
 /// Chunk ids remembered for in-run deduplication (about 50 MB); beyond this, duplicates
 /// within one run are stored again, which costs space but never correctness.
 const KNOWN_SET_LIMIT: usize = 1 << 20;
@@ -850,10 +852,10 @@ impl<'a> TreeBuilder<'a> {
         Ok(id)
     }
 
-    /// Every few packs: an index object for them and a session checkpoint.
+    /// Every few packs' worth of bytes: an index object for them and a session checkpoint.
     async fn checkpoint(&mut self) -> Result<()> {
-        if self.data_packer.completed_count() + self.tree_packer.completed_count() < PACKS_PER_INDEX
-        {
+        let completed = self.data_packer.completed_bytes() + self.tree_packer.completed_bytes();
+        if completed < PACKS_PER_INDEX * self.repo.config().pack_size as u64 {
             return Ok(());
         }
         self.write_index().await?;

@@ -39,11 +39,13 @@ const SEAL_BATCH_BLOBS: usize = 4;
 /// …or this many bytes, whichever comes first.
 const SEAL_BATCH_BYTES: usize = 256 * 1024;
 
-/// Blobs in sealing order: id and plaintext going in, id and sealed bytes coming out.
+/// Blobs in sealing order: id and plaintext going in.
 type Blobs = Vec<(ChunkId, Vec<u8>)>;
+/// Id, plaintext length and sealed bytes coming out.
+type SealedBlobs = Vec<(ChunkId, usize, Vec<u8>)>;
 
 /// The smallest pack the tail of a backup is cut into.
-pub const MIN_TAIL_PACK: usize = 2 << 20;
+pub const MIN_TAIL_PACK: usize = 4 << 20;
 
 /// What a packer's caller expects: input (plaintext) bytes seen so far and still to come, at
 /// most. Not every input byte becomes a packed byte (zero, unchanged or already stored chunks
@@ -72,9 +74,13 @@ impl Outlook {
 
 /// The size at which the pack being filled ships: the full `target` while much is still to
 /// come, else about what is estimated to follow (`rest`), but not below [`MIN_TAIL_PACK`].
-/// Packs cut this way halve in size towards the end of the input.
+/// Packs cut this way halve in size towards the end of the input. When less than half of
+/// [`MIN_TAIL_PACK`] is left, it joins the pack being filled rather than make a tiny last pack.
 pub fn tail_pack_target(target: usize, rest: u64) -> usize {
     let rest = usize::try_from(rest).unwrap_or(usize::MAX);
+    if rest < MIN_TAIL_PACK / 2 {
+        return target;
+    }
     rest.max(MIN_TAIL_PACK).min(target)
 }
 
@@ -87,7 +93,7 @@ pub struct Packer {
     /// Blobs collected for the next sealing task, and their bytes.
     batch: Blobs,
     batch_bytes: usize,
-    encoding: VecDeque<JoinHandle<Blobs>>,
+    encoding: VecDeque<JoinHandle<SealedBlobs>>,
     encode_ahead: usize,
     uploads: JoinSet<Result<UploadedPack>>,
     max_uploads: usize,
@@ -96,6 +102,8 @@ pub struct Packer {
     outlook: Option<Outlook>,
     /// Sealed blob bytes packed so far.
     packed_bytes: u64,
+    /// Plaintext bytes queued for sealing and not packed yet: they follow the pack being filled.
+    queued_bytes: u64,
     /// Packs uploaded so far.
     pub packs_uploaded: u64,
     /// Bytes of packs uploaded so far.
@@ -119,6 +127,7 @@ impl Packer {
             completed: Vec::new(),
             outlook: None,
             packed_bytes: 0,
+            queued_bytes: 0,
             packs_uploaded: 0,
             bytes_uploaded: 0,
         }
@@ -135,8 +144,9 @@ impl Packer {
         match self.outlook {
             None => self.target_size,
             Some(outlook) => {
-                // The input still to come is packed after the pack being filled.
-                let rest = outlook.estimated_rest(self.packed_bytes);
+                // What is queued for sealing and the input still to come are packed after the
+                // pack being filled.
+                let rest = self.queued_bytes + outlook.estimated_rest(self.packed_bytes);
                 tail_pack_target(self.target_size, rest)
             }
         }
@@ -145,6 +155,7 @@ impl Packer {
     /// Queues a blob: it is compressed and sealed on a worker thread, then packed.
     pub async fn add(&mut self, id: ChunkId, plaintext: Vec<u8>) -> Result<()> {
         self.batch_bytes += plaintext.len();
+        self.queued_bytes += plaintext.len() as u64;
         self.batch.push((id, plaintext));
         if self.batch.len() >= SEAL_BATCH_BLOBS || self.batch_bytes >= SEAL_BATCH_BYTES {
             self.seal_batch();
@@ -167,7 +178,10 @@ impl Packer {
             .push_back(tokio::task::spawn_blocking(move || {
                 blobs
                     .into_iter()
-                    .map(|(id, plaintext)| (id, pack::encode_blob(&sealer, &id, &plaintext)))
+                    .map(|(id, plaintext)| {
+                        let sealed = pack::encode_blob(&sealer, &id, &plaintext);
+                        (id, plaintext.len(), sealed)
+                    })
                     .collect()
             }));
     }
@@ -180,9 +194,10 @@ impl Packer {
         let sealed_blobs = handle
             .await
             .map_err(|e| Error::Invalid(format!("sealing task failed: {e}")))?;
-        for (id, sealed) in sealed_blobs {
+        for (id, plaintext_len, sealed) in sealed_blobs {
             self.current.add(id, &sealed);
             self.packed_bytes += sealed.len() as u64;
+            self.queued_bytes = self.queued_bytes.saturating_sub(plaintext_len as u64);
             if self.current.len() >= self.ship_size() {
                 self.ship_current().await?;
             }
@@ -236,9 +251,9 @@ impl Packer {
         std::mem::take(&mut self.completed)
     }
 
-    /// Number of completed packs not yet taken.
-    pub fn completed_count(&self) -> usize {
-        self.completed.len()
+    /// Bytes of the completed packs not yet taken.
+    pub fn completed_bytes(&self) -> u64 {
+        self.completed.iter().map(|pack| pack.size).sum()
     }
 
     /// Seals what is queued, uploads the last partial pack and waits for every upload.
@@ -266,12 +281,19 @@ mod tests {
         assert_eq!(tail_pack_target(16 * MIB, 100 * MIB as u64), 16 * MIB);
         assert_eq!(tail_pack_target(16 * MIB, 16 * MIB as u64), 16 * MIB);
         assert_eq!(tail_pack_target(16 * MIB, 5 * MIB as u64), 5 * MIB);
-        assert_eq!(tail_pack_target(16 * MIB, 0), MIN_TAIL_PACK);
+        assert_eq!(tail_pack_target(16 * MIB, 3 * MIB as u64), MIN_TAIL_PACK);
+    }
+
+    #[test]
+    fn a_small_rest_joins_the_pack_being_filled() {
+        let rest = (MIN_TAIL_PACK / 2 - 1) as u64;
+        assert_eq!(tail_pack_target(16 * MIB, rest), 16 * MIB);
+        assert_eq!(tail_pack_target(16 * MIB, 0), 16 * MIB);
     }
 
     #[test]
     fn packs_smaller_than_the_tail_minimum_stay_as_configured() {
-        assert_eq!(tail_pack_target(MIB, 0), MIB);
+        assert_eq!(tail_pack_target(MIB, 3 * MIB as u64), MIB);
         assert_eq!(tail_pack_target(MIB, 100 * MIB as u64), MIB);
     }
 

@@ -65,10 +65,11 @@ fn the_last_packs_of_a_backup_are_smaller_and_it_restores() {
             smallest <= MIN_TAIL_PACK as u64 + SLACK,
             "the smallest pack has {smallest} bytes: the tail was not cut smaller ({data_packs:?})"
         );
-        // Full packs while much is left, then about half of what is left each time: 8, 8, 4,
-        // 2, 2 MiB and the last half MiB here; at most a full-size cut plus log2(8 / 2) + 1.
+        // Full packs while much is left, then about half of what is left each time, with the
+        // last bits in the last pack: 8, 8, 4, 4 MiB here; at most a full-size cut plus
+        // log2(8 / 4) + 1.
         assert!(
-            data_packs.len() <= 6,
+            data_packs.len() <= 5,
             "{} data packs for {size} bytes: {data_packs:?}",
             data_packs.len()
         );
