@@ -203,12 +203,20 @@ pub fn open(
         .with_allow_http(allow_http)
         .with_retry(retry)
         .with_client_options(client)
-        .with_unsigned_payload(payload_protected_by_tls(allow_http, options))
-        .with_http_connector(ClassifyingConnector);
+        .with_unsigned_payload(payload_protected_by_tls(allow_http, options));
     if let Some(endpoint) = &endpoint {
         builder = builder.with_endpoint(endpoint);
     }
-    builder = match find_credentials(env, profile.as_ref())? {
+    let credentials = find_credentials(env, profile.as_ref())?;
+    // Ambient credentials (web identity, containers) may be fetched over HTTPS even when the
+    // bucket's endpoint is plain HTTP.
+    let needs_tls = !allow_http || matches!(credentials, Credentials::Ambient(_));
+    builder = builder.with_http_connector(ClassifyingConnector {
+        plain_http: (!needs_tls).then_some(PlainHttpSettings {
+            pool_max_idle_per_host: options.concurrency.map(|max| max.max(1)),
+        }),
+    });
+    builder = match credentials {
         Credentials::Static(credential) => builder.with_credentials(Arc::new(
             object_store::StaticCredentialProvider::new(credential),
         )),
@@ -741,15 +749,51 @@ impl CredentialProvider for ProcessCredentialProvider {
     }
 }
 
-/// Builds object_store's usual reqwest client, wrapped in [`RetryClassifier`].
+/// Builds the HTTP client, wrapped in [`RetryClassifier`]: object_store's usual reqwest
+/// client, or for a plain-HTTP endpoint that makes no HTTPS request at all, the same client
+/// without TLS roots. Loading the system's roots reads every file in `/etc/ssl/certs`; on a
+/// cold page cache that was about 35 ms of an 80 ms `s3mover backups` (measured by hand).
 #[derive(Debug, Clone, Copy)]
-struct ClassifyingConnector;
+struct ClassifyingConnector {
+    plain_http: Option<PlainHttpSettings>,
+}
+
+/// What [`open`] sets in `ClientOptions` beyond the timeouts, for the plain-HTTP client.
+#[derive(Debug, Clone, Copy)]
+struct PlainHttpSettings {
+    pool_max_idle_per_host: Option<usize>,
+}
 
 impl HttpConnector for ClassifyingConnector {
     fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
-        let inner = ReqwestConnector::default().connect(options)?;
+        let inner = match self.plain_http {
+            None => ReqwestConnector::default().connect(options)?,
+            Some(settings) => HttpClient::new(plain_http_client(settings)?),
+        };
         Ok(HttpClient::new(RetryClassifier(inner)))
     }
+}
+
+/// object_store's client as [`open`] configures it (timeouts, pool size, no transparent
+/// decompression — it would break `Content-Length`), without loading any TLS roots.
+fn plain_http_client(settings: PlainHttpSettings) -> object_store::Result<reqwest::Client> {
+    let mut builder = reqwest::ClientBuilder::new()
+        .user_agent(concat!("s3mover/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .no_gzip()
+        .no_brotli()
+        .no_zstd()
+        .no_deflate()
+        .tls_built_in_root_certs(false)
+        .tls_built_in_native_certs(false);
+    if let Some(max) = settings.pool_max_idle_per_host {
+        builder = builder.pool_max_idle_per_host(max);
+    }
+    builder.build().map_err(|e| object_store::Error::Generic {
+        store: "S3",
+        source: Box::new(e),
+    })
 }
 
 /// Corrects how two transport failures are classified for object_store's one retry loop; it
