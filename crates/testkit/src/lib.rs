@@ -6,7 +6,7 @@ pub mod garage;
 pub mod proxy;
 
 pub use garage::{find_garage, free_port, garage_or_skip, Garage, GarageError};
-pub use proxy::{FailRule, FaultKind, FaultProxy, Faults, RequestCounts};
+pub use proxy::{FailRule, FaultKind, FaultProxy, Faults, RequestCounts, StallPoint, StallRule};
 
 /// Blocks until the process gets SIGTERM or SIGINT (for the script-facing binaries, which
 /// must stop Garage and the proxy cleanly rather than die with them running).

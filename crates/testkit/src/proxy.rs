@@ -13,7 +13,9 @@
 //!
 //! Besides these random faults, [`FaultProxy::set_fail_rules`] makes every request that
 //! matches a [`FailRule`] (method and query) fail with a fixed status, for tests that need one
-//! particular request — say the second part of a multipart upload — to fail for good.
+//! particular request — say the second part of a multipart upload — to fail for good; and
+//! [`FaultProxy::set_stall_rules`] makes the next requests of a method stall ([`StallRule`]):
+//! never answered, or answered halfway, with the connection left open.
 //!
 //! Every request is counted by kind (PUT, GET, HEAD, LIST = GET on the bucket, DELETE, POST),
 //! faulted ones included, so benchmarks can report what a client really sent. The proxy runs
@@ -125,6 +127,28 @@ impl FailRule {
     }
 }
 
+/// Requests the proxy stalls: it takes the request and then sends nothing more, for as long
+/// as the client keeps the connection open — what a dead peer behind a NAT, or a hung server,
+/// looks like to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StallRule {
+    /// The HTTP method, e.g. `PUT`.
+    pub method: String,
+    /// Where the answer stops.
+    pub at: StallPoint,
+    /// How many matching requests stall; later ones are forwarded as usual.
+    pub times: u64,
+}
+
+/// Where a stalled request stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StallPoint {
+    /// The request (body included) is read and never answered; nothing reaches the server.
+    BeforeAnswer,
+    /// The request is forwarded, and half of the server's answer is sent, then nothing.
+    MidBody,
+}
+
 /// Requests seen by the proxy, by kind, and faults injected.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RequestCounts {
@@ -145,6 +169,8 @@ pub struct RequestCounts {
     pub delays: u64,
     /// Requests answered by a [`FailRule`] (not counted in `faults`).
     pub rule_failures: u64,
+    /// Requests stalled by a [`StallRule`].
+    pub stalls: u64,
     /// PUTs whose body the signature does not cover (`x-amz-content-sha256: UNSIGNED-PAYLOAD`).
     pub unsigned_puts: u64,
 }
@@ -170,6 +196,7 @@ impl RequestCounts {
             resets: self.resets - earlier.resets,
             delays: self.delays - earlier.delays,
             rule_failures: self.rule_failures - earlier.rule_failures,
+            stalls: self.stalls - earlier.stalls,
             unsigned_puts: self.unsigned_puts - earlier.unsigned_puts,
         }
     }
@@ -180,7 +207,7 @@ impl RequestCounts {
             "put": self.put, "get": self.get, "head": self.head, "list": self.list,
             "delete": self.delete, "post": self.post, "other": self.other,
             "faults": self.faults, "statusFaults": self.status_faults,
-            "resets": self.resets, "delays": self.delays, "ruleFailures": self.rule_failures,
+            "resets": self.resets, "delays": self.delays, "ruleFailures": self.rule_failures, "stalls": self.stalls,
             "unsignedPuts": self.unsigned_puts,
         })
     }
@@ -200,6 +227,7 @@ struct Counters {
     resets: AtomicU64,
     delays: AtomicU64,
     rule_failures: AtomicU64,
+    stalls: AtomicU64,
     unsigned_puts: AtomicU64,
 }
 
@@ -219,6 +247,7 @@ impl Counters {
             resets: l(&self.resets),
             delays: l(&self.delays),
             rule_failures: l(&self.rule_failures),
+            stalls: l(&self.stalls),
             unsigned_puts: l(&self.unsigned_puts),
         }
     }
@@ -237,6 +266,7 @@ impl Counters {
             &self.resets,
             &self.delays,
             &self.rule_failures,
+            &self.stalls,
             &self.unsigned_puts,
         ] {
             c.store(0, Ordering::Relaxed);
@@ -259,6 +289,7 @@ struct State {
     counters: Counters,
     injector: Mutex<Injector>,
     rules: Mutex<Vec<FailRule>>,
+    stalls: Mutex<Vec<StallRule>>,
 }
 
 impl State {
@@ -281,6 +312,16 @@ impl State {
             .iter()
             .find(|rule| rule.matches(method, query))
             .map(|rule| rule.status)
+    }
+
+    /// Where the request stalls, if a stall rule with stalls left matches it (using one up).
+    fn take_stall(&self, method: &Method) -> Option<StallPoint> {
+        let mut rules = self.stalls.lock().unwrap_or_else(|p| p.into_inner());
+        let rule = rules
+            .iter_mut()
+            .find(|rule| rule.times > 0 && method.as_str().eq_ignore_ascii_case(&rule.method))?;
+        rule.times -= 1;
+        Some(rule.at)
     }
 
     fn set_faults(&self, faults: Faults) {
@@ -363,6 +404,7 @@ impl FaultProxy {
                     faults,
                 }),
                 rules: Mutex::new(Vec::new()),
+                stalls: Mutex::new(Vec::new()),
             })
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -411,6 +453,11 @@ impl FaultProxy {
     /// with that rule's status (before any random fault is drawn). An empty list removes them.
     pub fn set_fail_rules(&self, rules: Vec<FailRule>) {
         *self.state.rules.lock().unwrap_or_else(|p| p.into_inner()) = rules;
+    }
+
+    /// Replaces the stall rules (see [`StallRule`]). An empty list removes them.
+    pub fn set_stall_rules(&self, rules: Vec<StallRule>) {
+        *self.state.stalls.lock().unwrap_or_else(|p| p.into_inner()) = rules;
     }
 
     /// The requests counted so far.
@@ -552,6 +599,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         let _ = req.into_body().collect().await;
         return error_response(status, "InvalidRequest");
     }
+    if let Some(point) = state.take_stall(req.method()) {
+        Counters::bump(&counters.stalls);
+        return stall(&state, req, point).await;
+    }
     let fault = state.draw();
     if fault.is_some() {
         Counters::bump(&counters.faults);
@@ -641,6 +692,34 @@ async fn reset_mid_body(state: &State, req: Request<Incoming>) -> Result<Respons
     let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![Ok(Frame::data(half)), Err(injected())];
     let stream = StreamBody::new(futures::stream::iter(frames));
     Ok(Response::from_parts(parts, BodyExt::boxed(stream)))
+}
+
+/// Answers `req` up to `point`, then never again.
+async fn stall(
+    state: &State,
+    req: Request<Incoming>,
+    point: StallPoint,
+) -> Result<Response<Body>, BoxError> {
+    match point {
+        StallPoint::BeforeAnswer => {
+            let _ = req.into_body().collect().await;
+            futures::future::pending().await
+        }
+        StallPoint::MidBody => {
+            let response = forward(state, req).await?;
+            let (parts, body) = response.into_parts();
+            let bytes = body.collect().await?.to_bytes();
+            let half = bytes.slice(..bytes.len() / 2);
+            let stream = futures::StreamExt::chain(
+                futures::stream::iter([Ok::<_, BoxError>(Frame::data(half))]),
+                futures::stream::pending(),
+            );
+            Ok(Response::from_parts(
+                parts,
+                BodyExt::boxed(StreamBody::new(stream)),
+            ))
+        }
+    }
 }
 
 fn control_request(state: &State, control: &str, query: &str) -> Response<Body> {

@@ -18,6 +18,7 @@
 
 pub mod local;
 pub mod s3;
+mod stall;
 mod url;
 
 use std::ops::Range;
@@ -71,6 +72,17 @@ impl StoreError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
     }
+}
+
+/// Splits a setting such as `64MiB` or `500ms` into its number and its unit (trimmed, maybe
+/// empty); `None` when it does not start with a number.
+fn number_and_unit(text: &str) -> Option<(u64, &str)> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    Some((number.parse().ok()?, unit.trim()))
 }
 
 fn one_line(text: &str) -> String {

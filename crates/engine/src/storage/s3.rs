@@ -47,7 +47,10 @@
 //! * budget: at most [`MAX_RETRIES`] retries and no retry starts after [`RETRY_BUDGET`] from
 //!   the first attempt;
 //! * timeouts: [`CONNECT_TIMEOUT`] to connect, [`REQUEST_TIMEOUT`] for one whole request
-//!   including its body (a 64 MiB pack at 1 MB/s fits).
+//!   including its body (a 64 MiB pack at 1 MB/s fits), and a stall timeout for a request
+//!   that moves no data ([`super::stall`]): [`super::stall::DEFAULT_STALL_TIMEOUT`] unless
+//!   `S3MOVER_S3_STALL_TIMEOUT` (`30`, `45s`, `500ms`, `2m`) says otherwise. A stalled request
+//!   is logged as a warning, and retried like any timeout.
 //!
 //! # Multipart uploads
 //!
@@ -70,10 +73,10 @@ use std::time::Duration;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, AwsCredential};
 use object_store::client::{
     HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpResponse, HttpService,
-    ReqwestConnector,
 };
-use object_store::{BackoffConfig, Certificate, ClientOptions, CredentialProvider, RetryConfig};
+use object_store::{BackoffConfig, ClientOptions, CredentialProvider, RetryConfig};
 
+use super::stall;
 use super::{MultipartSettings, Store, StoreError, StoreOptions, MAX_PART_SIZE, MIN_PART_SIZE};
 
 /// Delay before the first retry.
@@ -177,11 +180,10 @@ pub fn open(
     if let Some(max) = options.concurrency {
         client = client.with_pool_max_idle_per_host(max.max(1));
     }
-    if let Some(file) = &options.ca_cert {
-        for certificate in read_ca_certificates(file)? {
-            client = client.with_root_certificate(certificate);
-        }
-    }
+    let extra_roots = match &options.ca_cert {
+        Some(file) => read_ca_certificates(file)?,
+        None => Vec::new(),
+    };
     if options.insecure_skip_tls_verify {
         client = client.with_allow_invalid_certificates(true);
     }
@@ -212,9 +214,14 @@ pub fn open(
     // bucket's endpoint is plain HTTP.
     let needs_tls = !allow_http || matches!(credentials, Credentials::Ambient(_));
     builder = builder.with_http_connector(ClassifyingConnector {
-        plain_http: (!needs_tls).then_some(PlainHttpSettings {
+        settings: HttpSettings {
             pool_max_idle_per_host: options.concurrency.map(|max| max.max(1)),
-        }),
+            system_roots: needs_tls,
+            extra_roots,
+            accept_invalid_certs: options.insecure_skip_tls_verify,
+            https_only: !allow_http,
+            stall_timeout: stall_timeout(env)?,
+        },
     });
     builder = match credentials {
         Credentials::Static(credential) => builder.with_credentials(Arc::new(
@@ -239,6 +246,18 @@ pub fn open(
     Ok(Store::new(Arc::new(backend), prefix, description)
         .with_multipart(multipart)
         .with_stream_reads())
+}
+
+/// The stall timeout: `S3MOVER_S3_STALL_TIMEOUT`, else [`stall::DEFAULT_STALL_TIMEOUT`].
+fn stall_timeout(env: EnvLookup<'_>) -> Result<Duration, StoreError> {
+    match non_empty(env("S3MOVER_S3_STALL_TIMEOUT")) {
+        None => Ok(stall::DEFAULT_STALL_TIMEOUT),
+        Some(text) => stall::parse_stall_timeout(&text).ok_or_else(|| {
+            StoreError::Location(format!(
+                "S3MOVER_S3_STALL_TIMEOUT={text:?} is not a duration: use seconds (30) or a number with ms, s or m (500ms, 45s, 2m), above zero"
+            ))
+        }),
+    }
 }
 
 /// Whether request bodies may go without a SHA-256 in their signature (`UNSIGNED-PAYLOAD`):
@@ -300,13 +319,8 @@ pub fn multipart_settings(
 /// A byte count: `123`, or a number with a binary unit (`K`/`KiB`, `M`/`MiB`, `G`/`GiB`;
 /// `KB`/`MB`/`GB` are read as binary too).
 fn parse_size(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
-    let number: u64 = number.parse().ok()?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+    let (number, unit) = super::number_and_unit(text)?;
+    let shift = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kb" | "kib" => 10,
         "m" | "mb" | "mib" => 20,
@@ -328,11 +342,11 @@ fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.trim().is_empty())
 }
 
-fn read_ca_certificates(file: &Path) -> Result<Vec<Certificate>, StoreError> {
+fn read_ca_certificates(file: &Path) -> Result<Vec<reqwest::Certificate>, StoreError> {
     let pem = std::fs::read(file).map_err(|e| {
         StoreError::Location(format!("cannot read --ca-cert {}: {e}", file.display()))
     })?;
-    let certificates = Certificate::from_pem_bundle(&pem).map_err(|e| {
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
         StoreError::Location(format!(
             "--ca-cert {} is not a PEM certificate bundle: {}",
             file.display(),
@@ -749,34 +763,51 @@ impl CredentialProvider for ProcessCredentialProvider {
     }
 }
 
-/// Builds the HTTP client, wrapped in [`RetryClassifier`]: object_store's usual reqwest
-/// client, or for a plain-HTTP endpoint that makes no HTTPS request at all, the same client
-/// without TLS roots. Loading the system's roots reads every file in `/etc/ssl/certs`; on a
-/// cold page cache that delayed the first connection by 18–31 ms (measured by hand).
-#[derive(Debug, Clone, Copy)]
+/// Builds the HTTP client: a reqwest client configured as object_store configures its own
+/// (timeouts, pool size, TLS settings, no transparent decompression — it would break
+/// `Content-Length`), behind the stall watchdog ([`stall::StallGuardedClient`]) and
+/// [`RetryClassifier`].
+///
+/// A plain-HTTP endpoint that makes no HTTPS request at all gets no TLS roots: loading the
+/// system's roots reads every file in `/etc/ssl/certs`, and on a cold page cache that delayed
+/// the first connection by 18–31 ms (measured by hand).
+#[derive(Debug, Clone)]
 struct ClassifyingConnector {
-    plain_http: Option<PlainHttpSettings>,
+    settings: HttpSettings,
 }
 
-/// What [`open`] sets in `ClientOptions` beyond the timeouts, for the plain-HTTP client.
-#[derive(Debug, Clone, Copy)]
-struct PlainHttpSettings {
+/// What [`open`] decides about the HTTP client.
+#[derive(Debug, Clone)]
+struct HttpSettings {
     pool_max_idle_per_host: Option<usize>,
+    /// Load the system's TLS roots (anything but a plain-HTTP endpoint with its own keys).
+    system_roots: bool,
+    /// Extra roots from `--ca-cert`.
+    extra_roots: Vec<reqwest::Certificate>,
+    /// `--insecure-skip-tls-verify`.
+    accept_invalid_certs: bool,
+    /// Refuse `http://` (the endpoint is not plain HTTP).
+    https_only: bool,
+    stall_timeout: Duration,
 }
 
 impl HttpConnector for ClassifyingConnector {
-    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
-        let inner = match self.plain_http {
-            None => ReqwestConnector::default().connect(options)?,
-            Some(settings) => HttpClient::new(plain_http_client(settings)?),
-        };
-        Ok(HttpClient::new(RetryClassifier(inner)))
+    fn connect(&self, _options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let settings = &self.settings;
+        let client = http_client(settings).map_err(|e| object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(e),
+        })?;
+        Ok(HttpClient::new(RetryClassifier {
+            inner: HttpClient::new(stall::StallGuardedClient::new(
+                client,
+                settings.stall_timeout,
+            )),
+        }))
     }
 }
 
-/// object_store's client as [`open`] configures it (timeouts, pool size, no transparent
-/// decompression — it would break `Content-Length`), without loading any TLS roots.
-fn plain_http_client(settings: PlainHttpSettings) -> object_store::Result<reqwest::Client> {
+fn http_client(settings: &HttpSettings) -> reqwest::Result<reqwest::Client> {
     let mut builder = reqwest::ClientBuilder::new()
         .user_agent(concat!("s3mover/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(CONNECT_TIMEOUT)
@@ -785,15 +816,17 @@ fn plain_http_client(settings: PlainHttpSettings) -> object_store::Result<reqwes
         .no_brotli()
         .no_zstd()
         .no_deflate()
-        .tls_built_in_root_certs(false)
-        .tls_built_in_native_certs(false);
+        .tls_built_in_root_certs(settings.system_roots)
+        .tls_built_in_native_certs(settings.system_roots)
+        .danger_accept_invalid_certs(settings.accept_invalid_certs)
+        .https_only(settings.https_only);
+    for certificate in &settings.extra_roots {
+        builder = builder.add_root_certificate(certificate.clone());
+    }
     if let Some(max) = settings.pool_max_idle_per_host {
         builder = builder.pool_max_idle_per_host(max);
     }
-    builder.build().map_err(|e| object_store::Error::Generic {
-        store: "S3",
-        source: Box::new(e),
-    })
+    builder.build()
 }
 
 /// Corrects how two transport failures are classified for object_store's one retry loop; it
@@ -804,7 +837,9 @@ fn plain_http_client(settings: PlainHttpSettings) -> object_store::Result<reqwes
 /// * a TLS certificate the client does not trust is final — retrying cannot fix it, so the
 ///   user hears about `--ca-cert` at once instead of after the whole retry budget.
 #[derive(Debug)]
-pub struct RetryClassifier(HttpClient);
+pub struct RetryClassifier {
+    inner: HttpClient,
+}
 
 impl HttpService for RetryClassifier {
     fn call<'life0, 'async_trait>(
@@ -817,7 +852,7 @@ impl HttpService for RetryClassifier {
     {
         Box::pin(async move {
             let is_delete = request.method().as_str() == "DELETE";
-            match self.0.execute(request).await {
+            match self.inner.execute(request).await {
                 Err(e) if is_certificate_error(&e) => {
                     Err(HttpError::new(HttpErrorKind::Unknown, e))
                 }
