@@ -6,15 +6,14 @@
 //! password with Argon2id. An unencrypted repository uses [`Sealer::Plain`], which passes bytes
 //! through; everything else about the format is the same.
 
-use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::xchacha::{XChaCha20Poly1305, NONCE_LEN, TAG_LEN};
+
 /// Bytes a sealed blob adds to its plaintext: the nonce and the tag.
-pub const SEAL_OVERHEAD: usize = NONCE_LEN + 16;
-const NONCE_LEN: usize = 24;
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 
 const DATA_KEY_CONTEXT: &str = "s3mover 2026 data key v1";
 const ID_KEY_CONTEXT: &str = "s3mover 2026 chunk id key v1";
@@ -66,7 +65,7 @@ impl Keys {
     /// The sealer for these keys.
     pub fn sealer(&self) -> Sealer {
         match &self.data_key {
-            Some(key) => Sealer::XChaCha(Box::new(XChaCha20Poly1305::new(key.as_ref().into()))),
+            Some(key) => Sealer::XChaCha(Box::new(XChaCha20Poly1305::new(key))),
             None => Sealer::Plain,
         }
     }
@@ -127,7 +126,7 @@ fn seal_parts_with(cipher: &XChaCha20Poly1305, parts: &[&[u8]], aad: &[u8]) -> V
         out.extend_from_slice(part);
     }
     // Encryption only fails for plaintexts beyond 256 GiB, far above any blob.
-    match cipher.encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut out[NONCE_LEN..]) {
+    match cipher.seal_in_place(&nonce, aad, &mut out[NONCE_LEN..]) {
         Ok(tag) => out.extend_from_slice(&tag),
         Err(_) => out.clear(),
     }
@@ -139,19 +138,19 @@ fn open_with(
     sealed: &[u8],
     aad: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
-    if sealed.len() < SEAL_OVERHEAD {
+    let Some(body_len) = sealed.len().checked_sub(SEAL_OVERHEAD) else {
         return Err(CryptoError::Truncated(sealed.len()));
-    }
-    let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+    };
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let (ciphertext, tag) = rest.split_at(body_len);
+    let (Ok(nonce), Ok(tag)) = (nonce.try_into(), tag.try_into()) else {
+        return Err(CryptoError::Truncated(sealed.len()));
+    };
+    let mut plaintext = ciphertext.to_vec();
     cipher
-        .decrypt(
-            XNonce::from_slice(nonce),
-            Payload {
-                msg: ciphertext,
-                aad,
-            },
-        )
-        .map_err(|_| CryptoError::Authentication)
+        .open_in_place(nonce, aad, &mut plaintext, tag)
+        .map_err(|_| CryptoError::Authentication)?;
+    Ok(plaintext)
 }
 
 /// A key slot: the master key sealed under a password-derived key.
@@ -250,7 +249,7 @@ impl KeySlot {
             cost.iterations,
             cost.parallelism,
         )?;
-        let cipher = XChaCha20Poly1305::new(wrapping.as_ref().into());
+        let cipher = XChaCha20Poly1305::new(&wrapping);
         let sealed = seal_with(&cipher, master, SLOT_AAD);
         Ok(KeySlot {
             kdf: "argon2id".into(),
@@ -284,7 +283,7 @@ impl KeySlot {
             self.iterations,
             self.parallelism,
         )?;
-        let cipher = XChaCha20Poly1305::new(wrapping.as_ref().into());
+        let cipher = XChaCha20Poly1305::new(&wrapping);
         match open_with(&cipher, &sealed, SLOT_AAD) {
             Ok(master) if master.len() == 32 => {
                 let mut key = Zeroizing::new([0u8; 32]);

@@ -36,6 +36,7 @@ pub mod tree;
 pub mod tree_table;
 pub mod upload;
 pub mod verify;
+pub mod xchacha;
 
 pub use error::{Error, Result};
 pub use repo::{InitOptions, LockedRepository, Repository};
