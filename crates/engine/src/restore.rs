@@ -427,59 +427,61 @@ async fn fetch_and_write(
         }
         Err(e) => return Err(e.into()),
     };
-    // `pending` holds bytes base..base + pending.len() of the range; items[next..] wait for
-    // theirs.
     let items = fetch.items;
-    // Room for a batch and the blob that ends it, so that filling it rarely reallocates (and
-    // copies what it holds); a new allocation of this size follows each batch handed off.
-    let mut pending = bytes::BytesMut::with_capacity(DECODE_BATCH_BYTES + chunk_size as usize * 2);
-    let mut base = 0usize;
-    let mut next = 0usize;
+    let ends = batch_ends(&items, DECODE_BATCH_BYTES);
+    // Batch `batch` is items[first..ends[batch]], the bytes base.. of the range up to its last
+    // blob's end. Its bytes are gathered in `filling`, allocated at the batch's exact size so
+    // that each byte is copied once; a piece that holds a whole batch is used as it is.
+    let (mut batch, mut first, mut base) = (0usize, 0usize, 0usize);
+    let mut filling: Vec<u8> = Vec::new();
     let mut writing: Option<tokio::task::JoinHandle<Result<(u64, u64)>>> = None;
     let (mut written, mut chunks) = (0u64, 0u64);
-    loop {
-        let piece = pieces.try_next().await?;
-        let finished = piece.is_none();
-        if let Some(piece) = piece {
-            pending.extend_from_slice(&piece);
-        }
-        let arrived = base + pending.len();
-        let mut last = next;
-        while last < items.len() && items[last].2 + items[last].3 <= arrived {
-            last += 1;
-        }
-        if last > next {
-            let ready = items[last - 1].2 + items[last - 1].3 - base;
-            if ready >= DECODE_BATCH_BYTES || finished {
-                let bytes = pending.split_to(ready).freeze();
-                let blobs = items[next..last]
-                    .iter()
-                    .map(|&(slot, id, at, len)| Blob {
-                        slot,
-                        id,
-                        sealed: bytes.slice(at - base..at - base + len),
-                        pack_key: Arc::clone(&key),
-                    })
-                    .collect();
-                base += ready;
-                next = last;
-                let task = tokio::spawn(write_blobs(
-                    repo.clone(),
-                    Arc::clone(&target),
-                    blobs,
-                    chunk_size,
-                    size,
-                    progress.clone(),
-                ));
-                if let Some(previous) = writing.replace(task) {
-                    let (w, c) = join_write(previous).await?;
-                    written += w;
-                    chunks += c;
-                }
-            }
-        }
-        if finished {
+    while batch < ends.len() {
+        let Some(mut piece) = pieces.try_next().await? else {
             break;
+        };
+        while !piece.is_empty() && batch < ends.len() {
+            let end = ends[batch];
+            let (_, _, last_at, last_len) = items[end - 1];
+            let batch_len = last_at + last_len - base;
+            let bytes = if filling.is_empty() && piece.len() >= batch_len {
+                piece.split_to(batch_len)
+            } else {
+                if filling.capacity() == 0 {
+                    filling.reserve_exact(batch_len);
+                }
+                let take = (batch_len - filling.len()).min(piece.len());
+                filling.extend_from_slice(&piece.split_to(take));
+                if filling.len() < batch_len {
+                    break;
+                }
+                Bytes::from(std::mem::take(&mut filling))
+            };
+            let blobs = items[first..end]
+                .iter()
+                .map(|&(slot, id, at, len)| Blob {
+                    slot,
+                    id,
+                    sealed: bytes.slice(at - base..at - base + len),
+                    pack_key: Arc::clone(&key),
+                })
+                .collect();
+            let task = tokio::spawn(write_blobs(
+                repo.clone(),
+                Arc::clone(&target),
+                blobs,
+                chunk_size,
+                size,
+                progress.clone(),
+            ));
+            if let Some(previous) = writing.replace(task) {
+                let (w, c) = join_write(previous).await?;
+                written += w;
+                chunks += c;
+            }
+            base += batch_len;
+            first = end;
+            batch += 1;
         }
     }
     if let Some(last) = writing {
@@ -487,12 +489,30 @@ async fn fetch_and_write(
         written += w;
         chunks += c;
     }
-    if next != items.len() {
+    if batch != ends.len() {
         return Err(Error::Corrupt(format!(
             "pack {key} ended before the chunks the index places in it"
         )));
     }
     Ok((written, chunks))
+}
+
+/// Where each decode batch of `items` (slot, id, offset, length; in offset order) ends, as
+/// exclusive item indices: whole blobs, each batch reaching at least `batch_bytes` past the
+/// previous one's end, the last one whatever is left.
+fn batch_ends(items: &[(u64, ChunkId, usize, usize)], batch_bytes: usize) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut base = 0;
+    for (i, &(_, _, at, len)) in items.iter().enumerate() {
+        if at + len - base >= batch_bytes {
+            ends.push(i + 1);
+            base = at + len;
+        }
+    }
+    if !items.is_empty() && ends.last() != Some(&items.len()) {
+        ends.push(items.len());
+    }
+    ends
 }
 
 async fn join_write(task: tokio::task::JoinHandle<Result<(u64, u64)>>) -> Result<(u64, u64)> {
@@ -667,4 +687,39 @@ async fn zero_unwritten(
     let (walked, consumed) = tokio::join!(walk, consume);
     walked?;
     consumed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(spans: &[(usize, usize)]) -> Vec<(u64, ChunkId, usize, usize)> {
+        spans
+            .iter()
+            .enumerate()
+            .map(|(i, &(at, len))| (i as u64, ChunkId([i as u8; 32]), at, len))
+            .collect()
+    }
+
+    #[test]
+    fn batches_end_on_whole_blobs_past_the_batch_size() {
+        // Blobs of 40 bytes with 10-byte gaps, batches of at least 100 bytes.
+        let blobs = items(&[
+            (0, 40),
+            (50, 40),
+            (100, 40),
+            (150, 40),
+            (200, 40),
+            (250, 40),
+        ]);
+        // 0..140 (3 blobs), then 140..240 (2 blobs: 100 bytes past 140), then the rest.
+        assert_eq!(batch_ends(&blobs, 100), [3, 5, 6]);
+        assert_eq!(batch_ends(&blobs, 1000), [6], "one batch when all fit");
+        assert_eq!(
+            batch_ends(&blobs, 1),
+            [1, 2, 3, 4, 5, 6],
+            "one blob per batch"
+        );
+        assert!(batch_ends(&[], 100).is_empty());
+    }
 }
