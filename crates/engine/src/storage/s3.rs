@@ -47,7 +47,7 @@
 //! * budget: at most [`MAX_RETRIES`] retries and no retry starts after [`RETRY_BUDGET`] from
 //!   the first attempt;
 //! * timeouts: [`CONNECT_TIMEOUT`] to connect, [`REQUEST_TIMEOUT`] for one whole request
-//!   including its body (a 64 MiB pack at 1 MB/s fits), and a stall timeout for a request
+//!   including its body (a 16 MiB pack at 28 KB/s fits), and a stall timeout for a request
 //!   that moves no data ([`super::stall`]): [`super::stall::DEFAULT_STALL_TIMEOUT`] unless
 //!   `S3MOVER_S3_STALL_TIMEOUT` (`30`, `45s`, `500ms`, `2m`) says otherwise. A stalled request
 //!   is logged as a warning, and retried like any timeout.
@@ -85,15 +85,17 @@ pub const INIT_BACKOFF: Duration = Duration::from_millis(100);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Most retries of one request.
 pub const MAX_RETRIES: usize = 10;
-/// No retry starts later than this after the first attempt of a request. Longer than
-/// [`REQUEST_TIMEOUT`], so that a request that hangs until it times out is tried again on a
-/// new connection instead of failing the whole operation at its first stall.
+/// No retry starts later than this after the first attempt of a request. Several stall
+/// timeouts long, so that a connection that stalls is replaced, more than once, instead of
+/// failing the whole operation at its first stall.
 pub const RETRY_BUDGET: Duration = Duration::from_secs(300);
-const _: () = assert!(RETRY_BUDGET.as_secs() > REQUEST_TIMEOUT.as_secs());
+const _: () = assert!(RETRY_BUDGET.as_secs() > 4 * stall::DEFAULT_STALL_TIMEOUT.as_secs());
 /// Time allowed to open a TCP (and TLS) connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time allowed for one request, body included.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Time allowed for one request, body included, as long as data keeps moving (a request that
+/// stops moving data ends after the stall timeout). Ten minutes: a 16 MiB pack goes up over a
+/// link of 28 KB/s, the largest pack (32 MiB) over 56 KB/s.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 /// Objects of at least this size are uploaded in parts unless set otherwise. Data packs
 /// (16 MiB by default, at most ~32 MiB with the largest chunks) and every other object of the
 /// repository format stay below it and go up as single PUTs — one request each, already eight

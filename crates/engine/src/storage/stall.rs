@@ -1,6 +1,6 @@
 //! Stall detection for S3 requests: a request whose connection moves no data for the stall
 //! timeout fails as timed out, so that object_store's one retry loop sends it again on a new
-//! connection at once instead of after the whole-request timeout (two minutes).
+//! connection at once instead of after the whole-request timeout (ten minutes).
 //!
 //! "Moves no data" is measured where the client can see it:
 //!
