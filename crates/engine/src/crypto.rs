@@ -28,6 +28,14 @@ pub enum CryptoError {
     /// The blob is shorter than a nonce and a tag.
     #[error("sealed data is truncated ({0} bytes)")]
     Truncated(usize),
+    /// The blob holds more than the room its reader has for it.
+    #[error("it holds {len} bytes, more than the {room} expected")]
+    Oversized {
+        /// Bytes the blob holds.
+        len: usize,
+        /// Bytes of room.
+        room: usize,
+    },
     /// The password opens none of the key slots.
     #[error("wrong password: it opens none of the repository's {0} key slot(s); check S3MOVER_PASSWORD, --password-file or S3MOVER_PASSWORD_COMMAND")]
     WrongPassword(usize),
@@ -108,6 +116,59 @@ impl Sealer {
             Sealer::XChaCha(cipher) => open_with(cipher, sealed, aad),
         }
     }
+
+    /// Opens a sealed blob into the start of `out` and returns the plaintext's length; a
+    /// plaintext longer than `out` is an error, like any change to the blob or the wrong `aad`.
+    pub fn open_into(
+        &self,
+        sealed: &[u8],
+        aad: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, CryptoError> {
+        let body = match self {
+            Sealer::Plain => sealed,
+            Sealer::XChaCha(_) => split_sealed(sealed)?.ciphertext,
+        };
+        let room = out.len();
+        let dst = out.get_mut(..body.len()).ok_or(CryptoError::Oversized {
+            len: body.len(),
+            room,
+        })?;
+        dst.copy_from_slice(body);
+        if let Sealer::XChaCha(cipher) = self {
+            let parts = split_sealed(sealed)?;
+            cipher
+                .open_in_place(parts.nonce, aad, dst, parts.tag)
+                .map_err(|_| CryptoError::Authentication)?;
+        }
+        Ok(body.len())
+    }
+}
+
+/// The parts of a sealed blob.
+struct SealedParts<'a> {
+    nonce: &'a [u8; NONCE_LEN],
+    ciphertext: &'a [u8],
+    tag: &'a [u8; TAG_LEN],
+}
+
+/// Splits a sealed blob into nonce, ciphertext and tag.
+fn split_sealed(sealed: &[u8]) -> Result<SealedParts<'_>, CryptoError> {
+    let truncated = || CryptoError::Truncated(sealed.len());
+    let body_len = sealed
+        .len()
+        .checked_sub(SEAL_OVERHEAD)
+        .ok_or_else(truncated)?;
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let (ciphertext, tag) = rest.split_at(body_len);
+    match (nonce.try_into(), tag.try_into()) {
+        (Ok(nonce), Ok(tag)) => Ok(SealedParts {
+            nonce,
+            ciphertext,
+            tag,
+        }),
+        _ => Err(truncated()),
+    }
 }
 
 fn seal_with(cipher: &XChaCha20Poly1305, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
@@ -138,17 +199,10 @@ fn open_with(
     sealed: &[u8],
     aad: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
-    let Some(body_len) = sealed.len().checked_sub(SEAL_OVERHEAD) else {
-        return Err(CryptoError::Truncated(sealed.len()));
-    };
-    let (nonce, rest) = sealed.split_at(NONCE_LEN);
-    let (ciphertext, tag) = rest.split_at(body_len);
-    let (Ok(nonce), Ok(tag)) = (nonce.try_into(), tag.try_into()) else {
-        return Err(CryptoError::Truncated(sealed.len()));
-    };
-    let mut plaintext = ciphertext.to_vec();
+    let parts = split_sealed(sealed)?;
+    let mut plaintext = parts.ciphertext.to_vec();
     cipher
-        .open_in_place(nonce, aad, &mut plaintext, tag)
+        .open_in_place(parts.nonce, aad, &mut plaintext, parts.tag)
         .map_err(|_| CryptoError::Authentication)?;
     Ok(plaintext)
 }

@@ -97,16 +97,72 @@ fn zstd_compress(data: &[u8]) -> Option<Vec<u8>> {
 /// Decompresses with this thread's zstd context (a new context per blob cost more than the
 /// decompression of a small tree page).
 fn zstd_decompress(data: &[u8], max_len: usize) -> std::io::Result<Vec<u8>> {
+    with_decompressor(|decompressor| decompressor.decompress(data, max_len))
+}
+
+/// Decompresses into `out`, returning the length; output that does not fit is an error.
+fn zstd_decompress_into(data: &[u8], out: &mut [u8]) -> std::io::Result<usize> {
+    with_decompressor(|decompressor| decompressor.decompress_to_buffer(data, out))
+}
+
+fn with_decompressor<T>(
+    f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -> std::io::Result<T>,
+) -> std::io::Result<T> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
             *slot = Some(zstd::bulk::Decompressor::new()?);
         }
         match slot.as_mut() {
-            Some(decompressor) => decompressor.decompress(data, max_len),
-            None => zstd::bulk::decompress(data, max_len),
+            Some(decompressor) => f(decompressor),
+            None => f(&mut zstd::bulk::Decompressor::new()?),
         }
     })
+}
+
+/// [`decode_blob`] straight into `out`, with no buffer of its own: `out[0]` is scratch (the
+/// blob opens there, framing byte first) and the chunk's plaintext must fill `out[1..]`
+/// exactly. Only a blob whose id matches what `out[1..]` ends up holding is accepted.
+pub fn decode_blob_into(
+    sealer: &Sealer,
+    hasher: &IdHasher,
+    id: &ChunkId,
+    sealed: &[u8],
+    out: &mut [u8],
+) -> Result<()> {
+    let corrupt = |what: String| Error::Corrupt(format!("chunk {id}: {what}"));
+    let opened = sealer
+        .open_into(sealed, &id.0, out)
+        .map_err(|e| corrupt(e.to_string()))?;
+    let Some((&mut flag, data)) = out.split_first_mut() else {
+        return Err(corrupt("no room to open it into".into()));
+    };
+    let Some(payload_len) = opened.checked_sub(1) else {
+        return Err(corrupt("empty blob".into()));
+    };
+    let len = match flag {
+        FLAG_RAW => payload_len,
+        FLAG_ZSTD => {
+            // The frame sits where its output goes: take it out first.
+            let frame = data[..payload_len].to_vec();
+            zstd_decompress_into(&frame, data)
+                .map_err(|e| corrupt(format!("cannot decompress: {e}")))?
+        }
+        other => return Err(corrupt(format!("unknown blob flag {other}"))),
+    };
+    if len != data.len() {
+        return Err(corrupt(format!(
+            "it holds {len} bytes, expected {}",
+            data.len()
+        )));
+    }
+    let actual = hasher.hash(data);
+    if actual != *id {
+        return Err(corrupt(format!(
+            "content hashes to {actual}; the stored data is damaged"
+        )));
+    }
+    Ok(())
 }
 
 /// Opens, decompresses and checks a blob: the result is trusted only if its id matches. An
@@ -357,6 +413,39 @@ mod tests {
         assert!(decode_blob(&sealer, &hasher, &id, &damaged, 65536).is_err());
         let other = hasher.id_of(b"other");
         assert!(decode_blob(&sealer, &hasher, &other, &blob, 65536).is_err());
+    }
+
+    /// Decoding in place gives what [`decode_blob`] gives, raw or compressed, encrypted or
+    /// not, and refuses damage, the wrong id and a chunk of another length.
+    #[test]
+    fn blobs_decode_in_place() {
+        let random: Vec<u8> = (0..65536u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let repetitive = vec![5u8; 65536];
+        for keys in [Keys::from_master(&[4u8; 32]), Keys::plain([6u8; 32])] {
+            let sealer = keys.sealer();
+            let hasher = IdHasher::new(keys.id_key);
+            for data in [&random, &repetitive] {
+                let id = hasher.id_of(data);
+                let blob = encode_blob(&sealer, &id, data);
+                let mut out = vec![0xEEu8; data.len() + 1];
+                decode_blob_into(&sealer, &hasher, &id, &blob, &mut out).unwrap();
+                assert!(&out[1..] == data.as_slice());
+
+                let mut short = vec![0u8; data.len()];
+                assert!(decode_blob_into(&sealer, &hasher, &id, &blob, &mut short).is_err());
+                let mut long = vec![0u8; data.len() + 2];
+                assert!(decode_blob_into(&sealer, &hasher, &id, &blob, &mut long).is_err());
+                let other = hasher.id_of(b"other");
+                assert!(decode_blob_into(&sealer, &hasher, &other, &blob, &mut out).is_err());
+                let mut damaged = blob.clone();
+                let middle = damaged.len() / 2;
+                damaged[middle] ^= 0x08;
+                let err = decode_blob_into(&sealer, &hasher, &id, &damaged, &mut out);
+                assert!(matches!(err, Err(Error::Corrupt(_))), "{err:?}");
+            }
+        }
     }
 
     #[test]

@@ -542,21 +542,15 @@ async fn write_blobs(
             {
                 let offset = slot * chunk_size;
                 let expected = chunk_size.min(size - offset) as usize;
-                let plain = pack::decode_blob(repo.sealer(), repo.hasher(), id, sealed, expected)
-                    .map_err(|e| {
-                    Error::Corrupt(format!("{e} (volume offset {offset}, pack {key})"))
+                writer.write_in_place(offset, expected, |out| {
+                    pack::decode_blob_into(repo.sealer(), repo.hasher(), id, sealed, out).map_err(
+                        |e| Error::Corrupt(format!("{e} (volume offset {offset}, pack {key})")),
+                    )
                 })?;
-                if plain.len() != expected {
-                    return Err(Error::Corrupt(format!(
-                        "chunk {id} at volume offset {offset} holds {} bytes, expected {expected}",
-                        plain.len()
-                    )));
-                }
-                writer.write(offset, &plain)?;
-                written += plain.len() as u64;
+                written += expected as u64;
                 chunks += 1;
                 if let Some(p) = &progress {
-                    p.advance(plain.len() as u64);
+                    p.advance(expected as u64);
                 }
             }
             Ok((written, chunks))
