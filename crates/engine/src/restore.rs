@@ -429,43 +429,31 @@ async fn fetch_and_write(
     };
     let items = fetch.items;
     let ends = batch_ends(&items, DECODE_BATCH_BYTES);
-    // Batch `batch` is items[first..ends[batch]], the bytes base.. of the range up to its last
-    // blob's end. Its bytes are gathered in `filling`, allocated at the batch's exact size so
-    // that each byte is copied once; a piece that holds a whole batch is used as it is.
-    let (mut batch, mut first, mut base) = (0usize, 0usize, 0usize);
-    let mut filling: Vec<u8> = Vec::new();
+    let mut cutter = BlobCutter::default();
+    // Blobs of the batch being cut, and batches cut whole, waiting for a worker.
+    let mut cut: Vec<Blob> = Vec::new();
+    let mut whole: Vec<Vec<Blob>> = Vec::new();
+    let mut batch = 0usize;
     let mut writing: Option<tokio::task::JoinHandle<Result<(u64, u64)>>> = None;
     let (mut written, mut chunks) = (0u64, 0u64);
-    while batch < ends.len() {
-        let Some(mut piece) = pieces.try_next().await? else {
+    while cutter.next < items.len() {
+        let Some(piece) = pieces.try_next().await? else {
             break;
         };
-        while !piece.is_empty() && batch < ends.len() {
-            let end = ends[batch];
-            let (_, _, last_at, last_len) = items[end - 1];
-            let batch_len = last_at + last_len - base;
-            let bytes = if filling.is_empty() && piece.len() >= batch_len {
-                piece.split_to(batch_len)
-            } else {
-                if filling.capacity() == 0 {
-                    filling.reserve_exact(batch_len);
-                }
-                let take = (batch_len - filling.len()).min(piece.len());
-                filling.extend_from_slice(&piece.split_to(take));
-                if filling.len() < batch_len {
-                    break;
-                }
-                Bytes::from(std::mem::take(&mut filling))
-            };
-            let blobs = items[first..end]
-                .iter()
-                .map(|&(slot, id, at, len)| Blob {
-                    slot,
-                    id,
-                    sealed: bytes.slice(at - base..at - base + len),
-                    pack_key: Arc::clone(&key),
-                })
-                .collect();
+        cutter.feed(&items, piece, |i, sealed| {
+            let (slot, id, ..) = items[i];
+            cut.push(Blob {
+                slot,
+                id,
+                sealed,
+                pack_key: Arc::clone(&key),
+            });
+            if ends.get(batch) == Some(&(i + 1)) {
+                whole.push(std::mem::take(&mut cut));
+                batch += 1;
+            }
+        });
+        for blobs in whole.drain(..) {
             let task = tokio::spawn(write_blobs(
                 repo.clone(),
                 Arc::clone(&target),
@@ -479,9 +467,6 @@ async fn fetch_and_write(
                 written += w;
                 chunks += c;
             }
-            base += batch_len;
-            first = end;
-            batch += 1;
         }
     }
     if let Some(last) = writing {
@@ -489,12 +474,59 @@ async fn fetch_and_write(
         written += w;
         chunks += c;
     }
-    if batch != ends.len() {
+    if cutter.next != items.len() {
         return Err(Error::Corrupt(format!(
             "pack {key} ended before the chunks the index places in it"
         )));
     }
     Ok((written, chunks))
+}
+
+/// Cuts the blobs at `items` (slot, id, offset in the read range, length; in offset order)
+/// out of the pieces a read arrives in: a blob within one piece is a slice of it, no copy; a
+/// blob split across pieces is gathered in a buffer of its exact size.
+#[derive(Default)]
+struct BlobCutter {
+    /// Offset in the range of the next piece's first byte.
+    at: usize,
+    /// The next item to cut.
+    next: usize,
+    /// What has arrived of item `next`, when it started in an earlier piece.
+    partial: Vec<u8>,
+}
+
+impl BlobCutter {
+    /// Takes the next piece of the range; `done(item, sealed)` gets each blob it completes.
+    fn feed(
+        &mut self,
+        items: &[(u64, ChunkId, usize, usize)],
+        piece: Bytes,
+        mut done: impl FnMut(usize, Bytes),
+    ) {
+        let start = self.at;
+        let end = start + piece.len();
+        self.at = end;
+        while let Some(&(_, _, at, len)) = items.get(self.next) {
+            if at >= end {
+                break;
+            }
+            let (from, to) = (at.max(start), (at + len).min(end));
+            if self.partial.is_empty() && from == at && to == at + len {
+                done(self.next, piece.slice(at - start..to - start));
+            } else {
+                if self.partial.capacity() == 0 {
+                    self.partial.reserve_exact(len);
+                }
+                self.partial
+                    .extend_from_slice(&piece[from - start..to - start]);
+                if to < at + len {
+                    break;
+                }
+                done(self.next, Bytes::from(std::mem::take(&mut self.partial)));
+            }
+            self.next += 1;
+        }
+    }
 }
 
 /// Where each decode batch of `items` (slot, id, offset, length; in offset order) ends, as
@@ -715,5 +747,52 @@ mod tests {
             "one blob per batch"
         );
         assert!(batch_ends(&[], 100).is_empty());
+    }
+
+    /// Whatever the pieces' sizes, every blob comes out whole and in order, gaps skipped, and
+    /// a blob inside one piece is a slice of it.
+    #[test]
+    fn blobs_are_cut_whole_from_pieces_of_any_size() {
+        let range: Bytes = (0..1000u32).map(|i| (i * 7 % 256) as u8).collect();
+        let blobs = items(&[(0, 100), (100, 250), (400, 30), (430, 400), (900, 100)]);
+        for piece_len in [1, 7, 99, 100, 101, 256, 430, 1000] {
+            let mut cutter = BlobCutter::default();
+            let mut out: Vec<(usize, Bytes)> = Vec::new();
+            for start in (0..range.len()).step_by(piece_len) {
+                let piece = range.slice(start..(start + piece_len).min(range.len()));
+                let piece_ptr = piece.as_ptr_range();
+                cutter.feed(&blobs, piece, |i, sealed| {
+                    let inside = piece_ptr.contains(&sealed.as_ptr());
+                    let (_, _, at, len) = blobs[i];
+                    if (at / piece_len) == ((at + len - 1) / piece_len) {
+                        assert!(inside, "blob {i} lies in one piece of {piece_len}: a slice");
+                    }
+                    out.push((i, sealed));
+                });
+            }
+            assert_eq!(cutter.next, blobs.len(), "pieces of {piece_len}");
+            for (n, (i, sealed)) in out.iter().enumerate() {
+                let (_, _, at, len) = blobs[*i];
+                assert_eq!(*i, n, "in order");
+                assert_eq!(
+                    sealed,
+                    &range.slice(at..at + len),
+                    "blob {i}, pieces of {piece_len}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_range_that_ends_early_leaves_blobs_uncut() {
+        let blobs = items(&[(0, 10), (10, 10)]);
+        let mut cutter = BlobCutter::default();
+        let mut cut = 0;
+        cutter.feed(&blobs, Bytes::from_static(&[1u8; 15]), |_, _| cut += 1);
+        assert_eq!(
+            (cut, cutter.next),
+            (1, 1),
+            "the second blob is not complete"
+        );
     }
 }
