@@ -453,7 +453,10 @@ async fn fetch_and_write(
                 batch += 1;
             }
         });
-        for blobs in whole.drain(..) {
+        // Batches that one piece completed together (a local read is one piece) go to one
+        // worker: one write buffer and one thread per read, as many as there are reads.
+        if !whole.is_empty() {
+            let blobs: Vec<Blob> = whole.drain(..).flatten().collect();
             let task = tokio::spawn(write_blobs(
                 repo.clone(),
                 Arc::clone(&target),
