@@ -125,9 +125,12 @@ impl Sealer {
         aad: &[u8],
         out: &mut [u8],
     ) -> Result<usize, CryptoError> {
-        let body = match self {
-            Sealer::Plain => sealed,
-            Sealer::XChaCha(_) => split_sealed(sealed)?.ciphertext,
+        let (body, sealing) = match self {
+            Sealer::Plain => (sealed, None),
+            Sealer::XChaCha(cipher) => {
+                let parts = split_sealed(sealed)?;
+                (parts.ciphertext, Some((cipher, parts)))
+            }
         };
         let room = out.len();
         let dst = out.get_mut(..body.len()).ok_or(CryptoError::Oversized {
@@ -135,8 +138,7 @@ impl Sealer {
             room,
         })?;
         dst.copy_from_slice(body);
-        if let Sealer::XChaCha(cipher) = self {
-            let parts = split_sealed(sealed)?;
+        if let Some((cipher, parts)) = sealing {
             cipher
                 .open_in_place(parts.nonce, aad, dst, parts.tag)
                 .map_err(|_| CryptoError::Authentication)?;

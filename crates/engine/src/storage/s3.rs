@@ -175,20 +175,13 @@ pub fn open(
         .as_deref()
         .is_some_and(|e| e.starts_with("http://"));
 
-    let mut client = ClientOptions::new()
-        .with_connect_timeout(CONNECT_TIMEOUT)
-        .with_timeout(REQUEST_TIMEOUT)
-        .with_allow_http(allow_http);
-    if let Some(max) = options.concurrency {
-        client = client.with_pool_max_idle_per_host(max.max(1));
-    }
+    // The HTTP client itself is built by `ClassifyingConnector` from `HttpSettings`;
+    // object_store reads only whether plain HTTP is allowed from its own options.
+    let client = ClientOptions::new().with_allow_http(allow_http);
     let extra_roots = match &options.ca_cert {
         Some(file) => read_ca_certificates(file)?,
         None => Vec::new(),
     };
-    if options.insecure_skip_tls_verify {
-        client = client.with_allow_invalid_certificates(true);
-    }
 
     let retry = RetryConfig {
         backoff: BackoffConfig {
