@@ -59,6 +59,17 @@ impl Progress for Bar {
     }
 }
 
+/// Says on standard error how many S3 request attempts failed and were retried during the
+/// command (`failed`), if any did: the warnings while it ran are spaced out and do not name
+/// them all.
+pub fn note_failed_attempts(failed: u64) {
+    match failed {
+        0 => {}
+        1 => eprintln!("note: 1 S3 request attempt failed and was retried"),
+        n => eprintln!("note: {n} S3 request attempts failed and were retried"),
+    }
+}
+
 /// Bytes as a short human size (binary units).
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

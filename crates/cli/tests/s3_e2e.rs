@@ -224,6 +224,91 @@ fn backup_incremental_restore_under_ten_percent_faults() {
     assert!(counts.faults >= 5, "too few faults injected: {counts:?}");
 }
 
+/// Runs `args` with `-o json` and returns the report and standard error.
+fn json_and_stderr(client: &Client, args: &[&str]) -> (serde_json::Value, String) {
+    let mut all = vec!["-o", "json"];
+    all.extend_from_slice(args);
+    let out = client.run(&all);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "s3mover {args:?} failed: {stderr}");
+    let report =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    (report, stderr)
+}
+
+/// Checks what a command that rode out `injected` faults says of them: its closing note counts
+/// every one (one failed attempt each), its report those after the repository was opened, and
+/// at least one warning came while it ran.
+fn assert_failed_attempts_reported(report: &serde_json::Value, stderr: &str, injected: u64) {
+    assert!(injected > 0, "the proxy injected nothing");
+    let note = match injected {
+        1 => "note: 1 S3 request attempt failed and was retried".to_string(),
+        n => format!("note: {n} S3 request attempts failed and were retried"),
+    };
+    assert!(stderr.contains(&note), "no {note:?} in: {stderr}");
+    let reported = report["requests"]["failedAttempts"].as_u64().unwrap_or(0);
+    assert!(
+        reported > 0 && reported <= injected,
+        "{reported} failed attempts in the report, {injected} injected: {report}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("failed") && l.contains("retrying")),
+        "no warning about the retries: {stderr}"
+    );
+}
+
+/// Failed attempts do not pass silently: each answer of 503 and each connection cut
+/// mid-body that the retry policy rides out is counted, warned about while the command runs,
+/// and summed up at its end.
+#[test]
+fn failed_attempts_are_counted_and_warned_about() {
+    let Some(garage) = garage_or_skip("failed_attempts_are_counted_and_warned_about") else {
+        return;
+    };
+    let proxy = FaultProxy::start(&garage.endpoint(), Faults::none()).expect("proxy");
+    let client = Client::new(&garage, &proxy.endpoint(), "attempts");
+    let image = client.path("vol.img");
+    make_image(&image, 8 << 20, &[(0, 6 << 20)], 31);
+    client.ok(&["init", "--chunk-size", "64K"]);
+
+    proxy.set_faults(Faults::only(FaultKind::Status503, 0.3, 5));
+    let before = proxy.counts();
+    let (backup, stderr) = json_and_stderr(
+        &client,
+        &[
+            "backup",
+            image.to_str().unwrap_or_default(),
+            "--volume",
+            "v",
+        ],
+    );
+    let injected = proxy.counts().since(&before);
+    assert_failed_attempts_reported(&backup, &stderr, injected.status_faults);
+    assert!(stderr.contains("503 Service Unavailable"), "{stderr}");
+
+    proxy.set_faults(Faults::only(FaultKind::ResetMidBody, 0.3, 6));
+    let target = client.path("restored.img");
+    let before = proxy.counts();
+    let (restore, stderr) = json_and_stderr(
+        &client,
+        &[
+            "restore",
+            "latest",
+            "--volume",
+            "v",
+            "--target",
+            target.to_str().unwrap_or_default(),
+        ],
+    );
+    let injected = proxy.counts().since(&before);
+    proxy.set_faults(Faults::none());
+    assert_same_file(&target, &image);
+    assert_failed_attempts_reported(&restore, &stderr, injected.resets);
+}
+
 #[test]
 fn sigkill_mid_upload_then_rerun_resumes() {
     let Some(garage) = garage_or_skip("sigkill_mid_upload_then_rerun_resumes") else {

@@ -77,6 +77,8 @@ pub struct RestoreReport {
     pub throughput_bytes_per_second: f64,
     /// The backup's tree root: a digest of its whole content.
     pub digest: String,
+    /// The requests the restore made (after the repository was opened).
+    pub requests: crate::storage::RequestSnapshot,
 }
 
 /// One coalesced read: consecutive blobs of one pack.
@@ -126,6 +128,7 @@ async fn restore_from(
     index: Option<Arc<PackIndex>>,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
+    let requests_before = repo.store().counts();
     let target = Arc::new(open_target(
         &options.target,
         manifest.size_bytes,
@@ -206,6 +209,7 @@ async fn restore_from(
         seconds,
         throughput_bytes_per_second: manifest.size_bytes as f64 / seconds.max(1e-9),
         digest: manifest.root.clone(),
+        requests: repo.store().counts().since(&requests_before),
     })
 }
 

@@ -94,6 +94,12 @@ async fn transfers_survive_ten_percent_faults() {
         counts.status_faults > 0 && counts.resets > 0 && counts.delays > 0,
         "{counts:?}"
     );
+    // Every injected error answer and reset was seen as a failed attempt; delays were not.
+    assert_eq!(
+        store.counts().failed_attempts,
+        counts.status_faults + counts.resets,
+        "{counts:?}"
+    );
 }
 
 #[tokio::test]
@@ -144,6 +150,8 @@ async fn downloads_survive_frequent_resets_mid_body() {
     let counts = proxy.counts();
     eprintln!("proxy counts: {:?}", counts);
     assert!(counts.resets >= 3, "{counts:?}");
+    // Each reset, of an upload or mid-download, is one failed attempt the store saw.
+    assert_eq!(store.counts().failed_attempts, counts.resets, "{counts:?}");
     // Over plain HTTP every body is hashed into its request's signature.
     assert!(counts.put >= 7, "{counts:?}");
     assert_eq!(counts.unsigned_puts, 0, "{counts:?}");

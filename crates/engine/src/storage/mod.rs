@@ -16,6 +16,7 @@
 //! cancelled, the upload is aborted (a DELETE) so that no parts are left stored — and billed —
 //! under an upload that will never complete.
 
+mod attempts;
 pub mod local;
 pub mod s3;
 mod stall;
@@ -135,6 +136,7 @@ impl RequestCounts {
             post: self.post.load(Relaxed),
             objects_put: self.objects_put.load(Relaxed),
             bytes_put: self.bytes_put.load(Relaxed),
+            failed_attempts: 0,
         }
     }
 }
@@ -151,6 +153,11 @@ pub struct RequestSnapshot {
     pub post: u64,
     pub objects_put: u64,
     pub bytes_put: u64,
+    /// Attempts that failed (answers of 5xx, 429 or 408, timeouts, stalls, refused or broken
+    /// connections), each sent again unless the retry policy's budget was spent. Counted
+    /// apart from the requests above, which count each request once however often it was
+    /// tried. Always 0 for a local directory.
+    pub failed_attempts: u64,
 }
 
 impl RequestSnapshot {
@@ -165,6 +172,7 @@ impl RequestSnapshot {
             post: self.post - earlier.post,
             objects_put: self.objects_put - earlier.objects_put,
             bytes_put: self.bytes_put - earlier.bytes_put,
+            failed_attempts: self.failed_attempts - earlier.failed_attempts,
         }
     }
 }
@@ -293,6 +301,8 @@ pub struct Store {
     prefix: Option<ObjectPath>,
     description: String,
     counts: Arc<RequestCounts>,
+    /// The HTTP layer's count of failed attempts (network stores only).
+    failed_attempts: Option<Arc<attempts::FailedAttempts>>,
     multipart: Option<MultipartSettings>,
     stream_reads: bool,
     /// A local directory's reader for [`Self::get_range_uncached`].
@@ -316,6 +326,7 @@ impl Store {
             prefix: (!prefix.is_empty()).then(|| ObjectPath::from(prefix)),
             description,
             counts: Arc::new(RequestCounts::default()),
+            failed_attempts: None,
             multipart: None,
             stream_reads: false,
             uncached_reads: None,
@@ -349,6 +360,12 @@ impl Store {
         self.stream_reads
     }
 
+    /// Reports, in [`Self::counts`], the failed attempts the HTTP layer counts in `attempts`.
+    fn with_failed_attempts(mut self, attempts: Arc<attempts::FailedAttempts>) -> Self {
+        self.failed_attempts = Some(attempts);
+        self
+    }
+
     /// How this store splits large objects, if it does.
     pub fn multipart(&self) -> Option<MultipartSettings> {
         self.multipart
@@ -361,7 +378,10 @@ impl Store {
 
     /// The requests this store has made so far.
     pub fn counts(&self) -> RequestSnapshot {
-        self.counts.snapshot()
+        RequestSnapshot {
+            failed_attempts: self.failed_attempts.as_ref().map_or(0, |a| a.count()),
+            ..self.counts.snapshot()
+        }
     }
 
     fn path(&self, key: &str) -> ObjectPath {

@@ -76,6 +76,7 @@ use object_store::client::{
 };
 use object_store::{BackoffConfig, ClientOptions, CredentialProvider, RetryConfig};
 
+use super::attempts::{FailedAttempts, Failure};
 use super::stall;
 use super::{MultipartSettings, Store, StoreError, StoreOptions, MAX_PART_SIZE, MIN_PART_SIZE};
 
@@ -208,7 +209,9 @@ pub fn open(
     // Ambient credentials (web identity, containers) may be fetched over HTTPS even when the
     // bucket's endpoint is plain HTTP.
     let needs_tls = !allow_http || matches!(credentials, Credentials::Ambient(_));
+    let attempts = Arc::new(FailedAttempts::default());
     builder = builder.with_http_connector(ClassifyingConnector {
+        attempts: Arc::clone(&attempts),
         settings: HttpSettings {
             pool_max_idle_per_host: options.concurrency.map(|max| max.max(1)),
             system_roots: needs_tls,
@@ -240,7 +243,8 @@ pub fn open(
     };
     Ok(Store::new(Arc::new(backend), prefix, description)
         .with_multipart(multipart)
-        .with_stream_reads())
+        .with_stream_reads()
+        .with_failed_attempts(attempts))
 }
 
 /// The stall timeout: `S3MOVER_S3_STALL_TIMEOUT`, else [`stall::DEFAULT_STALL_TIMEOUT`].
@@ -761,7 +765,7 @@ impl CredentialProvider for ProcessCredentialProvider {
 /// Builds the HTTP client: a reqwest client configured as object_store configures its own
 /// (timeouts, pool size, TLS settings, no transparent decompression — it would break
 /// `Content-Length`), behind the stall watchdog ([`stall::StallGuardedClient`]) and
-/// [`RetryClassifier`].
+/// [`RetryClassifier`], both reporting failed attempts to `attempts`.
 ///
 /// A plain-HTTP endpoint that makes no HTTPS request at all gets no TLS roots: loading the
 /// system's roots reads every file in `/etc/ssl/certs`, and on a cold page cache that delayed
@@ -769,6 +773,7 @@ impl CredentialProvider for ProcessCredentialProvider {
 #[derive(Debug, Clone)]
 struct ClassifyingConnector {
     settings: HttpSettings,
+    attempts: Arc<FailedAttempts>,
 }
 
 /// What [`open`] decides about the HTTP client.
@@ -797,7 +802,9 @@ impl HttpConnector for ClassifyingConnector {
             inner: HttpClient::new(stall::StallGuardedClient::new(
                 client,
                 settings.stall_timeout,
+                Arc::clone(&self.attempts),
             )),
+            attempts: Arc::clone(&self.attempts),
         }))
     }
 }
@@ -831,9 +838,12 @@ fn http_client(settings: &HttpSettings) -> reqwest::Result<reqwest::Client> {
 ///   retries only methods it knows to be idempotent, and deleting one S3 key is;
 /// * a TLS certificate the client does not trust is final — retrying cannot fix it, so the
 ///   user hears about `--ca-cert` at once instead of after the whole retry budget.
+///
+/// It also reports each attempt the retry loop will judge a failure to [`FailedAttempts`].
 #[derive(Debug)]
 pub struct RetryClassifier {
     inner: HttpClient,
+    attempts: Arc<FailedAttempts>,
 }
 
 impl HttpService for RetryClassifier {
@@ -847,7 +857,8 @@ impl HttpService for RetryClassifier {
     {
         Box::pin(async move {
             let is_delete = request.method().as_str() == "DELETE";
-            match self.inner.execute(request).await {
+            let what = format!("{} {}", request.method(), request.uri().path());
+            let outcome = match self.inner.execute(request).await {
                 Err(e) if is_certificate_error(&e) => {
                     Err(HttpError::new(HttpErrorKind::Unknown, e))
                 }
@@ -861,8 +872,43 @@ impl HttpService for RetryClassifier {
                     Err(HttpError::new(HttpErrorKind::Request, e))
                 }
                 other => other,
-            }
+            };
+            self.report(&what, &outcome);
+            outcome
         })
+    }
+}
+
+impl RetryClassifier {
+    /// Tells [`FailedAttempts`] about an attempt the retry loop may send again: an answer it
+    /// retries (5xx, 429, 408) or a transport failure of a kind it retries. Failures it
+    /// gives up on at once (untrusted certificates, unreadable answers) end the request with
+    /// their own error instead.
+    fn report(&self, what: &str, outcome: &Result<HttpResponse, HttpError>) {
+        match outcome {
+            Ok(response) => {
+                self.attempts.answered();
+                let status = response.status();
+                if status.is_server_error()
+                    || status == http::StatusCode::TOO_MANY_REQUESTS
+                    || status == http::StatusCode::REQUEST_TIMEOUT
+                {
+                    self.attempts.failed(what, Failure::Other, &status);
+                }
+            }
+            Err(e) => match e.kind() {
+                HttpErrorKind::Connect => {
+                    self.attempts
+                        .failed(what, Failure::Connect, &error_chain_text(e))
+                }
+                HttpErrorKind::Request | HttpErrorKind::Timeout | HttpErrorKind::Interrupted => {
+                    self.attempts
+                        .failed(what, Failure::Other, &error_chain_text(e))
+                }
+                HttpErrorKind::Unknown | HttpErrorKind::Decode => {}
+                _ => {}
+            },
+        }
     }
 }
 

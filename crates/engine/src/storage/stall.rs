@@ -11,8 +11,10 @@
 //! * while the answer's body arrives, for as long as the caller waits for its next piece —
 //!   time the caller spends elsewhere (say, writing what it read) does not count.
 //!
-//! Nothing here retries: a stall becomes an [`HttpErrorKind::Timeout`] error (and a warning
-//! in the log), and the retry loop decides (see `s3.rs`, "The one retry policy").
+//! Nothing here retries: a stall becomes an [`HttpErrorKind::Timeout`] error, and the retry
+//! loop decides (see `s3.rs`, "The one retry policy"). A stalled or broken answer body is
+//! reported to [`FailedAttempts`] here (the retry loop resumes it where it broke); a request
+//! that stalls before its answer is reported by the layer above, as every failed call is.
 //! [`StallGuardedClient`] is object_store's own request path — a `reqwest::Client`, failures
 //! sorted into the same kinds — with the watchdog added; object_store has no hook for one.
 
@@ -23,6 +25,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use super::attempts::{FailedAttempts, Failure};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -50,12 +53,22 @@ pub struct Stalled(pub Duration);
 pub struct StallGuardedClient {
     client: reqwest::Client,
     limit: Duration,
+    attempts: Arc<FailedAttempts>,
 }
 
 impl StallGuardedClient {
-    /// Sends requests through `client`, giving up any that moves no data for `limit`.
-    pub fn new(client: reqwest::Client, limit: Duration) -> StallGuardedClient {
-        StallGuardedClient { client, limit }
+    /// Sends requests through `client`, giving up any that moves no data for `limit`;
+    /// answer bodies that break or stall are reported to `attempts`.
+    pub fn new(
+        client: reqwest::Client,
+        limit: Duration,
+        attempts: Arc<FailedAttempts>,
+    ) -> StallGuardedClient {
+        StallGuardedClient {
+            client,
+            limit,
+            attempts,
+        }
     }
 }
 
@@ -68,7 +81,6 @@ impl HttpService for StallGuardedClient {
         let response = tokio::select! {
             response = self.client.execute(request) => response.map_err(classify)?,
             stalled = progress.stalled(self.limit) => {
-                tracing::warn!("S3 request {what}: {stalled}");
                 return Err(HttpError::new(HttpErrorKind::Timeout, stalled));
             }
         };
@@ -76,7 +88,7 @@ impl HttpService for StallGuardedClient {
         let body = HttpResponseBody::new(body.map_err(classify));
         Ok(HttpResponse::from_parts(
             parts,
-            with_idle_timeout(body, self.limit, what),
+            with_idle_timeout(body, self.limit, what, Arc::clone(&self.attempts)),
         ))
     }
 }
@@ -229,15 +241,21 @@ fn classify(error: reqwest::Error) -> HttpError {
     HttpError::new(kind, error.without_url())
 }
 
-/// `body`, failing with [`Stalled`] (and a warning naming `what`) once its caller has waited
-/// `limit` for the next piece.
-fn with_idle_timeout(body: HttpResponseBody, limit: Duration, what: String) -> HttpResponseBody {
+/// `body`, failing with [`Stalled`] once its caller has waited `limit` for the next piece;
+/// that and any other failure of the body is reported to `attempts` as one of `what`.
+fn with_idle_timeout(
+    body: HttpResponseBody,
+    limit: Duration,
+    what: String,
+    attempts: Arc<FailedAttempts>,
+) -> HttpResponseBody {
     HttpResponseBody::new(IdleTimeoutBody {
         inner: body,
         limit,
         waiting_since: None,
         timer: None,
         what,
+        attempts,
     })
 }
 
@@ -250,8 +268,9 @@ struct IdleTimeoutBody {
     /// When the caller started waiting for the next piece; `None` between pieces.
     waiting_since: Option<Instant>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// The request, for the warning.
+    /// The request, for the report of a failure.
     what: String,
+    attempts: Arc<FailedAttempts>,
 }
 
 impl Body for IdleTimeoutBody {
@@ -266,6 +285,9 @@ impl Body for IdleTimeoutBody {
         let since = *this.waiting_since.get_or_insert_with(Instant::now);
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
             this.waiting_since = None;
+            if let Some(Err(e)) = &frame {
+                this.attempts.failed(&this.what, Failure::Other, e);
+            }
             return Poll::Ready(frame);
         }
         let deadline = tokio::time::Instant::from_std(since + this.limit);
@@ -279,7 +301,7 @@ impl Body for IdleTimeoutBody {
             if since.elapsed() >= this.limit {
                 this.waiting_since = None;
                 let stalled = Stalled(this.limit);
-                tracing::warn!("S3 answer to {}: {stalled}", this.what);
+                this.attempts.failed(&this.what, Failure::Other, &stalled);
                 return Poll::Ready(Some(Err(HttpError::new(HttpErrorKind::Timeout, stalled))));
             }
             timer.as_mut().reset(deadline);
@@ -374,7 +396,13 @@ mod tests {
             .await
             .unwrap();
         let body = HttpResponseBody::new(http_body_util::StreamBody::new(rx));
-        let mut body = with_idle_timeout(body, Duration::from_millis(50), "GET /k".into());
+        let attempts = Arc::new(FailedAttempts::default());
+        let mut body = with_idle_timeout(
+            body,
+            Duration::from_millis(50),
+            "GET /k".into(),
+            Arc::clone(&attempts),
+        );
         let first = next_frame(&mut body).await.unwrap().unwrap();
         assert_eq!(first.into_data().unwrap(), Bytes::from_static(b"half"));
         // The sender stays open and sends nothing more.
@@ -385,6 +413,7 @@ mod tests {
         assert_eq!(error.kind(), HttpErrorKind::Timeout);
         let text = format!("{error} {:?}", std::error::Error::source(&error));
         assert!(text.contains("stalled"), "{text}");
+        assert_eq!(attempts.count(), 1, "the stall is a failed attempt");
         drop(tx);
     }
 
@@ -393,7 +422,8 @@ mod tests {
         let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, HttpError>>(1);
         let limit = Duration::from_secs(1);
         let body = HttpResponseBody::new(http_body_util::StreamBody::new(rx));
-        let mut body = with_idle_timeout(body, limit, "GET /k".into());
+        let attempts = Arc::new(FailedAttempts::default());
+        let mut body = with_idle_timeout(body, limit, "GET /k".into(), Arc::clone(&attempts));
         futures::SinkExt::send(&mut tx, Ok(Frame::data(Bytes::from_static(b"one"))))
             .await
             .unwrap();
@@ -412,6 +442,7 @@ mod tests {
             second.expect("not a stall").into_data().unwrap(),
             Bytes::from_static(b"two")
         );
+        assert_eq!(attempts.count(), 0);
         drop(sender.await);
     }
 }
