@@ -6,7 +6,7 @@ mod s3_support;
 
 use bytes::Bytes;
 use s3_support::{assert_one_line_without, TestEnv};
-use s3mover_engine::storage::s3::MAX_RETRIES;
+use s3mover_engine::storage::s3::UNANSWERED_CONNECT_RETRIES;
 use s3mover_engine::storage::StoreError;
 use s3mover_testkit::{free_port, garage_or_skip, Garage};
 
@@ -150,8 +150,12 @@ async fn endpoint_refusing_connections() {
     assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
     assert!(error.contains("AWS_ENDPOINT_URL"), "{error}");
     assert_one_line_without(&error, &"f".repeat(64));
-    // Retried as the one retry policy says, and no more: every attempt was refused.
-    assert_eq!(store.counts().failed_attempts, MAX_RETRIES as u64 + 1);
+    // Retried as the one retry policy says for an endpoint that never answered, and no more:
+    // every attempt was refused.
+    assert_eq!(
+        store.counts().failed_attempts,
+        UNANSWERED_CONNECT_RETRIES + 1
+    );
 }
 
 #[tokio::test]

@@ -1,10 +1,12 @@
 //! Transfers through the fault-injecting proxy to a real Garage: with 10 % of requests failing
 //! (500, 503, connection resets mid-body, added latency) every put, get, ranged get and list
-//! still succeeds and returns the exact bytes, thanks to the one retry policy.
+//! still succeeds and returns the exact bytes, thanks to the one retry policy; so do a put and a
+//! get that meet an outage of seconds, in which every request fails.
 
 mod s3_support;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -99,6 +101,54 @@ async fn transfers_survive_ten_percent_faults() {
         store.counts().failed_attempts,
         counts.status_faults + counts.resets,
         "{counts:?}"
+    );
+}
+
+/// An outage — every request answered 503 or cut off, for twelve seconds — costs time, not the
+/// transfer: a put and a get caught in it complete once it ends, with the exact bytes. (Ten
+/// retries, the count that once bounded a request, spent about 2.6 s.)
+#[tokio::test]
+async fn an_outage_of_seconds_is_ridden_out() {
+    let Some(garage) = garage_or_skip("an_outage_of_seconds_is_ridden_out") else {
+        return;
+    };
+    let proxy = FaultProxy::start(&garage.endpoint(), Faults::none()).expect("proxy");
+    let env = TestEnv::for_garage(&garage, &proxy.endpoint());
+    let store = env
+        .open(&format!("s3://{}/outage", garage.bucket()))
+        .expect("open");
+    let object = data(11, 3 * 1024 * 1024);
+    store
+        .put("before", Bytes::from(object.clone()))
+        .await
+        .expect("put before the outage");
+
+    proxy.set_faults(Faults {
+        rate: 1.0,
+        kinds: vec![FaultKind::Status503, FaultKind::ResetMidBody],
+        latency: Duration::ZERO,
+        seed: 9,
+    });
+    let outage = async {
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        proxy.set_faults(Faults::none());
+    };
+    let (put, get, ()) = tokio::join!(
+        store.put("during", Bytes::from(object.clone())),
+        store.get("before"),
+        outage
+    );
+    put.expect("put through the outage");
+    assert_eq!(get.expect("get through the outage").as_ref(), &object[..]);
+    assert_eq!(
+        store.get("during").await.expect("get").as_ref(),
+        &object[..]
+    );
+    let counts = proxy.counts();
+    eprintln!("proxy counts: {counts:?}");
+    assert!(
+        store.counts().failed_attempts >= 4 && counts.status_faults + counts.resets >= 4,
+        "both requests kept being retried through the outage: {counts:?}"
     );
 }
 

@@ -13,8 +13,22 @@ use s3mover_engine::storage::Store;
 use s3mover_testkit::{garage_or_skip, FaultProxy, Faults, Garage, StallPoint, StallRule};
 
 fn open(garage: &Garage, proxy: &FaultProxy, prefix: &str, stall: &str) -> Store {
+    open_with_budget(garage, proxy, prefix, stall, None)
+}
+
+/// [`open`], with `S3MOVER_S3_RETRY_BUDGET` set when `budget` is given.
+fn open_with_budget(
+    garage: &Garage,
+    proxy: &FaultProxy,
+    prefix: &str,
+    stall: &str,
+    budget: Option<&str>,
+) -> Store {
     let mut env = TestEnv::for_garage(garage, &proxy.endpoint());
     env.set("S3MOVER_S3_STALL_TIMEOUT", stall);
+    if let Some(budget) = budget {
+        env.set("S3MOVER_S3_RETRY_BUDGET", budget);
+    }
     env.open(&format!("s3://{}/{prefix}", garage.bucket()))
         .expect("open")
 }
@@ -98,7 +112,8 @@ async fn a_server_that_never_answers_ends_in_a_stall_error() {
         return;
     };
     let proxy = FaultProxy::start(&garage.endpoint(), Faults::none()).expect("proxy");
-    let store = open(&garage, &proxy, "stalled-always", "200ms");
+    // Retried for two seconds, not the default five minutes.
+    let store = open_with_budget(&garage, &proxy, "stalled-always", "200ms", Some("2s"));
     store
         .put("packs/c", Bytes::from(data(3, 4096)))
         .await

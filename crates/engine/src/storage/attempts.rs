@@ -6,8 +6,9 @@
 //! warnings are bounded: the first failure is reported at once, later ones at most once per
 //! [`WARNING_INTERVAL`], each saying how many failures it stands for. A connection that
 //! cannot be made before the server has answered anything is counted but not warned about:
-//! if it lasts, the command ends with the one-line error that says what to check, and a
-//! warning per retry would only say the same thing first.
+//! the retry policy gives such failures up after a few retries
+//! ([`Self::unanswered_connect_failures`]), and the command then ends with the one-line error
+//! that says what to check; a warning per retry would only say the same thing first.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -30,6 +31,7 @@ pub enum Failure {
 pub struct FailedAttempts {
     count: AtomicU64,
     server_answered: AtomicBool,
+    unanswered_connect_failures: AtomicU64,
     warnings: Mutex<Warnings>,
 }
 
@@ -51,6 +53,8 @@ impl FailedAttempts {
     pub fn failed(&self, what: &str, failure: Failure, reason: &dyn std::fmt::Display) {
         self.count.fetch_add(1, Ordering::Relaxed);
         if failure == Failure::Connect && !self.server_answered.load(Ordering::Relaxed) {
+            self.unanswered_connect_failures
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
         let Some(others) = self.take_warning_turn(Instant::now()) else {
@@ -67,6 +71,11 @@ impl FailedAttempts {
     /// Failed attempts so far.
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
+    }
+
+    /// Connections that could not be made while the server had not answered anything yet.
+    pub fn unanswered_connect_failures(&self) -> u64 {
+        self.unanswered_connect_failures.load(Ordering::Relaxed)
     }
 
     /// `Some(failures no warning mentioned yet)` when a warning is due at `now`; otherwise
@@ -120,10 +129,17 @@ mod tests {
         attempts.failed("GET /b/config", Failure::Connect, &"connection refused");
         attempts.failed("GET /b/config", Failure::Connect, &"connection refused");
         assert_eq!(attempts.count(), 2);
+        assert_eq!(attempts.unanswered_connect_failures(), 2);
         // Not warned about: no warning turn was taken, so the next failure is warned at once.
         attempts.answered();
         attempts.failed("PUT /b/k", Failure::Other, &"503 Service Unavailable");
-        assert_eq!(attempts.count(), 3);
+        attempts.failed("PUT /b/k", Failure::Connect, &"connection refused");
+        assert_eq!(attempts.count(), 4);
+        assert_eq!(
+            attempts.unanswered_connect_failures(),
+            2,
+            "the server had answered"
+        );
         assert_eq!(attempts.take_warning_turn(Instant::now()), None);
     }
 }

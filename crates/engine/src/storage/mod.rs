@@ -75,17 +75,6 @@ impl StoreError {
     }
 }
 
-/// Splits a setting such as `64MiB` or `500ms` into its number and its unit (trimmed, maybe
-/// empty); `None` when it does not start with a number.
-fn number_and_unit(text: &str) -> Option<(u64, &str)> {
-    let text = text.trim();
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
-    Some((number.parse().ok()?, unit.trim()))
-}
-
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -42,10 +42,16 @@
 //!   tells it the same of DELETE, inside its one retry loop);
 //! * not retried: 4xx answers, and TLS certificates the client does not trust;
 //!   a GET whose body is cut mid-stream resumes with a ranged GET pinned to the same ETag;
-//! * backoff: exponential with decorrelated jitter, from [`INIT_BACKOFF`] doubling up to
-//!   [`MAX_BACKOFF`];
-//! * budget: at most [`MAX_RETRIES`] retries and no retry starts after [`RETRY_BUDGET`] from
-//!   the first attempt;
+//! * backoff: exponential with decorrelated jitter, each delay drawn between [`INIT_BACKOFF`]
+//!   and [`BACKOFF_BASE`] times the one before, at most [`MAX_BACKOFF`];
+//! * budget: time, not a count — no retry starts later than the retry budget after the first
+//!   attempt ([`DEFAULT_RETRY_BUDGET`], five minutes, unless `S3MOVER_S3_RETRY_BUDGET` says
+//!   otherwise), so a server restart or a network outage shorter than that costs time, not
+//!   the backup. [`MAX_RETRIES`] is only a backstop;
+//! * except before the server has answered anything: a connection that cannot be made is
+//!   retried [`UNANSWERED_CONNECT_RETRIES`] times (a few seconds), then the command
+//!   fails with the one-line error that says to check the endpoint — a wrong endpoint is far
+//!   more likely then than an outage;
 //! * timeouts: [`CONNECT_TIMEOUT`] to connect, [`REQUEST_TIMEOUT`] for one whole request
 //!   including its body (a 16 MiB pack at 28 KB/s fits), and a stall timeout for a request
 //!   that moves no data ([`super::stall`]): [`super::stall::DEFAULT_STALL_TIMEOUT`] unless
@@ -80,17 +86,27 @@ use super::attempts::{FailedAttempts, Failure};
 use super::stall;
 use super::{MultipartSettings, Store, StoreError, StoreOptions, MAX_PART_SIZE, MIN_PART_SIZE};
 
-/// Delay before the first retry.
+/// Delay before the first retry, and the shortest delay drawn.
 pub const INIT_BACKOFF: Duration = Duration::from_millis(100);
+/// Each delay is drawn up to this many times the one before: the delays reach
+/// [`MAX_BACKOFF`] within about ten retries (at 2, the mean grows by only half of
+/// [`INIT_BACKOFF`] per retry, and ten retries spent about 2.6 s).
+pub const BACKOFF_BASE: f64 = 4.0;
 /// Longest delay between two attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// Most retries of one request.
-pub const MAX_RETRIES: usize = 10;
-/// No retry starts later than this after the first attempt of a request. Several stall
-/// timeouts long, so that a connection that stalls is replaced, more than once, instead of
-/// failing the whole operation at its first stall.
-pub const RETRY_BUDGET: Duration = Duration::from_secs(300);
-const _: () = assert!(RETRY_BUDGET.as_secs() > 4 * stall::DEFAULT_STALL_TIMEOUT.as_secs());
+/// A backstop only: the retry budget ends retries first (a thousand retries take well over an
+/// hour at [`MAX_BACKOFF`]).
+pub const MAX_RETRIES: usize = 1000;
+/// Retries of a connection that cannot be made before the server has answered anything: with
+/// the backoff above, about 3 s in the median (10 s in the slowest of a hundred draws, by
+/// simulating object_store's backoff); ten retries at a base of 2 took about as long.
+pub const UNANSWERED_CONNECT_RETRIES: u64 = 5;
+/// No retry starts later than this after the first attempt of a request, unless
+/// `S3MOVER_S3_RETRY_BUDGET` says otherwise: five minutes, the outage a request rides out.
+/// Several stall timeouts long, so that a connection that stalls is replaced, more than once,
+/// instead of failing the whole operation at its first stall.
+pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(300);
+const _: () = assert!(DEFAULT_RETRY_BUDGET.as_secs() > 4 * stall::DEFAULT_STALL_TIMEOUT.as_secs());
 /// Time allowed to open a TCP (and TLS) connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for one request, body included, as long as data keeps moving (a request that
@@ -188,10 +204,10 @@ pub fn open(
         backoff: BackoffConfig {
             init_backoff: INIT_BACKOFF,
             max_backoff: MAX_BACKOFF,
-            base: 2.0,
+            base: BACKOFF_BASE,
         },
         max_retries: MAX_RETRIES,
-        retry_timeout: RETRY_BUDGET,
+        retry_timeout: retry_budget(env)?,
     };
 
     let mut builder = AmazonS3Builder::new()
@@ -249,11 +265,30 @@ pub fn open(
 
 /// The stall timeout: `S3MOVER_S3_STALL_TIMEOUT`, else [`stall::DEFAULT_STALL_TIMEOUT`].
 fn stall_timeout(env: EnvLookup<'_>) -> Result<Duration, StoreError> {
-    match non_empty(env("S3MOVER_S3_STALL_TIMEOUT")) {
-        None => Ok(stall::DEFAULT_STALL_TIMEOUT),
-        Some(text) => stall::parse_stall_timeout(&text).ok_or_else(|| {
+    duration_setting(
+        env,
+        "S3MOVER_S3_STALL_TIMEOUT",
+        stall::DEFAULT_STALL_TIMEOUT,
+    )
+}
+
+/// The retry budget: `S3MOVER_S3_RETRY_BUDGET`, else [`DEFAULT_RETRY_BUDGET`].
+fn retry_budget(env: EnvLookup<'_>) -> Result<Duration, StoreError> {
+    duration_setting(env, "S3MOVER_S3_RETRY_BUDGET", DEFAULT_RETRY_BUDGET)
+}
+
+/// A duration from the environment variable `name` (`30`, `500ms`, `45s`, `2m`), else
+/// `default`.
+fn duration_setting(
+    env: EnvLookup<'_>,
+    name: &str,
+    default: Duration,
+) -> Result<Duration, StoreError> {
+    match non_empty(env(name)) {
+        None => Ok(default),
+        Some(text) => parse_duration(&text).ok_or_else(|| {
             StoreError::Location(format!(
-                "S3MOVER_S3_STALL_TIMEOUT={text:?} is not a duration: use seconds (30) or a number with ms, s or m (500ms, 45s, 2m), above zero"
+                "{name}={text:?} is not a duration: use seconds (30) or a number with ms, s or m (500ms, 45s, 2m), above zero"
             ))
         }),
     }
@@ -315,10 +350,34 @@ pub fn multipart_settings(
     })
 }
 
+/// Splits a setting such as `64MiB` or `500ms` into its number and its unit (trimmed, maybe
+/// empty); `None` when it does not start with a number.
+fn number_and_unit(text: &str) -> Option<(u64, &str)> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    Some((number.parse().ok()?, unit.trim()))
+}
+
+/// Reads a duration setting (the S3 stall timeout and retry budget): whole seconds (`30`), or
+/// a number with `ms`, `s` or `m`; above zero.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let (number, unit) = number_and_unit(text)?;
+    let duration = match unit {
+        "" | "s" => Duration::from_secs(number),
+        "ms" => Duration::from_millis(number),
+        "m" => Duration::from_secs(number.checked_mul(60)?),
+        _ => return None,
+    };
+    (!duration.is_zero()).then_some(duration)
+}
+
 /// A byte count: `123`, or a number with a binary unit (`K`/`KiB`, `M`/`MiB`, `G`/`GiB`;
 /// `KB`/`MB`/`GB` are read as binary too).
 fn parse_size(text: &str) -> Option<u64> {
-    let (number, unit) = super::number_and_unit(text)?;
+    let (number, unit) = number_and_unit(text)?;
     let shift = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kb" | "kib" => 10,
@@ -837,7 +896,9 @@ fn http_client(settings: &HttpSettings) -> reqwest::Result<reqwest::Client> {
 /// * a DELETE cut off mid-flight (connection reset, timeout) may be sent again — object_store
 ///   retries only methods it knows to be idempotent, and deleting one S3 key is;
 /// * a TLS certificate the client does not trust is final — retrying cannot fix it, so the
-///   user hears about `--ca-cert` at once instead of after the whole retry budget.
+///   user hears about `--ca-cert` at once instead of after the whole retry budget;
+/// * so is a connection that cannot be made once [`UNANSWERED_CONNECT_RETRIES`] have failed
+///   before the server answered anything: the endpoint is more likely wrong than down.
 ///
 /// It also reports each attempt the retry loop will judge a failure to [`FailedAttempts`].
 #[derive(Debug)]
@@ -874,7 +935,16 @@ impl HttpService for RetryClassifier {
                 other => other,
             };
             self.report(&what, &outcome);
-            outcome
+            match outcome {
+                Err(e)
+                    if e.kind() == HttpErrorKind::Connect
+                        && self.attempts.unanswered_connect_failures()
+                            > UNANSWERED_CONNECT_RETRIES =>
+                {
+                    Err(HttpError::new(HttpErrorKind::Unknown, e))
+                }
+                other => other,
+            }
         })
     }
 }
@@ -1080,6 +1150,17 @@ mod tests {
         assert_eq!(parse_size("MiB"), None);
         assert_eq!(parse_size("-1"), None);
         assert_eq!(parse_size("99999999999999999999G"), None);
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("45s"), Some(Duration::from_secs(45)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0"), None);
+        assert_eq!(parse_duration("fast"), None);
+        assert_eq!(parse_duration("3h"), None);
     }
 
     #[test]
