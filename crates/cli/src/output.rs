@@ -1,7 +1,7 @@
 //! Presentation: logging setup, progress bars (stderr, TTY only), sizes and tables.
 
-use std::io::IsTerminal;
-use std::sync::Arc;
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use s3mover_engine::progress::Progress;
@@ -18,9 +18,45 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| LogWriter)
         .with_target(false)
         .try_init();
+}
+
+/// The progress bar on screen, if any. Log lines are written around it: drawn on the same
+/// terminal without it knowing, a line would land after the bar's text and be partly erased
+/// at the next redraw.
+static BAR_ON_SCREEN: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+fn bar_on_screen() -> Option<ProgressBar> {
+    BAR_ON_SCREEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
+}
+
+fn set_bar_on_screen(bar: Option<ProgressBar>) {
+    *BAR_ON_SCREEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = bar;
+}
+
+/// Standard error for log lines: with a bar on screen, the bar is cleared, the line written
+/// and the bar drawn again below it. The log formatter hands over each line whole.
+struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match bar_on_screen() {
+            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 /// A progress bar on stderr, or nothing when stderr is not a terminal or output is quiet.
@@ -50,11 +86,13 @@ impl Progress for Bar {
             self.bar.set_style(style.progress_chars("=> "));
         }
         self.bar.set_message(self.label.clone());
+        set_bar_on_screen(Some(self.bar.clone()));
     }
     fn advance(&self, bytes: u64) {
         self.bar.inc(bytes);
     }
     fn finish(&self) {
+        set_bar_on_screen(None);
         self.bar.finish_and_clear();
     }
 }
@@ -90,4 +128,26 @@ pub fn human_bytes(bytes: u64) -> String {
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bar is known to the log writer from its start to its finish, and log lines written
+    /// meanwhile go through it whole.
+    #[test]
+    fn log_lines_go_around_the_bar_while_it_is_on_screen() {
+        let bar = Bar {
+            bar: ProgressBar::hidden(),
+            label: "backup".into(),
+        };
+        assert!(bar_on_screen().is_none());
+        bar.start(100);
+        assert!(bar_on_screen().is_some());
+        let line = b"a log line\n";
+        assert_eq!(LogWriter.write(line).expect("write"), line.len());
+        bar.finish();
+        assert!(bar_on_screen().is_none());
+    }
 }
