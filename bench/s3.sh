@@ -20,6 +20,7 @@
 #
 # Knobs: BENCH_SIZE=2G BENCH_DATA=1G BENCH_WRITES=2000 BENCH_RUNS=3
 #   GARAGE_COMPRESSION_LEVEL=none (or a zstd level; default: Garage's own, 1)
+#   S3MOVER_CHUNK_SIZE=32K (s3mover's repositories; default: its own default, 64K)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -118,6 +119,7 @@ same() {
   echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "garage: $(garage --version 2>/dev/null | head -n 1 || echo '?'), compression_level ${GARAGE_COMPRESSION_LEVEL:-1 (its default)}"
   echo "restic: $(restic version)"
+  echo "s3mover chunk size: ${S3MOVER_CHUNK_SIZE:-its default}"
 } >"$RES/env.txt"
 cat "$RES/env.txt" >&2
 
@@ -134,7 +136,7 @@ one_round() {
   cp --sparse=always "$WORK/vol-original.img" "$IMG"
   export S3MOVER_REPO="s3://$S3_BUCKET/s3mover-$r"
   export RESTIC_REPOSITORY="s3:$EP/$S3_BUCKET/restic-$r"
-  "$S3M" init -q
+  "$S3M" init -q ${S3MOVER_CHUNK_SIZE:+--chunk-size "$S3MOVER_CHUNK_SIZE"}
   restic "${RO[@]}" init -q
   local s3m_first=$(( r % 2 ))
 
