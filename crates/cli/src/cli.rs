@@ -37,6 +37,13 @@ restores on its own, and an incremental costs what changed, not the volume size.
 Quick start:\n  export S3MOVER_REPO=/srv/backups S3MOVER_PASSWORD=secret\n  s3mover init\n  \
 s3mover backup /dev/vdb --volume db\n  s3mover backup /dev/vdb --volume db --changed-ranges changes.json\n  \
 s3mover restore latest --volume db --target /dev/vdc\n\n\
+S3 repositories (s3://bucket/prefix) read the usual AWS settings: AWS_ENDPOINT_URL (or \
+?endpoint=URL), AWS_REGION (or ?region=), AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and \
+AWS_SESSION_TOKEN, AWS_PROFILE with the shared config and credentials files (credential_process \
+included), or S3MOVER_S3_CREDENTIALS_COMMAND (a command printing credential_process JSON). \
+Tuning: S3MOVER_S3_RETRY_BUDGET (how long a failing request is retried; default 5m), \
+S3MOVER_S3_STALL_TIMEOUT (a request that moves no data for this long is retried; default 30s), \
+S3MOVER_S3_MULTIPART_THRESHOLD and S3MOVER_S3_MULTIPART_PART_SIZE. See docs/s3.md.\n\n\
 Exit status: 0 success, 1 failure, 2 bad usage or input, 3 missing or corrupt data found, 4 wrong or missing password.",
     after_help = "Run `s3mover demo` to see a full, incremental and restore on a scratch image."
 )]
