@@ -968,18 +968,26 @@ impl RetryClassifier {
             }
             Err(e) => match e.kind() {
                 HttpErrorKind::Connect => {
-                    self.attempts
-                        .failed(what, Failure::Connect, &error_chain_text(e))
+                    self.attempts.failed(what, Failure::Connect, &root_cause(e))
                 }
                 HttpErrorKind::Request | HttpErrorKind::Timeout | HttpErrorKind::Interrupted => {
-                    self.attempts
-                        .failed(what, Failure::Other, &error_chain_text(e))
+                    self.attempts.failed(what, Failure::Other, &root_cause(e))
                 }
                 HttpErrorKind::Unknown | HttpErrorKind::Decode => {}
                 _ => {}
             },
         }
     }
+}
+
+/// The innermost error of `error`'s chain, the one that says what happened on the wire
+/// ("Connection reset by peer (os error 104)"), for a warning that fits on a line.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    super::one_line(&cause.to_string())
 }
 
 fn is_certificate_error(error: &HttpError) -> bool {
