@@ -638,6 +638,39 @@ fn check_range_length(
     Ok(())
 }
 
+/// Helpers for the storage modules' unit tests.
+#[cfg(test)]
+mod test_support {
+    use std::time::Duration;
+
+    /// The error of a connection attempt that times out: to a listener whose queue is full, so
+    /// that the kernel drops the handshake.
+    pub async fn connect_timeout_error() -> reqwest::Error {
+        use socket2::{Domain, Socket, Type};
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        let any_port: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
+        listener.bind(&any_port.into()).expect("bind");
+        listener.listen(0).expect("listen");
+        let address = listener
+            .local_addr()
+            .expect("address")
+            .as_socket()
+            .expect("an IP address");
+        // A backlog of 0 queues one connection; the attempts after it are dropped.
+        let _queued = std::net::TcpStream::connect(address).expect("the queued connection");
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(300))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client");
+        client
+            .get(format!("http://{address}/"))
+            .send()
+            .await
+            .expect_err("the queue is full")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1047,6 +1047,14 @@ pub fn explain(error: &object_store::Error) -> Option<String> {
             "cannot connect to the S3 endpoint{at}: connection refused; check AWS_ENDPOINT_URL or ?endpoint= and that the server is running"
         ));
     }
+    if lower.contains("tcp connect error")
+        && (lower.contains("deadline has elapsed") || lower.contains("timed out"))
+    {
+        return Some(format!(
+            "cannot connect to the S3 endpoint{at}: no answer to the connection within {}s; check AWS_ENDPOINT_URL or ?endpoint=, and that no firewall drops the connection",
+            CONNECT_TIMEOUT.as_secs()
+        ));
+    }
     if lower.contains("dns error") || lower.contains("failed to lookup address") {
         return Some(format!(
             "cannot resolve the S3 endpoint's host{at}: check AWS_ENDPOINT_URL or ?endpoint="
@@ -1158,6 +1166,22 @@ mod tests {
         assert_eq!(parse_size("MiB"), None);
         assert_eq!(parse_size("-1"), None);
         assert_eq!(parse_size("99999999999999999999G"), None);
+    }
+
+    /// A connection that times out gets the one line that says what to check.
+    #[tokio::test]
+    async fn a_connection_that_times_out_is_explained() {
+        let error = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(super::super::test_support::connect_timeout_error().await),
+        };
+        let line = explain(&error).expect("explained");
+        assert!(
+            line.starts_with("cannot connect to the S3 endpoint at http://127.0.0.1:"),
+            "{line}"
+        );
+        assert!(line.contains("no answer to the connection"), "{line}");
+        assert!(line.contains("AWS_ENDPOINT_URL"), "{line}");
     }
 
     #[test]

@@ -201,14 +201,16 @@ impl Body for ProgressBody {
     }
 }
 
-/// Sorts a reqwest failure into object_store's kinds, as object_store's own client does:
-/// timeouts, connection failures, answers that cannot be read, and a connection that closed
-/// or broke mid-request (which the retry loop may send again).
+/// Sorts a reqwest failure into object_store's kinds, as object_store's own client does —
+/// connection failures, timeouts, answers that cannot be read, and a connection that closed
+/// or broke mid-request (which the retry loop may send again) — except that a connection that
+/// timed out is a connection failure, not a timeout: nothing was sent, and an endpoint that
+/// never answers is then given up as soon as one that refuses (see `s3.rs`).
 fn classify(error: reqwest::Error) -> HttpError {
-    let mut kind = if error.is_timeout() {
-        HttpErrorKind::Timeout
-    } else if error.is_connect() {
+    let mut kind = if error.is_connect() {
         HttpErrorKind::Connect
+    } else if error.is_timeout() {
+        HttpErrorKind::Timeout
     } else if error.is_decode() {
         HttpErrorKind::Decode
     } else {
@@ -361,6 +363,14 @@ mod tests {
         assert!(body.is_end_stream());
         assert_eq!(seen, data.as_ref(), "the pieces hold the body, in order");
         assert_eq!(sizes, [UPLOAD_PIECE, UPLOAD_PIECE, UPLOAD_PIECE / 2]);
+    }
+
+    /// A connection attempt that times out is a connection failure.
+    #[tokio::test]
+    async fn a_connection_that_times_out_is_a_connection_failure() {
+        let error = super::super::test_support::connect_timeout_error().await;
+        assert!(error.is_connect() && error.is_timeout(), "{error:?}");
+        assert_eq!(classify(error).kind(), HttpErrorKind::Connect);
     }
 
     #[tokio::test]
