@@ -192,4 +192,21 @@ async fn unknown_profile_and_bad_options() {
         .expect_err("option")
         .to_string();
     assert!(text.contains("unknown option"), "{text}");
+    for (name, value) in [
+        ("S3MOVER_S3_STALL_TIMEOUT", "soon"),
+        ("S3MOVER_S3_RETRY_BUDGET", "0"),
+        ("S3MOVER_S3_RETRY_BUDGET", "1h"),
+    ] {
+        env.set(name, value);
+        let text = env
+            .open("s3://bucket/repo")
+            .expect_err("a duration")
+            .to_string();
+        assert!(
+            text.contains(&format!("{name}={value:?} is not a duration")),
+            "{text}"
+        );
+        assert_one_line_without(&text, "GK1");
+        env.remove(name);
+    }
 }
