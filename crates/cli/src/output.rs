@@ -97,9 +97,9 @@ impl Progress for Bar {
     }
 }
 
-/// Says on standard error how many S3 request attempts failed and were retried during the
-/// command (`failed`), if any did: the warnings while it ran are spaced out and do not name
-/// them all.
+/// Says on standard error how many S3 request attempts failed and were retried during a
+/// command that completed (`failed`), if any did: the warnings while it ran are spaced out and
+/// do not name them all.
 pub fn note_failed_attempts(failed: u64) {
     match failed {
         0 => {}

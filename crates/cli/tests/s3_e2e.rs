@@ -242,10 +242,7 @@ fn json_and_stderr(client: &Client, args: &[&str]) -> (serde_json::Value, String
 /// at least one warning came while it ran.
 fn assert_failed_attempts_reported(report: &serde_json::Value, stderr: &str, injected: u64) {
     assert!(injected > 0, "the proxy injected nothing");
-    let note = match injected {
-        1 => "note: 1 S3 request attempt failed and was retried".to_string(),
-        n => format!("note: {n} S3 request attempts failed and were retried"),
-    };
+    let note = failed_attempts_note(injected);
     assert!(stderr.contains(&note), "no {note:?} in: {stderr}");
     let reported = report["requests"]["failedAttempts"].as_u64().unwrap_or(0);
     assert!(
@@ -304,9 +301,28 @@ fn failed_attempts_are_counted_and_warned_about() {
         ],
     );
     let injected = proxy.counts().since(&before);
-    proxy.set_faults(Faults::none());
     assert_same_file(&target, &image);
     assert_failed_attempts_reported(&restore, &stderr, injected.resets);
+
+    // Any command that completes ends with the note, not only backup and restore.
+    proxy.set_faults(Faults::only(FaultKind::Status503, 0.3, 7));
+    let before = proxy.counts();
+    let out = client.run(&["verify", "--read-data"]);
+    let injected = proxy.counts().since(&before);
+    proxy.set_faults(Faults::none());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "verify failed: {stderr}");
+    assert!(injected.status_faults > 0, "the proxy injected nothing");
+    let note = failed_attempts_note(injected.status_faults);
+    assert!(stderr.contains(&note), "no {note:?} in: {stderr}");
+}
+
+/// The closing note of a command during which `failed` attempts failed.
+fn failed_attempts_note(failed: u64) -> String {
+    match failed {
+        1 => "note: 1 S3 request attempt failed and was retried".to_string(),
+        n => format!("note: {n} S3 request attempts failed and were retried"),
+    }
 }
 
 #[test]

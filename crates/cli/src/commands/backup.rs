@@ -53,9 +53,6 @@ pub async fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<u8> {
             None => note,
         });
     }
-    if !global.quiet {
-        crate::output::note_failed_attempts(repo.store().counts().failed_attempts);
-    }
     print_report(global, &report)?;
     Ok(EXIT_OK)
 }

@@ -2,7 +2,6 @@
 
 use anyhow::{bail, Result};
 use s3mover_engine::crypto::KdfCost;
-use s3mover_engine::storage::open_store;
 use s3mover_engine::{InitOptions, Repository};
 
 use crate::cli::{GlobalArgs, InitArgs, OutputFormat, EXIT_OK};
@@ -30,7 +29,7 @@ pub async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<u8> {
     };
     kdf.validate()
         .map_err(|e| s3mover_engine::Error::Invalid(format!("--kdf-memory/--kdf-passes: {e}")))?;
-    let store = open_store(url, &super::store_options(&args.store, true))?;
+    let store = super::open_and_remember(url, &super::store_options(&args.store, true))?;
     let options = InitOptions {
         kdf,
         chunk_size,

@@ -12,14 +12,25 @@ mod prune;
 mod restore;
 mod verify;
 
+use std::sync::Mutex;
+
 use anyhow::{Context, Result};
-use s3mover_engine::storage::{open_store, StoreOptions};
+use s3mover_engine::storage::{open_store, Store, StoreOptions};
 use s3mover_engine::{LockedRepository, Repository};
 
 use crate::cli::{Cli, Command, GlobalArgs, StoreArgs};
 
 /// Runs the command; returns the exit code for non-error outcomes (e.g. verify problems).
+/// A command that completes says how many S3 request attempts failed on its way, if any did.
 pub async fn run(cli: Cli) -> Result<u8> {
+    let code = run_command(&cli).await?;
+    if !cli.global.quiet {
+        crate::output::note_failed_attempts(failed_attempts_of_opened_stores());
+    }
+    Ok(code)
+}
+
+async fn run_command(cli: &Cli) -> Result<u8> {
     let global = &cli.global;
     match &cli.command {
         Command::Init(args) => init::run(global, args).await,
@@ -35,6 +46,28 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Protect(args) => protect::run(global, args).await,
         Command::Check(args) => check::run(global, args).await,
     }
+}
+
+/// The stores the command opened, for the closing note on failed attempts.
+static OPENED_STORES: Mutex<Vec<Store>> = Mutex::new(Vec::new());
+
+/// Opens the store at `url`, and keeps it for the closing note.
+pub fn open_and_remember(url: &str, options: &StoreOptions) -> Result<Store> {
+    let store = open_store(url, options)?;
+    OPENED_STORES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push(store.clone());
+    Ok(store)
+}
+
+fn failed_attempts_of_opened_stores() -> u64 {
+    OPENED_STORES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .iter()
+        .map(|store| store.counts().failed_attempts)
+        .sum()
 }
 
 /// The repository URL from `--repo` / `S3MOVER_REPO`.
@@ -64,7 +97,7 @@ pub async fn open_repository(global: &GlobalArgs, store: &StoreArgs) -> Result<R
 /// Reads the config of the repository named by the global flags, without unlocking it.
 pub async fn read_repository(global: &GlobalArgs, store: &StoreArgs) -> Result<LockedRepository> {
     let url = repo_url(global)?;
-    let store = open_store(url, &store_options(store, false))?;
+    let store = open_and_remember(url, &store_options(store, false))?;
     Ok(LockedRepository::read(store).await?)
 }
 

@@ -4,7 +4,7 @@ use anyhow::Result;
 use s3mover_engine::restore::{self, RestoreOptions};
 
 use crate::cli::{GlobalArgs, OutputFormat, RestoreArgs, EXIT_OK};
-use crate::output::{human_bytes, note_failed_attempts, print_json};
+use crate::output::{human_bytes, print_json};
 
 pub async fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<u8> {
     let repo = super::open_repository(global, &args.store).await?;
@@ -22,9 +22,6 @@ pub async fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<u8> {
         ),
     };
     let report = restore::restore(&repo, &manifest, options).await?;
-    if !global.quiet {
-        note_failed_attempts(repo.store().counts().failed_attempts);
-    }
     if global.output == OutputFormat::Json {
         print_json(&report)?;
     } else if !global.quiet {
