@@ -973,7 +973,7 @@ impl RetryClassifier {
                 HttpErrorKind::Request | HttpErrorKind::Timeout | HttpErrorKind::Interrupted => {
                     self.attempts.failed(what, Failure::Other, &root_cause(e))
                 }
-                HttpErrorKind::Unknown | HttpErrorKind::Decode => {}
+                // Unknown, Decode: final, not retried.
                 _ => {}
             },
         }
