@@ -11,7 +11,11 @@
 #   2. restore of it (restic: the faster of `restic restore` and `restic dump`)
 #   3. 2000 random 4 KiB writes; s3mover backs up with the ranges file, restic with --stdin
 #   4. restore of the incremental (s3mover; correctness check, also timed)
-# Every timed command starts with cold page caches (needs root) and ends with `sync`.
+# Every timed command starts with cold page caches (needs root) on a settled disk, and ends with
+# `sync`. "Settled": the disk holding WORKDIR did no reads, writes or discards for two seconds
+# (at most 30 s of waiting). On a filesystem mounted with `discard`, deleting a tool's 2 GiB
+# outputs sends discards after the deletion; without waiting they slowed whichever command came
+# next by about a second — in even rounds s3mover's restore, after restic's restore and dump.
 # The phases run BENCH_RUNS times (default 3), each round on fresh repositories (prefixes of
 # their own in the bucket) and the original image, the tools' order alternating between rounds;
 # the report gives medians and every round. Request counts are those of round 1 (they do not
@@ -89,12 +93,25 @@ unset S3MOVER_PASSWORD_FILE S3MOVER_PASSWORD_COMMAND || true
 counts_reset() { curl -fsS "$EP/__faultproxy/reset" >/dev/null; }
 counts_get() { curl -fsS "$EP/__faultproxy/counts"; }
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+DISK_STAT=/sys/class/block/$(basename "$(df --output=source "$WORK" | tail -n 1)")/stat
+settle() {  # until the disk's read, write and discard counts hold still for two seconds
+  [[ -r $DISK_STAT ]] || return 0
+  local prev="" cur still=0
+  for _ in $(seq 1 30); do
+    cur=$(awk '{print $1, $5, $12}' "$DISK_STAT")
+    if [[ $cur == "$prev" ]]; then still=$((still + 1)); else still=0; fi
+    (( still >= 2 )) && return 0
+    prev=$cur
+    sleep 1
+  done
+}
 
 declare -A T C
 # timed NAME 'command': cold caches, requests counted from zero, wall time including sync.
 timed() {
   local name=$1 cmd=$2 t0 t1
   drop_caches
+  settle
   counts_reset
   t0=$(date +%s.%N)
   if ! bash -o pipefail -ec "{ $cmd; } >'$RES/$name.out' 2>'$RES/$name.err'; sync"; then
