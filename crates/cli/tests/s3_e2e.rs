@@ -59,7 +59,8 @@ impl Client {
         self.command(args).output().expect("run s3mover")
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    /// Runs `args`, which must succeed.
+    fn ok_output(&self, args: &[&str]) -> Output {
         let out = self.run(args);
         assert!(
             out.status.success(),
@@ -68,14 +69,26 @@ impl Client {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        out
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        String::from_utf8_lossy(&self.ok_output(args).stdout).into_owned()
     }
 
     fn json(&self, args: &[&str]) -> serde_json::Value {
+        self.json_and_stderr(args).0
+    }
+
+    /// Runs `args` with `-o json`; returns the report and standard error.
+    fn json_and_stderr(&self, args: &[&str]) -> (serde_json::Value, String) {
         let mut all = vec!["-o", "json"];
         all.extend_from_slice(args);
-        let text = self.ok(&all);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+        let out = self.ok_output(&all);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let report =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+        (report, String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
     /// Runs and requires failure with one line on stderr mentioning every needle.
@@ -224,19 +237,6 @@ fn backup_incremental_restore_under_ten_percent_faults() {
     assert!(counts.faults >= 5, "too few faults injected: {counts:?}");
 }
 
-/// Runs `args` with `-o json` and returns the report and standard error.
-fn json_and_stderr(client: &Client, args: &[&str]) -> (serde_json::Value, String) {
-    let mut all = vec!["-o", "json"];
-    all.extend_from_slice(args);
-    let out = client.run(&all);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "s3mover {args:?} failed: {stderr}");
-    let report =
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
-    (report, stderr)
-}
-
 /// Checks what a command that rode out `injected` faults says of them: its closing note counts
 /// every one (one failed attempt each), its report those after the repository was opened, and
 /// at least one warning came while it ran.
@@ -273,15 +273,12 @@ fn failed_attempts_are_counted_and_warned_about() {
 
     proxy.set_faults(Faults::only(FaultKind::Status503, 0.3, 5));
     let before = proxy.counts();
-    let (backup, stderr) = json_and_stderr(
-        &client,
-        &[
-            "backup",
-            image.to_str().unwrap_or_default(),
-            "--volume",
-            "v",
-        ],
-    );
+    let (backup, stderr) = client.json_and_stderr(&[
+        "backup",
+        image.to_str().unwrap_or_default(),
+        "--volume",
+        "v",
+    ]);
     let injected = proxy.counts().since(&before);
     assert_failed_attempts_reported(&backup, &stderr, injected.status_faults);
     assert!(stderr.contains("503 Service Unavailable"), "{stderr}");
@@ -289,17 +286,14 @@ fn failed_attempts_are_counted_and_warned_about() {
     proxy.set_faults(Faults::only(FaultKind::ResetMidBody, 0.3, 6));
     let target = client.path("restored.img");
     let before = proxy.counts();
-    let (restore, stderr) = json_and_stderr(
-        &client,
-        &[
-            "restore",
-            "latest",
-            "--volume",
-            "v",
-            "--target",
-            target.to_str().unwrap_or_default(),
-        ],
-    );
+    let (restore, stderr) = client.json_and_stderr(&[
+        "restore",
+        "latest",
+        "--volume",
+        "v",
+        "--target",
+        target.to_str().unwrap_or_default(),
+    ]);
     let injected = proxy.counts().since(&before);
     assert_same_file(&target, &image);
     assert_failed_attempts_reported(&restore, &stderr, injected.resets);
@@ -307,11 +301,10 @@ fn failed_attempts_are_counted_and_warned_about() {
     // Any command that completes ends with the note, not only backup and restore.
     proxy.set_faults(Faults::only(FaultKind::Status503, 0.3, 7));
     let before = proxy.counts();
-    let out = client.run(&["verify", "--read-data"]);
+    let out = client.ok_output(&["verify", "--read-data"]);
     let injected = proxy.counts().since(&before);
     proxy.set_faults(Faults::none());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "verify failed: {stderr}");
     assert!(injected.status_faults > 0, "the proxy injected nothing");
     let note = failed_attempts_note(injected.status_faults);
     assert!(stderr.contains(&note), "no {note:?} in: {stderr}");
