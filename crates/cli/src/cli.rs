@@ -128,6 +128,8 @@ pub enum Command {
     Protect(ProtectArgs),
     /// Validate all metadata quickly, without reading chunk data.
     Check(CheckArgs),
+    /// Kubernetes: back up and restore PersistentVolumeClaims (see `s3mover k8s --help`).
+    K8s(crate::cli_k8s::K8sArgs),
 }
 
 #[derive(Debug, Args)]
@@ -335,6 +337,25 @@ pub enum CbtCommand {
 pub struct CbtListArgs {
     #[command(flatten)]
     pub selection: s3mover_cbt::SelectionArgs,
+    #[command(flatten)]
+    pub discovery: CbtDiscoveryArgs,
+}
+
+/// Without `--address`: find the service from the cluster, as the upstream lister does.
+#[derive(Debug, Args, Clone, Default)]
+pub struct CbtDiscoveryArgs {
+    /// Base VolumeSnapshot name (its content's handle becomes the base; -P wins).
+    #[arg(short = 'p', long = "previous-snapshot", value_name = "BASE_SNAPSHOT")]
+    pub previous_snapshot: Option<String>,
+    /// Service account NS/NAME to request the token for [default: the client's own, from a SelfSubjectReview].
+    #[arg(long, value_name = "NS/NAME")]
+    pub service_account: Option<String>,
+    /// Kubeconfig file [default: $KUBECONFIG, ~/.kube/config, then in-cluster].
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context.
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -380,6 +401,10 @@ pub struct BackupCbtArgs {
     /// Ranges per response message (0: the server chooses).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub cbt_max_results: u32,
+    /// CSI handle of the snapshot the source holds (VolumeSnapshotContent status.snapshotHandle),
+    /// recorded so that the next delta's base can be checked against this backup.
+    #[arg(long, value_name = "HANDLE")]
+    pub cbt_snapshot_handle: Option<String>,
 }
 
 impl BackupCbtArgs {

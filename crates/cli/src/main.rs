@@ -5,6 +5,7 @@
 //! Exit codes are documented in `cli.rs` and the README.
 
 mod cli;
+mod cli_k8s;
 mod commands;
 mod output;
 mod password;
@@ -31,7 +32,9 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             let code = cli::exit_code_for(&error);
-            eprintln!("s3mover: {}", one_line(&error));
+            let line = one_line(&error);
+            output::write_result(&serde_json::json!({"error": line, "exitCode": code}));
+            eprintln!("s3mover: {line}");
             ExitCode::from(code)
         }
     }

@@ -124,15 +124,62 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
-/// Prints a value as pretty JSON on stdout.
+/// Prints a value as pretty JSON on stdout, and writes it to the result file if one is set.
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
+    write_result(&serde_json::to_value(value)?);
     Ok(())
+}
+
+/// `S3MOVER_RESULT_FILE`: where a mover pod's `s3mover` writes its final JSON result (or
+/// `{"error": …}`), normally `/dev/termination-log`, for the orchestrator to read back.
+pub const RESULT_FILE_ENV: &str = "S3MOVER_RESULT_FILE";
+
+/// Kubernetes keeps at most 4096 bytes of a termination message.
+const RESULT_LIMIT: usize = 4096;
+
+/// Writes `value` compactly to the result file, if one is set. A result too long for a
+/// termination message loses its nested objects (request counts and the like) first.
+pub fn write_result(value: &serde_json::Value) {
+    let Some(path) = std::env::var_os(RESULT_FILE_ENV).filter(|p| !p.is_empty()) else {
+        return;
+    };
+    let text = compact_result(value);
+    if let Err(e) = std::fs::write(&path, text) {
+        eprintln!(
+            "s3mover: cannot write the result to {}: {e}",
+            std::path::Path::new(&path).display()
+        );
+    }
+}
+
+fn compact_result(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    if text.len() <= RESULT_LIMIT {
+        return text;
+    }
+    let mut slim = value.clone();
+    if let Some(object) = slim.as_object_mut() {
+        object.retain(|_, v| !v.is_object() && !v.is_array());
+    }
+    let text = slim.to_string();
+    if text.len() <= RESULT_LIMIT {
+        return text;
+    }
+    serde_json::json!({"error": "the result is too long for a termination message"}).to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_results_lose_nested_objects_first() {
+        let small = serde_json::json!({"id": "ab", "requests": {"puts": 3}});
+        assert_eq!(compact_result(&small), small.to_string());
+        let big = serde_json::json!({"id": "ab", "requests": {"x": "y".repeat(5000)}});
+        assert_eq!(compact_result(&big), r#"{"id":"ab"}"#);
+    }
 
     /// A bar is known to the log writer from its start to its finish, and log lines written
     /// meanwhile go through it whole.

@@ -3,16 +3,25 @@
 
 use anyhow::Result;
 use futures::StreamExt;
-use s3mover_cbt::{Client, ListFormat, SelectionArgs, StreamOptions};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use s3mover_cbt::{
+    Client, Endpoint, FetchedToken, KubernetesEndpoint, ListFormat, Query, RefreshingToken,
+    Selection, SelectionArgs, StreamOptions,
+};
 use s3mover_engine::backup::ChangeInput;
 use s3mover_engine::manifest::{CbtInfo, ChangeSource};
 
-use crate::cli::{BackupCbtArgs, CbtCommand, GlobalArgs, OutputFormat, EXIT_OK};
+use crate::cli::{
+    BackupCbtArgs, CbtCommand, CbtDiscoveryArgs, CbtListArgs, GlobalArgs, OutputFormat, EXIT_OK,
+};
 use crate::output::{human_bytes, print_json};
 
 pub async fn run(global: &GlobalArgs, command: &CbtCommand) -> Result<u8> {
     match command {
-        CbtCommand::List(args) => list(global, &args.selection).await,
+        CbtCommand::List(args) => list(global, args).await,
         CbtCommand::Verify(args) => {
             let selection = args.selection.resolve()?;
             let report = s3mover_cbt::verify(
@@ -44,8 +53,17 @@ pub async fn run(global: &GlobalArgs, command: &CbtCommand) -> Result<u8> {
     }
 }
 
-async fn list(global: &GlobalArgs, selection: &SelectionArgs) -> Result<u8> {
-    let selection = selection.resolve()?;
+async fn list(global: &GlobalArgs, args: &CbtListArgs) -> Result<u8> {
+    let selection = if args.selection.is_set() {
+        if args.discovery.previous_snapshot.is_some() {
+            anyhow::bail!(
+                "-p BASE_SNAPSHOT is looked up in the cluster; with --address give the base's handle with -P"
+            );
+        }
+        args.selection.resolve()?
+    } else {
+        discover(&args.selection, &args.discovery).await?
+    };
     let format = match global.output {
         OutputFormat::Json => ListFormat::Json,
         _ => ListFormat::Table,
@@ -74,7 +92,10 @@ pub async fn backup_change_input(
     let record = selection.record();
     let info = CbtInfo {
         snapshot: Some(record.snapshot.clone()),
-        snapshot_handle: record.snapshot_handle.clone(),
+        snapshot_handle: args
+            .cbt_snapshot_handle
+            .clone()
+            .or(record.snapshot_handle.clone()),
         base_snapshot_handle: record.base_handle.clone(),
     };
     let source = if selection.query.base.is_some() {
@@ -121,4 +142,82 @@ pub async fn backup_change_input(
         info,
         None,
     ))
+}
+
+/// Finds the snapshot's CBT service from the cluster, as the upstream lister does:
+/// VolumeSnapshot → content → driver → SnapshotMetadataService → a TokenRequest for the
+/// client's service account with the service's audience (refreshed before it expires).
+async fn discover(flags: &SelectionArgs, discovery: &CbtDiscoveryArgs) -> Result<Selection> {
+    let cluster = s3mover_k8s::Cluster::connect(&s3mover_k8s::ClientOptions {
+        kubeconfig: discovery.kubeconfig.clone(),
+        context: discovery.context.clone(),
+    })
+    .await?;
+    let client = cluster.client.clone();
+    let namespace = flags
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| cluster.default_namespace.clone());
+    let snapshot = flags
+        .snapshot
+        .clone()
+        .filter(|s| !s.is_empty())
+        .context("--snapshot/-s is required: the VolumeSnapshot name")?;
+    let content = s3mover_k8s::discovery::snapshot_content(&client, &namespace, &snapshot).await?;
+    let service = s3mover_k8s::discovery::metadata_service(&client, &content.driver)
+        .await?
+        .with_context(|| {
+            format!(
+                "driver {} has no SnapshotMetadataService: it offers no changed block tracking",
+                content.driver
+            )
+        })?;
+    let base = match (&flags.base, &discovery.previous_snapshot) {
+        (Some(handle), _) => Some(handle.clone()),
+        (None, Some(name)) => {
+            Some(s3mover_k8s::discovery::snapshot_handle(&client, &namespace, name).await?)
+        }
+        (None, None) => None,
+    };
+    let (sa_namespace, sa_name) = match &discovery.service_account {
+        Some(text) => text
+            .split_once('/')
+            .filter(|(n, s)| !n.is_empty() && !s.is_empty())
+            .map(|(n, s)| (n.to_string(), s.to_string()))
+            .with_context(|| format!("--service-account {text:?} must be NAMESPACE/NAME"))?,
+        None => s3mover_k8s::discovery::own_service_account(&client).await?,
+    };
+    let audience = service.audience.clone();
+    let token = RefreshingToken::new(Duration::from_secs(60), move || {
+        let (client, ns, sa, audience) = (
+            client.clone(),
+            sa_namespace.clone(),
+            sa_name.clone(),
+            audience.clone(),
+        );
+        Box::pin(async move {
+            let (token, expires_at) =
+                s3mover_k8s::discovery::request_token(&client, &ns, &sa, &audience, 600)
+                    .await
+                    .map_err(|e| s3mover_cbt::CbtError::Token(e.to_string()))?;
+            Ok(FetchedToken { token, expires_at })
+        })
+    });
+    let max_results = i32::try_from(flags.max_results)
+        .with_context(|| format!("--max-results {} is too large", flags.max_results))?;
+    Ok(Selection {
+        endpoint: Endpoint::Kubernetes(KubernetesEndpoint {
+            address: service.address,
+            ca_cert: service.ca_pem,
+            namespace,
+            token: Arc::new(token),
+        }),
+        query: Query {
+            snapshot,
+            base,
+            starting_offset: flags.starting_offset,
+            max_results,
+        },
+    })
 }

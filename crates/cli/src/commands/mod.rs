@@ -6,6 +6,7 @@ mod check;
 mod demo;
 mod forget;
 mod init;
+mod k8s;
 mod list;
 mod protect;
 mod prune;
@@ -45,6 +46,7 @@ async fn run_command(cli: &Cli) -> Result<u8> {
         Command::Prune(args) => prune::run(global, args).await,
         Command::Protect(args) => protect::run(global, args).await,
         Command::Check(args) => check::run(global, args).await,
+        Command::K8s(args) => k8s::run(global, args).await,
     }
 }
 
