@@ -151,7 +151,7 @@ pub async fn run(client: &Client, options: &DoctorOptions) -> Vec<Check> {
     }
     checks.extend(crd_checks(client, ns).await);
     checks.push(snapshot_controller(client).await);
-    checks.extend(permission_checks(client, ns).await);
+    checks.extend(permission_checks(client, ns, &options.repo_secret).await);
     checks.push(repo_secret(client, ns, &options.repo_secret).await);
     checks.push(mover_account(client, ns, &options.mover_service_account).await);
     checks.extend(claim_checks(client, options).await);
@@ -216,7 +216,7 @@ async fn snapshot_controller(client: &Client) -> Check {
         Some("install the external-snapshotter snapshot controller (deploy/kubernetes/snapshot-controller), or ignore if the platform runs it elsewhere"))
 }
 
-async fn permission_checks(client: &Client, ns: &str) -> Vec<Check> {
+async fn permission_checks(client: &Client, ns: &str, repo_secret: &str) -> Vec<Check> {
     let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     let mut denied = Vec::new();
     let mut unknown = None;
@@ -224,7 +224,9 @@ async fn permission_checks(client: &Client, ns: &str) -> Vec<Check> {
         let review: SelfSubjectAccessReview = match serde_json::from_value(serde_json::json!({
             "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
             "spec": {"resourceAttributes": {"verb": verb, "group": group, "resource": resource,
-                     "namespace": if *namespaced { Some(ns) } else { None }}}
+                     "namespace": if *namespaced { Some(ns) } else { None },
+                     // The Secret is granted by name only.
+                     "name": if *resource == "secrets" { Some(repo_secret) } else { None }}}
         })) {
             Ok(r) => r,
             Err(_) => continue,
@@ -475,5 +477,24 @@ mod tests {
         assert!(ca_validity(b"").unwrap_err().contains("no certificate"));
         let broken = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
         assert!(ca_validity(broken).is_err());
+    }
+
+    #[test]
+    fn a_current_ca_passes_and_an_expired_one_fails() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(vec!["cbt.example".into()]).expect("params");
+        let current = params.self_signed(&key).expect("cert").pem();
+        assert!(
+            ca_validity(current.as_bytes()).is_ok(),
+            "{:?}",
+            ca_validity(current.as_bytes())
+        );
+
+        let mut params = rcgen::CertificateParams::new(vec!["cbt.example".into()]).expect("params");
+        params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        let expired = params.self_signed(&key).expect("cert").pem();
+        let why = ca_validity(expired.as_bytes()).expect_err("expired");
+        assert!(why.contains("expired"), "{why}");
     }
 }

@@ -79,17 +79,33 @@ pub fn temporary_claim(
     }))
 }
 
+/// Size, mode, access modes and class of a claim to create.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimShape<'a> {
+    /// Bytes.
+    pub size: u64,
+    /// `Block` or `Filesystem`.
+    pub volume_mode: &'a str,
+    /// Access modes.
+    pub access_modes: &'a [String],
+    /// Storage class (`None`: the cluster's default).
+    pub storage_class: Option<&'a str>,
+}
+
 /// The claim a restore creates.
 pub fn restored_claim(
     name: &str,
     namespace: &str,
-    size: u64,
-    volume_mode: &str,
-    access_modes: &[String],
-    storage_class: Option<&str>,
+    shape: ClaimShape<'_>,
     labels: &BTreeMap<String, String>,
     backup_id: &str,
 ) -> PersistentVolumeClaim {
+    let ClaimShape {
+        size,
+        volume_mode,
+        access_modes,
+        storage_class,
+    } = shape;
     let mut meta = metadata(name, namespace, labels);
     meta["annotations"] = json!({ crate::labels::RESTORED_FROM: backup_id });
     from_json(json!({
@@ -138,7 +154,7 @@ pub struct MoverJob<'a> {
     pub namespace: &'a str,
     /// Labels on the Job and its pods.
     pub labels: &'a BTreeMap<String, String>,
-    /// The image; its entrypoint is `s3mover`.
+    /// The image; its entrypoint is `s3mover`, which the Job does not override (only `args`).
     pub image: &'a str,
     /// `imagePullPolicy`, if not the cluster's default.
     pub pull_policy: Option<&'a str>,
@@ -193,7 +209,6 @@ pub fn mover_job(spec: &MoverJob<'_>) -> Job {
                         "name": "mover",
                         "image": spec.image,
                         "imagePullPolicy": spec.pull_policy,
-                        "command": ["s3mover"],
                         "args": spec.args,
                         "envFrom": [{"secretRef": {"name": spec.repo_secret}}],
                         "env": [{"name": RESULT_FILE_ENV, "value": TERMINATION_LOG}],
@@ -266,7 +281,11 @@ mod tests {
         let value = serde_json::to_value(&job).expect("json");
         let pod = &value["spec"]["template"]["spec"];
         let container = &pod["containers"][0];
-        assert_eq!(container["command"], json!(["s3mover"]));
+        assert!(
+            container.get("command").is_none(),
+            "the image's entrypoint runs"
+        );
+        assert_eq!(container["args"][0], "backup");
         assert_eq!(pod["securityContext"]["runAsUser"], 0);
         assert_eq!(container["securityContext"]["privileged"], false);
         assert_eq!(container["volumeDevices"][0]["devicePath"], DEVICE_PATH);

@@ -125,7 +125,7 @@ impl ContentInfo {
             source_volume_mode: str_at(content, &["spec", "sourceVolumeMode"]).map(str::to_string),
             restore_size: value_at(&content.data, &["status", "restoreSize"]).and_then(|v| {
                 v.as_u64()
-                    .or_else(|| v.as_str().and_then(|s| crate::record::parse_quantity(s)))
+                    .or_else(|| v.as_str().and_then(crate::record::parse_quantity))
             }),
             allows_mode_change: content
                 .metadata

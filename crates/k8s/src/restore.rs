@@ -54,6 +54,17 @@ pub struct RestoreRequest {
     pub backoff_limit: i32,
 }
 
+impl RestoreRequest {
+    fn shape(&self, volume_mode: &'static str) -> manifests::ClaimShape<'_> {
+        manifests::ClaimShape {
+            size: self.size,
+            volume_mode,
+            access_modes: &self.access_modes,
+            storage_class: self.storage_class.as_deref(),
+        }
+    }
+}
+
 /// A restore's outcome.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -146,10 +157,7 @@ async fn run(
             let claim = manifests::restored_claim(
                 &name,
                 ns,
-                request.size,
-                "Block",
-                &request.access_modes,
-                request.storage_class.as_deref(),
+                request.shape("Block"),
                 &object_labels(operation, labels::ROLE_CLAIM, &target.name),
                 &request.backup_id,
             );
@@ -164,10 +172,7 @@ async fn run(
             let claim = manifests::restored_claim(
                 &target.name,
                 ns,
-                request.size,
-                "Block",
-                &request.access_modes,
-                request.storage_class.as_deref(),
+                request.shape("Block"),
                 &object_labels(operation, labels::ROLE_RESTORED, &target.name),
                 &request.backup_id,
             );
@@ -366,10 +371,7 @@ async fn hand_over(
     let mut claim = manifests::restored_claim(
         &target.name,
         ns,
-        request.size,
-        "Filesystem",
-        &request.access_modes,
-        request.storage_class.as_deref(),
+        request.shape("Filesystem"),
         &object_labels(operation, labels::ROLE_RESTORED, &target.name),
         &request.backup_id,
     );

@@ -21,7 +21,7 @@ pub async fn run(global: &GlobalArgs, cluster: &Cluster, args: &K8sBackupArgs) -
         args.all_namespaces,
     )?;
     for tag in &args.tags {
-        if !tag.split_once('=').is_some_and(|(k, _)| !k.is_empty()) {
+        if tag.split_once('=').is_none_or(|(k, _)| k.is_empty()) {
             anyhow::bail!("tag {tag:?} must look like KEY=VALUE");
         }
     }
