@@ -126,17 +126,25 @@ pub async fn request_token(
                 e,
             )
         })?;
-    let status = answer
-        .status
-        .ok_or_else(|| Error::Failed("the TokenRequest came back without a token".into()))?;
+    // Read through JSON: the optionality of these fields differs between Kubernetes versions
+    // of the generated types.
+    let status = serde_json::to_value(answer.status).unwrap_or_default();
     let token = status
-        .token
+        .get("token")
+        .and_then(|t| t.as_str())
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| Error::Failed("the TokenRequest came back without a token".into()))?;
-    let expires = status.expiration_timestamp.and_then(|t| {
-        SystemTime::UNIX_EPOCH
-            .checked_add(Duration::from_secs(u64::try_from(t.0.as_second()).ok()?))
-    });
+        .ok_or_else(|| Error::Failed("the TokenRequest came back without a token".into()))?
+        .to_string();
+    let expires = status
+        .get("expirationTimestamp")
+        .and_then(|t| t.as_str())
+        .and_then(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .and_then(|t| {
+            SystemTime::UNIX_EPOCH
+                .checked_add(Duration::from_secs(u64::try_from(t.unix_timestamp()).ok()?))
+        });
     Ok((token, expires))
 }
 

@@ -306,16 +306,14 @@ mod tests {
     #[test]
     fn restored_claim_carries_the_recorded_attributes() {
         let labels = object_labels("op1", crate::labels::ROLE_RESTORED, "data");
-        let claim = restored_claim(
-            "data",
-            "db",
-            3 << 20,
-            "Filesystem",
-            &["ReadWriteOnce".into()],
-            None,
-            &labels,
-            "0123abcd",
-        );
+        let modes = ["ReadWriteOnce".to_string()];
+        let shape = ClaimShape {
+            size: 3 << 20,
+            volume_mode: "Filesystem",
+            access_modes: &modes,
+            storage_class: None,
+        };
+        let claim = restored_claim("data", "db", shape, &labels, "0123abcd");
         let value = serde_json::to_value(&claim).expect("json");
         assert_eq!(value["spec"]["volumeMode"], "Filesystem");
         assert_eq!(value["spec"]["resources"]["requests"]["storage"], "3Mi");
