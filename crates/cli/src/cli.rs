@@ -483,6 +483,9 @@ pub fn exit_code_for(error: &anyhow::Error) -> u8 {
                 _ => EXIT_FAILED,
             };
         }
+        if let Some(s3mover_k8s::Error::Invalid(_)) = cause.downcast_ref::<s3mover_k8s::Error>() {
+            return EXIT_USAGE;
+        }
         if cause
             .downcast_ref::<crate::password::PasswordError>()
             .is_some()

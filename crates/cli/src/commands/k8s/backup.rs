@@ -12,6 +12,35 @@ use crate::cli::{GlobalArgs, OutputFormat, EXIT_FAILED, EXIT_OK};
 use crate::cli_k8s::K8sBackupArgs;
 use crate::output::{human_bytes, print_json};
 
+/// Checks what can be checked without a cluster.
+pub fn check_flags(args: &K8sBackupArgs) -> Result<()> {
+    Selection::from_flags(
+        &args.pvcs,
+        args.selector.as_deref(),
+        "default",
+        args.all_namespaces,
+    )?;
+    for tag in &args.tags {
+        if tag.split_once('=').is_none_or(|(k, _)| k.is_empty()) {
+            return Err(s3mover_k8s::Error::Invalid(format!(
+                "tag {tag:?} must look like KEY=VALUE"
+            ))
+            .into());
+        }
+    }
+    if args.parallel == 0 {
+        return Err(s3mover_k8s::Error::Invalid("--parallel must be at least 1".into()).into());
+    }
+    if let (Some(ns), Some(mover)) = (&args.namespace, &args.mover.mover_namespace) {
+        super::check_mover_namespace(&args.mover, ns).map_err(|_| {
+            s3mover_k8s::Error::Invalid(format!(
+                "--mover-namespace {mover}: movers run in the claim's namespace ({ns}), where its snapshot can be read; put the repository Secret and the mover service account there"
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 pub async fn run(global: &GlobalArgs, cluster: &Cluster, args: &K8sBackupArgs) -> Result<u8> {
     let namespace = super::namespace(cluster, &args.namespace);
     let selection = Selection::from_flags(
@@ -20,14 +49,6 @@ pub async fn run(global: &GlobalArgs, cluster: &Cluster, args: &K8sBackupArgs) -
         &namespace,
         args.all_namespaces,
     )?;
-    for tag in &args.tags {
-        if tag.split_once('=').is_none_or(|(k, _)| k.is_empty()) {
-            anyhow::bail!("tag {tag:?} must look like KEY=VALUE");
-        }
-    }
-    if args.parallel == 0 {
-        anyhow::bail!("--parallel must be at least 1");
-    }
     let claims = selection.resolve(&cluster.client).await?;
     if claims.is_empty() {
         anyhow::bail!("no claim matches the selector");

@@ -15,6 +15,12 @@ use crate::cli::{GlobalArgs, StoreArgs};
 use crate::cli_k8s::{K8sArgs, K8sCommand, MoverArgs};
 
 pub async fn run(global: &GlobalArgs, args: &K8sArgs) -> Result<u8> {
+    // Flags are checked before the cluster is asked anything.
+    match &args.command {
+        K8sCommand::Backup(a) => backup::check_flags(a)?,
+        K8sCommand::Restore(a) => restore::check_flags(a)?,
+        _ => {}
+    }
     let cluster = Cluster::connect(&args.cluster.options()).await?;
     match &args.command {
         K8sCommand::Backup(a) => backup::run(global, &cluster, a).await,

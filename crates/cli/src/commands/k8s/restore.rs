@@ -13,6 +13,19 @@ use crate::cli::{GlobalArgs, OutputFormat, EXIT_OK};
 use crate::cli_k8s::K8sRestoreArgs;
 use crate::output::{human_bytes, print_json};
 
+/// Checks what can be checked without a cluster.
+pub fn check_flags(args: &K8sRestoreArgs) -> Result<()> {
+    if let Some(mode) = &args.volume_mode {
+        if mode != "Block" && mode != "Filesystem" {
+            return Err(s3mover_k8s::Error::Invalid(format!(
+                "--volume-mode {mode:?} must be Block or Filesystem"
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(global: &GlobalArgs, cluster: &Cluster, args: &K8sRestoreArgs) -> Result<u8> {
     let namespace = super::namespace(cluster, &args.namespace);
     let target = ClaimRef {
@@ -23,11 +36,6 @@ pub async fn run(global: &GlobalArgs, cluster: &Cluster, args: &K8sRestoreArgs) 
         name: args.to.clone().unwrap_or_else(|| args.pvc.clone()),
     };
     super::check_mover_namespace(&args.mover, &target.namespace)?;
-    if let Some(mode) = &args.volume_mode {
-        if mode != "Block" && mode != "Filesystem" {
-            anyhow::bail!("--volume-mode {mode:?} must be Block or Filesystem");
-        }
-    }
     let volume = ClaimRecord::volume_name(&namespace, &args.pvc);
     let repo = super::open_repository(global, cluster, &namespace, &args.mover.repo_secret).await?;
     let manifest = repo
