@@ -579,6 +579,7 @@ impl PodRun {
             c.working_dir.as_deref(),
             argv,
         );
+        let made = mount_points_to_make(binds);
         let mut cmd = tokio::process::Command::new("bwrap");
         cmd.args(&args)
             .env_clear()
@@ -639,6 +640,7 @@ impl PodRun {
         };
         // Whatever the container left behind in its group goes with it.
         signal_group(pid, libc::SIGKILL);
+        remove_mount_points(&made);
         let code = match status {
             Ok(s) => {
                 use std::os::unix::process::ExitStatusExt;
@@ -685,7 +687,7 @@ pub fn bwrap_args(
                 read_only,
             } => {
                 let flag = if *read_only { "--ro-bind" } else { "--bind" };
-                a.extend([flag.into(), host.display().to_string(), path.clone()]);
+                a.extend([flag.into(), host.display().to_string(), through_links(path)]);
             }
         }
     }
@@ -701,6 +703,71 @@ pub fn bwrap_args(
     a.push("--".into());
     a.extend(argv.iter().cloned());
     a
+}
+
+/// A mount path with the host's symbolic links in its existing part resolved (`/var/run/x`
+/// → `/run/x`): the container's root is the host's, and bubblewrap cannot create mount points
+/// through a link. Paths under the container's own `/dev` and `/proc` are left alone.
+fn through_links(path: &str) -> String {
+    let p = Path::new(path);
+    if !p.is_absolute() || p.starts_with("/dev") || p.starts_with("/proc") {
+        return path.to_string();
+    }
+    let mut existing = p;
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return path.to_string(),
+        }
+    }
+    let Ok(mut out) = std::fs::canonicalize(existing) else {
+        return path.to_string();
+    };
+    for name in rest.into_iter().rev() {
+        out.push(name);
+    }
+    out.display().to_string()
+}
+
+/// The host paths bubblewrap will create as mount points (the container's root is the host's),
+/// outermost first.
+fn mount_points_to_make(binds: &[Bind]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for b in binds {
+        if let Bind::Dir { path, .. } = b {
+            let mut p = PathBuf::from(through_links(path));
+            let mut missing = Vec::new();
+            while !p.exists() {
+                missing.push(p.clone());
+                if !p.pop() {
+                    break;
+                }
+            }
+            for m in missing.into_iter().rev() {
+                if !out.contains(&m) {
+                    out.push(m);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Removes the mount points bubblewrap left on the host, if still empty, innermost first.
+fn remove_mount_points(made: &[PathBuf]) {
+    for p in made.iter().rev() {
+        if std::fs::remove_dir(p).is_err() {
+            if let Ok(m) = std::fs::symlink_metadata(p) {
+                if m.is_file() && m.len() == 0 {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+        }
+    }
 }
 
 fn signal_group(pid: u32, sig: i32) {
@@ -748,7 +815,7 @@ mod tests {
             },
             Bind::Dir {
                 host: "/s/tok".into(),
-                path: "/var/run/secrets/tokens".into(),
+                path: "/secrets/tokens".into(),
                 read_only: true,
             },
         ];
@@ -760,8 +827,26 @@ mod tests {
             &["/bin/sh".into(), "-c".into(), "true".into()],
         );
         let s = a.join(" ");
-        assert!(s.starts_with("--bind / / --dev /dev --proc /proc --dev-bind /dev/loop7 /dev/xvda --ro-bind /s/tok /var/run/secrets/tokens --bind /s/term /dev/termination-log"), "{s}");
+        assert!(s.starts_with("--bind / / --dev /dev --proc /proc --dev-bind /dev/loop7 /dev/xvda --ro-bind /s/tok /secrets/tokens --bind /s/term /dev/termination-log"), "{s}");
         assert!(s.ends_with("--chdir /work -- /bin/sh -c true"), "{s}");
+    }
+
+    #[test]
+    fn mount_paths_resolve_host_links() {
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, d.path().join("link")).unwrap();
+        let p = d.path().join("link/secrets/x");
+        let real = std::fs::canonicalize(&real).unwrap();
+        assert_eq!(
+            through_links(&p.display().to_string()),
+            real.join("secrets/x").display().to_string()
+        );
+        assert_eq!(
+            through_links("/dev/termination-log"),
+            "/dev/termination-log"
+        );
     }
 
     #[test]

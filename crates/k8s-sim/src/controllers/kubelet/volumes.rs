@@ -93,23 +93,24 @@ impl Attached {
         }
         for m in c.volume_mounts.iter().flatten() {
             let ro = m.read_only.unwrap_or(false);
-            let host =
-                if let Some(a) = self.claims.get(&m.name) {
-                    match &a.mount {
-                        Some(p) => p.clone(),
-                        None => return Err(VolumeError {
+            let host = if let Some(a) = self.claims.get(&m.name) {
+                match &a.mount {
+                    Some(p) => p.clone(),
+                    None => {
+                        return Err(VolumeError {
                             reason: "FailedMount",
                             message: format!(
                                 "volume {} has volumeMode Block, but is specified in volumeMounts",
                                 m.name
                             ),
-                        }),
+                        })
                     }
-                } else if let Some(d) = self.dirs.get(&m.name) {
-                    d.clone()
-                } else {
-                    return Err(mount_failed(&m.name, "no such volume in the pod"));
-                };
+                }
+            } else if let Some(d) = self.dirs.get(&m.name) {
+                d.clone()
+            } else {
+                return Err(mount_failed(&m.name, "no such volume in the pod"));
+            };
             let host = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
                 Some(sp) => host.join(sp),
                 None => host,
