@@ -3,10 +3,10 @@
 //! checked by TokenReview (audience) and SubjectAccessReview against the cluster, answers
 //! computed from the snapshot images, and the refusals the sidecar and the driver give.
 
-mod common;
+mod cluster;
 
 use base64::Engine;
-use common::*;
+use cluster::*;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{ApiResource, DynamicObject, PostParams};

@@ -2,9 +2,9 @@
 //! their claims on loop devices, termination messages collected, images that cannot be pulled,
 //! and back-off limits.
 
-mod common;
+mod cluster;
 
-use common::*;
+use cluster::*;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::Api;

@@ -2,9 +2,9 @@
 //! them: claims provisioned and Bound, snapshots ready with their content, claims from
 //! snapshots, and external-provisioner's refusals with their events.
 
-mod common;
+mod cluster;
 
-use common::*;
+use cluster::*;
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::{Patch, PatchParams};
 use kube::Api;

@@ -13,6 +13,13 @@
 //!   processes in bubblewrap, with block volumes on loop devices.
 //!
 //! All volume data lives in image files under the driver's state directory ([`storage`]).
+//!
+//! [`start_all`] is called once by [`crate::SimCluster::start`] with an admin client; the tasks
+//! it returns are aborted when the cluster shuts down. The API server itself runs the loops
+//! that act on storage directly (garbage collection, Foreground deletion, pvc-protection and
+//! pv-protection, namespace deletion: see [`crate::gc`]); the kubelet deletes a gracefully
+//! deleted pod again with `gracePeriodSeconds=0` once its containers have stopped, and its
+//! logs serve `pods/log` ([`kubelet::read_log`]).
 
 pub mod cbt;
 pub mod events;
@@ -79,15 +86,17 @@ pub enum CbtMode {
 #[derive(Debug, Clone)]
 pub struct ControllerOptions {
     /// The CSI driver's name (provisioner of its StorageClass, name of its
-    /// SnapshotMetadataService).
+    /// SnapshotMetadataService); [`start_all`] takes it from [`SimOptions::drivers`].
     pub driver: String,
-    /// Names of the simulated Nodes, each with its own kubelet.
+    /// Names of the simulated Nodes, each with its own kubelet; [`start_all`] takes them from
+    /// [`SimOptions::nodes`].
     pub nodes: Vec<String>,
     /// Image name → what it runs. Any other image cannot be pulled.
     pub images: BTreeMap<String, ImageConfig>,
     /// When true, VolumeSnapshots are never cut and never become ready.
     pub snapshots_never_ready: bool,
-    /// The SnapshotMetadata service's behaviour.
+    /// The SnapshotMetadata service's behaviour ([`CbtMode::Disabled`] when the driver of
+    /// [`SimOptions::drivers`] has no CBT).
     pub cbt: CbtMode,
     /// Create the driver's default StorageClass `csi-hostpath-sc` and default
     /// VolumeSnapshotClass `csi-hostpath-snapclass` at start, as its deployment does.
@@ -132,14 +141,29 @@ pub struct Ctx {
     pub events: events::Recorder,
 }
 
-/// Starts every controller and kubelet against the API server `client` talks to (with
-/// cluster-admin rights, as the real components have theirs). The handles run until aborted.
-pub async fn start_all(client: kube::Client, cfg: &SimOptions) -> Vec<JoinHandle<()>> {
-    let opts = cfg.controllers.clone();
-    let dir = opts
+/// The CSI driver's and kubelets' state directory for these options.
+pub fn state_dir(cfg: &SimOptions) -> PathBuf {
+    cfg.controllers
         .state_dir
         .clone()
-        .unwrap_or_else(|| cfg.state_dir.join("csi"));
+        .unwrap_or_else(|| cfg.state_dir.join("csi"))
+}
+
+/// Starts every controller and kubelet against the API server `client` talks to (with
+/// cluster-admin rights, as the real components have theirs). The handles run until aborted.
+/// The simulated CSI driver is the first of [`SimOptions::drivers`].
+pub async fn start_all(client: kube::Client, cfg: &SimOptions) -> Vec<JoinHandle<()>> {
+    let mut opts = cfg.controllers.clone();
+    if let Some(d) = cfg.drivers.first() {
+        opts.driver = d.name.clone();
+        if !d.cbt {
+            opts.cbt = CbtMode::Disabled;
+        }
+    }
+    if !cfg.nodes.is_empty() {
+        opts.nodes = cfg.nodes.clone();
+    }
+    let dir = state_dir(cfg);
     let storage = match storage::Driver::open(&dir) {
         Ok(s) => Arc::new(s),
         Err(e) => {

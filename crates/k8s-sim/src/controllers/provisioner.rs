@@ -1,13 +1,12 @@
-//! The CSI provisioner (external-provisioner in front of the driver) and the parts of
-//! kube-controller-manager that look after claims: the PV binder, and the pvc-protection and
-//! pv-protection controllers.
+//! The CSI provisioner (external-provisioner in front of the driver) and the PV binder of
+//! kube-controller-manager. (The pvc-protection and pv-protection controllers run inside the
+//! API server, see `crate::gc`.)
 //!
 //! Faithful where it is inconvenient: a claim from a snapshot whose `restoreSize` is larger stays
 //! Pending with a `ProvisioningFailed` event; a claim whose volume mode differs from the
 //! snapshot content's `sourceVolumeMode` is refused unless the content carries
-//! `snapshot.storage.kubernetes.io/allow-volume-mode-change: "true"`; a claim is not removed while
-//! a scheduled pod (running or finished) uses it; a released volume with reclaim policy Delete
-//! has its image removed.
+//! `snapshot.storage.kubernetes.io/allow-volume-mode-change: "true"`; a released volume with
+//! reclaim policy Delete is deleted with its image.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -29,10 +28,6 @@ use super::events::{Kind, Recorder};
 use super::util::{self, dyn_ns, finalizers_patch, is_conflict};
 use super::Ctx;
 
-/// Finalizer the pvc-protection controller keeps on claims in use.
-pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
-/// Finalizer the pv-protection controller keeps on bound volumes.
-pub const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
 /// Finalizer external-provisioner keeps on the volumes it must delete.
 pub const PROVISIONER_FINALIZER: &str = "external-provisioner.volume.kubernetes.io/finalizer";
 /// The content annotation that allows a claim of another volume mode.
@@ -50,7 +45,6 @@ pub fn start(ctx: Ctx) -> Vec<JoinHandle<()>> {
     let mut hs = vec![
         util::watch_into(Api::<PersistentVolumeClaim>::all(c.clone()), notify.clone()),
         util::watch_into(Api::<PersistentVolume>::all(c.clone()), notify.clone()),
-        util::watch_into(Api::<Pod>::all(c.clone()), notify.clone()),
         util::watch_into(util::dyn_all(c, "VolumeSnapshot"), notify.clone()),
     ];
     let ctx2 = ctx.clone();
@@ -138,20 +132,6 @@ fn volume_mode(pvc: &PersistentVolumeClaim) -> String {
         .unwrap_or_else(|| "Filesystem".into())
 }
 
-/// Whether a scheduled pod in the claim's namespace names it (running or finished: the
-/// pvc-protection controller does not look at the phase).
-pub fn pod_uses_claim(pod: &Pod, namespace: &str, claim: &str) -> bool {
-    pod.namespace().as_deref() == Some(namespace)
-        && pod.spec.as_ref().is_some_and(|s| {
-            s.node_name.is_some()
-                && s.volumes.iter().flatten().any(|v| {
-                    v.persistent_volume_claim
-                        .as_ref()
-                        .is_some_and(|c| c.claim_name == claim)
-                })
-        })
-}
-
 async fn reconcile(ctx: &Ctx) -> Result<(), kube::Error> {
     let c = &ctx.client;
     let pvcs = Api::<PersistentVolumeClaim>::all(c.clone())
@@ -159,10 +139,6 @@ async fn reconcile(ctx: &Ctx) -> Result<(), kube::Error> {
         .await?
         .items;
     let pvs = Api::<PersistentVolume>::all(c.clone())
-        .list(&ListParams::default())
-        .await?
-        .items;
-    let pods = Api::<Pod>::all(c.clone())
         .list(&ListParams::default())
         .await?
         .items;
@@ -175,33 +151,9 @@ async fn reconcile(ctx: &Ctx) -> Result<(), kube::Error> {
         let ns = pvc.namespace().unwrap_or_default();
         let api: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), &ns);
         let name = pvc.name_any();
-        let fins = pvc.finalizers().to_vec();
+        // The API server's pvc-protection controller looks after deleted claims.
         if pvc.metadata.deletion_timestamp.is_some() {
-            // pvc-protection: release the claim once no scheduled pod names it.
-            if fins.iter().any(|f| f == PVC_PROTECTION)
-                && !pods.iter().any(|p| pod_uses_claim(p, &ns, &name))
-            {
-                let rest: Vec<String> = fins.into_iter().filter(|f| f != PVC_PROTECTION).collect();
-                let _ = api
-                    .patch(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Merge(finalizers_patch(&rest)),
-                    )
-                    .await;
-            }
             continue;
-        }
-        if !fins.iter().any(|f| f == PVC_PROTECTION) {
-            let mut f = fins.clone();
-            f.push(PVC_PROTECTION.into());
-            let _ = api
-                .patch(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(finalizers_patch(&f)),
-                )
-                .await;
         }
         let bound_name = pvc.spec.as_ref().and_then(|s| s.volume_name.clone());
         let phase = pvc.status.as_ref().and_then(|s| s.phase.clone());
@@ -268,16 +220,12 @@ async fn bind(ctx: &Ctx, pvc: &PersistentVolumeClaim, pv: &PersistentVolume) {
         "kind": "PersistentVolumeClaim", "apiVersion": "v1", "namespace": ns, "name": name,
         "uid": pvc.uid(), "resourceVersion": pvc.resource_version(),
     });
-    let mut fins = pv.finalizers().to_vec();
-    if !fins.iter().any(|f| f == PV_PROTECTION) {
-        fins.push(PV_PROTECTION.into());
-    }
     if pv_api
         .patch(
             &pv_name,
             &PatchParams::default(),
             &Patch::Merge(json!({
-                "metadata": {"finalizers": fins, "annotations": {"pv.kubernetes.io/bound-by-controller": "yes"}},
+                "metadata": {"annotations": {"pv.kubernetes.io/bound-by-controller": "yes"}},
                 "spec": {"claimRef": claim_ref},
             })),
         )
@@ -605,9 +553,6 @@ async fn reconcile_pv(ctx: &Ctx, pv: &PersistentVolume, pvcs: &[PersistentVolume
     if pv.metadata.deletion_timestamp.is_some() {
         let mut fins: Vec<String> = pv.finalizers().to_vec();
         let before = fins.len();
-        if claim.is_none() {
-            fins.retain(|f| f != PV_PROTECTION);
-        }
         if ours && fins.iter().any(|f| f == PROVISIONER_FINALIZER) {
             let handle = spec
                 .csi
