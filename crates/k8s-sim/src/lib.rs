@@ -19,7 +19,9 @@ pub mod crud;
 pub mod faults;
 pub mod gc;
 pub mod meta;
+pub mod openapi;
 pub mod patch;
+pub mod proto;
 pub mod rbac;
 pub mod resources;
 pub mod reviews;
@@ -70,6 +72,8 @@ pub struct SimOptions {
     pub bookmark_interval: Duration,
     /// How many changes watches can resume from before `410 Expired`.
     pub watch_history: usize,
+    /// The controllers', kubelets' and CSI driver's settings (images, switches for failures).
+    pub controllers: controllers::ControllerOptions,
 }
 
 impl SimOptions {
@@ -86,6 +90,7 @@ impl SimOptions {
             run_controllers: true,
             bookmark_interval: Duration::from_secs(5),
             watch_history: 10_000,
+            controllers: controllers::ControllerOptions::default(),
         }
     }
 
@@ -209,6 +214,11 @@ impl SimCluster {
         .await?;
         if opts.run_controllers {
             tasks.extend(controllers::start_all(client.clone(), &opts).await);
+            let dir = controllers::state_dir(&opts);
+            *state.logs.write().unwrap_or_else(|p| p.into_inner()) =
+                Some(Arc::new(move |ns: &str, name: &str, container: Option<&str>| {
+                    controllers::kubelet::read_log(&dir, ns, name, container)
+                }));
         }
         Ok(SimCluster {
             state,
