@@ -1,0 +1,340 @@
+//! End to end on the simulated cluster (crates/k8s-sim): `s3mover k8s backup` and
+//! `k8s restore` of PersistentVolumeClaims with snapshots, temporary claims and mover Jobs
+//! whose pods run the real `s3mover` binary in bubblewrap with loop devices, and the driver's
+//! SnapshotMetadata service. Needs root, bubblewrap, losetup and kubectl.
+
+mod k8s_support;
+
+use k8s_support::{pattern, require, start, write_at};
+use s3mover_k8s_sim::controllers::CbtMode;
+
+const MIB: u64 = 1 << 20;
+
+/// The headline: a full then a CBT-delta backup of a Block claim, the claim deleted, and a
+/// restore under the same name that is byte-exact; nothing temporary left, one base kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn block_claim_full_delta_disaster_and_restore() {
+    if !require("block_claim_full_delta_disaster_and_restore") {
+        return;
+    }
+    let k8s = start(|_| {}).await;
+    k8s.namespace("db");
+    k8s.claim("db", "data", 8 * MIB, "Block", &[]).await;
+    let image = k8s.image_of("db", "data").await;
+    write_at(&image, 0, &pattern(1, 3 * MIB as usize));
+    write_at(&image, 6 * MIB, &pattern(2, MIB as usize));
+
+    let first = k8s.s3mover_json(&["k8s", "backup", "data", "-n", "db"]);
+    let first = &first[0];
+    assert_eq!(first["status"], "ok", "{first}");
+    assert_eq!(first["namespace"], "db");
+    assert_eq!(first["pvc"], "data");
+    assert_eq!(first["changeSource"], "cbt-allocated", "{first}");
+    assert_eq!(
+        first["bytesRead"],
+        4 * MIB,
+        "only the allocated blocks are read: {first}"
+    );
+
+    // The workload changes 5 blocks of 4 KiB.
+    for i in 0..5u64 {
+        write_at(
+            &image,
+            i * 1_000_000 / 4096 * 4096 + 8192,
+            &pattern(10 + i, 4096),
+        );
+    }
+    let expected = std::fs::read(&image).expect("image");
+    let second = k8s.s3mover_json(&["k8s", "backup", "data", "-n", "db"]);
+    let second = &second[0];
+    assert_eq!(second["status"], "ok", "{second}");
+    assert_eq!(second["changeSource"], "cbt-delta", "{second}");
+    assert_eq!(second["baseSnapshotHandle"], first["snapshotHandle"]);
+    let read = second["bytesRead"].as_u64().expect("bytesRead");
+    assert!(
+        read > 0 && read <= 5 * 64 * 1024,
+        "a delta reads only changed chunks: {second}"
+    );
+    assert!(
+        k8s.leftovers().await.is_empty(),
+        "left: {:?}",
+        k8s.leftovers().await
+    );
+    assert_eq!(
+        k8s.bases("db", "data").await,
+        vec![second["snapshot"].as_str().expect("snapshot").to_string()],
+        "only the newest snapshot is kept"
+    );
+
+    // Disaster: the claim is gone.
+    k8s.kubectl(&["delete", "pvc", "data", "-n", "db", "--wait=true"], None);
+    let restored = k8s.s3mover_json(&["k8s", "restore", "data", "-n", "db"]);
+    assert_eq!(restored["pvc"], "data", "{restored}");
+    assert_eq!(restored["backup"], second["id"]);
+    k8s.wait_bound("db", "data").await;
+    let image = k8s.image_of("db", "data").await;
+    let got = std::fs::read(&image).expect("restored image");
+    assert_eq!(got.len(), expected.len());
+    assert!(
+        got == expected,
+        "the restored volume differs from the backed-up one"
+    );
+    assert!(
+        k8s.leftovers().await.is_empty(),
+        "left: {:?}",
+        k8s.leftovers().await
+    );
+
+    // An existing claim is not overwritten unless asked.
+    let (code, _, stderr) = k8s.s3mover(&["k8s", "restore", "data", "-n", "db"]);
+    assert_ne!(code, 0);
+    assert_one_line_reason(&stderr, "already exists");
+}
+
+/// The reason is one `s3mover:` line (progress lines may come before it).
+fn assert_one_line_reason(stderr: &str, says: &str) {
+    let reasons: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("s3mover: "))
+        .collect();
+    assert_eq!(reasons.len(), 1, "one reason line: {stderr}");
+    assert!(reasons[0].contains(says), "{stderr}");
+}
+
+/// A Filesystem claim: read through a Block claim made from its snapshot (the content is
+/// annotated to allow the mode change), restored through a Block claim whose volume is handed
+/// to a new Filesystem claim; the data is byte-exact. Run with the orchestrator's RBAC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn filesystem_claim_round_trip_with_the_orchestrator_role() {
+    if !require("filesystem_claim_round_trip_with_the_orchestrator_role") {
+        return;
+    }
+    let mut k8s = start(|_| {}).await;
+    k8s.namespace("app");
+    k8s.claim("app", "files", 4 * MIB, "Filesystem", &[]).await;
+    let image = k8s.image_of("app", "files").await;
+    write_at(&image, 4096, &pattern(7, 2 * MIB as usize));
+    let expected = std::fs::read(&image).expect("image");
+    k8s.use_orchestrator_role();
+
+    let out = k8s.s3mover_json(&["k8s", "backup", "files", "-n", "app"]);
+    assert_eq!(out[0]["status"], "ok", "{out}");
+    k8s.kubectl(
+        &["delete", "pvc", "files", "-n", "app", "--wait=true"],
+        None,
+    );
+    let restored = k8s.s3mover_json(&["k8s", "restore", "files", "-n", "app"]);
+    assert_eq!(restored["pvc"], "files", "{restored}");
+    k8s.wait_bound("app", "files").await;
+    let claim = k8s.kubectl(
+        &[
+            "get",
+            "pvc",
+            "files",
+            "-n",
+            "app",
+            "-o",
+            "jsonpath={.spec.volumeMode}",
+        ],
+        None,
+    );
+    assert_eq!(String::from_utf8_lossy(&claim.stdout), "Filesystem");
+    let got = std::fs::read(k8s.image_of("app", "files").await).expect("restored image");
+    assert!(
+        got == expected,
+        "the restored volume differs from the backed-up one"
+    );
+    assert!(
+        k8s.leftovers().await.is_empty(),
+        "left: {:?}",
+        k8s.leftovers().await
+    );
+}
+
+/// A driver without a SnapshotMetadataService: the whole volume is read, only what differs
+/// from the last backup is uploaded, and the output says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_driver_without_cbt_reads_whole_volumes_and_says_so() {
+    if !require("a_driver_without_cbt_reads_whole_volumes_and_says_so") {
+        return;
+    }
+    let k8s = start(|c| c.cbt = CbtMode::Disabled).await;
+    k8s.namespace("db");
+    k8s.claim("db", "data", 4 * MIB, "Block", &[]).await;
+    let image = k8s.image_of("db", "data").await;
+    write_at(&image, 0, &pattern(3, MIB as usize));
+    let first = k8s.s3mover_json(&["k8s", "backup", "data", "-n", "db"]);
+    assert_eq!(first[0]["status"], "ok", "{first}");
+    assert!(
+        first[0]["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("no SnapshotMetadataService")),
+        "{first}"
+    );
+    assert_eq!(first[0]["bytesRead"], 4 * MIB);
+    write_at(&image, 2 * MIB, &pattern(4, 4096));
+    let second = k8s.s3mover_json(&["k8s", "backup", "data", "-n", "db"]);
+    assert_eq!(second[0]["changeSource"], "hash-compare", "{second}");
+    assert_eq!(second[0]["bytesRead"], 4 * MIB);
+    assert!(
+        second[0]["bytesUploaded"].as_u64().expect("uploaded") < MIB,
+        "{second}"
+    );
+    assert!(k8s.leftovers().await.is_empty());
+}
+
+/// A CBT service that refuses the mover's token: the backup falls back to a full read
+/// deduplicated against the parent, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_token_falls_back_and_says_why() {
+    if !require("a_refused_token_falls_back_and_says_why") {
+        return;
+    }
+    let k8s = start(|c| c.cbt = CbtMode::RefuseTokens).await;
+    k8s.namespace("db");
+    k8s.claim("db", "data", 4 * MIB, "Block", &[]).await;
+    write_at(
+        &k8s.image_of("db", "data").await,
+        0,
+        &pattern(5, MIB as usize),
+    );
+    let out = k8s.s3mover_json(&["k8s", "backup", "data", "-n", "db"]);
+    assert_eq!(out[0]["status"], "ok", "{out}");
+    let note = out[0]["note"].as_str().unwrap_or_default();
+    assert!(note.contains("change tracking unavailable"), "{out}");
+    assert_eq!(out[0]["bytesRead"], 4 * MIB, "{out}");
+}
+
+/// Failures: a snapshot that never becomes ready and an image that cannot be pulled each end
+/// with a one-line reason, a non-zero exit, nothing left behind, and the earlier backup intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failures_are_one_line_and_leave_nothing() {
+    if !require("failures_are_one_line_and_leave_nothing") {
+        return;
+    }
+    let k8s = start(|_| {}).await;
+    k8s.namespace("db");
+    k8s.claim("db", "data", 4 * MIB, "Block", &[]).await;
+    write_at(
+        &k8s.image_of("db", "data").await,
+        0,
+        &pattern(6, MIB as usize),
+    );
+    let good = k8s.s3mover_json(&["k8s", "backup", "data", "-n", "db"]);
+    assert_eq!(good[0]["status"], "ok", "{good}");
+
+    let (code, stdout, stderr) = k8s.s3mover(&[
+        "k8s",
+        "backup",
+        "data",
+        "-n",
+        "db",
+        "--mover-image",
+        "registry.invalid/nope:1",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_one_line_reason(&stderr, "cannot start: ErrImagePull");
+    let out: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(out[0]["status"], "failed");
+    assert!(
+        out[0]["phases"]["data"].as_f64().expect("data phase") < 60.0,
+        "detected at once: {out}"
+    );
+    assert!(
+        k8s.leftovers().await.is_empty(),
+        "left: {:?}",
+        k8s.leftovers().await
+    );
+    assert_eq!(
+        k8s.bases("db", "data").await,
+        vec![good[0]["snapshot"].as_str().expect("snapshot").to_string()],
+        "the last good snapshot stays the base"
+    );
+
+    let (code, _, stderr) = k8s.s3mover(&["k8s", "backup", "missing", "-n", "db"]);
+    assert_eq!(code, 1);
+    assert_one_line_reason(&stderr, "claim db/missing does not exist");
+
+    let out = k8s.s3mover_json(&["k8s", "backups", "-n", "db"]);
+    assert_eq!(
+        out.as_array().map(Vec::len),
+        Some(1),
+        "only the good backup: {out}"
+    );
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_s3mover"))
+        .args(["verify", "--read-data"])
+        .env("S3MOVER_REPO", &k8s.repo)
+        .env("S3MOVER_PASSWORD", k8s_support::PASSWORD)
+        .output()
+        .expect("verify");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+/// A snapshot that never becomes ready: the timeout names it; nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_snapshot_that_never_becomes_ready_times_out() {
+    if !require("a_snapshot_that_never_becomes_ready_times_out") {
+        return;
+    }
+    let k8s = start(|c| c.snapshots_never_ready = true).await;
+    k8s.namespace("db");
+    k8s.claim("db", "data", 4 * MIB, "Block", &[]).await;
+    let (code, _, stderr) = k8s.s3mover(&["k8s", "backup", "data", "-n", "db", "--timeout", "3s"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_one_line_reason(&stderr, "did not become ready");
+    assert!(
+        k8s.leftovers().await.is_empty(),
+        "left: {:?}",
+        k8s.leftovers().await
+    );
+}
+
+/// Twenty claims selected by label, four at a time, with the orchestrator's RBAC: all backed
+/// up, nothing left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_claims_by_label_four_at_a_time() {
+    if !require("twenty_claims_by_label_four_at_a_time") {
+        return;
+    }
+    let mut k8s = start(|_| {}).await;
+    k8s.namespace("fleet");
+    for i in 0..20u64 {
+        let name = format!("vol-{i:02}");
+        k8s.claim("fleet", &name, MIB, "Block", &[("backup", "nightly")])
+            .await;
+        write_at(
+            &k8s.image_of("fleet", &name).await,
+            0,
+            &pattern(100 + i, 64 * 1024),
+        );
+    }
+    k8s.claim("fleet", "other", MIB, "Block", &[]).await;
+    k8s.use_orchestrator_role();
+    let out = k8s.s3mover_json(&[
+        "k8s",
+        "backup",
+        "-l",
+        "backup=nightly",
+        "-A",
+        "--parallel",
+        "4",
+    ]);
+    let rows = out.as_array().expect("array");
+    assert_eq!(rows.len(), 20, "{out}");
+    for row in rows {
+        assert_eq!(row["status"], "ok", "{row}");
+        assert_eq!(row["namespace"], "fleet");
+    }
+    assert!(rows.iter().all(|r| r["pvc"] != "other"));
+    assert!(
+        k8s.leftovers().await.is_empty(),
+        "left: {:?}",
+        k8s.leftovers().await
+    );
+}
