@@ -215,10 +215,11 @@ impl SimCluster {
         if opts.run_controllers {
             tasks.extend(controllers::start_all(client.clone(), &opts).await);
             let dir = controllers::state_dir(&opts);
-            *state.logs.write().unwrap_or_else(|p| p.into_inner()) =
-                Some(Arc::new(move |ns: &str, name: &str, container: Option<&str>| {
+            *state.logs.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(
+                move |ns: &str, name: &str, container: Option<&str>| {
                     controllers::kubelet::read_log(&dir, ns, name, container)
-                }));
+                },
+            ));
         }
         Ok(SimCluster {
             state,
