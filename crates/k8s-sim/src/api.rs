@@ -24,7 +24,7 @@ use crate::server::{self, Body};
 use crate::status::{self, ApiError};
 use crate::store::{Key, Store};
 use crate::table::{self, As};
-use crate::{meta, openapi, proto, reviews, watch};
+use crate::{crds, meta, openapi, proto, reviews, typed, watch};
 
 /// Answers `GET .../pods/NAME/log`: `(namespace, pod, container)` to the log text, or
 /// `None` when there is none.
@@ -48,8 +48,10 @@ pub struct ApiState {
     pub drop_watches: tokio::sync::watch::Sender<u64>,
     /// How often watches that allow bookmarks get one.
     pub bookmark_interval: Duration,
-    /// Where pod logs come from (the kubelet's).
+    /// Where pod logs come from, if not from files under `state_dir` (see [`pod_log_path`]).
     pub logs: RwLock<Option<LogSource>>,
+    /// The cluster's state directory.
+    pub state_dir: std::path::PathBuf,
 }
 
 /// One request, read whole, with its authenticated user.
@@ -125,12 +127,20 @@ fn authenticate(state: &ApiState, headers: &http::HeaderMap) -> Option<UserInfo>
     reviews::service_account_current(state, &claims).then(|| claims.user())
 }
 
-/// Handles one HTTP request.
-pub async fn handle(state: Arc<ApiState>, req: http::Request<Incoming>) -> http::Response<Body> {
+/// Handles one HTTP request; `None` when an injected fault (status 0) says to drop the
+/// connection without an answer.
+pub async fn handle(
+    state: Arc<ApiState>,
+    req: http::Request<Incoming>,
+) -> Option<http::Response<Body>> {
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return server::error(&ApiError::bad_request(format!("reading body: {e}"))),
+        Err(e) => {
+            return Some(server::error(&ApiError::bad_request(format!(
+                "reading body: {e}"
+            ))))
+        }
     };
     let path = parts.uri.path().trim_end_matches('/').to_string();
     let path = if path.is_empty() {
@@ -159,10 +169,10 @@ pub async fn handle(state: Arc<ApiState>, req: http::Request<Incoming>) -> http:
         path.as_str(),
         "/version" | "/healthz" | "/livez" | "/readyz"
     ) {
-        return public(&path);
+        return Some(public(&path));
     }
     let Some(user) = authenticate(&state, &parts.headers) else {
-        return server::error(&ApiError::unauthorized());
+        return Some(server::error(&ApiError::unauthorized()));
     };
     let req = Request {
         method: parts.method,
@@ -174,26 +184,29 @@ pub async fn handle(state: Arc<ApiState>, req: http::Request<Incoming>) -> http:
         user,
     };
     if req.path.starts_with("/sim/") {
-        return sim_admin(&state, &req);
+        return Some(sim_admin(&state, &req));
     }
     let is_watch = req.flag("watch") || req.path.contains("/watch/");
     if let Some(code) = state.faults.take(req.method.as_str(), &req.path, is_watch) {
+        if code == 0 {
+            return None;
+        }
         let reason = match code {
             429 => "TooManyRequests",
             503 => "ServiceUnavailable",
             504 => "Timeout",
             _ => "InternalError",
         };
-        return server::error(&ApiError::new(
+        return Some(server::error(&ApiError::new(
             code,
             reason,
             format!("injected fault: {code}"),
-        ));
+        )));
     }
-    match route(&state, &req).await {
+    Some(match route(&state, &req).await {
         Ok(resp) => resp,
         Err(e) => server::error(&e),
-    }
+    })
 }
 
 fn public(path: &str) -> http::Response<Body> {
@@ -252,7 +265,21 @@ fn sim_admin(state: &ApiState, req: &Request) -> http::Response<Body> {
     }
 }
 
+/// Whether a kind is served now: built-in kinds always, a CRD's kinds while the
+/// CustomResourceDefinition exists (deleting it stops serving them, as on a real cluster).
+pub fn served(state: &ApiState, def: &resources::ResourceDef) -> bool {
+    let Some(name) = crds::definition_name(def) else {
+        return true;
+    };
+    let crd = resources::find("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+        .expect("CRDs are served");
+    state
+        .store
+        .read(|v| v.get(&Key::new(crd, "", &name)).is_some())
+}
+
 async fn route(state: &Arc<ApiState>, req: &Request) -> Result<http::Response<Body>, ApiError> {
+    let served = |d: &resources::ResourceDef| served(state, d);
     let segs: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
     let get_only = |v: Value| {
         if req.method == Method::GET {
@@ -263,11 +290,13 @@ async fn route(state: &Arc<ApiState>, req: &Request) -> Result<http::Response<Bo
     };
     match segs.as_slice() {
         ["api"] => get_only(resources::api_versions(&state.address)),
-        ["apis"] => get_only(resources::api_group_list()),
-        ["api", "v1"] => get_only(resources::api_resource_list("", "v1")),
-        ["apis", g] => get_only(resources::api_group(g).ok_or_else(ApiError::path_not_found)?),
+        ["apis"] => get_only(resources::api_group_list(&served)),
+        ["api", "v1"] => get_only(resources::api_resource_list("", "v1", &served)),
+        ["apis", g] => {
+            get_only(resources::api_group(g, &served).ok_or_else(ApiError::path_not_found)?)
+        }
         ["apis", g, v] if resources::serves_group_version(g, v) => {
-            get_only(resources::api_resource_list(g, v))
+            get_only(resources::api_resource_list(g, v, &served))
         }
         ["openapi", "v3"] => get_only(openapi::root()),
         ["openapi", "v3", "api", v] => {
@@ -362,6 +391,9 @@ async fn resource(
     t: Target,
 ) -> Result<http::Response<Body>, ApiError> {
     let def = &RESOURCES[t.res];
+    if !served(state, def) {
+        return Err(ApiError::path_not_found());
+    }
     if !t.sub.is_empty() && !def.subresources.contains(&t.sub.as_str()) {
         return Err(ApiError::path_not_found());
     }
@@ -411,20 +443,20 @@ async fn resource(
         ("list", _) => list(state, req, &t),
         ("get", _) => get(state, req, &t),
         ("create", "") => {
-            let obj = parse_body(req)?;
+            let (obj, warnings) = typed_body(def, req, parse_body(req)?)?;
             let ns = if def.namespaced { t.ns.as_str() } else { "" };
             let created = state
                 .store
                 .write(|txn| crud::create(txn, t.res, ns, obj, &state.ca_pem))?;
-            Ok(server::json(201, &created))
+            Ok(server::warn(server::json(201, &created), &warnings))
         }
         ("update", sub) => {
-            let obj = parse_body(req)?;
+            let (obj, warnings) = typed_body(def, req, parse_body(req)?)?;
             let status_only = sub == "status";
             let updated = state
                 .store
                 .write(|txn| crud::update(txn, &t.key(), obj, status_only))?;
-            Ok(server::json(200, &updated))
+            Ok(server::warn(server::json(200, &updated), &warnings))
         }
         ("patch", sub) => patch_object(state, req, &t, sub == "status"),
         ("delete", "") => {
@@ -530,12 +562,14 @@ fn patch_object(
         )
     })?;
     let key = t.key();
-    let (code, obj) = state.store.write(|txn| {
+    let (code, obj, warnings) = state.store.write(|txn| {
         let Some(current) = txn.get(&key).cloned() else {
             if ty == PatchType::Apply && !status_only {
                 let obj = patch::apply(ty, &json!({}), &req.body).map_err(ApiError::bad_request)?;
+                let (obj, warnings) = typed_body(def, req, obj)?;
                 let ns = if def.namespaced { t.ns.as_str() } else { "" };
-                return crud::create(txn, t.res, ns, obj, &state.ca_pem).map(|o| (201, o));
+                return crud::create(txn, t.res, ns, obj, &state.ca_pem)
+                    .map(|o| (201, o, warnings));
             }
             return Err(ApiError::not_found(def, &t.name));
         };
@@ -553,24 +587,84 @@ fn patch_object(
         {
             meta::meta_mut(&mut patched).remove("resourceVersion");
         }
-        crud::update(txn, &key, patched, status_only).map(|o| (200, o))
+        let (patched, warnings) = typed_body(def, req, patched)?;
+        crud::update(txn, &key, patched, status_only).map(|o| (200, o, warnings))
     })?;
-    Ok(server::json(code, &obj))
+    Ok(server::warn(server::json(code, &obj), &warnings))
 }
 
+/// A written object decoded as its kind (see [`typed`]); one whose apiVersion or kind names
+/// another kind is left for the write to refuse with the real message.
+fn typed_body(
+    def: &resources::ResourceDef,
+    req: &Request,
+    mut obj: Value,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let Some(m) = obj.as_object_mut() else {
+        return Ok((obj, Vec::new()));
+    };
+    let api_version = json!(def.api_version());
+    let kind = json!(def.kind);
+    let same_av = *m.entry("apiVersion").or_insert_with(|| api_version.clone()) == api_version;
+    let same_kind = *m.entry("kind").or_insert_with(|| kind.clone()) == kind;
+    if !same_av || !same_kind {
+        return Ok((obj, Vec::new()));
+    }
+    let validation = typed::FieldValidation::parse(req.q("fieldValidation").as_deref());
+    typed::normalize(def, obj, validation)
+}
+
+/// Where a kubelet writes a container's log: `STATE_DIR/pod-logs/NS/POD/CONTAINER.log`.
+pub fn pod_log_path(
+    state_dir: &std::path::Path,
+    ns: &str,
+    pod: &str,
+    container: &str,
+) -> std::path::PathBuf {
+    state_dir
+        .join("pod-logs")
+        .join(ns)
+        .join(pod)
+        .join(format!("{container}.log"))
+}
+
+/// `GET .../pods/NAME/log`: from the registered [`LogSource`], else from the file at
+/// [`pod_log_path`]; `container` defaults to the pod's only (or first) container and
+/// `tailLines` keeps the last lines.
 fn pod_log(state: &ApiState, req: &Request, t: &Target) -> Result<http::Response<Body>, ApiError> {
     let def = &RESOURCES[t.res];
-    if state.store.read(|v| v.get(&t.key()).is_none()) {
+    let Some(pod) = state.store.read(|v| v.get(&t.key()).cloned()) else {
         return Err(ApiError::not_found(def, &t.name));
-    }
+    };
+    let container = req.q("container").unwrap_or_else(|| {
+        pod["spec"]["containers"][0]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    });
     let source = state.logs.read().unwrap_or_else(|p| p.into_inner()).clone();
-    let container = req.q("container");
-    let text = source.and_then(|f| f(&t.ns, &t.name, container.as_deref()));
-    match text {
-        Some(s) => Ok(server::text(200, s)),
-        None => Err(ApiError::bad_request(format!(
-            "container in pod \"{}\" is waiting to start: no logs yet",
+    let text = match source {
+        Some(f) => f(&t.ns, &t.name, Some(&container)),
+        None => {
+            std::fs::read_to_string(pod_log_path(&state.state_dir, &t.ns, &t.name, &container)).ok()
+        }
+    };
+    let Some(text) = text else {
+        return Err(ApiError::bad_request(format!(
+            "container \"{container}\" in pod \"{}\" is waiting to start: ContainerCreating",
             t.name
-        ))),
-    }
+        )));
+    };
+    let text = match req.q("tailLines").and_then(|n| n.parse::<usize>().ok()) {
+        Some(n) => {
+            let lines: Vec<&str> = text.lines().collect();
+            let mut out = lines[lines.len().saturating_sub(n)..].join("\n");
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out
+        }
+        None => text,
+    };
+    Ok(server::text(200, text))
 }

@@ -30,6 +30,7 @@ pub mod server;
 pub mod status;
 pub mod store;
 pub mod table;
+pub mod typed;
 pub mod watch;
 
 use std::net::SocketAddr;
@@ -197,6 +198,7 @@ impl SimCluster {
             drop_watches: tokio::sync::watch::channel(0).0,
             bookmark_interval: opts.bookmark_interval,
             logs: RwLock::new(None),
+            state_dir: opts.state_dir.clone(),
         });
         seed(&state)?;
         let url = format!("https://{address}");
@@ -214,12 +216,6 @@ impl SimCluster {
         .await?;
         if opts.run_controllers {
             tasks.extend(controllers::start_all(client.clone(), &opts).await);
-            let dir = controllers::state_dir(&opts);
-            *state.logs.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(
-                move |ns: &str, name: &str, container: Option<&str>| {
-                    controllers::kubelet::read_log(&dir, ns, name, container)
-                },
-            ));
         }
         Ok(SimCluster {
             state,
@@ -372,7 +368,7 @@ impl SimCluster {
         self.state.store.compact();
     }
 
-    /// Where `pods/log` reads come from.
+    /// Where `pods/log` reads come from, instead of the files at [`api::pod_log_path`].
     pub fn set_log_source(&self, source: LogSource) {
         *self.state.logs.write().unwrap_or_else(|p| p.into_inner()) = Some(source);
     }

@@ -43,6 +43,17 @@ pub fn text(code: u16, s: String) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }
 
+/// Adds `Warning` headers (as `kubectl` prints them) to an answer.
+pub fn warn(mut resp: Response<Body>, warnings: &[String]) -> Response<Body> {
+    for w in warnings {
+        let text = format!("299 - {:?}", w);
+        if let Ok(v) = http::HeaderValue::from_str(&text) {
+            resp.headers_mut().append("warning", v);
+        }
+    }
+    resp
+}
+
 /// An error answer: a `Status` object (and `Retry-After` for 429 and 503).
 pub fn error(e: &ApiError) -> Response<Body> {
     let mut resp = json(e.code, &e.to_status());
@@ -52,6 +63,11 @@ pub fn error(e: &ApiError) -> Response<Body> {
     }
     resp
 }
+
+/// An injected fault: the connection is closed without an answer.
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped by an injected fault")]
+pub struct Dropped;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +124,7 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, state: Arc<ApiS
             };
             let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(api::handle(state, req).await) }
+                async move { api::handle(state, req).await.ok_or(Dropped) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), svc)

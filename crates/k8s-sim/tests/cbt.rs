@@ -280,7 +280,7 @@ async fn a_pods_projected_token_is_accepted() {
         "spec": {
             "restartPolicy": "Never", "serviceAccountName": "mover",
             "containers": [{"name": "main", "image": "busybox",
-                "command": ["sh", "-c", "cat /var/run/secrets/cbt/token > /dev/termination-log"],
+                "command": ["sh", "-c", "test \"$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace)\" = default && cat /var/run/secrets/cbt/token > /dev/termination-log"],
                 "volumeMounts": [{"name": "cbt", "mountPath": "/var/run/secrets/cbt", "readOnly": true}]}],
             "volumes": [{"name": "cbt", "projected": {"sources": [{"serviceAccountToken": {
                 "audience": svc.audience, "expirationSeconds": 600, "path": "token"}}]}}],
@@ -288,7 +288,7 @@ async fn a_pods_projected_token_is_accepted() {
     }))
     .await;
     let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(c.clone(), "default");
-    let csi = sim.csi_dir();
+    let csi = sim.dir.path().to_path_buf();
     let projected = wait_for("the pod's token", || {
         let pods = pods.clone();
         let csi = csi.clone();
@@ -297,12 +297,12 @@ async fn a_pods_projected_token_is_accepted() {
             termination_message(&p)
                 .filter(|m| !m.is_empty())
                 .ok_or_else(|| {
-                    let log = s3mover_k8s_sim::controllers::kubelet::read_log(
+                    let log = std::fs::read_to_string(s3mover_k8s_sim::api::pod_log_path(
                         &csi,
                         "default",
                         "token-reader",
-                        None,
-                    );
+                        "main",
+                    ));
                     format!("log {log:?}, status {:?}", p.status)
                 })
         }

@@ -2,12 +2,12 @@
 //! update), watch, delete with each cascade, label selectors, and `auth can-i` and a
 //! forbidden create for a service account under RBAC.
 
-mod common;
+mod sim_api;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::{kubectl_err, kubectl_ok, kubectl_or_skip};
+use sim_api::{kubectl_err, kubectl_ok, kubectl_or_skip};
 
 const CM_V1: &str = r#"apiVersion: v1
 kind: ConfigMap
@@ -35,7 +35,7 @@ async fn kubectl_apply_get_list_and_delete() {
     let Some(k) = kubectl_or_skip("kubectl_apply_get_list_and_delete") else {
         return;
     };
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let kc = sim.kubeconfig.clone();
     let dir = sim.dir.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
@@ -83,6 +83,19 @@ async fn kubectl_apply_get_list_and_delete() {
             "{all}"
         );
 
+        // kubectl asks for strict field validation: a misspelt field is refused.
+        let bad = dir.join("bad.yaml");
+        std::fs::write(&bad, CM_V2.replace("\ndata:", "\ndta:")).unwrap();
+        let err = kubectl_err(
+            &k,
+            &kc,
+            &["apply", "-n", "apps", "-f", bad.to_str().unwrap()],
+        );
+        assert!(
+            err.contains("strict decoding error: unknown field \"dta\""),
+            "{err}"
+        );
+
         let out = kubectl_ok(&k, &kc, &["delete", "configmap", "settings", "-n", "apps"]);
         assert!(out.contains("deleted"), "{out}");
         let err = kubectl_err(&k, &kc, &["get", "configmap", "settings", "-n", "apps"]);
@@ -99,7 +112,7 @@ async fn kubectl_label_selectors() {
     let Some(k) = kubectl_or_skip("kubectl_label_selectors") else {
         return;
     };
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let kc = sim.kubeconfig.clone();
     tokio::task::spawn_blocking(move || {
         for (name, labels) in [
@@ -136,10 +149,12 @@ async fn kubectl_get_watch_sees_a_new_object() {
     let Some(k) = kubectl_or_skip("kubectl_get_watch_sees_a_new_object") else {
         return;
     };
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let mut child = Command::new(&k)
         .arg("--kubeconfig")
         .arg(&sim.kubeconfig)
+        .arg("--cache-dir")
+        .arg(sim.kubeconfig.with_extension("cache"))
         .args(["get", "configmaps", "-w", "--output-watch-events"])
         .env_remove("KUBECONFIG")
         .stdout(Stdio::piped())
@@ -189,7 +204,7 @@ async fn kubectl_delete_cascades() {
     let Some(k) = kubectl_or_skip("kubectl_delete_cascades") else {
         return;
     };
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let client = sim.cluster.client();
     let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
         kube::Api::namespaced(client.clone(), "default");
@@ -243,7 +258,7 @@ async fn kubectl_auth_can_i_for_a_service_account() {
     let Some(k) = kubectl_or_skip("kubectl_auth_can_i_for_a_service_account") else {
         return;
     };
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let admin = sim.kubeconfig.clone();
     let dir = sim.dir.path().to_path_buf();
     let k2 = k.clone();
@@ -297,10 +312,10 @@ async fn kubectl_auth_can_i_for_a_service_account() {
         assert_eq!(yes.trim(), "yes");
         let yes = kubectl_ok(&k, &sa_kc, &["auth", "can-i", "get", "pods", "--subresource=log"]);
         assert_eq!(yes.trim(), "yes");
-        let out = common::kubectl(&k, &sa_kc, &["auth", "can-i", "create", "pods"]);
+        let out = sim_api::kubectl(&k, &sa_kc, &["auth", "can-i", "create", "pods"]);
         assert!(!out.status.success());
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
-        let out = common::kubectl(&k, &sa_kc, &["auth", "can-i", "list", "pods", "-n", "default"]);
+        let out = sim_api::kubectl(&k, &sa_kc, &["auth", "can-i", "list", "pods", "-n", "default"]);
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
         kubectl_ok(&k, &sa_kc, &["get", "pods"]);
         let err = kubectl_err(&k, &sa_kc, &["create", "configmap", "x"]);
@@ -310,6 +325,129 @@ async fn kubectl_auth_can_i_for_a_service_account() {
         );
         let who = kubectl_ok(&k, &sa_kc, &["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]);
         assert_eq!(who, "system:serviceaccount:team:reader");
+    })
+    .await
+    .unwrap();
+}
+
+const SNAPSHOT: &str = r#"apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshotClass
+metadata:
+  name: csi-hostpath-snapclass
+driver: hostpath.csi.k8s.io
+deletionPolicy: Delete
+---
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshot
+metadata:
+  name: snap-1
+spec:
+  volumeSnapshotClassName: csi-hostpath-snapclass
+  source:
+    persistentVolumeClaimName: data
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_knows_the_snapshot_and_cbt_kinds_while_their_crds_exist() {
+    let Some(k) =
+        kubectl_or_skip("kubectl_knows_the_snapshot_and_cbt_kinds_while_their_crds_exist")
+    else {
+        return;
+    };
+    let sim = sim_api::start().await;
+    let kc = sim.kubeconfig.clone();
+    let dir = sim.dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let f = dir.join("snap.yaml");
+        std::fs::write(&f, SNAPSHOT).unwrap();
+        let out = kubectl_ok(
+            &k,
+            &kc,
+            &["apply", "--server-side", "-f", f.to_str().unwrap()],
+        );
+        assert!(
+            out.contains("volumesnapshot.snapshot.storage.k8s.io/snap-1 serverside-applied"),
+            "{out}"
+        );
+        let out = kubectl_ok(&k, &kc, &["get", "vs", "-o", "name"]);
+        assert_eq!(out.trim(), "volumesnapshot.snapshot.storage.k8s.io/snap-1");
+        let out = kubectl_ok(
+            &k,
+            &kc,
+            &["get", "vsclass", "-o", "jsonpath={.items[0].driver}"],
+        );
+        assert_eq!(out, "hostpath.csi.k8s.io");
+        kubectl_ok(&k, &kc, &["get", "vsc"]);
+        kubectl_ok(&k, &kc, &["get", "pvc", "-A"]);
+        let crds = kubectl_ok(&k, &kc, &["get", "crd", "-o", "name"]);
+        for want in [
+            "volumesnapshots.snapshot.storage.k8s.io",
+            "volumesnapshotcontents.snapshot.storage.k8s.io",
+            "volumesnapshotclasses.snapshot.storage.k8s.io",
+            "snapshotmetadataservices.cbt.storage.k8s.io",
+        ] {
+            assert!(crds.contains(want), "{want} missing from {crds}");
+        }
+        kubectl_ok(&k, &kc, &["get", "sms"]);
+        kubectl_ok(
+            &k,
+            &kc,
+            &[
+                "delete",
+                "crd",
+                "snapshotmetadataservices.cbt.storage.k8s.io",
+            ],
+        );
+        let err = kubectl_err(
+            &k,
+            &kc,
+            &["get", "snapshotmetadataservices.cbt.storage.k8s.io"],
+        );
+        assert!(
+            err.contains("the server doesn't have a resource type"),
+            "{err}"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_logs_reads_what_the_kubelet_wrote() {
+    let Some(k) = kubectl_or_skip("kubectl_logs_reads_what_the_kubelet_wrote") else {
+        return;
+    };
+    let sim = sim_api::start().await;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(sim.cluster.client(), "default");
+    let pod = serde_json::from_value(serde_json::json!({"metadata": {"name": "mover"},
+        "spec": {"containers": [{"name": "s3mover", "image": "s3mover"}]}}))
+    .unwrap();
+    pods.create(&Default::default(), &pod).await.unwrap();
+    let kc = sim.kubeconfig.clone();
+    let k2 = k.clone();
+    let kc2 = kc.clone();
+    let err = tokio::task::spawn_blocking(move || kubectl_err(&k2, &kc2, &["logs", "mover"]))
+        .await
+        .unwrap();
+    assert!(err.contains("is waiting to start"), "{err}");
+    let path = s3mover_k8s_sim::api::pod_log_path(
+        &sim.cluster.options().state_dir,
+        "default",
+        "mover",
+        "s3mover",
+    );
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, "reading\nuploading\ndone\n").unwrap();
+    tokio::task::spawn_blocking(move || {
+        assert_eq!(
+            kubectl_ok(&k, &kc, &["logs", "mover"]),
+            "reading\nuploading\ndone\n"
+        );
+        assert_eq!(
+            kubectl_ok(&k, &kc, &["logs", "mover", "--tail=1"]),
+            "done\n"
+        );
     })
     .await
     .unwrap();

@@ -210,3 +210,90 @@ async fn a_deleted_pod_gets_sigterm_and_its_job_counts_the_failure() {
     assert_eq!(cond, "Failed");
     wait_event(c, "default", &name, "Killing", "Stopping container main").await;
 }
+
+/// A Job whose container mounts the Filesystem claim `claim` at `/data`.
+async fn fs_job(c: &kube::Client, name: &str, claim: &str, script: &str) {
+    let _: k8s_openapi::api::batch::v1::Job = create(
+        c,
+        "default",
+        json!({
+            "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+            "spec": {"backoffLimit": 0, "template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script],
+                                "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
+            }}},
+        }),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_filesystem_claim_keeps_files_and_stays_while_a_finished_pod_uses_it() {
+    if !require(
+        "a_filesystem_claim_keeps_files_and_stays_while_a_finished_pod_uses_it",
+        &["root", "bwrap", "losetup", "mkfs.ext4", "mount"],
+    ) {
+        return;
+    }
+    let sim = start(|_| {}).await;
+    let c = &sim.client;
+    claim(c, "default", "files", "16Mi", "Filesystem", None).await;
+    wait_bound(c, "default", "files").await;
+    fs_job(
+        c,
+        "put",
+        "files",
+        "echo to-the-log; echo hello > /data/greeting",
+    )
+    .await;
+    let (cond, pods) = wait_job(c, "default", "put").await;
+    assert_eq!(cond, "Complete", "{pods:?}");
+    // pods/log comes from the kubelet's log of the container.
+    let api = Api::<Pod>::namespaced(c.clone(), "default");
+    let put_pod = pods[0].metadata.name.clone().unwrap_or_default();
+    let log = api.logs(&put_pod, &Default::default()).await.expect("logs");
+    assert_eq!(log, "to-the-log\n");
+    fs_job(
+        c,
+        "get",
+        "files",
+        "cat /data/greeting > /dev/termination-log",
+    )
+    .await;
+    let (cond, pods) = wait_job(c, "default", "get").await;
+    assert_eq!(cond, "Complete", "{pods:?}");
+    assert_eq!(termination_message(&pods[0]).as_deref(), Some("hello\n"));
+
+    // pvc-protection: finished pods still hold the claim.
+    let claims =
+        Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(c.clone(), "default");
+    claims
+        .delete("files", &Default::default())
+        .await
+        .expect("delete");
+    let held = claims.get("files").await.expect("still there");
+    assert!(held.metadata.deletion_timestamp.is_some());
+    for j in ["put", "get"] {
+        let l = api
+            .list(&ListParams::default().labels(&format!("job-name={j}")))
+            .await
+            .expect("pods");
+        for p in l.items {
+            api.delete(&p.metadata.name.unwrap_or_default(), &Default::default())
+                .await
+                .expect("delete pod");
+        }
+    }
+    wait_for("the claim gone", || {
+        let claims = claims.clone();
+        async move {
+            match claims.get_opt("files").await.map_err(|e| e.to_string())? {
+                None => Ok(()),
+                Some(p) => Err(format!("finalizers {:?}", p.metadata.finalizers)),
+            }
+        }
+    })
+    .await;
+}

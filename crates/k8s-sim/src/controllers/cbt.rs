@@ -144,10 +144,7 @@ impl Backend for Sidecar {
                 .map_err(|e| Status::internal(format!("failed to authenticate user: {e}")))?;
             let st = out.status.unwrap_or_default();
             let ok = st.authenticated == Some(true)
-                && st
-                    .audiences
-                    .as_ref()
-                    .is_some_and(|a| a.iter().any(|x| *x == audience));
+                && st.audiences.as_ref().is_some_and(|a| a.contains(&audience));
             if !ok {
                 return Err(Status::unauthenticated("unauthenticated user"));
             }

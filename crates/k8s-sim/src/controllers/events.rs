@@ -19,11 +19,14 @@ pub enum Kind {
     Warning,
 }
 
+/// (involved object uid, reason, message) → (Event name, count).
+type Seen = HashMap<(String, String, String), (String, i32)>;
+
 /// Writes Events for the controllers.
 #[derive(Clone)]
 pub struct Recorder {
     client: kube::Client,
-    seen: Arc<Mutex<HashMap<(String, String, String), (String, i32)>>>,
+    seen: Arc<Mutex<Seen>>,
 }
 
 impl Recorder {

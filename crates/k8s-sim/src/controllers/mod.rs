@@ -19,7 +19,7 @@
 //! that act on storage directly (garbage collection, Foreground deletion, pvc-protection and
 //! pv-protection, namespace deletion: see [`crate::gc`]); the kubelet deletes a gracefully
 //! deleted pod again with `gracePeriodSeconds=0` once its containers have stopped, and its
-//! logs serve `pods/log` ([`kubelet::read_log`]).
+//! logs go where `pods/log` reads them ([`crate::api::pod_log_path`]).
 
 pub mod cbt;
 pub mod events;
@@ -137,6 +137,8 @@ pub struct Ctx {
     pub opts: Arc<ControllerOptions>,
     /// The CSI driver's image files.
     pub storage: Arc<storage::Driver>,
+    /// The cluster's state directory (where `pods/log` finds container logs).
+    pub state_dir: PathBuf,
     /// Where Events go.
     pub events: events::Recorder,
 }
@@ -176,6 +178,7 @@ pub async fn start_all(client: kube::Client, cfg: &SimOptions) -> Vec<JoinHandle
         client,
         opts: Arc::new(opts),
         storage,
+        state_dir: cfg.state_dir.clone(),
     };
     let mut handles = Vec::new();
     handles.extend(provisioner::start(ctx.clone()));

@@ -136,7 +136,7 @@ fn quantity(bytes: u64) -> String {
         ("Mi", 1 << 20),
         ("Ki", 1 << 10),
     ] {
-        if bytes >= unit && bytes % unit == 0 {
+        if bytes >= unit && bytes.is_multiple_of(unit) {
             return format!("{}{suffix}", bytes / unit);
         }
     }
@@ -229,10 +229,9 @@ async fn sync_snapshot(
                     &api,
                     vs,
                     "SnapshotContentMissing",
-                    format!("VolumeSnapshotContent is missing"),
+                    format!("VolumeSnapshotContent {b} is missing"),
                 )
                 .await;
-                let _ = b;
             }
             return;
         }

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::volumes::{self, Attached, Bind};
-use super::{command, log_path, pod_dir};
+use super::{command, pod_dir};
 use crate::controllers::events::{reference, Kind};
 use crate::controllers::util::now_rfc3339;
 use crate::controllers::{Ctx, ImageConfig};
@@ -540,15 +540,8 @@ impl PodRun {
         image: &str,
     ) -> (i32, String, String, String) {
         let ns = self.pod.namespace().unwrap_or_default();
-        let uid = self.pod.uid().unwrap_or_default();
-        let log = log_path(
-            self.ctx.storage.dir(),
-            &ns,
-            &self.pod.name_any(),
-            &uid,
-            &c.name,
-            restart,
-        );
+        // Each run's log replaces the last; `pods/log` serves it.
+        let log = crate::api::pod_log_path(&self.ctx.state_dir, &ns, &self.pod.name_any(), &c.name);
         if let Some(p) = log.parent() {
             let _ = std::fs::create_dir_all(p);
         }

@@ -444,6 +444,10 @@ pub async fn setup(ctx: &Ctx, pod: &Pod, dir: &Path) -> Result<Attached, VolumeE
                         }
                     }
                 }
+                if let Some(d) = &src.downward_api {
+                    write_downward(&vdir, pod, d.items.as_deref().unwrap_or_default(), mode)
+                        .map_err(|e| mount_failed(&v.name, e))?;
+                }
                 if let Some(c) = &src.config_map {
                     let name = c.name.clone();
                     match config_map_data(ctx, &ns, &name)
@@ -462,6 +466,15 @@ pub async fn setup(ctx: &Ctx, pod: &Pod, dir: &Path) -> Result<Attached, VolumeE
                     }
                 }
             }
+            att.dirs.insert(v.name.clone(), vdir);
+        } else if let Some(d) = &v.downward_api {
+            write_downward(
+                &vdir,
+                pod,
+                d.items.as_deref().unwrap_or_default(),
+                d.default_mode.unwrap_or(0o644),
+            )
+            .map_err(|e| mount_failed(&v.name, e))?;
             att.dirs.insert(v.name.clone(), vdir);
         } else if v.empty_dir.is_some() {
             std::fs::create_dir_all(&vdir).map_err(|e| mount_failed(&v.name, e))?;
@@ -568,6 +581,30 @@ pub async fn environment(
         env.insert(e.name.clone(), value);
     }
     Ok(env)
+}
+
+/// Files of the downward API's `fieldRef` items (resource fields are not simulated).
+fn write_downward(
+    dir: &Path,
+    pod: &Pod,
+    items: &[k8s_openapi::api::core::v1::DownwardAPIVolumeFile],
+    mode: i32,
+) -> Result<(), String> {
+    let mut data = BTreeMap::new();
+    let mut paths = Vec::new();
+    for i in items {
+        if let Some(f) = &i.field_ref {
+            let v = field(pod, &f.field_path)
+                .ok_or_else(|| format!("unsupported fieldPath {:?}", f.field_path))?;
+            data.insert(i.path.clone(), v.into_bytes());
+            paths.push(KeyToPath {
+                key: i.path.clone(),
+                path: i.path.clone(),
+                mode: i.mode,
+            });
+        }
+    }
+    write_files(dir, &data, Some(&paths), mode)
 }
 
 /// The downward API's fields.
