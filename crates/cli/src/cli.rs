@@ -135,7 +135,7 @@ pub struct ForgetArgs {
     #[command(flatten)]
     pub store: StoreArgs,
     /// Only backups of this volume (default: every volume, each on its own).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_volume_name)]
     pub volume: Option<String>,
     /// Keep the N newest backups.
     #[arg(long, value_name = "N")]
@@ -158,12 +158,17 @@ pub struct ForgetArgs {
     /// Keep every backup within DURATION (e.g. 7d, 36h) of the volume's newest.
     #[arg(long, value_name = "DURATION")]
     pub keep_within: Option<String>,
-    /// Keep backups with this tag (KEY=VALUE, or KEY for any value); repeatable.
-    #[arg(long, value_name = "TAG")]
+    /// Keep backups with this tag (KEY=VALUE, or KEY for any value); repeatable. An empty
+    /// rule or one without a key is an error.
+    #[arg(long, value_name = "TAG", value_parser = s3mover_engine::retention::parse_keep_tag)]
     pub keep_tag: Vec<String>,
     /// Count hours, days, weeks, months and years at this UTC offset (e.g. +02:00); default UTC.
     #[arg(long, value_name = "OFFSET", allow_hyphen_values = true)]
     pub timezone_offset: Option<String>,
+    /// Remove every backup of a volume when the rules keep none of them. Without it such a
+    /// forget stops and removes nothing.
+    #[arg(long)]
+    pub allow_remove_all: bool,
     /// Run prune afterwards.
     #[arg(long)]
     pub prune: bool,
@@ -241,8 +246,9 @@ pub struct BackupArgs {
     pub store: StoreArgs,
     /// Block device or image file to back up.
     pub source: PathBuf,
-    /// Name of the volume (backups of one volume form its history).
-    #[arg(long)]
+    /// Name of the volume (backups of one volume form its history). Not empty or blank, and
+    /// without control characters such as newlines.
+    #[arg(long, value_parser = parse_volume_name)]
     pub volume: String,
     /// Backup to build on: latest (of this volume), none (full backup), or an id.
     #[arg(long, default_value = "latest")]
@@ -256,8 +262,9 @@ pub struct BackupArgs {
     /// KEY=VALUE tag to record (repeatable).
     #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
     pub tags: Vec<String>,
-    /// Packs (16 MiB each) uploading at once [default: 1 for a local repository, 8 for S3].
-    #[arg(long)]
+    /// Packs (16 MiB each) uploading at once, 1 to 256 [default: 1 for a local repository, 8
+    /// for S3].
+    #[arg(long, value_parser = parse_upload_concurrency)]
     pub upload_concurrency: Option<usize>,
     #[command(flatten)]
     pub cbt: BackupCbtArgs,
@@ -268,7 +275,7 @@ pub struct BackupsArgs {
     #[command(flatten)]
     pub store: StoreArgs,
     /// Only backups of this volume.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_volume_name)]
     pub volume: Option<String>,
 }
 
@@ -279,7 +286,7 @@ pub struct ShowArgs {
     /// Backup id, unique id prefix, or `latest` (with --volume).
     pub backup: String,
     /// Volume, for `latest`.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_volume_name)]
     pub volume: Option<String>,
 }
 
@@ -289,11 +296,15 @@ pub struct RestoreArgs {
     pub store: StoreArgs,
     /// Backup id, unique id prefix, or `latest` (with --volume).
     pub backup: String,
-    /// Block device or file to restore to. A file is created sparse.
+    /// Block device or file to restore to. A file is created sparse, readable by its owner
+    /// only. A block device is opened exclusively: one that is mounted or in use is refused
+    /// (see --force). `-` (or /dev/stdout) is standard output when it is redirected to a file
+    /// (`--target - > disk.img`); the summary then goes to standard error. A pipe or terminal
+    /// is refused: restore writes out of order and needs a target it can seek in.
     #[arg(long)]
     pub target: PathBuf,
     /// Volume, for `latest` (and as a check for ids).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_volume_name)]
     pub volume: Option<String>,
     /// The target device already reads as zeros: do not zero the empty parts.
     #[arg(long)]
@@ -301,9 +312,14 @@ pub struct RestoreArgs {
     /// Replace an existing non-empty target file.
     #[arg(long)]
     pub overwrite: bool,
-    /// Reads in flight (whole packs on S3, up to 4 MiB each from a local directory).
-    #[arg(long, default_value_t = 8)]
+    /// Reads in flight (whole packs on S3, up to 4 MiB each from a local directory), 1 to
+    /// 1024.
+    #[arg(long, default_value_t = 8, value_parser = parse_read_concurrency)]
     pub concurrency: usize,
+    /// Restore onto a block device even when it is mounted or held by another user (a
+    /// filesystem, device mapper, another open with O_EXCL). This destroys what uses it.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -358,10 +374,11 @@ pub struct BackupCbtArgs {
     /// CA bundle (PEM, or base64 of PEM) of the SnapshotMetadata service.
     #[arg(long, value_name = "FILE")]
     pub cbt_ca_cert: Option<PathBuf>,
-    /// Audience-scoped service account token for the service.
+    /// Audience-scoped service account token for the service. Other users can read a command
+    /// line (ps, /proc): prefer --cbt-token-file.
     #[arg(long, value_name = "TOKEN", conflicts_with = "cbt_token_file")]
     pub cbt_token: Option<String>,
-    /// File holding the token (read again before each call).
+    /// File holding the token (read again before each call): the way to pass the token.
     #[arg(long, value_name = "FILE")]
     pub cbt_token_file: Option<PathBuf>,
     /// CSI driver socket: ask the driver directly (CSI flavour).
@@ -439,9 +456,48 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 fn parse_tag(text: &str) -> Result<String, String> {
     match text.split_once('=') {
-        Some((key, _)) if !key.is_empty() => Ok(text.to_string()),
+        _ if text.chars().any(char::is_control) => {
+            Err(format!("tag {text:?} holds a control character"))
+        }
+        Some((key, _)) if !key.trim().is_empty() => Ok(text.to_string()),
         _ => Err(format!("tag {text:?} must look like KEY=VALUE")),
     }
+}
+
+/// Checks a volume name: not empty or blank, and free of control characters (a newline or an
+/// escape sequence would forge lines or rewrite the terminal wherever the name is shown).
+pub fn parse_volume_name(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err(format!(
+            "volume name {text:?} is empty or blank; name the volume"
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(format!(
+            "volume name {text:?} holds a control character; use printable characters"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// Parses a count of parallel operations within `min..=max`.
+fn parse_count(text: &str, what: &str, max: usize) -> Result<usize, String> {
+    let n: usize = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number; give {what} from 1 to {max}"))?;
+    if !(1..=max).contains(&n) {
+        return Err(format!("{what} must be from 1 to {max}, not {n}"));
+    }
+    Ok(n)
+}
+
+fn parse_read_concurrency(text: &str) -> Result<usize, String> {
+    parse_count(text, "reads in flight", 1024)
+}
+
+fn parse_upload_concurrency(text: &str) -> Result<usize, String> {
+    parse_count(text, "uploads at once", 256)
 }
 
 /// Maps an error to the documented exit code.

@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod output;
 mod password;
+mod redact;
 
 use std::process::ExitCode;
 
@@ -16,6 +17,10 @@ use clap::Parser;
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = cli::Cli::parse();
+    redact::remember_environment();
+    if let Some(repo) = &cli.global.repo {
+        redact::remember_url(repo);
+    }
     output::init_logging(cli.global.verbose, cli.global.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -31,7 +36,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             let code = cli::exit_code_for(&error);
-            eprintln!("s3mover: {}", one_line(&error));
+            eprintln!("s3mover: {}", redact::redact(&one_line(&error)));
             ExitCode::from(code)
         }
     }

@@ -16,6 +16,7 @@ pub mod check;
 pub mod config;
 pub mod crypto;
 pub mod device;
+mod device_use;
 pub mod direct_io;
 pub mod error;
 pub mod gc;

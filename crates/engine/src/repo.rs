@@ -252,6 +252,12 @@ impl Repository {
                 ))
             });
         }
+        if spec.trim().is_empty() {
+            return Err(Error::Invalid(
+                "an empty backup id matches nothing; give an id, a unique prefix or `latest`"
+                    .into(),
+            ));
+        }
         let spec_lower = spec.to_ascii_lowercase();
         let matches: Vec<String> = self
             .list_backup_ids()

@@ -54,8 +54,10 @@ pub struct RestoreOptions {
     pub assume_zeroed: bool,
     /// Replace an existing non-empty regular file.
     pub overwrite: bool,
-    /// Ranged reads in flight.
+    /// Ranged reads in flight (taken as 1 to 1024).
     pub concurrency: usize,
+    /// Write to a block device even when it is mounted or held (see [`Volume::open_target`]).
+    pub force: bool,
     pub progress: Option<Arc<dyn Progress>>,
 }
 
@@ -121,18 +123,37 @@ pub async fn restore_with_index(
     restore_from(repo, manifest, options, Some(index)).await
 }
 
+/// Restores, and removes the target file again when this restore created it and failed: a
+/// failed restore leaves no empty or partial image that looks like a result.
 async fn restore_from(
     repo: &Repository,
     manifest: &Manifest,
     options: RestoreOptions,
     index: Option<Arc<PackIndex>>,
 ) -> Result<RestoreReport> {
+    let existed = std::fs::symlink_metadata(&options.target).is_ok();
+    let target = options.target.clone();
+    let result = restore_to_target(repo, manifest, options, index).await;
+    if result.is_err() && !existed {
+        let _ = std::fs::remove_file(&target);
+    }
+    result
+}
+
+async fn restore_to_target(
+    repo: &Repository,
+    manifest: &Manifest,
+    mut options: RestoreOptions,
+    index: Option<Arc<PackIndex>>,
+) -> Result<RestoreReport> {
     let started = Instant::now();
     let requests_before = repo.store().counts();
+    options.concurrency = options.concurrency.clamp(1, 1024);
     let target = Arc::new(open_target(
         &options.target,
         manifest.size_bytes,
         options.overwrite,
+        options.force,
     )?);
     let fresh_file = !target.is_block_device();
     let index = match index {
@@ -180,7 +201,7 @@ async fn restore_from(
                 options.progress.clone(),
             )
         })
-        .buffer_unordered(options.concurrency.max(1))
+        .buffer_unordered(options.concurrency)
         .try_fold((0u64, 0u64), |(bytes, chunks), (b, c)| async move {
             Ok((bytes + b, chunks + c))
         });
@@ -213,10 +234,10 @@ async fn restore_from(
     })
 }
 
-fn open_target(path: &Path, size: u64, overwrite: bool) -> Result<Volume> {
+fn open_target(path: &Path, size: u64, overwrite: bool, force: bool) -> Result<Volume> {
     match std::fs::metadata(path) {
         Ok(meta) if !meta.is_file() => {
-            let volume = Volume::open_target(path)?;
+            let volume = Volume::open_target(path, force)?;
             if volume.size() < size {
                 return Err(Error::Invalid(format!(
                     "target {} holds {} bytes but the backup is {size} bytes; use a device at least as large",

@@ -30,6 +30,9 @@ pub struct KeepPolicy {
     pub tags: Vec<String>,
     /// The calendar's offset from UTC (UTC when zero).
     pub offset: Option<UtcOffset>,
+    /// Let `forget` remove every backup of a volume when no rule keeps any of them; without
+    /// it such a `forget` is refused and removes nothing.
+    pub allow_remove_all: bool,
 }
 
 impl KeepPolicy {
@@ -131,7 +134,11 @@ pub fn apply(policy: &KeepPolicy, backups: &[Candidate]) -> Vec<Decision> {
             }
         }
         if let (Some(within), Some(newest)) = (policy.within, newest) {
-            if candidate.time >= newest - within {
+            // A window reaching before the calendar's start keeps everything.
+            if newest
+                .checked_sub(within)
+                .is_none_or(|start| candidate.time >= start)
+            {
                 reasons.push("within".to_string());
             }
         }
@@ -194,9 +201,31 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let part = n
             .checked_mul(seconds)
             .ok_or_else(|| format!("duration {text:?} is too large"))?;
-        total += Duration::seconds(part);
+        total = total
+            .checked_add(Duration::seconds(part))
+            .ok_or_else(|| format!("duration {text:?} is too large"))?;
     }
     Ok(total)
+}
+
+/// Checks a `keep-tag` rule: `KEY=VALUE`, or `KEY` for any value. An empty rule, an empty
+/// key (`=x`) or a control character is refused: such a rule keeps nothing, so a typo or an
+/// unset shell variable would otherwise let `forget` remove every backup.
+pub fn parse_keep_tag(text: &str) -> Result<String, String> {
+    let key = text.split_once('=').map_or(text, |(key, _)| key);
+    if text.trim().is_empty() {
+        return Err("an empty tag keeps nothing; give KEY or KEY=VALUE".into());
+    }
+    if key.trim().is_empty() {
+        return Err(format!(
+            "tag rule {:?} has no key; give KEY or KEY=VALUE",
+            text
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(format!("tag rule {text:?} holds a control character"));
+    }
+    Ok(text.to_string())
 }
 
 /// Parses a fixed UTC offset like `+02:00`, `-05:30`, `+0100` or `Z`.
@@ -399,6 +428,31 @@ mod tests {
             UtcOffset::from_hms(-5, -30, 0).unwrap()
         );
         assert!(parse_offset("0200").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+        assert!(parse_duration("9223372036854775807s9223372036854775807s").is_err());
+    }
+
+    /// A window longer than the calendar reaches keeps every backup instead of overflowing.
+    #[test]
+    fn huge_windows_keep_everything() {
+        let backups = vec![
+            c("old", datetime!(2020-01-01 00:00 UTC)),
+            c("new", datetime!(2020-01-02 00:00 UTC)),
+        ];
+        let policy = KeepPolicy {
+            within: Some(parse_duration("99999999999d").expect("parses")),
+            ..KeepPolicy::default()
+        };
+        assert_eq!(kept(&policy, &backups), ["new", "old"]);
+    }
+
+    #[test]
+    fn empty_and_keyless_tag_rules_are_refused() {
+        for bad in ["", " ", "=", "=x", "a\nb"] {
+            assert!(parse_keep_tag(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_keep_tag("keep").as_deref(), Ok("keep"));
+        assert_eq!(parse_keep_tag("keep=x").as_deref(), Ok("keep=x"));
     }
 }
 
@@ -469,6 +523,9 @@ pub async fn forget(
             "forget needs at least one --keep-* rule (it would remove every backup)".into(),
         ));
     }
+    for tag in &policy.tags {
+        parse_keep_tag(tag).map_err(|e| crate::Error::Invalid(format!("--keep-tag: {e}")))?;
+    }
     let manifests = repo.list_manifests(volume).await?;
     let protected = protected_ids(repo).await?;
     let mut volumes: Vec<String> = manifests.iter().map(|m| m.volume.clone()).collect();
@@ -516,6 +573,9 @@ pub async fn forget(
             });
         }
     }
+    if !policy.allow_remove_all {
+        refuse_emptied_volumes(&report)?;
+    }
     if !dry_run {
         for id in &report.removed {
             repo.store().delete(&format!("backups/{id}")).await?;
@@ -524,4 +584,35 @@ pub async fn forget(
         }
     }
     Ok(report)
+}
+
+/// Refuses a decision that leaves a volume with no backup: the rules given keep none of its
+/// backups, which is more often a mistake (a tag rule that matches nothing, a window in the
+/// wrong unit) than the intent.
+fn refuse_emptied_volumes(report: &ForgetReport) -> crate::Result<()> {
+    let mut emptied: Vec<(&str, usize)> = Vec::new();
+    for entry in &report.backups {
+        match emptied.last_mut() {
+            Some((volume, count)) if *volume == entry.volume => *count += 1,
+            _ => emptied.push((&entry.volume, 1)),
+        }
+    }
+    emptied.retain(|(volume, _)| {
+        report
+            .backups
+            .iter()
+            .filter(|e| e.volume == *volume)
+            .all(|e| !e.keep)
+    });
+    if emptied.is_empty() {
+        return Ok(());
+    }
+    let named: Vec<String> = emptied
+        .iter()
+        .map(|(volume, count)| format!("{} ({count} backups)", volume.escape_debug()))
+        .collect();
+    Err(crate::Error::Invalid(format!(
+        "these rules keep no backup of volume {}; nothing was removed. Pass --allow-remove-all to remove them all",
+        named.join(", ")
+    )))
 }

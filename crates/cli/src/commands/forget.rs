@@ -29,6 +29,7 @@ pub async fn run(global: &GlobalArgs, args: &ForgetArgs) -> Result<u8> {
             .map(parse_offset)
             .transpose()
             .map_err(|e| EngineError::Invalid(format!("--timezone-offset: {e}")))?,
+        allow_remove_all: args.allow_remove_all,
     };
     let prune_options = args
         .prune
@@ -51,7 +52,11 @@ pub async fn run(global: &GlobalArgs, args: &ForgetArgs) -> Result<u8> {
         for entry in &report.backups {
             if entry.volume != volume {
                 volume = &entry.volume;
-                println!("volume {volume} (calendar {}):", report.calendar);
+                println!(
+                    "volume {} (calendar {}):",
+                    crate::output::shown(volume),
+                    report.calendar
+                );
             }
             println!(
                 "  {} {}  {}  {}",

@@ -107,5 +107,22 @@ pub async fn unlock_repository(
     locked: LockedRepository,
 ) -> Result<Repository> {
     let password = crate::password::resolve(global.password_file.as_deref())?;
-    Ok(locked.unlock(password.as_ref().map(|p| p.as_str())).await?)
+    let unlocked = locked
+        .unlock(password.as_ref().map(|p| p.secret.as_str()))
+        .await;
+    match (unlocked, &password) {
+        (Ok(repo), _) => Ok(repo),
+        (
+            Err(
+                e @ s3mover_engine::Error::Crypto(
+                    s3mover_engine::crypto::CryptoError::WrongPassword(_),
+                ),
+            ),
+            Some(password),
+        ) => Err(anyhow::Error::new(e).context(format!(
+            "the password from {} does not open this repository",
+            password.source
+        ))),
+        (Err(e), _) => Err(e.into()),
+    }
 }

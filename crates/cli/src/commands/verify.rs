@@ -33,7 +33,14 @@ pub async fn run(global: &GlobalArgs, args: &VerifyArgs) -> Result<u8> {
             let uses: Vec<String> = problem
                 .uses
                 .iter()
-                .map(|u| format!("backup {} ({}) offset {}", u.backup, u.volume, u.offset))
+                .map(|u| {
+                    format!(
+                        "backup {} ({}) offset {}",
+                        u.backup,
+                        crate::output::shown(&u.volume),
+                        u.offset
+                    )
+                })
                 .collect();
             eprintln!(
                 "{} chunk {}: {} — used by {}",
