@@ -538,6 +538,45 @@ mod tests {
         assert!(parse_size("K").is_err());
     }
 
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// No text makes a flag parser panic, and what they accept is in range.
+        #[test]
+        fn flag_parsers_never_panic(text in "\\PC{0,24}|[0-9]{1,30}[a-zA-Z%:=+-]{0,4}[0-9]{0,20}[a-z]{0,2}") {
+            let _ = parse_size(&text);
+            let _ = parse_tag(&text);
+            if let Ok(name) = parse_volume_name(&text) {
+                prop_assert!(!name.trim().is_empty() && !name.chars().any(char::is_control));
+            }
+            if let Ok(n) = parse_read_concurrency(&text) {
+                prop_assert!((1..=1024).contains(&n));
+            }
+            if let Ok(n) = parse_upload_concurrency(&text) {
+                prop_assert!((1..=256).contains(&n));
+            }
+            let _ = s3mover_engine::retention::parse_keep_tag(&text);
+            let _ = s3mover_engine::retention::parse_offset(&text);
+            if let Ok(within) = s3mover_engine::retention::parse_duration(&text) {
+                // Whatever the window, applying it must not overflow the calendar.
+                let now = time::OffsetDateTime::now_utc();
+                let candidates = [s3mover_engine::retention::Candidate {
+                    id: "a".into(),
+                    time: now,
+                    tags: vec![],
+                    protected: false,
+                }];
+                let policy = s3mover_engine::retention::KeepPolicy {
+                    within: Some(within),
+                    ..Default::default()
+                };
+                let _ = s3mover_engine::retention::apply(&policy, &candidates);
+            }
+        }
+    }
+
     #[test]
     fn flags_parse() {
         Cli::command_for_tests();

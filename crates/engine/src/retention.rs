@@ -183,7 +183,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let n: i64 = number.parse().map_err(|_| {
-            format!("{text:?} is not a duration; use e.g. 30s, 10m, 24h, 7d, 2w, 1y")
+            if number.is_empty() {
+                format!("{text:?} is not a duration; use e.g. 30s, 10m, 24h, 7d, 2w, 1y")
+            } else {
+                format!("duration {text:?} is too large")
+            }
         })?;
         let seconds: i64 = match unit {
             "s" => 1,
