@@ -583,7 +583,7 @@ mod tests {
         let expected = write_shapes(&volume);
         assert!(std::fs::read(&path).unwrap() == expected, "content differs");
         // An existing target, reopened, writes the same way.
-        let volume = Volume::open_target(&path).unwrap();
+        let volume = Volume::open_target(&path, false).unwrap();
         assert_eq!(volume.writes_direct(), direct_possible);
         volume
             .write_batch(|writer| writer.write(8192, &[9u8; 4096]))
