@@ -3,7 +3,8 @@
 //! Exit codes:
 //! - 0: success
 //! - 1: the operation failed (storage, I/O, not a repository, …)
-//! - 2: bad usage or input (flags, ranges file, target too small, no such backup)
+//! - 2: bad usage or input (flags, ranges file, target too small, in use or not a file or
+//!   device, no such backup, a `forget` that would empty a volume)
 //! - 3: integrity problem: missing or corrupt data was found
 //! - 4: wrong or missing password
 
@@ -43,7 +44,10 @@ AWS_SESSION_TOKEN, AWS_PROFILE with the shared config and credentials files (cre
 included), or S3MOVER_S3_CREDENTIALS_COMMAND (a command printing credential_process JSON). \
 Tuning: S3MOVER_S3_RETRY_BUDGET (how long a failing request is retried; default 5m), \
 S3MOVER_S3_STALL_TIMEOUT (a request that moves no data for this long is retried; default 30s), \
-S3MOVER_S3_MULTIPART_THRESHOLD and S3MOVER_S3_MULTIPART_PART_SIZE. See docs/s3.md.\n\n\
+S3MOVER_S3_MULTIPART_THRESHOLD and S3MOVER_S3_MULTIPART_PART_SIZE. See docs/s3.md. \
+Credentials in URLs are masked in every message.\n\n\
+The password comes from --password-file, S3MOVER_PASSWORD or the output of \
+S3MOVER_PASSWORD_COMMAND (stopped after S3MOVER_PASSWORD_COMMAND_TIMEOUT, default 60s).\n\n\
 Exit status: 0 success, 1 failure, 2 bad usage or input, 3 missing or corrupt data found, 4 wrong or missing password.",
     after_help = "Run `s3mover demo` to see a full, incremental and restore on a scratch image."
 )]
