@@ -402,14 +402,22 @@ fn run_flag(command: &str, flag: &str, value: &str) -> Result<(), TestCaseError>
 }
 
 proptest! {
-    // Each case runs the binary (some milliseconds); 160 cases keep the run short in CI.
-    #![proptest_config(ProptestConfig { cases: 160, failure_persistence: None, ..ProptestConfig::default() })]
+    // Each case runs the binary (some milliseconds); 160 cases keep the run short in CI, and
+    // S3MOVER_FUZZ_CASES sets another number.
+    #![proptest_config(ProptestConfig { cases: fuzz_cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     /// No flag value built from hostile pieces makes s3mover panic (exit 101).
     #[test]
     fn no_flag_value_panics((command, flag) in flag(), value in flag_value()) {
         run_flag(command, flag, &value)?;
     }
+}
+
+fn fuzz_cases() -> u32 {
+    std::env::var("S3MOVER_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(160)
 }
 
 /// One repository for all fuzz cases (made once; the cases only read it or dry-run).
