@@ -228,6 +228,63 @@ fn blank_and_control_character_volume_names_are_refused() {
     assert!(listing.contains(" my volume "), "{listing}");
 }
 
+/// A volume name with an escape sequence and a line break, written into a plaintext
+/// repository's manifest as someone with write access to the store could, is never printed
+/// raw: it is shown escaped (or the manifest is refused).
+#[test]
+fn volume_names_read_from_a_repository_are_shown_escaped() {
+    let env = Env::new();
+    env.ok(&["init", "--insecure-no-encryption"]);
+    let image = env.path("disk.img");
+    make_image(&image, 1 << 20, &[(0, 64 << 10)], 5);
+    env.ok(&["backup", image.to_str().expect("path"), "--volume", "v"]);
+    let manifests = common::files_under(&env.repo.join("backups"));
+    assert_eq!(manifests.len(), 1);
+    let text = std::fs::read_to_string(&manifests[0]).expect("plaintext manifest");
+    let forged = text.replacen(
+        "\"volume\":\"v\"",
+        "\"volume\":\"v\\u001b[2J\\nforged line\"",
+        1,
+    );
+    assert_ne!(forged, text, "the manifest names its volume");
+    std::fs::write(&manifests[0], forged).expect("write manifest");
+    let id = manifests[0]
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("id")
+        .to_string();
+    let target = env.path("restored.img");
+    let mut shown_escaped = false;
+    for args in [
+        vec!["backups"],
+        vec!["show", &id],
+        vec!["forget", "--keep-last", "1", "--dry-run"],
+        vec!["restore", &id, "--target", target.to_str().expect("path")],
+        vec!["verify"],
+    ] {
+        let out = env.run(&args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !text.contains('\u{1b}'),
+            "{args:?} printed a raw escape: {text:?}"
+        );
+        assert!(
+            !text.lines().any(|l| l.starts_with("forged line")),
+            "{args:?} printed a forged line: {text:?}"
+        );
+        shown_escaped |= text.contains("\\u{1b}[2J\\nforged line");
+    }
+    // Unless the repository refuses the edited manifest outright, the name appears escaped.
+    let listing = env.run(&["backups"]);
+    if listing.status.success() {
+        assert!(shown_escaped, "the name is shown escaped somewhere");
+    }
+}
+
 /// Values that broke parsers before, or sit on a boundary.
 const HOSTILE_VALUES: &[&str] = &[
     "",
