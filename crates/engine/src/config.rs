@@ -1,9 +1,16 @@
 //! The repository's `config` object: format version, chunk size, encryption and pack sizes.
+//!
+//! The config is plaintext, so that a repository can be recognised and its chunk size known
+//! before it is unlocked. From format 2 an encrypted repository's config also holds a sealed
+//! copy of its security-relevant fields ([`SecuredFields`]); unlocking checks the plaintext
+//! against it, so a config whose fields were changed in the store is refused.
 
 use serde::{Deserialize, Serialize};
 
 /// The format version this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads (and writes, in a repository of that version).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 /// The value of `config.format`, so a stray JSON object is not taken for a repository.
 pub const FORMAT_NAME: &str = "s3mover-repository";
@@ -45,11 +52,68 @@ pub struct RepoConfig {
     /// later are found by listing `keys/`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key_slots: Vec<String>,
+    /// Format 2, encrypted: the [`SecuredFields`] as JSON, sealed with the data key (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_fields: Option<String>,
+}
+
+/// The fields of the config that an attacker who can write the store must not change: they
+/// decide whether data is encrypted, how it is cut and named, and which format it follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecuredFields {
+    pub format: String,
+    pub version: u32,
+    pub id: String,
+    pub chunk_size: u32,
+    pub encryption: String,
+    pub pack_size: u32,
+    pub tree_pack_size: u32,
 }
 
 impl RepoConfig {
     /// True for an encrypted repository.
     pub fn is_encrypted(&self) -> bool {
         self.encryption != "none"
+    }
+
+    /// The security-relevant fields as the plaintext states them.
+    pub fn secured_fields(&self) -> SecuredFields {
+        SecuredFields {
+            format: self.format.clone(),
+            version: self.version,
+            id: self.id.clone(),
+            chunk_size: self.chunk_size,
+            encryption: self.encryption.clone(),
+            pack_size: self.pack_size,
+            tree_pack_size: self.tree_pack_size,
+        }
+    }
+
+    /// The repository id as 16 bytes, if it is 32 hex digits.
+    pub fn id_bytes(&self) -> Option<[u8; 16]> {
+        hex::decode(&self.id)
+            .ok()
+            .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok())
+    }
+}
+
+impl SecuredFields {
+    /// The names of the fields in which `self` and `other` differ, with both values, for an
+    /// error message (`chunkSize is 131072 in the config but 65536 in its sealed copy`).
+    pub fn differences(&self, sealed: &SecuredFields) -> Vec<String> {
+        let (Ok(serde_json::Value::Object(plain)), Ok(serde_json::Value::Object(kept))) =
+            (serde_json::to_value(self), serde_json::to_value(sealed))
+        else {
+            return vec!["the fields".into()];
+        };
+        plain
+            .iter()
+            .filter(|(name, value)| kept.get(*name) != Some(*value))
+            .map(|(name, value)| {
+                let was = kept.get(name).cloned().unwrap_or(serde_json::Value::Null);
+                format!("{name} is {value} in the config but {was} in its sealed copy")
+            })
+            .collect()
     }
 }

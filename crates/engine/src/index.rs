@@ -17,10 +17,9 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{Error, Result};
 use crate::id::ChunkId;
+use crate::objects::{self, ObjectKind};
 use crate::pack::{self, BlobKind, PackEntry};
 use crate::repo::Repository;
-
-const INDEX_AAD: &[u8] = b"s3mover index v1";
 
 /// Where a blob is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,9 +265,8 @@ pub async fn read_index_entries(
 /// Reads and opens one index object, leaving its records compressed.
 async fn read_compressed_object(repo: &Repository, key: &str) -> Result<Vec<u8>> {
     let sealed = repo.store().get(key).await?;
-    repo.sealer()
-        .open(&sealed, INDEX_AAD)
-        .map_err(|e| Error::Corrupt(format!("{key}: {e}")))
+    objects::check_content_name(key, &sealed).map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
+    repo.open_object(ObjectKind::Index, key, &sealed)
 }
 
 /// Bytes of a record group's head (pack name, entry count) and of one entry.
@@ -319,7 +317,7 @@ pub async fn write_index_object(
     let records = pack::encode_index_records(packs);
     let compressed = zstd::bulk::compress(&records, 3)
         .map_err(|e| Error::Invalid(format!("cannot compress index: {e}")))?;
-    let sealed = repo.sealer().seal(&compressed, INDEX_AAD);
+    let sealed = repo.seal_object(ObjectKind::Index, "", &compressed);
     let key = format!("index/{}", blake3::hash(&sealed).to_hex());
     let size = sealed.len() as u64;
     repo.store().put(&key, Bytes::from(sealed)).await?;

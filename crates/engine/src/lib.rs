@@ -23,6 +23,7 @@ pub mod gc;
 pub mod id;
 pub mod index;
 pub mod manifest;
+pub mod objects;
 pub mod pack;
 pub mod pack_buffers;
 pub mod progress;

@@ -6,14 +6,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use zeroize::Zeroizing;
 
-use crate::config::{self, RepoConfig, FORMAT_NAME, FORMAT_VERSION};
-use crate::crypto::{self, KeySlot, Keys, Sealer};
+use crate::config::{
+    self, RepoConfig, SecuredFields, FORMAT_NAME, FORMAT_VERSION, OLDEST_FORMAT_VERSION,
+};
+use crate::crypto::{self, KeySlot, Keys, Sealer, SlotContents};
 use crate::error::{Error, Result};
 use crate::id::IdHasher;
 use crate::manifest::Manifest;
+use crate::objects::{Binding, ObjectKind};
 use crate::storage::Store;
-
-const MANIFEST_AAD: &[u8] = b"s3mover manifest v1";
 
 /// Settings chosen at `init`.
 #[derive(Debug, Clone)]
@@ -26,6 +27,10 @@ pub struct InitOptions {
     pub pack_size: u32,
     /// Argon2id cost of the first key slot (ignored without a password).
     pub kdf: crypto::KdfCost,
+    /// The format version to write: [`FORMAT_VERSION`]; an older one only to test that
+    /// repositories made by earlier versions still open.
+    #[doc(hidden)]
+    pub format_version: u32,
 }
 
 impl Default for InitOptions {
@@ -35,6 +40,7 @@ impl Default for InitOptions {
             password: None,
             pack_size: config::DEFAULT_PACK_SIZE,
             kdf: crypto::KdfCost::DEFAULT,
+            format_version: FORMAT_VERSION,
         }
     }
 }
@@ -46,6 +52,7 @@ pub struct Repository {
     config: RepoConfig,
     sealer: Arc<Sealer>,
     hasher: IdHasher,
+    binding: Binding,
 }
 
 impl std::fmt::Debug for Repository {
@@ -83,11 +90,21 @@ impl Repository {
                 what: format!("other data (for example {:?})", object.key),
             });
         }
+        let version = options.format_version;
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
+            return Err(Error::Invalid(format!(
+                "format version {version} is not one this s3mover writes"
+            )));
+        }
         let master = crypto::random_key();
+        let mut repository_id = [0u8; 16];
+        repository_id.copy_from_slice(&crypto::random_key()[..16]);
         let mut key_slots = Vec::new();
         let (keys, encryption, id_key) = match &options.password {
             Some(password) => {
-                let slot = KeySlot::create(&master, password.as_bytes(), options.kdf)?;
+                let bound =
+                    (version >= crate::objects::BOUND_FROM_VERSION).then_some(&repository_id);
+                let slot = KeySlot::create(&master, password.as_bytes(), options.kdf, bound)?;
                 let slot_json = serde_json::to_vec_pretty(&slot)
                     .map_err(|e| Error::Invalid(format!("cannot encode key slot: {e}")))?;
                 let slot_id = hex::encode(&crypto::random_key()[..8]);
@@ -99,10 +116,10 @@ impl Repository {
             }
             None => (Keys::plain(master), "none", Some(hex::encode(master))),
         };
-        let config = RepoConfig {
+        let mut config = RepoConfig {
             format: FORMAT_NAME.into(),
-            version: FORMAT_VERSION,
-            id: hex::encode(&crypto::random_key()[..16]),
+            version,
+            id: hex::encode(repository_id),
             chunk_size,
             encryption: encryption.into(),
             pack_size: options.pack_size,
@@ -110,7 +127,17 @@ impl Repository {
             id_key,
             created: crate::time_util::now_rfc3339(),
             key_slots,
+            sealed_fields: None,
         };
+        let binding = Binding::new(config.version, &config.id);
+        if config.is_encrypted() && binding.binds_names() {
+            let fields = serde_json::to_vec(&config.secured_fields())
+                .map_err(|e| Error::Invalid(format!("cannot encode config: {e}")))?;
+            let sealed = keys
+                .sealer()
+                .seal(&fields, &binding.aad(ObjectKind::Config, "config"));
+            config.sealed_fields = Some(hex::encode(sealed));
+        }
         let config_json = serde_json::to_vec_pretty(&config)
             .map_err(|e| Error::Invalid(format!("cannot encode config: {e}")))?;
         let repo = Repository::assemble(store, config, keys);
@@ -140,7 +167,52 @@ impl Repository {
             store,
             sealer: Arc::new(keys.sealer()),
             hasher: IdHasher::new(keys.id_key),
+            binding: Binding::new(config.version, &config.id),
             config,
+        }
+    }
+
+    /// Seals an object of `kind` to be stored under `key`, bound to both (see [`crate::objects`]).
+    pub fn seal_object(&self, kind: ObjectKind, key: &str, plaintext: &[u8]) -> Vec<u8> {
+        self.sealer.seal(plaintext, &self.binding.aad(kind, key))
+    }
+
+    /// Opens an object of `kind` read from `key`; an object that was damaged, or sealed as
+    /// another kind, under another key or in another repository, is corrupt data naming `key`.
+    pub fn open_object(&self, kind: ObjectKind, key: &str, sealed: &[u8]) -> Result<Vec<u8>> {
+        self.sealer
+            .open(sealed, &self.binding.aad(kind, key))
+            .map_err(|e| Error::Corrupt(format!("{key}: {e}")))
+    }
+
+    /// What binds this repository's objects.
+    pub fn binding(&self) -> &Binding {
+        &self.binding
+    }
+
+    /// Checks the config's plaintext against its sealed copy (format 2, encrypted).
+    fn check_sealed_fields(&self) -> Result<()> {
+        let refused = |why: String| {
+            Error::Corrupt(format!(
+                "config: {why}; the config was changed or damaged, and the repository is not used"
+            ))
+        };
+        let Some(text) = &self.config.sealed_fields else {
+            return Err(refused("it has no sealed copy of its fields".into()));
+        };
+        let sealed = hex::decode(text)
+            .map_err(|_| refused("its sealed copy of its fields is not hex".into()))?;
+        let json = self
+            .sealer
+            .open(&sealed, &self.binding.aad(ObjectKind::Config, "config"))
+            .map_err(|e| refused(format!("its sealed copy of its fields does not open ({e})")))?;
+        let kept: SecuredFields = serde_json::from_slice(&json)
+            .map_err(|e| refused(format!("its sealed copy of its fields is not valid ({e})")))?;
+        let differences = self.config.secured_fields().differences(&kept);
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(refused(differences.join(", ")))
         }
     }
 
@@ -178,35 +250,39 @@ impl Repository {
     pub async fn write_manifest(&self, manifest: &Manifest) -> Result<u64> {
         let json = serde_json::to_vec(manifest)
             .map_err(|e| Error::Invalid(format!("cannot encode manifest: {e}")))?;
-        let sealed = self.sealer.seal(&json, MANIFEST_AAD);
+        let key = manifest_key(&manifest.id);
+        let sealed = self.seal_object(ObjectKind::Manifest, &key, &json);
         let size = sealed.len() as u64;
-        self.store
-            .put(&format!("backups/{}", manifest.id), Bytes::from(sealed))
-            .await?;
+        self.store.put(&key, Bytes::from(sealed)).await?;
         Ok(size)
     }
 
     /// Reads one manifest by its full id.
     pub async fn read_manifest(&self, id: &str) -> Result<Manifest> {
-        let sealed = self
-            .store
-            .get(&format!("backups/{id}"))
-            .await
-            .map_err(|e| {
-                if e.is_not_found() {
-                    Error::NoSuchBackup(format!(
-                        "backup {id} does not exist; `s3mover backups` lists them"
-                    ))
-                } else {
-                    e.into()
-                }
-            })?;
+        let key = manifest_key(id);
+        let sealed = self.store.get(&key).await.map_err(|e| {
+            if e.is_not_found() {
+                Error::NoSuchBackup(format!(
+                    "backup {id} does not exist; `s3mover backups` lists them"
+                ))
+            } else {
+                e.into()
+            }
+        })?;
         let json = self
             .sealer
-            .open(&sealed, MANIFEST_AAD)
-            .map_err(|e| Error::Corrupt(format!("manifest of backup {id}: {e}")))?;
-        serde_json::from_slice(&json)
-            .map_err(|e| Error::Corrupt(format!("manifest of backup {id} is not valid: {e}")))
+            .open(&sealed, &self.binding.aad(ObjectKind::Manifest, &key))
+            .map_err(|e| Error::Corrupt(format!("manifest of backup {id} ({key}): {e}")))?;
+        let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| {
+            Error::Corrupt(format!("manifest of backup {id} ({key}) is not valid: {e}"))
+        })?;
+        if manifest.id != id {
+            return Err(Error::Corrupt(format!(
+                "manifest of backup {id} ({key}) is the manifest of backup {}: it was moved or copied from another backup's name",
+                manifest.id
+            )));
+        }
+        Ok(manifest)
     }
 
     /// Every backup id in the repository.
@@ -298,6 +374,18 @@ impl Repository {
         let Some(bytes) = self.store.get_optional(&key).await? else {
             return Ok(None);
         };
+        let bytes = if self.binding.binds_names() {
+            match self.open_object(ObjectKind::Latest, &key, &bytes) {
+                Ok(plain) => plain,
+                Err(e) => {
+                    // Only a hint: a damaged pointer costs the listing it would have saved.
+                    tracing::warn!("ignoring a damaged pointer: {e}");
+                    return Ok(self.list_manifests(Some(volume)).await?.pop());
+                }
+            }
+        } else {
+            bytes.to_vec()
+        };
         let id = String::from_utf8_lossy(&bytes).trim().to_string();
         match self.read_manifest(&id).await {
             Ok(m) if m.volume == volume => return Ok(Some(m)),
@@ -310,8 +398,14 @@ impl Repository {
     /// Points `latest/<volume>` at a backup.
     pub async fn set_latest(&self, volume: &str, id: &str) -> Result<u64> {
         let key = format!("latest/{}", self.volume_key(volume));
-        self.store.put(&key, Bytes::from(id.to_string())).await?;
-        Ok(id.len() as u64)
+        let body = if self.binding.binds_names() {
+            self.seal_object(ObjectKind::Latest, &key, id.as_bytes())
+        } else {
+            id.as_bytes().to_vec()
+        };
+        let size = body.len() as u64;
+        self.store.put(&key, Bytes::from(body)).await?;
+        Ok(size)
     }
 }
 
@@ -340,8 +434,16 @@ impl LockedRepository {
         let LockedRepository { store, config } = self;
         let keys = if config.is_encrypted() {
             let password = password.ok_or(Error::PasswordRequired)?;
-            unlock(&store, &config.key_slots, password).await?
+            let (slot, contents) = unlock(&store, &config.key_slots, password).await?;
+            check_slot_matches_config(&config, &slot, &contents)?;
+            Keys::from_master(&contents.master)
         } else {
+            refuse_plaintext_over_key_slots(&store, &config).await?;
+            if password.is_some() {
+                tracing::warn!(
+                    "the repository is unencrypted (made with --insecure-no-encryption): the password is not used"
+                );
+            }
             let id_key = config
                 .id_key
                 .as_deref()
@@ -352,8 +454,65 @@ impl LockedRepository {
                 })?;
             Keys::plain(id_key)
         };
-        Ok(Repository::assemble(store, config, keys))
+        let repo = Repository::assemble(store, config, keys);
+        if repo.config.is_encrypted() && repo.binding.binds_names() {
+            repo.check_sealed_fields()?;
+        }
+        Ok(repo)
     }
+}
+
+/// The object key of a backup's manifest.
+pub fn manifest_key(id: &str) -> String {
+    format!("backups/{id}")
+}
+
+/// A config that says "unencrypted" in a repository that has key slots was changed: using it
+/// would write plaintext into an encrypted repository. One listing of `keys/` per open of an
+/// unencrypted repository.
+async fn refuse_plaintext_over_key_slots(store: &Store, config: &RepoConfig) -> Result<()> {
+    let slot = match config.key_slots.first() {
+        Some(id) => Some(format!("keys/{id}")),
+        None => store.list("keys/").await?.into_iter().next().map(|o| o.key),
+    };
+    match slot {
+        Some(slot) => Err(Error::Corrupt(format!(
+            "config: it says the repository is unencrypted, but the repository has key slots ({slot}): the config was changed; refusing to use it, nothing was written"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The slot that opened must belong to the repository and format version the config states:
+/// a format-2 slot holds the repository id, so a config whose id was changed, or that was
+/// rewritten as format 1 to escape the checks of format 2, is refused.
+fn check_slot_matches_config(
+    config: &RepoConfig,
+    slot: &str,
+    contents: &SlotContents,
+) -> Result<()> {
+    let bound_config = config.version >= crate::objects::BOUND_FROM_VERSION;
+    let problem = match (contents.repository_id, bound_config) {
+        (None, false) => return Ok(()),
+        (None, true) => format!(
+            "it says format version {}, but key slot {slot} was made for format version 1",
+            config.version
+        ),
+        (Some(_), false) => format!(
+            "it says format version {}, but key slot {slot} was made for format version {} or later",
+            config.version,
+            crate::objects::BOUND_FROM_VERSION
+        ),
+        (Some(id), true) if Some(id) == config.id_bytes() => return Ok(()),
+        (Some(id), true) => format!(
+            "it names repository {}, but key slot {slot} belongs to repository {}",
+            config.id,
+            hex::encode(id)
+        ),
+    };
+    Err(Error::Corrupt(format!(
+        "config: {problem}; the config was changed or damaged, and the repository is not used"
+    )))
 }
 
 async fn read_config(store: &Store) -> Result<RepoConfig> {
@@ -385,50 +544,89 @@ async fn read_config(store: &Store) -> Result<RepoConfig> {
             supported: FORMAT_VERSION,
         });
     }
+    if version < u64::from(OLDEST_FORMAT_VERSION) {
+        return Err(Error::Corrupt(format!(
+            "config: format version {} is not one s3mover ever wrote; the config was changed or damaged",
+            value.get("version").map(|v| v.to_string()).unwrap_or_else(|| "(none)".into())
+        )));
+    }
     serde_json::from_value(value).map_err(|e| Error::Corrupt(format!("config object: {e}")))
 }
 
-async fn unlock(store: &Store, known_slots: &[String], password: &str) -> Result<Keys> {
+async fn unlock(
+    store: &Store,
+    known_slots: &[String],
+    password: &str,
+) -> Result<(String, SlotContents)> {
     // The slots named in the config first (no listing); then any others.
     let mut tried: Vec<String> = Vec::new();
+    let mut missing: Vec<String> = Vec::new();
     for id in known_slots {
         let key = format!("keys/{id}");
-        if let Some(keys) = try_slot(store, &key, password).await? {
-            return Ok(keys);
+        match try_slot(store, &key, password).await? {
+            SlotTry::Opened(contents) => return Ok((key, contents)),
+            SlotTry::Refused => tried.push(key),
+            SlotTry::Missing => missing.push(key),
         }
-        tried.push(key);
     }
-    let listed = store.list("keys/").await?;
-    if listed.is_empty() && tried.is_empty() {
-        return Err(Error::Corrupt(
-            "the repository is encrypted but has no key slots under keys/".into(),
-        ));
-    }
-    let untried: Vec<String> = listed
+    let untried: Vec<String> = store
+        .list("keys/")
+        .await?
         .into_iter()
         .map(|o| o.key)
         .filter(|key| !tried.contains(key))
         .collect();
     for key in untried {
-        if let Some(keys) = try_slot(store, &key, password).await? {
-            return Ok(keys);
+        match try_slot(store, &key, password).await? {
+            SlotTry::Opened(contents) => return Ok((key, contents)),
+            SlotTry::Refused => tried.push(key),
+            SlotTry::Missing => {}
         }
-        tried.push(key);
+    }
+    if tried.is_empty() {
+        let named = if missing.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (the config names {}, which is missing)",
+                missing.join(", ")
+            )
+        };
+        return Err(Error::Missing(format!(
+            "the repository is encrypted but has no key slots under keys/{named}: it cannot be unlocked with any password"
+        )));
+    }
+    if !missing.is_empty() {
+        return Err(Error::Missing(format!(
+            "the password opens none of the repository's {} key slot(s), and key slot(s) {} named by the config are missing: the password may be the right one for a missing slot",
+            tried.len(),
+            missing.join(", ")
+        )));
     }
     Err(crypto::CryptoError::WrongPassword(tried.len()).into())
 }
 
-async fn try_slot(store: &Store, key: &str, password: &str) -> Result<Option<Keys>> {
+/// What trying one key slot found.
+enum SlotTry {
+    Opened(SlotContents),
+    /// The password is not this slot's.
+    Refused,
+    Missing,
+}
+
+async fn try_slot(store: &Store, key: &str, password: &str) -> Result<SlotTry> {
     let Some(bytes) = store.get_optional(key).await? else {
-        return Ok(None);
+        return Ok(SlotTry::Missing);
     };
-    {
-        let slot: KeySlot = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Corrupt(format!("key slot {key}: {e}")))?;
-        let password = password.to_string();
-        let opened = tokio::task::spawn_blocking(move || slot.unwrap_master(password.as_bytes()))
-            .await
-            .map_err(|e| Error::Invalid(format!("key derivation task failed: {e}")))??;
-        Ok(opened.map(|master| Keys::from_master(&master)))
-    }
+    let slot: KeySlot = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Corrupt(format!("key slot {key}: {e}")))?;
+    let password = password.to_string();
+    let opened = tokio::task::spawn_blocking(move || slot.unwrap_master(password.as_bytes()))
+        .await
+        .map_err(|e| Error::Invalid(format!("key derivation task failed: {e}")))?
+        .map_err(|e| Error::Corrupt(format!("key slot {key}: {e}")))?;
+    Ok(match opened {
+        Some(contents) => SlotTry::Opened(contents),
+        None => SlotTry::Refused,
+    })
 }
