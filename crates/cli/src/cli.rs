@@ -511,6 +511,7 @@ pub fn exit_code_for(error: &anyhow::Error) -> u8 {
             return match engine {
                 EngineError::Invalid(_) | EngineError::NoSuchBackup(_) => EXIT_USAGE,
                 EngineError::Corrupt(_) | EngineError::Missing(_) => EXIT_INTEGRITY,
+                EngineError::Store(e) if e.is_truncated() => EXIT_INTEGRITY,
                 EngineError::PasswordRequired => EXIT_AUTH,
                 EngineError::Crypto(s3mover_engine::crypto::CryptoError::WrongPassword(_)) => {
                     EXIT_AUTH

@@ -477,7 +477,7 @@ async fn refuse_plaintext_over_key_slots(store: &Store, config: &RepoConfig) -> 
     };
     match slot {
         Some(slot) => Err(Error::Corrupt(format!(
-            "config: it says the repository is unencrypted, but the repository has key slots ({slot}): the config was changed; refusing to use it, nothing was written"
+            "config: it says the repository is unencrypted, but the repository has key slots ({slot}): the config was changed, and the repository is not used"
         ))),
         None => Ok(()),
     }

@@ -681,11 +681,13 @@ async fn read_moved(
         }
     }
     let (slot, id) = wanted[0];
+    let packs: Vec<String> = gone.iter().map(pack::pack_key).collect();
     Err(Error::Missing(format!(
-        "chunk {id} (volume offset {}) of backup {} is in a pack that does not exist, even after \
-         reloading the repository index; run `s3mover verify`",
+        "chunk {id} (volume offset {}) of backup {} is in a pack that does not exist ({}), even \
+         after reloading the repository index; run `s3mover verify`",
         slot * manifest.chunk_size,
-        manifest.id
+        manifest.id,
+        packs.join(", ")
     )))
 }
 

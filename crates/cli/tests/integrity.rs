@@ -1,0 +1,262 @@
+//! A repository that trusts nothing the object store says, through the real binary: a changed
+//! config is refused before anything is written, objects moved or copied to another name are
+//! detected by restore, verify and check, and missing or truncated data is reported by name
+//! with the exit status of missing data (3).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+const MIB: u64 = 1 << 20;
+
+fn image(env: &Env, name: &str, seed: u64) -> PathBuf {
+    let image = env.path(name);
+    make_image(&image, 8 * MIB, &[(0, MIB), (5 * MIB, 2 * MIB)], seed);
+    image
+}
+
+fn backup(env: &Env, image: &Path, volume: &str) -> String {
+    let report = env.json(&["backup", image.to_str().unwrap(), "--volume", volume]);
+    report["id"].as_str().expect("backup id").to_string()
+}
+
+fn restore(env: &Env, spec: &str, volume: Option<&str>, target: &str) -> std::process::Output {
+    let target = env.path(target);
+    let mut args = vec!["restore", spec, "--target", target.to_str().unwrap()];
+    if let Some(volume) = volume {
+        args.extend(["--volume", volume]);
+    }
+    env.run(&args)
+}
+
+fn edit_config(env: &Env, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = env.repo.join("config");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+}
+
+/// Every file of the repository with its bytes.
+fn snapshot(repo: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    files_under(repo)
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn a_changed_config_is_refused_and_nothing_is_written() {
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, Edit, &str); 7] = [
+        (
+            "plaintext",
+            |c| {
+                c["encryption"] = "none".into();
+                c["idKey"] = "00".repeat(32).into();
+            },
+            "says the repository is unencrypted, but the repository has key slots",
+        ),
+        (
+            "plaintext, slots unnamed",
+            |c| {
+                c["encryption"] = "none".into();
+                c["idKey"] = "00".repeat(32).into();
+                c.as_object_mut().unwrap().remove("keySlots");
+            },
+            "has key slots (keys/",
+        ),
+        (
+            "chunk size",
+            |c| c["chunkSize"] = 131072.into(),
+            "chunkSize is 131072",
+        ),
+        (
+            "pack size",
+            |c| c["packSize"] = 4096.into(),
+            "packSize is 4096",
+        ),
+        (
+            "repository id",
+            |c| c["id"] = "00".repeat(16).into(),
+            "belongs to repository",
+        ),
+        (
+            "downgrade",
+            |c| {
+                c["version"] = 1.into();
+                c.as_object_mut().unwrap().remove("sealedFields");
+            },
+            "made for format version 2",
+        ),
+        (
+            "sealed copy removed",
+            |c| {
+                c.as_object_mut().unwrap().remove("sealedFields");
+            },
+            "no sealed copy",
+        ),
+    ];
+    for (what, edit, says) in cases {
+        let env = Env::new();
+        env.init();
+        let image = image(&env, "vol.img", 1);
+        backup(&env, &image, "v");
+        edit_config(&env, edit);
+        // What the attack of a plaintext config also does: no marker directory to read.
+        let _ = std::fs::remove_file(env.repo.join("gc/markers"));
+        let before = snapshot(&env.repo);
+        let out = env.run(&["backup", image.to_str().unwrap(), "--volume", "v"]);
+        let stderr = expect_failure(&out, 3, says);
+        assert!(
+            stderr.contains("config"),
+            "{what}: names the config: {stderr}"
+        );
+        assert_eq!(
+            stderr.trim().lines().count(),
+            1,
+            "{what}: one line: {stderr}"
+        );
+        assert!(
+            snapshot(&env.repo) == before,
+            "{what}: nothing was written to the repository"
+        );
+        expect_failure(&env.run(&["backups"]), 3, says);
+    }
+}
+
+#[test]
+fn a_format_version_nobody_wrote_is_refused() {
+    let env = Env::new();
+    env.init();
+    edit_config(&env, |c| c["version"] = 0.into());
+    expect_failure(&env.run(&["backups"]), 3, "format version 0");
+}
+
+#[test]
+fn a_manifest_moved_or_rolled_back_is_detected_by_name() {
+    let env = Env::new();
+    env.init();
+    let one = backup(&env, &image(&env, "a.img", 1), "a");
+    let two = backup(&env, &image(&env, "b.img", 2), "b");
+    let older = backup(&env, &image(&env, "c.img", 3), "c");
+    let newer = backup(&env, &image(&env, "c2.img", 4), "c");
+    let manifest = |id: &str| env.repo.join("backups").join(id);
+    // Backup `one`'s manifest copied over `two`'s key; `older` copied over `newer` (a rollback).
+    std::fs::copy(manifest(&one), manifest(&two)).unwrap();
+    std::fs::copy(manifest(&older), manifest(&newer)).unwrap();
+
+    for id in [&two, &newer] {
+        let stderr = expect_failure(&restore(&env, id, None, &format!("{id}.img")), 3, id);
+        assert!(stderr.contains(&format!("backups/{id}")), "{stderr}");
+    }
+    let out = env.run(&["verify"]);
+    let stderr = expect_failure(&out, 3, &format!("backups/{two}"));
+    assert!(stderr.contains(&format!("backups/{newer}")), "{stderr}");
+    let out = env.run(&["check"]);
+    let stderr = expect_failure(&out, 3, &format!("backups/{two}"));
+    assert!(stderr.contains(&format!("backups/{newer}")), "{stderr}");
+    // The intact backups still restore.
+    env.ok(&[
+        "restore",
+        &one,
+        "--target",
+        env.path("one.img").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read(env.path("one.img")).unwrap(),
+        std::fs::read(env.path("a.img")).unwrap()
+    );
+}
+
+#[test]
+fn sealed_objects_moved_to_another_name_do_not_open_there() {
+    let env = Env::new();
+    env.init();
+    let a = backup(&env, &image(&env, "a.img", 1), "a");
+    let b = backup(&env, &image(&env, "b.img", 2), "b");
+
+    // A tree table moved to another backup's name is reported by check.
+    std::fs::copy(
+        env.repo.join("trees").join(&a),
+        env.repo.join("trees").join(&b),
+    )
+    .unwrap();
+    let stderr = expect_failure(&env.run(&["check"]), 3, &format!("trees/{b}"));
+    assert!(stderr.contains("tree table is damaged"), "{stderr}");
+    std::fs::remove_file(env.repo.join("trees").join(&b)).unwrap();
+
+    // An index object copied to another name does not open there.
+    let index = files_under(&env.repo.join("index"));
+    let moved = env.repo.join("index").join("ab".repeat(32));
+    std::fs::copy(&index[0], &moved).unwrap();
+    let name = format!("index/{}", "ab".repeat(32));
+    expect_failure(&env.run(&["check"]), 3, &name);
+    std::fs::remove_file(&moved).unwrap();
+
+    // A volume's `latest/` pointer moved to another volume's name is not followed: the next
+    // backup of that volume finds its parent by listing, and it is the volume's own.
+    let latest = files_under(&env.repo.join("latest"));
+    assert_eq!(latest.len(), 2);
+    let bytes_0 = std::fs::read(&latest[0]).unwrap();
+    std::fs::write(&latest[1], bytes_0).unwrap();
+    for (volume, own, file) in [("a", &a, "a.img"), ("b", &b, "b.img")] {
+        let report = env.json(&[
+            "backup",
+            env.path(file).to_str().unwrap(),
+            "--volume",
+            volume,
+        ]);
+        assert_eq!(report["parent"].as_str(), Some(own.as_str()), "{report}");
+    }
+    env.ok(&["check"]);
+}
+
+#[test]
+fn missing_or_truncated_packs_make_restore_exit_3_naming_the_pack() {
+    let env = Env::new();
+    env.init();
+    let id = backup(&env, &image(&env, "a.img", 1), "a");
+    let pack = files_under(&env.repo.join("packs"))
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let name = pack
+        .strip_prefix(&env.repo)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let whole = std::fs::read(&pack).unwrap();
+    // Cut short (the last blobs are past the end) and cut to a stub (every read starts past it).
+    for keep in [whole.len() / 2, 10] {
+        std::fs::write(&pack, &whole[..keep]).unwrap();
+        let target = format!("r{keep}.img");
+        let stderr = expect_failure(&restore(&env, &id, None, &target), 3, &name);
+        assert!(stderr.contains("truncated"), "{stderr}");
+        assert!(
+            !stderr.contains("LocalFileSystem"),
+            "no backend text: {stderr}"
+        );
+    }
+    std::fs::remove_file(&pack).unwrap();
+    let stderr = expect_failure(&restore(&env, &id, None, "gone.img"), 3, &name);
+    assert!(stderr.contains("does not exist"), "{stderr}");
+}
+
+#[test]
+fn missing_key_slots_are_reported_as_missing_not_as_a_wrong_password() {
+    let env = Env::new();
+    env.init();
+    for slot in files_under(&env.repo.join("keys")) {
+        std::fs::remove_file(slot).unwrap();
+    }
+    let stderr = expect_failure(&env.run(&["backups"]), 3, "no key slots");
+    assert!(stderr.contains("missing"), "{stderr}");
+    assert!(!stderr.contains("wrong password"), "{stderr}");
+}
