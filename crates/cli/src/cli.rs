@@ -132,12 +132,35 @@ pub enum Command {
     Protect(ProtectArgs),
     /// Validate all metadata quickly, without reading chunk data.
     Check(CheckArgs),
+    /// Repair a damaged repository.
+    #[command(subcommand)]
+    Repair(RepairCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepairCommand {
+    /// Index every pack no readable index object names again, from the pack's own header, then
+    /// delete the damaged index objects.
+    Index(RepairIndexArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RepairIndexArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Report what would be done; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ForgetArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Remove these backups (ids or unique prefixes) instead of applying --keep-* rules; works
+    /// for a backup whose manifest is damaged.
+    #[arg(value_name = "ID")]
+    pub backups: Vec<String>,
     /// Only backups of this volume (default: every volume, each on its own).
     #[arg(long, value_parser = parse_volume_name)]
     pub volume: Option<String>,

@@ -260,3 +260,185 @@ fn missing_key_slots_are_reported_as_missing_not_as_a_wrong_password() {
     assert!(stderr.contains("missing"), "{stderr}");
     assert!(!stderr.contains("wrong password"), "{stderr}");
 }
+
+fn flip_byte(path: &Path, at: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = at.min(bytes.len() - 1);
+    bytes[at] ^= 0x40;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_damaged_manifest_costs_only_its_backup_and_forget_removes_it() {
+    let env = Env::new();
+    env.init();
+    let a_img = image(&env, "a.img", 1);
+    let a_old = backup(&env, &a_img, "a");
+    let a_new = backup(&env, &a_img, "a");
+    let b_img = image(&env, "b.img", 2);
+    let b_old = backup(&env, &b_img, "b");
+    let b_new = backup(&env, &image(&env, "b2.img", 3), "b");
+    flip_byte(&env.repo.join("backups").join(&b_new), 40);
+
+    // Listing goes on, naming the damaged backup and how to remove it.
+    let out = env.run(&["backups", "-o", "json"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    assert!(!ids.contains(&b_new.as_str()));
+    let stderr = stderr_of(&out);
+    assert!(stderr.contains(&format!("backups/{b_new}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("s3mover forget {b_new}")),
+        "{stderr}"
+    );
+
+    // Other volumes restore; the damaged volume's `latest` is refused, not silently older.
+    env.ok(&[
+        "restore",
+        "latest",
+        "--volume",
+        "a",
+        "--target",
+        env.path("ra.img").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read(env.path("ra.img")).unwrap(),
+        std::fs::read(&a_img).unwrap()
+    );
+    let stderr = expect_failure(&restore(&env, "latest", Some("b"), "rb.img"), 3, &b_new);
+    assert!(stderr.contains("newest backup of volume"), "{stderr}");
+    env.ok(&[
+        "restore",
+        &b_old,
+        "--target",
+        env.path("rb_old.img").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read(env.path("rb_old.img")).unwrap(),
+        std::fs::read(&b_img).unwrap()
+    );
+
+    // Verify checks every other backup and reports the damaged one.
+    let out = env.run(&["verify", "--read-data", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["backupsChecked"], 3, "{report}");
+    let problems = report["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{report}");
+    assert!(problems[0]["detail"].as_str().unwrap().contains(&b_new));
+
+    // Retention of another volume works; prune refuses, saying how to go on.
+    env.ok(&["forget", "--volume", "a", "--keep-last", "1"]);
+    assert!(!env.repo.join("backups").join(&a_old).exists());
+    let stderr = expect_failure(&env.run(&["prune", "--grace", "0s"]), 3, &b_new);
+    assert!(
+        stderr.contains(&format!("s3mover forget {b_new}")),
+        "{stderr}"
+    );
+
+    // A backup of the damaged volume still works, on its newest readable parent.
+    let report = env.json(&["backup", b_img.to_str().unwrap(), "--volume", "b"]);
+    assert_eq!(report["parent"].as_str(), Some(b_old.as_str()), "{report}");
+
+    // `forget ID` removes the broken backup; then everything is clean again.
+    let out = env.run(&["forget", &b_new, "--keep-last", "1"]);
+    expect_failure(&out, 2, "not both");
+    env.ok(&["forget", &b_new]);
+    assert!(!env.repo.join("backups").join(&b_new).exists());
+    env.ok(&["prune", "--grace", "0s"]);
+    env.ok(&["check"]);
+    env.ok(&["verify", "--read-data"]);
+    env.ok(&[
+        "restore",
+        &a_new,
+        "--target",
+        env.path("ra2.img").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read(env.path("ra2.img")).unwrap(),
+        std::fs::read(&a_img).unwrap()
+    );
+}
+
+#[test]
+fn a_damaged_index_object_costs_only_its_backups_until_repair_index() {
+    let env = Env::new();
+    env.init();
+    let a_img = image(&env, "a.img", 1);
+    let a = backup(&env, &a_img, "a");
+    let before: Vec<PathBuf> = files_under(&env.repo.join("index"));
+    let b_img = image(&env, "b.img", 2);
+    let b = backup(&env, &b_img, "b");
+    let b_index: Vec<PathBuf> = files_under(&env.repo.join("index"))
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert_eq!(b_index.len(), 1, "backup b wrote one index object");
+    let damaged = format!(
+        "index/{}",
+        b_index[0].file_name().unwrap().to_str().unwrap()
+    );
+    flip_byte(&b_index[0], 100);
+
+    // Backup a restores; b fails with exit 3, and the warning says what to do.
+    env.ok(&[
+        "restore",
+        &a,
+        "--target",
+        env.path("ra.img").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read(env.path("ra.img")).unwrap(),
+        std::fs::read(&a_img).unwrap()
+    );
+    let out = restore(&env, &b, None, "rb.img");
+    let stderr = expect_failure(&out, 3, &damaged);
+    assert!(stderr.contains("s3mover repair index"), "{stderr}");
+
+    // Check and verify report the object and go on; prune refuses, saying what to do.
+    let stderr = expect_failure(&env.run(&["check"]), 3, &damaged);
+    assert!(stderr.contains("s3mover repair index"), "{stderr}");
+    let out = env.run(&["verify", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["backupsChecked"], 2, "{report}");
+    let text = report["problems"].to_string();
+    assert!(text.contains(&damaged), "{text}");
+    assert!(
+        !text.contains(&format!("\"backup\":\"{a}\"")),
+        "a is intact: {text}"
+    );
+    let stderr = expect_failure(&env.run(&["prune", "--grace", "0s"]), 3, &damaged);
+    assert!(stderr.contains("s3mover repair index"), "{stderr}");
+
+    // The repair indexes b's packs again from their headers and drops the damaged object.
+    let report = env.json(&["repair", "index"]);
+    assert_eq!(report["damaged"].as_array().unwrap().len(), 1, "{report}");
+    assert!(report["packsReindexed"].as_u64().unwrap() >= 1, "{report}");
+    assert!(!b_index[0].exists());
+    env.ok(&[
+        "restore",
+        &b,
+        "--target",
+        env.path("rb2.img").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read(env.path("rb2.img")).unwrap(),
+        std::fs::read(&b_img).unwrap()
+    );
+    env.ok(&["check"]);
+    env.ok(&["verify", "--read-data"]);
+    env.ok(&["prune", "--grace", "0s"]);
+    env.ok(&["check"]);
+}

@@ -44,6 +44,12 @@ pub async fn check(repo: &Repository) -> Result<CheckReport> {
             return Ok(report);
         }
     };
+    for (_, reason) in &index.damaged {
+        report.problems.push(format!(
+            "damaged index object: {reason}; {}",
+            crate::index::DAMAGED_INDEX_ADVICE
+        ));
+    }
     report.index_objects = index.objects.len();
     report.blobs_indexed = index.len();
 
@@ -92,7 +98,9 @@ pub async fn check(repo: &Repository) -> Result<CheckReport> {
             Ok(m) => m,
             Err(Error::NoSuchBackup(_)) => continue,
             Err(e) => {
-                report.problems.push(format!("backup {id}: {e}"));
+                report.problems.push(format!(
+                    "backup {id}: {e}; `s3mover forget {id}` removes the backup"
+                ));
                 continue;
             }
         };

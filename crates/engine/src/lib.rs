@@ -29,6 +29,7 @@ pub mod pack_buffers;
 pub mod progress;
 pub mod prune;
 pub mod quarantine;
+pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod retention;

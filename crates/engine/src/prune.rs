@@ -17,7 +17,7 @@
 //! are written and read as compressed streams. No map of every chunk's location is ever built.
 
 mod idset;
-mod pack_reads;
+pub(crate) mod pack_reads;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -387,6 +387,10 @@ async fn read_manifests(repo: &Repository, ids: &[String]) -> Result<Vec<Manifes
             match repo.read_manifest(&id).await {
                 Ok(m) => Ok(Some(m)),
                 Err(Error::NoSuchBackup(_)) => Ok(None),
+                // Its data cannot be marked: deleting anything could take what it uses.
+                Err(Error::Corrupt(problem)) => Err(Error::Corrupt(format!(
+                    "{problem}; prune cannot tell which data that backup uses and deletes nothing: remove it with `s3mover forget {id}` and prune again"
+                ))),
                 Err(e) => Err(e),
             }
         })

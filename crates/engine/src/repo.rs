@@ -299,20 +299,47 @@ impl Repository {
         Ok(ids)
     }
 
-    /// Every manifest, oldest first, optionally of one volume only.
+    /// Every manifest that can be read, oldest first, optionally of one volume only; a
+    /// damaged manifest is logged as a warning that says how to remove it, and skipped.
     pub async fn list_manifests(&self, volume: Option<&str>) -> Result<Vec<Manifest>> {
+        let scan = self.scan_manifests(volume).await?;
+        for damaged in &scan.damaged {
+            tracing::warn!("{damaged}");
+        }
+        Ok(scan.manifests)
+    }
+
+    /// Every manifest, oldest first, optionally of one volume only, and the backups whose
+    /// manifest cannot be read (of any volume: a damaged manifest does not say its volume).
+    pub async fn scan_manifests(&self, volume: Option<&str>) -> Result<ManifestScan> {
         use futures::{StreamExt, TryStreamExt};
         let ids = self.list_backup_ids().await?;
-        let mut manifests: Vec<Manifest> = futures::stream::iter(ids)
-            .map(|id| async move { self.read_manifest(&id).await })
-            .buffer_unordered(16)
-            .try_collect()
-            .await?;
-        if let Some(volume) = volume {
-            manifests.retain(|m| m.volume == volume);
+        let read: Vec<std::result::Result<Option<Manifest>, DamagedBackup>> =
+            futures::stream::iter(ids)
+                .map(|id| async move {
+                    match self.read_manifest(&id).await {
+                        Ok(m) => Ok(Ok(Some(m))),
+                        // Forgotten since the listing.
+                        Err(Error::NoSuchBackup(_)) => Ok(Ok(None)),
+                        Err(Error::Corrupt(problem)) => Ok(Err(DamagedBackup { id, problem })),
+                        Err(e) => Err(e),
+                    }
+                })
+                .buffer_unordered(16)
+                .try_collect()
+                .await?;
+        let mut scan = ManifestScan::default();
+        for result in read {
+            match result {
+                Ok(Some(m)) if volume.is_none_or(|v| m.volume == v) => scan.manifests.push(m),
+                Ok(_) => {}
+                Err(damaged) => scan.damaged.push(damaged),
+            }
         }
-        manifests.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
-        Ok(manifests)
+        scan.manifests
+            .sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
+        scan.damaged.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(scan)
     }
 
     /// Resolves `latest` (with a volume), a full id, or a unique id prefix to a manifest.
@@ -321,13 +348,33 @@ impl Repository {
             let volume = volume.ok_or_else(|| {
                 Error::Invalid("`latest` needs --volume NAME to say which volume".into())
             })?;
-            let newest = self.list_manifests(Some(volume)).await?.pop();
+            let mut scan = self.scan_manifests(Some(volume)).await?;
+            if !scan.damaged.is_empty() {
+                self.refuse_damaged_latest(volume, &scan.damaged).await?;
+            }
+            let newest = scan.manifests.pop();
             return newest.ok_or_else(|| {
                 Error::NoSuchBackup(format!(
                     "volume {volume:?} has no backups in this repository"
                 ))
             });
         }
+        let one = self.resolve_backup_id(spec).await?;
+        let manifest = self.read_manifest(&one).await?;
+        if let Some(volume) = volume {
+            if manifest.volume != volume {
+                return Err(Error::NoSuchBackup(format!(
+                    "backup {one} is of volume {:?}, not {volume:?}",
+                    manifest.volume
+                )));
+            }
+        }
+        Ok(manifest)
+    }
+
+    /// Resolves a full id or a unique id prefix to a backup id, from the listing alone (the
+    /// manifest is not read, so this works for a backup whose manifest is damaged).
+    pub async fn resolve_backup_id(&self, spec: &str) -> Result<String> {
         if spec.trim().is_empty() {
             return Err(Error::Invalid(
                 "an empty backup id matches nothing; give an id, a unique prefix or `latest`"
@@ -335,32 +382,20 @@ impl Repository {
             ));
         }
         let spec_lower = spec.to_ascii_lowercase();
-        let matches: Vec<String> = self
+        let mut matches: Vec<String> = self
             .list_backup_ids()
             .await?
             .into_iter()
             .filter(|id| id.starts_with(&spec_lower))
             .collect();
-        match matches.as_slice() {
-            [one] => {
-                let manifest = self.read_manifest(one).await?;
-                if let Some(volume) = volume {
-                    if manifest.volume != volume {
-                        return Err(Error::NoSuchBackup(format!(
-                            "backup {one} is of volume {:?}, not {volume:?}",
-                            manifest.volume
-                        )));
-                    }
-                }
-                Ok(manifest)
-            }
-            [] => Err(Error::NoSuchBackup(format!(
+        match matches.len() {
+            1 => Ok(matches.remove(0)),
+            0 => Err(Error::NoSuchBackup(format!(
                 "no backup id starts with {spec:?}; `s3mover backups` lists them"
             ))),
-            several => Err(Error::NoSuchBackup(format!(
-                "{spec:?} matches {} backups ({}); give more digits",
-                several.len(),
-                several.join(", ")
+            n => Err(Error::NoSuchBackup(format!(
+                "{spec:?} matches {n} backups ({}); give more digits",
+                matches.join(", ")
             ))),
         }
     }
@@ -390,9 +425,37 @@ impl Repository {
         match self.read_manifest(&id).await {
             Ok(m) if m.volume == volume => return Ok(Some(m)),
             Ok(_) | Err(Error::NoSuchBackup(_)) => {}
+            // A damaged parent is not used; the listing finds the newest readable one.
+            Err(Error::Corrupt(problem)) => tracing::warn!("{problem}"),
             Err(e) => return Err(e),
         }
         Ok(self.list_manifests(Some(volume)).await?.pop())
+    }
+
+    /// With damaged manifests about (whose volume is unknown), `latest` of `volume` is the
+    /// newest readable one only if the volume's `latest/` pointer does not name a damaged one:
+    /// then the newest backup is damaged, and restoring an older one instead is for the user
+    /// to choose.
+    async fn refuse_damaged_latest(&self, volume: &str, damaged: &[DamagedBackup]) -> Result<()> {
+        let key = format!("latest/{}", self.volume_key(volume));
+        let pointer = match self.store.get_optional(&key).await? {
+            Some(bytes) if self.binding.binds_names() => {
+                self.open_object(ObjectKind::Latest, &key, &bytes).ok()
+            }
+            Some(bytes) => Some(bytes.to_vec()),
+            None => None,
+        };
+        let named = pointer.map(|p| String::from_utf8_lossy(&p).trim().to_string());
+        if let Some(bad) = damaged.iter().find(|d| Some(&d.id) == named.as_ref()) {
+            return Err(Error::Corrupt(format!(
+                "the newest backup of volume {volume:?} is damaged: {}; restore an older backup by its id (`s3mover backups --volume {volume}`)",
+                bad.problem
+            )));
+        }
+        for bad in damaged {
+            tracing::warn!("{bad}");
+        }
+        Ok(())
     }
 
     /// Points `latest/<volume>` at a backup.
@@ -460,6 +523,34 @@ impl LockedRepository {
         }
         Ok(repo)
     }
+}
+
+/// A backup whose manifest exists but cannot be read.
+#[derive(Debug, Clone)]
+pub struct DamagedBackup {
+    /// The backup's id.
+    pub id: String,
+    /// Why its manifest cannot be read (names the object).
+    pub problem: String,
+}
+
+impl std::fmt::Display for DamagedBackup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}; `s3mover forget {}` removes the backup",
+            self.problem, self.id
+        )
+    }
+}
+
+/// The manifests of a repository, and the backups whose manifest cannot be read.
+#[derive(Debug, Default)]
+pub struct ManifestScan {
+    /// Readable manifests, oldest first.
+    pub manifests: Vec<Manifest>,
+    /// Damaged ones, by id.
+    pub damaged: Vec<DamagedBackup>,
 }
 
 /// The object key of a backup's manifest.

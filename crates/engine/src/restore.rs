@@ -160,6 +160,12 @@ async fn restore_to_target(
         Some(index) => SharedIndex::new(repo.clone(), index),
         None => SharedIndex::load(repo).await?,
     };
+    for (_, reason) in &index.current().0.damaged {
+        tracing::warn!(
+            "damaged index object: {reason}; chunks it listed cannot be found until {}",
+            crate::index::DAMAGED_INDEX_ADVICE
+        );
+    }
     let reader = PageReader::shared(repo.clone(), index.clone());
     let root = ChunkId::from_hex(&manifest.root)
         .ok_or_else(|| Error::Corrupt(format!("manifest {} has an invalid root", manifest.id)))?;

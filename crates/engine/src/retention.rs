@@ -504,15 +504,20 @@ pub async fn protected_ids(repo: &crate::Repository) -> crate::Result<HashSet<St
 /// Protects a backup from every retention rule (`remove` lifts the protection). `spec` is an
 /// id or unique prefix; returns the full id.
 pub async fn protect(repo: &crate::Repository, spec: &str, remove: bool) -> crate::Result<String> {
-    let manifest = repo.resolve_backup(spec, None).await?;
-    let key = protected_key(&manifest.id);
+    // Lifting a protection does not need the manifest (it may be damaged).
+    let id = if remove {
+        repo.resolve_backup_id(spec).await?
+    } else {
+        repo.resolve_backup(spec, None).await?.id
+    };
+    let key = protected_key(&id);
     if remove {
         repo.store().delete(&key).await?;
     } else {
         let body = format!("{{\"protected\":\"{}\"}}", crate::time_util::now_rfc3339());
         repo.store().put(&key, bytes::Bytes::from(body)).await?;
     }
-    Ok(manifest.id)
+    Ok(id)
 }
 
 /// Applies `policy` to every volume (or one) and removes the backups no rule keeps.
@@ -619,4 +624,55 @@ fn refuse_emptied_volumes(report: &ForgetReport) -> crate::Result<()> {
         "these rules keep no backup of volume {}; nothing was removed. Pass --allow-remove-all to remove them all",
         named.join(", ")
     )))
+}
+
+/// Removes the named backups (full ids or unique prefixes), whether or not their manifest can
+/// be read: the supported way to remove a backup whose manifest is damaged, which no retention
+/// rule can judge. A protected backup is refused. `prune` then frees its data.
+pub async fn forget_ids(
+    repo: &crate::Repository,
+    specs: &[String],
+    dry_run: bool,
+) -> crate::Result<ForgetReport> {
+    let protected = protected_ids(repo).await?;
+    let mut ids: Vec<String> = Vec::new();
+    for spec in specs {
+        let id = repo.resolve_backup_id(spec).await?;
+        if protected.contains(&id) {
+            return Err(crate::Error::Invalid(format!(
+                "backup {id} is protected; `s3mover protect --remove {id}` lifts the protection"
+            )));
+        }
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    let mut report = ForgetReport {
+        dry_run,
+        backups: Vec::new(),
+        removed: Vec::new(),
+        calendar: "UTC".into(),
+    };
+    for id in ids {
+        let (volume, time, reason) = match repo.read_manifest(&id).await {
+            Ok(m) => (m.volume, m.time, "named".to_string()),
+            Err(crate::Error::Corrupt(problem)) => {
+                (String::new(), String::new(), format!("named ({problem})"))
+            }
+            Err(e) => return Err(e),
+        };
+        if !dry_run {
+            repo.store().delete(&crate::repo::manifest_key(&id)).await?;
+            repo.store().delete(&crate::tree_table::key(&id)).await?;
+        }
+        report.removed.push(id.clone());
+        report.backups.push(ForgetEntry {
+            id,
+            volume,
+            time,
+            keep: false,
+            reasons: vec![reason],
+        });
+    }
+    Ok(report)
 }

@@ -9,6 +9,7 @@ mod init;
 mod list;
 mod protect;
 mod prune;
+mod repair;
 mod restore;
 mod verify;
 
@@ -45,6 +46,7 @@ async fn run_command(cli: &Cli) -> Result<u8> {
         Command::Prune(args) => prune::run(global, args).await,
         Command::Protect(args) => protect::run(global, args).await,
         Command::Check(args) => check::run(global, args).await,
+        Command::Repair(command) => repair::run(global, command).await,
     }
 }
 
