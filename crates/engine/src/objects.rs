@@ -50,6 +50,24 @@ pub enum ObjectKind {
 }
 
 impl ObjectKind {
+    /// Every kind.
+    pub const ALL: [ObjectKind; 14] = [
+        ObjectKind::KeySlot,
+        ObjectKind::Config,
+        ObjectKind::Manifest,
+        ObjectKind::Index,
+        ObjectKind::PackHeader,
+        ObjectKind::TreeTable,
+        ObjectKind::Session,
+        ObjectKind::Latest,
+        ObjectKind::Quarantine,
+        ObjectKind::GcPending,
+        ObjectKind::GcRemoved,
+        ObjectKind::GcMarker,
+        ObjectKind::GcLease,
+        ObjectKind::GcMarkerDirectory,
+    ];
+
     /// The label that names the kind in a format-2 AAD.
     pub fn label(self) -> &'static str {
         match self {
@@ -169,29 +187,12 @@ pub fn check_content_name(key: &str, sealed: &[u8]) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    const ALL: [ObjectKind; 14] = [
-        ObjectKind::KeySlot,
-        ObjectKind::Config,
-        ObjectKind::Manifest,
-        ObjectKind::Index,
-        ObjectKind::PackHeader,
-        ObjectKind::TreeTable,
-        ObjectKind::Session,
-        ObjectKind::Latest,
-        ObjectKind::Quarantine,
-        ObjectKind::GcPending,
-        ObjectKind::GcRemoved,
-        ObjectKind::GcMarker,
-        ObjectKind::GcLease,
-        ObjectKind::GcMarkerDirectory,
-    ];
-
     #[test]
     fn every_kind_key_and_repository_gives_another_aad() {
         let one = Binding::new(2, "00112233445566778899aabbccddeeff");
         let other_repo = Binding::new(2, "ffeeddccbbaa99887766554433221100");
         let mut seen = std::collections::HashSet::new();
-        for kind in ALL {
+        for kind in ObjectKind::ALL {
             assert!(
                 seen.insert(one.aad(kind, "backups/0000000000000001")),
                 "{kind:?}"
