@@ -31,6 +31,16 @@ fn restore(env: &Env, spec: &str, volume: Option<&str>, target: &str) -> std::pr
     env.run(&args)
 }
 
+/// Restores `spec` to a new file `target` and checks it equals the file `expected`.
+fn restores_to(env: &Env, spec: &str, volume: Option<&str>, target: &str, expected: &Path) {
+    let out = restore(env, spec, volume, target);
+    assert!(out.status.success(), "restore {spec}: {}", stderr_of(&out));
+    assert!(
+        std::fs::read(env.path(target)).unwrap() == std::fs::read(expected).unwrap(),
+        "restore {spec} is byte-exact"
+    );
+}
+
 fn edit_config(env: &Env, edit: impl FnOnce(&mut serde_json::Value)) {
     let path = env.repo.join("config");
     let mut config: serde_json::Value =
@@ -155,23 +165,15 @@ fn a_manifest_moved_or_rolled_back_is_detected_by_name() {
         let stderr = expect_failure(&restore(&env, id, None, &format!("{id}.img")), 3, id);
         assert!(stderr.contains(&format!("backups/{id}")), "{stderr}");
     }
-    let out = env.run(&["verify"]);
-    let stderr = expect_failure(&out, 3, &format!("backups/{two}"));
-    assert!(stderr.contains(&format!("backups/{newer}")), "{stderr}");
-    let out = env.run(&["check"]);
-    let stderr = expect_failure(&out, 3, &format!("backups/{two}"));
-    assert!(stderr.contains(&format!("backups/{newer}")), "{stderr}");
+    for command in ["verify", "check"] {
+        let stderr = expect_failure(&env.run(&[command]), 3, &format!("backups/{two}"));
+        assert!(
+            stderr.contains(&format!("backups/{newer}")),
+            "{command}: {stderr}"
+        );
+    }
     // The intact backups still restore.
-    env.ok(&[
-        "restore",
-        &one,
-        "--target",
-        env.path("one.img").to_str().unwrap(),
-    ]);
-    assert_eq!(
-        std::fs::read(env.path("one.img")).unwrap(),
-        std::fs::read(env.path("a.img")).unwrap()
-    );
+    restores_to(&env, &one, None, "one.img", &env.path("a.img"));
 }
 
 #[test]
@@ -304,30 +306,10 @@ fn a_damaged_manifest_costs_only_its_backup_and_forget_removes_it() {
     );
 
     // Other volumes restore; the damaged volume's `latest` is refused, not silently older.
-    env.ok(&[
-        "restore",
-        "latest",
-        "--volume",
-        "a",
-        "--target",
-        env.path("ra.img").to_str().unwrap(),
-    ]);
-    assert_eq!(
-        std::fs::read(env.path("ra.img")).unwrap(),
-        std::fs::read(&a_img).unwrap()
-    );
+    restores_to(&env, "latest", Some("a"), "ra.img", &a_img);
     let stderr = expect_failure(&restore(&env, "latest", Some("b"), "rb.img"), 3, &b_new);
     assert!(stderr.contains("newest backup of volume"), "{stderr}");
-    env.ok(&[
-        "restore",
-        &b_old,
-        "--target",
-        env.path("rb_old.img").to_str().unwrap(),
-    ]);
-    assert_eq!(
-        std::fs::read(env.path("rb_old.img")).unwrap(),
-        std::fs::read(&b_img).unwrap()
-    );
+    restores_to(&env, &b_old, None, "rb_old.img", &b_img);
 
     // Verify checks every other backup and reports the damaged one.
     let out = env.run(&["verify", "--read-data", "-o", "json"]);
@@ -359,16 +341,7 @@ fn a_damaged_manifest_costs_only_its_backup_and_forget_removes_it() {
     env.ok(&["prune", "--grace", "0s"]);
     env.ok(&["check"]);
     env.ok(&["verify", "--read-data"]);
-    env.ok(&[
-        "restore",
-        &a_new,
-        "--target",
-        env.path("ra2.img").to_str().unwrap(),
-    ]);
-    assert_eq!(
-        std::fs::read(env.path("ra2.img")).unwrap(),
-        std::fs::read(&a_img).unwrap()
-    );
+    restores_to(&env, &a_new, None, "ra2.img", &a_img);
 }
 
 #[test]
@@ -392,16 +365,7 @@ fn a_damaged_index_object_costs_only_its_backups_until_repair_index() {
     flip_byte(&b_index[0], 100);
 
     // Backup a restores; b fails with exit 3, and the warning says what to do.
-    env.ok(&[
-        "restore",
-        &a,
-        "--target",
-        env.path("ra.img").to_str().unwrap(),
-    ]);
-    assert_eq!(
-        std::fs::read(env.path("ra.img")).unwrap(),
-        std::fs::read(&a_img).unwrap()
-    );
+    restores_to(&env, &a, None, "ra.img", &a_img);
     let out = restore(&env, &b, None, "rb.img");
     let stderr = expect_failure(&out, 3, &damaged);
     assert!(stderr.contains("s3mover repair index"), "{stderr}");
@@ -427,16 +391,7 @@ fn a_damaged_index_object_costs_only_its_backups_until_repair_index() {
     assert_eq!(report["damaged"].as_array().unwrap().len(), 1, "{report}");
     assert!(report["packsReindexed"].as_u64().unwrap() >= 1, "{report}");
     assert!(!b_index[0].exists());
-    env.ok(&[
-        "restore",
-        &b,
-        "--target",
-        env.path("rb2.img").to_str().unwrap(),
-    ]);
-    assert_eq!(
-        std::fs::read(env.path("rb2.img")).unwrap(),
-        std::fs::read(&b_img).unwrap()
-    );
+    restores_to(&env, &b, None, "rb2.img", &b_img);
     env.ok(&["check"]);
     env.ok(&["verify", "--read-data"]);
     env.ok(&["prune", "--grace", "0s"]);

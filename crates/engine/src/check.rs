@@ -54,16 +54,7 @@ pub async fn check(repo: &Repository) -> Result<CheckReport> {
     report.blobs_indexed = index.len();
 
     // Indexed packs exist and are long enough.
-    let listed: HashMap<ChunkId, u64> = repo
-        .store()
-        .list("packs/")
-        .await?
-        .into_iter()
-        .filter_map(|o| {
-            let name = o.key.rsplit('/').next().and_then(ChunkId::from_hex)?;
-            Some((name, o.size))
-        })
-        .collect();
+    let listed: HashMap<ChunkId, u64> = crate::index::list_packs(repo).await?.into_iter().collect();
     report.packs = listed.len();
     let mut needed: HashMap<u32, u64> = HashMap::new();
     for (_, loc) in index.iter() {

@@ -59,17 +59,19 @@ pub struct RepoConfig {
 
 /// The fields of the config that an attacker who can write the store must not change: they
 /// decide whether data is encrypted, how it is cut and named, and which format it follows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SecuredFields {
-    pub format: String,
-    pub version: u32,
-    pub id: String,
-    pub chunk_size: u32,
-    pub encryption: String,
-    pub pack_size: u32,
-    pub tree_pack_size: u32,
-}
+/// Their JSON, sealed, is `sealedFields`.
+pub const SECURED_FIELDS: [&str; 7] = [
+    "format",
+    "version",
+    "id",
+    "chunkSize",
+    "encryption",
+    "packSize",
+    "treePackSize",
+];
+
+/// The secured fields of a config, by their JSON names.
+pub type SecuredFields = serde_json::Map<String, serde_json::Value>;
 
 impl RepoConfig {
     /// True for an encrypted repository.
@@ -79,15 +81,11 @@ impl RepoConfig {
 
     /// The security-relevant fields as the plaintext states them.
     pub fn secured_fields(&self) -> SecuredFields {
-        SecuredFields {
-            format: self.format.clone(),
-            version: self.version,
-            id: self.id.clone(),
-            chunk_size: self.chunk_size,
-            encryption: self.encryption.clone(),
-            pack_size: self.pack_size,
-            tree_pack_size: self.tree_pack_size,
-        }
+        let Ok(serde_json::Value::Object(mut all)) = serde_json::to_value(self) else {
+            return SecuredFields::new();
+        };
+        all.retain(|name, _| SECURED_FIELDS.contains(&name.as_str()));
+        all
     }
 
     /// The repository id as 16 bytes, if it is 32 hex digits.
@@ -98,22 +96,22 @@ impl RepoConfig {
     }
 }
 
-impl SecuredFields {
-    /// The names of the fields in which `self` and `other` differ, with both values, for an
-    /// error message (`chunkSize is 131072 in the config but 65536 in its sealed copy`).
-    pub fn differences(&self, sealed: &SecuredFields) -> Vec<String> {
-        let (Ok(serde_json::Value::Object(plain)), Ok(serde_json::Value::Object(kept))) =
-            (serde_json::to_value(self), serde_json::to_value(sealed))
-        else {
-            return vec!["the fields".into()];
-        };
-        plain
-            .iter()
-            .filter(|(name, value)| kept.get(*name) != Some(*value))
-            .map(|(name, value)| {
-                let was = kept.get(name).cloned().unwrap_or(serde_json::Value::Null);
-                format!("{name} is {value} in the config but {was} in its sealed copy")
-            })
-            .collect()
-    }
+/// The secured fields in which `plain` (the config) and `sealed` (its sealed copy) differ,
+/// with both values, for an error message (`chunkSize is 131072 in the config but 65536 in
+/// its sealed copy`).
+pub fn differences(plain: &SecuredFields, sealed: &SecuredFields) -> Vec<String> {
+    SECURED_FIELDS
+        .iter()
+        .filter(|name| plain.get(**name) != sealed.get(**name))
+        .map(|name| {
+            let show = |v: Option<&serde_json::Value>| {
+                v.map_or_else(|| "absent".to_string(), |v| v.to_string())
+            };
+            format!(
+                "{name} is {} in the config but {} in its sealed copy",
+                show(plain.get(*name)),
+                show(sealed.get(*name))
+            )
+        })
+        .collect()
 }

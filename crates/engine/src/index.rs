@@ -264,6 +264,20 @@ impl SharedIndex {
     }
 }
 
+/// Every pack in the repository, by name, with its size (one listing of `packs/`).
+pub async fn list_packs(repo: &Repository) -> Result<Vec<(ChunkId, u64)>> {
+    Ok(repo
+        .store()
+        .list("packs/")
+        .await?
+        .into_iter()
+        .filter_map(|o| {
+            let name = o.key.rsplit('/').next().and_then(ChunkId::from_hex)?;
+            Some((name, o.size))
+        })
+        .collect())
+}
+
 /// Reads and opens one index object, returning its records.
 pub async fn read_index_object(repo: &Repository, key: &str) -> Result<Vec<u8>> {
     let compressed = read_compressed_object_or_advise(repo, key).await?;

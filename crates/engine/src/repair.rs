@@ -58,19 +58,12 @@ async fn rebuild(repo: &Repository, dry_run: bool) -> Result<IndexRepair> {
         dry_run,
         ..IndexRepair::default()
     };
-    let mut unindexed: Vec<(ChunkId, String, u64)> = repo
-        .store()
-        .list("packs/")
-        .await?
-        .into_iter()
-        .filter_map(|o| {
-            let name = o.key.rsplit('/').next().and_then(ChunkId::from_hex)?;
-            (!indexed.contains(&name)).then_some((name, o.key, o.size))
-        })
-        .collect();
+    let mut unindexed = index::list_packs(repo).await?;
+    unindexed.retain(|(name, _)| !indexed.contains(name));
     unindexed.sort();
     let mut batch: Vec<(ChunkId, Vec<PackEntry>)> = Vec::new();
-    for (name, key, size) in unindexed {
+    for (name, size) in unindexed {
+        let key = pack::pack_key(&name);
         match pack_reads::read_header_from_end(repo, &key, size).await {
             Ok(Some((entries, _))) => {
                 report.packs_reindexed += 1;

@@ -208,7 +208,7 @@ impl Repository {
             .map_err(|e| refused(format!("its sealed copy of its fields does not open ({e})")))?;
         let kept: SecuredFields = serde_json::from_slice(&json)
             .map_err(|e| refused(format!("its sealed copy of its fields is not valid ({e})")))?;
-        let differences = self.config.secured_fields().differences(&kept);
+        let differences = config::differences(&self.config.secured_fields(), &kept);
         if differences.is_empty() {
             Ok(())
         } else {
