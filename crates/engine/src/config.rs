@@ -115,3 +115,55 @@ pub fn differences(plain: &SecuredFields, sealed: &SecuredFields) -> Vec<String>
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> RepoConfig {
+        RepoConfig {
+            format: FORMAT_NAME.into(),
+            version: FORMAT_VERSION,
+            id: "00112233445566778899aabbccddeeff".into(),
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            encryption: "xchacha20poly1305".into(),
+            pack_size: DEFAULT_PACK_SIZE,
+            tree_pack_size: DEFAULT_TREE_PACK_SIZE,
+            id_key: None,
+            created: "2026-01-01T00:00:00Z".into(),
+            key_slots: vec!["0011223344556677".into()],
+            sealed_fields: None,
+        }
+    }
+
+    #[test]
+    fn the_secured_fields_are_exactly_the_named_ones() {
+        let fields = config().secured_fields();
+        let mut names: Vec<&str> = fields.keys().map(String::as_str).collect();
+        let mut expected = SECURED_FIELDS.to_vec();
+        expected.sort_unstable();
+        names.sort_unstable();
+        assert_eq!(names, expected);
+    }
+
+    #[test]
+    fn every_changed_field_is_named_with_both_values() {
+        let kept = config().secured_fields();
+        let mut changed = config();
+        changed.chunk_size = 131072;
+        changed.encryption = "none".into();
+        // Fields outside the secured set may change freely.
+        changed.created = "later".into();
+        changed.key_slots.clear();
+        let found = differences(&changed.secured_fields(), &kept);
+        assert_eq!(
+            found,
+            vec![
+                "chunkSize is 131072 in the config but 65536 in its sealed copy".to_string(),
+                "encryption is \"none\" in the config but \"xchacha20poly1305\" in its sealed copy"
+                    .to_string(),
+            ]
+        );
+        assert!(differences(&config().secured_fields(), &kept).is_empty());
+    }
+}
