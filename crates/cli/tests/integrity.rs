@@ -369,6 +369,7 @@ fn a_damaged_index_object_costs_only_its_backups_until_repair_index() {
     let out = restore(&env, &b, None, "rb.img");
     let stderr = expect_failure(&out, 3, &damaged);
     assert!(stderr.contains("s3mover repair index"), "{stderr}");
+    assert!(stderr.contains(&format!("backup {b}")), "names the backup: {stderr}");
 
     // Check and verify report the object and go on; prune refuses, saying what to do.
     let stderr = expect_failure(&env.run(&["check"]), 3, &damaged);

@@ -212,7 +212,11 @@ async fn restore_to_target(
             Ok((bytes + b, chunks + c))
         });
     let (walk_result, plan_result, write_result) = tokio::join!(walker, plan_and_send, written);
-    walk_result?;
+    walk_result.map_err(|e| match e {
+        Error::Missing(why) => Error::Missing(format!("tree of backup {}: {why}", manifest.id)),
+        Error::Corrupt(why) => Error::Corrupt(format!("tree of backup {}: {why}", manifest.id)),
+        other => other,
+    })?;
     plan_result?;
     let (bytes_written, chunks) = write_result?;
 
