@@ -124,7 +124,8 @@ pub enum Command {
     /// Changed Block Tracking: list a snapshot's ranges, or check them by copying.
     #[command(subcommand)]
     Cbt(CbtCommand),
-    /// Remove backups by retention rules (per volume); --dry-run shows which rule keeps each.
+    /// Remove backups by retention rules (per volume; --dry-run shows which rule keeps each), or
+    /// by id.
     Forget(ForgetArgs),
     /// Delete data no backup references, never blocking backups (see docs/format.md).
     Prune(PruneArgs),
