@@ -369,7 +369,10 @@ fn a_damaged_index_object_costs_only_its_backups_until_repair_index() {
     let out = restore(&env, &b, None, "rb.img");
     let stderr = expect_failure(&out, 3, &damaged);
     assert!(stderr.contains("s3mover repair index"), "{stderr}");
-    assert!(stderr.contains(&format!("backup {b}")), "names the backup: {stderr}");
+    assert!(
+        stderr.contains(&format!("backup {b}")),
+        "names the backup: {stderr}"
+    );
 
     // Check and verify report the object and go on; prune refuses, saying what to do.
     let stderr = expect_failure(&env.run(&["check"]), 3, &damaged);
@@ -397,4 +400,22 @@ fn a_damaged_index_object_costs_only_its_backups_until_repair_index() {
     env.ok(&["verify", "--read-data"]);
     env.ok(&["prune", "--grace", "0s"]);
     env.ok(&["check"]);
+}
+
+#[test]
+fn forget_by_id_refuses_an_empty_id_and_a_protected_backup() {
+    let env = Env::new();
+    env.init();
+    let id = backup(&env, &image(&env, "a.img", 1), "a");
+    expect_failure(&env.run(&["forget", ""]), 2, "cannot be empty");
+    env.ok(&["protect", &id]);
+    flip_byte(&env.repo.join("backups").join(&id), 30);
+    expect_failure(&env.run(&["forget", &id]), 2, "protect --remove");
+    assert!(env.repo.join("backups").join(&id).exists());
+    // Lifting the protection needs no readable manifest; then the broken backup goes.
+    env.ok(&["protect", "--remove", &id]);
+    let out = env.ok(&["forget", &id[..6]]);
+    assert!(out.contains(&id), "{out}");
+    assert!(!env.repo.join("backups").join(&id).exists());
+    assert!(!env.repo.join("trees").join(&id).exists());
 }

@@ -97,4 +97,17 @@ async fn a_format_1_repository_opens_backs_up_and_restores() {
         .await
         .expect("latest");
     assert_eq!(&latest[..], incremental.manifest.id.as_bytes());
+
+    // Format 1 still refuses a config rewritten as unencrypted over its key slots.
+    let path = dir.path().join("repo/config");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
+    config["encryption"] = "none".into();
+    config["idKey"] = "00".repeat(32).into();
+    std::fs::write(&path, serde_json::to_vec(&config).expect("json")).expect("write");
+    let store = open_store(&location, &options).expect("store");
+    match Repository::open(store, Some(local_support::PASSWORD)).await {
+        Err(Error::Corrupt(reason)) => assert!(reason.contains("key slots"), "{reason}"),
+        other => panic!("a plaintext config over key slots opened: {other:?}"),
+    }
 }
