@@ -405,23 +405,12 @@ impl Repository {
     /// interrupted: then the next backup is a full one, which is always correct); a stale
     /// pointer (its backup was forgotten) falls back to a listing.
     pub async fn latest_backup(&self, volume: &str) -> Result<Option<Manifest>> {
-        let key = format!("latest/{}", self.volume_key(volume));
-        let Some(bytes) = self.store.get_optional(&key).await? else {
-            return Ok(None);
+        let id = match self.latest_pointer(volume).await? {
+            LatestPointer::Absent => return Ok(None),
+            // Only a hint: a damaged pointer costs the listing it would have saved.
+            LatestPointer::Damaged => return Ok(self.list_manifests(Some(volume)).await?.pop()),
+            LatestPointer::Names(id) => id,
         };
-        let bytes = if self.binding.binds_names() {
-            match self.open_object(ObjectKind::Latest, &key, &bytes) {
-                Ok(plain) => plain,
-                Err(e) => {
-                    // Only a hint: a damaged pointer costs the listing it would have saved.
-                    tracing::warn!("ignoring a damaged pointer: {e}");
-                    return Ok(self.list_manifests(Some(volume)).await?.pop());
-                }
-            }
-        } else {
-            bytes.to_vec()
-        };
-        let id = String::from_utf8_lossy(&bytes).trim().to_string();
         match self.read_manifest(&id).await {
             Ok(m) if m.volume == volume => return Ok(Some(m)),
             Ok(_) | Err(Error::NoSuchBackup(_)) => {}
@@ -437,15 +426,10 @@ impl Repository {
     /// then the newest backup is damaged, and restoring an older one instead is for the user
     /// to choose.
     async fn refuse_damaged_latest(&self, volume: &str, damaged: &[DamagedBackup]) -> Result<()> {
-        let key = format!("latest/{}", self.volume_key(volume));
-        let pointer = match self.store.get_optional(&key).await? {
-            Some(bytes) if self.binding.binds_names() => {
-                self.open_object(ObjectKind::Latest, &key, &bytes).ok()
-            }
-            Some(bytes) => Some(bytes.to_vec()),
-            None => None,
+        let named = match self.latest_pointer(volume).await? {
+            LatestPointer::Names(id) => Some(id),
+            LatestPointer::Absent | LatestPointer::Damaged => None,
         };
-        let named = pointer.map(|p| String::from_utf8_lossy(&p).trim().to_string());
         if let Some(bad) = damaged.iter().find(|d| Some(&d.id) == named.as_ref()) {
             return Err(Error::Corrupt(format!(
                 "the newest backup of volume {volume:?} is damaged: {}; restore an older backup by its id (`s3mover backups --volume {volume}`)",
@@ -456,6 +440,28 @@ impl Repository {
             tracing::warn!("{bad}");
         }
         Ok(())
+    }
+
+    /// What the volume's `latest/` pointer says (a damaged one is logged and not followed).
+    async fn latest_pointer(&self, volume: &str) -> Result<LatestPointer> {
+        let key = format!("latest/{}", self.volume_key(volume));
+        let Some(bytes) = self.store.get_optional(&key).await? else {
+            return Ok(LatestPointer::Absent);
+        };
+        let bytes = if self.binding.binds_names() {
+            match self.open_object(ObjectKind::Latest, &key, &bytes) {
+                Ok(plain) => plain,
+                Err(e) => {
+                    tracing::warn!("ignoring a damaged pointer: {e}");
+                    return Ok(LatestPointer::Damaged);
+                }
+            }
+        } else {
+            bytes.to_vec()
+        };
+        Ok(LatestPointer::Names(
+            String::from_utf8_lossy(&bytes).trim().to_string(),
+        ))
     }
 
     /// Points `latest/<volume>` at a backup.
@@ -523,6 +529,13 @@ impl LockedRepository {
         }
         Ok(repo)
     }
+}
+
+/// What a volume's `latest/` pointer says.
+enum LatestPointer {
+    Absent,
+    Damaged,
+    Names(String),
 }
 
 /// A backup whose manifest exists but cannot be read.
