@@ -407,7 +407,7 @@ fn forget_by_id_refuses_an_empty_id_and_a_protected_backup() {
     let env = Env::new();
     env.init();
     let id = backup(&env, &image(&env, "a.img", 1), "a");
-    expect_failure(&env.run(&["forget", ""]), 2, "cannot be empty");
+    expect_failure(&env.run(&["forget", ""]), 2, "empty backup id");
     env.ok(&["protect", &id]);
     flip_byte(&env.repo.join("backups").join(&id), 30);
     expect_failure(&env.run(&["forget", &id]), 2, "protect --remove");

@@ -69,9 +69,9 @@ pub async fn run(global: &GlobalArgs, args: &ForgetArgs) -> Result<u8> {
                 },
                 entry.id,
                 if entry.volume.is_empty() {
-                    "?"
+                    "?".into()
                 } else {
-                    &entry.volume
+                    crate::output::shown(&entry.volume)
                 },
                 entry.reasons.join(", ")
             );
