@@ -29,7 +29,8 @@ pub struct SelectionArgs {
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
 
-    /// Audience-scoped service account token (kubectl create token SA --audience AUDIENCE)
+    /// Audience-scoped service account token (kubectl create token SA --audience AUDIENCE).
+    /// Other users can read a command line: prefer --token-file
     #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
     pub token: Option<String>,
 

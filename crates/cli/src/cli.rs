@@ -3,7 +3,8 @@
 //! Exit codes:
 //! - 0: success
 //! - 1: the operation failed (storage, I/O, not a repository, …)
-//! - 2: bad usage or input (flags, ranges file, target too small, no such backup)
+//! - 2: bad usage or input (flags, ranges file, target too small, in use or not a file or
+//!   device, no such backup, a `forget` that would empty a volume)
 //! - 3: integrity problem: missing or corrupt data was found
 //! - 4: wrong or missing password
 
@@ -43,7 +44,10 @@ AWS_SESSION_TOKEN, AWS_PROFILE with the shared config and credentials files (cre
 included), or S3MOVER_S3_CREDENTIALS_COMMAND (a command printing credential_process JSON). \
 Tuning: S3MOVER_S3_RETRY_BUDGET (how long a failing request is retried; default 5m), \
 S3MOVER_S3_STALL_TIMEOUT (a request that moves no data for this long is retried; default 30s), \
-S3MOVER_S3_MULTIPART_THRESHOLD and S3MOVER_S3_MULTIPART_PART_SIZE. See docs/s3.md.\n\n\
+S3MOVER_S3_MULTIPART_THRESHOLD and S3MOVER_S3_MULTIPART_PART_SIZE. See docs/s3.md. \
+Credentials in URLs are masked in every message.\n\n\
+The password comes from --password-file, S3MOVER_PASSWORD or the output of \
+S3MOVER_PASSWORD_COMMAND (stopped after S3MOVER_PASSWORD_COMMAND_TIMEOUT, default 60s).\n\n\
 Exit status: 0 success, 1 failure, 2 bad usage or input, 3 missing or corrupt data found, 4 wrong or missing password.",
     after_help = "Run `s3mover demo` to see a full, incremental and restore on a scratch image."
 )]
@@ -120,7 +124,8 @@ pub enum Command {
     /// Changed Block Tracking: list a snapshot's ranges, or check them by copying.
     #[command(subcommand)]
     Cbt(CbtCommand),
-    /// Remove backups by retention rules (per volume); --dry-run shows which rule keeps each.
+    /// Remove backups by retention rules (per volume; --dry-run shows which rule keeps each), or
+    /// by id.
     Forget(ForgetArgs),
     /// Delete data no backup references, never blocking backups (see docs/format.md).
     Prune(PruneArgs),
@@ -130,14 +135,37 @@ pub enum Command {
     Check(CheckArgs),
     /// Kubernetes: back up and restore PersistentVolumeClaims (see `s3mover k8s --help`).
     K8s(crate::cli_k8s::K8sArgs),
+    /// Repair a damaged repository.
+    #[command(subcommand)]
+    Repair(RepairCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepairCommand {
+    /// Index every pack no readable index object names again, from the pack's own header, then
+    /// delete the damaged index objects.
+    Index(RepairIndexArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RepairIndexArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Report what would be done; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ForgetArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Remove these backups (ids or unique prefixes) instead of applying --keep-* rules; works
+    /// for a backup whose manifest is damaged.
+    #[arg(value_name = "ID")]
+    pub backups: Vec<String>,
     /// Only backups of this volume (default: every volume, each on its own).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_volume_name)]
     pub volume: Option<String>,
     /// Keep the N newest backups.
     #[arg(long, value_name = "N")]
@@ -160,12 +188,17 @@ pub struct ForgetArgs {
     /// Keep every backup within DURATION (e.g. 7d, 36h) of the volume's newest.
     #[arg(long, value_name = "DURATION")]
     pub keep_within: Option<String>,
-    /// Keep backups with this tag (KEY=VALUE, or KEY for any value); repeatable.
-    #[arg(long, value_name = "TAG")]
+    /// Keep backups with this tag (KEY=VALUE, or KEY for any value); repeatable. An empty
+    /// rule or one without a key is an error.
+    #[arg(long, value_name = "TAG", value_parser = s3mover_engine::retention::parse_keep_tag)]
     pub keep_tag: Vec<String>,
     /// Count hours, days, weeks, months and years at this UTC offset (e.g. +02:00); default UTC.
     #[arg(long, value_name = "OFFSET", allow_hyphen_values = true)]
     pub timezone_offset: Option<String>,
+    /// Remove every backup of a volume when the rules keep none of them. Without it such a
+    /// forget stops and removes nothing.
+    #[arg(long)]
+    pub allow_remove_all: bool,
     /// Run prune afterwards.
     #[arg(long)]
     pub prune: bool,
@@ -243,8 +276,9 @@ pub struct BackupArgs {
     pub store: StoreArgs,
     /// Block device or image file to back up.
     pub source: PathBuf,
-    /// Name of the volume (backups of one volume form its history).
-    #[arg(long)]
+    /// Name of the volume (backups of one volume form its history). Not empty or blank, and
+    /// without control characters such as newlines.
+    #[arg(long, value_parser = parse_volume_name)]
     pub volume: String,
     /// Backup to build on: latest (of this volume), none (full backup), or an id.
     #[arg(long, default_value = "latest")]
@@ -258,8 +292,9 @@ pub struct BackupArgs {
     /// KEY=VALUE tag to record (repeatable).
     #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
     pub tags: Vec<String>,
-    /// Packs (16 MiB each) uploading at once [default: 1 for a local repository, 8 for S3].
-    #[arg(long)]
+    /// Packs (16 MiB each) uploading at once, 1 to 256 [default: 1 for a local repository, 8
+    /// for S3].
+    #[arg(long, value_parser = parse_upload_concurrency)]
     pub upload_concurrency: Option<usize>,
     #[command(flatten)]
     pub cbt: BackupCbtArgs,
@@ -270,7 +305,7 @@ pub struct BackupsArgs {
     #[command(flatten)]
     pub store: StoreArgs,
     /// Only backups of this volume.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_volume_name)]
     pub volume: Option<String>,
 }
 
@@ -281,7 +316,7 @@ pub struct ShowArgs {
     /// Backup id, unique id prefix, or `latest` (with --volume).
     pub backup: String,
     /// Volume, for `latest`.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_volume_name)]
     pub volume: Option<String>,
 }
 
@@ -291,11 +326,15 @@ pub struct RestoreArgs {
     pub store: StoreArgs,
     /// Backup id, unique id prefix, or `latest` (with --volume).
     pub backup: String,
-    /// Block device or file to restore to. A file is created sparse.
+    /// Block device or file to restore to. A file is created sparse, readable by its owner
+    /// only. A block device is opened exclusively: one that is mounted or in use is refused
+    /// (see --force). `-` (or /dev/stdout) is standard output when it is redirected to a file
+    /// (`--target - > disk.img`); the summary then goes to standard error. A pipe or terminal
+    /// is refused: restore writes out of order and needs a target it can seek in.
     #[arg(long)]
     pub target: PathBuf,
     /// Volume, for `latest` (and as a check for ids).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_volume_name)]
     pub volume: Option<String>,
     /// The target device already reads as zeros: do not zero the empty parts.
     #[arg(long)]
@@ -303,9 +342,14 @@ pub struct RestoreArgs {
     /// Replace an existing non-empty target file.
     #[arg(long)]
     pub overwrite: bool,
-    /// Reads in flight (whole packs on S3, up to 4 MiB each from a local directory).
-    #[arg(long, default_value_t = 8)]
+    /// Reads in flight (whole packs on S3, up to 4 MiB each from a local directory), 1 to
+    /// 1024.
+    #[arg(long, default_value_t = 8, value_parser = parse_read_concurrency)]
     pub concurrency: usize,
+    /// Restore onto a block device even when it is mounted or held by another user (a
+    /// filesystem, device mapper, another open with O_EXCL). This destroys what uses it.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -379,10 +423,11 @@ pub struct BackupCbtArgs {
     /// CA bundle (PEM, or base64 of PEM) of the SnapshotMetadata service.
     #[arg(long, value_name = "FILE")]
     pub cbt_ca_cert: Option<PathBuf>,
-    /// Audience-scoped service account token for the service.
+    /// Audience-scoped service account token for the service. Other users can read a command
+    /// line (ps, /proc): prefer --cbt-token-file.
     #[arg(long, value_name = "TOKEN", conflicts_with = "cbt_token_file")]
     pub cbt_token: Option<String>,
-    /// File holding the token (read again before each call).
+    /// File holding the token (read again before each call): the way to pass the token.
     #[arg(long, value_name = "FILE")]
     pub cbt_token_file: Option<PathBuf>,
     /// CSI driver socket: ask the driver directly (CSI flavour).
@@ -464,9 +509,48 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 fn parse_tag(text: &str) -> Result<String, String> {
     match text.split_once('=') {
-        Some((key, _)) if !key.is_empty() => Ok(text.to_string()),
+        _ if text.chars().any(char::is_control) => {
+            Err(format!("tag {text:?} holds a control character"))
+        }
+        Some((key, _)) if !key.trim().is_empty() => Ok(text.to_string()),
         _ => Err(format!("tag {text:?} must look like KEY=VALUE")),
     }
+}
+
+/// Checks a volume name: not empty or blank, and free of control characters (a newline or an
+/// escape sequence would forge lines or rewrite the terminal wherever the name is shown).
+pub fn parse_volume_name(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err(format!(
+            "volume name {text:?} is empty or blank; name the volume"
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(format!(
+            "volume name {text:?} holds a control character; use printable characters"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// Parses a count of parallel operations within `min..=max`.
+fn parse_count(text: &str, what: &str, max: usize) -> Result<usize, String> {
+    let n: usize = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number; give {what} from 1 to {max}"))?;
+    if !(1..=max).contains(&n) {
+        return Err(format!("{what} must be from 1 to {max}, not {n}"));
+    }
+    Ok(n)
+}
+
+fn parse_read_concurrency(text: &str) -> Result<usize, String> {
+    parse_count(text, "reads in flight", 1024)
+}
+
+fn parse_upload_concurrency(text: &str) -> Result<usize, String> {
+    parse_count(text, "uploads at once", 256)
 }
 
 /// Maps an error to the documented exit code.
@@ -476,6 +560,7 @@ pub fn exit_code_for(error: &anyhow::Error) -> u8 {
             return match engine {
                 EngineError::Invalid(_) | EngineError::NoSuchBackup(_) => EXIT_USAGE,
                 EngineError::Corrupt(_) | EngineError::Missing(_) => EXIT_INTEGRITY,
+                EngineError::Store(e) if e.is_truncated() => EXIT_INTEGRITY,
                 EngineError::PasswordRequired => EXIT_AUTH,
                 EngineError::Crypto(s3mover_engine::crypto::CryptoError::WrongPassword(_)) => {
                     EXIT_AUTH
@@ -508,6 +593,45 @@ mod tests {
         assert_eq!(parse_size("1M"), Ok(1 << 20));
         assert!(parse_size("12Q").is_err());
         assert!(parse_size("K").is_err());
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// No text makes a flag parser panic, and what they accept is in range.
+        #[test]
+        fn flag_parsers_never_panic(text in "\\PC{0,24}|[0-9]{1,30}[a-zA-Z%:=+-]{0,4}[0-9]{0,20}[a-z]{0,2}") {
+            let _ = parse_size(&text);
+            let _ = parse_tag(&text);
+            if let Ok(name) = parse_volume_name(&text) {
+                prop_assert!(!name.trim().is_empty() && !name.chars().any(char::is_control));
+            }
+            if let Ok(n) = parse_read_concurrency(&text) {
+                prop_assert!((1..=1024).contains(&n));
+            }
+            if let Ok(n) = parse_upload_concurrency(&text) {
+                prop_assert!((1..=256).contains(&n));
+            }
+            let _ = s3mover_engine::retention::parse_keep_tag(&text);
+            let _ = s3mover_engine::retention::parse_offset(&text);
+            if let Ok(within) = s3mover_engine::retention::parse_duration(&text) {
+                // Whatever the window, applying it must not overflow the calendar.
+                let now = time::OffsetDateTime::now_utc();
+                let candidates = [s3mover_engine::retention::Candidate {
+                    id: "a".into(),
+                    time: now,
+                    tags: vec![],
+                    protected: false,
+                }];
+                let policy = s3mover_engine::retention::KeepPolicy {
+                    within: Some(within),
+                    ..Default::default()
+                };
+                let _ = s3mover_engine::retention::apply(&policy, &candidates);
+            }
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod cli_k8s;
 mod commands;
 mod output;
 mod password;
+mod redact;
 
 use std::process::ExitCode;
 
@@ -17,6 +18,10 @@ use clap::Parser;
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = cli::Cli::parse();
+    redact::remember_environment();
+    if let Some(repo) = &cli.global.repo {
+        redact::remember_url(repo);
+    }
     output::init_logging(cli.global.verbose, cli.global.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -32,7 +37,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             let code = cli::exit_code_for(&error);
-            let line = one_line(&error);
+            let line = redact::redact(&one_line(&error)).to_string();
             output::write_result(&serde_json::json!({"error": line, "exitCode": code}));
             eprintln!("s3mover: {line}");
             ExitCode::from(code)

@@ -19,6 +19,8 @@ pub fn init_logging(verbose: u8, quiet: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| LogWriter)
+        // Colour codes only on a terminal: a log file or a script gets plain lines.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }
@@ -41,15 +43,17 @@ fn set_bar_on_screen(bar: Option<ProgressBar>) {
         .unwrap_or_else(|poisoned| poisoned.into_inner()) = bar;
 }
 
-/// Standard error for log lines: with a bar on screen, the bar is cleared, the line written
+/// Standard error for log lines, with credentials in URLs masked: with a bar on screen, the bar is cleared, the line written
 /// and the bar drawn again below it. The log formatter hands over each line whole.
 struct LogWriter;
 
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let line = crate::redact::redact(&text);
         match bar_on_screen() {
-            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf))?,
-            None => std::io::stderr().write_all(buf)?,
+            Some(bar) => bar.suspend(|| std::io::stderr().write_all(line.as_bytes()))?,
+            None => std::io::stderr().write_all(line.as_bytes())?,
         }
         Ok(buf.len())
     }
@@ -169,6 +173,21 @@ fn compact_result(value: &serde_json::Value) -> String {
     serde_json::json!({"error": "the result is too long for a termination message"}).to_string()
 }
 
+/// A name read from the repository (a volume, a tag) as text output shows it: as it is when it
+/// is plain, quoted with escapes when it is empty, blank, has surrounding spaces or holds a
+/// control character, so that no name can forge a line or send the terminal an escape
+/// sequence.
+pub fn shown(name: &str) -> std::borrow::Cow<'_, str> {
+    let plain = !name.is_empty()
+        && name.trim() == name
+        && !name.chars().any(|c| c.is_control() || c == '"');
+    if plain {
+        name.into()
+    } else {
+        format!("{name:?}").into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +198,16 @@ mod tests {
         assert_eq!(compact_result(&small), small.to_string());
         let big = serde_json::json!({"id": "ab", "requests": {"x": "y".repeat(5000)}});
         assert_eq!(compact_result(&big), r#"{"id":"ab"}"#);
+    }
+
+    #[test]
+    fn names_with_control_characters_are_shown_escaped() {
+        assert_eq!(shown("db"), "db");
+        assert_eq!(shown("my volume"), "my volume");
+        assert_eq!(shown(""), "\"\"");
+        assert_eq!(shown(" "), "\" \"");
+        assert_eq!(shown("a\nb"), "\"a\\nb\"");
+        assert_eq!(shown("\u{1b}[2J"), "\"\\u{1b}[2J\"");
     }
 
     /// A bar is known to the log writer from its start to its finish, and log lines written

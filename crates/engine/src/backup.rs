@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::id::{ChunkId, IdHasher};
 use crate::index::{self, PackIndex};
 use crate::manifest::{BackupStats, CbtInfo, ChangeSource, Manifest};
+use crate::objects::ObjectKind;
 use crate::pack::BlobKind;
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -46,7 +47,6 @@ const PACKS_PER_INDEX: u64 = 4;
 const KNOWN_SET_LIMIT: usize = 1 << 20;
 /// A crashed run's session is reused only while younger than this (half the GC grace period).
 const SESSION_REUSE_SECONDS: i64 = 12 * 3600;
-const SESSION_AAD: &[u8] = b"s3mover session v1";
 
 /// Which backup an incremental builds on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -518,7 +518,7 @@ async fn resume_session(repo: &Repository, session_key: &str) -> Result<(KnownSe
     let Some(sealed) = repo.store().get_optional(session_key).await? else {
         return Ok((known, Vec::new()));
     };
-    let Ok(json) = repo.sealer().open(&sealed, SESSION_AAD) else {
+    let Ok(json) = repo.open_object(ObjectKind::Session, session_key, &sealed) else {
         tracing::warn!("ignoring an unreadable session object {session_key}");
         return Ok((known, Vec::new()));
     };
@@ -899,7 +899,9 @@ impl<'a> TreeBuilder<'a> {
         self.session.updated_at = crate::time_util::now_rfc3339();
         let json = serde_json::to_vec(&self.session)
             .map_err(|e| Error::Invalid(format!("cannot encode session: {e}")))?;
-        let sealed = self.repo.sealer().seal(&json, SESSION_AAD);
+        let sealed = self
+            .repo
+            .seal_object(ObjectKind::Session, &self.session_key, &json);
         self.repo
             .store()
             .put(&self.session_key, Bytes::from(sealed))

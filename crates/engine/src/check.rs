@@ -44,20 +44,17 @@ pub async fn check(repo: &Repository) -> Result<CheckReport> {
             return Ok(report);
         }
     };
+    for (_, reason) in &index.damaged {
+        report.problems.push(format!(
+            "damaged index object: {reason}; {}",
+            crate::index::DAMAGED_INDEX_ADVICE
+        ));
+    }
     report.index_objects = index.objects.len();
     report.blobs_indexed = index.len();
 
     // Indexed packs exist and are long enough.
-    let listed: HashMap<ChunkId, u64> = repo
-        .store()
-        .list("packs/")
-        .await?
-        .into_iter()
-        .filter_map(|o| {
-            let name = o.key.rsplit('/').next().and_then(ChunkId::from_hex)?;
-            Some((name, o.size))
-        })
-        .collect();
+    let listed: HashMap<ChunkId, u64> = crate::index::list_packs(repo).await?.into_iter().collect();
     report.packs = listed.len();
     let mut needed: HashMap<u32, u64> = HashMap::new();
     for (_, loc) in index.iter() {
@@ -92,7 +89,9 @@ pub async fn check(repo: &Repository) -> Result<CheckReport> {
             Ok(m) => m,
             Err(Error::NoSuchBackup(_)) => continue,
             Err(e) => {
-                report.problems.push(format!("backup {id}: {e}"));
+                report.problems.push(format!(
+                    "backup {id}: {e}; `s3mover forget {id}` removes the backup"
+                ));
                 continue;
             }
         };

@@ -10,6 +10,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::objects::{self, key_slot_aad};
 use crate::xchacha::{XChaCha20Poly1305, NONCE_LEN, TAG_LEN};
 
 /// Bytes a sealed blob adds to its plaintext: the nonce and the tag.
@@ -17,7 +18,6 @@ pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 
 const DATA_KEY_CONTEXT: &str = "s3mover 2026 data key v1";
 const ID_KEY_CONTEXT: &str = "s3mover 2026 chunk id key v1";
-const SLOT_AAD: &[u8] = b"s3mover key slot v1";
 
 /// Why sealing, opening or unwrapping failed.
 #[derive(Debug, thiserror::Error)]
@@ -292,9 +292,25 @@ impl Default for KdfCost {
     }
 }
 
+/// What a key slot holds once unwrapped.
+pub struct SlotContents {
+    /// The master key.
+    pub master: Zeroizing<[u8; 32]>,
+    /// The id of the repository the slot was made for (format 2 and later); `None` for a slot
+    /// of a format-1 repository, which held the master key only.
+    pub repository_id: Option<[u8; 16]>,
+}
+
 impl KeySlot {
-    /// Wraps `master` with `password`, at the cost `cost`.
-    pub fn create(master: &[u8; 32], password: &[u8], cost: KdfCost) -> Result<Self, CryptoError> {
+    /// Wraps `master` with `password`, at the cost `cost`. With `repository_id` the slot is a
+    /// format-2 slot: it holds the repository id beside the master key, so that a config whose
+    /// id or format version was changed does not match its slots.
+    pub fn create(
+        master: &[u8; 32],
+        password: &[u8],
+        cost: KdfCost,
+        repository_id: Option<&[u8; 16]>,
+    ) -> Result<Self, CryptoError> {
         cost.validate()?;
         let mut salt = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut salt);
@@ -306,7 +322,14 @@ impl KeySlot {
             cost.parallelism,
         )?;
         let cipher = XChaCha20Poly1305::new(&wrapping);
-        let sealed = seal_with(&cipher, master, SLOT_AAD);
+        let sealed = match repository_id {
+            Some(id) => seal_parts_with(
+                &cipher,
+                &[master, id],
+                key_slot_aad(objects::BOUND_FROM_VERSION),
+            ),
+            None => seal_with(&cipher, master, key_slot_aad(1)),
+        };
         Ok(KeySlot {
             kdf: "argon2id".into(),
             memory_kib: cost.memory_kib,
@@ -318,11 +341,9 @@ impl KeySlot {
         })
     }
 
-    /// Unwraps the master key; `None` when the password is not this slot's.
-    pub fn unwrap_master(
-        &self,
-        password: &[u8],
-    ) -> Result<Option<Zeroizing<[u8; 32]>>, CryptoError> {
+    /// Unwraps the master key (and the repository id of a format-2 slot); `None` when the
+    /// password is not this slot's.
+    pub fn unwrap_master(&self, password: &[u8]) -> Result<Option<SlotContents>, CryptoError> {
         if self.kdf != "argon2id" {
             return Err(CryptoError::Kdf(format!(
                 "unknown key derivation {:?}",
@@ -340,17 +361,31 @@ impl KeySlot {
             self.parallelism,
         )?;
         let cipher = XChaCha20Poly1305::new(&wrapping);
-        match open_with(&cipher, &sealed, SLOT_AAD) {
-            Ok(master) if master.len() == 32 => {
-                let mut key = Zeroizing::new([0u8; 32]);
-                key.copy_from_slice(&master);
-                Ok(Some(key))
-            }
-            Ok(_) => Err(CryptoError::Kdf(
+        let (opened, bound) =
+            match open_with(&cipher, &sealed, key_slot_aad(objects::BOUND_FROM_VERSION)) {
+                Ok(opened) => (Zeroizing::new(opened), true),
+                Err(_) => match open_with(&cipher, &sealed, key_slot_aad(1)) {
+                    Ok(opened) => (Zeroizing::new(opened), false),
+                    Err(_) => return Ok(None),
+                },
+            };
+        let expected = if bound { 32 + 16 } else { 32 };
+        if opened.len() != expected {
+            return Err(CryptoError::Kdf(
                 "key slot holds a key of the wrong length".into(),
-            )),
-            Err(_) => Ok(None),
+            ));
         }
+        let mut master = Zeroizing::new([0u8; 32]);
+        master.copy_from_slice(&opened[..32]);
+        let repository_id = bound.then(|| {
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&opened[32..]);
+            id
+        });
+        Ok(Some(SlotContents {
+            master,
+            repository_id,
+        }))
     }
 }
 
@@ -416,12 +451,16 @@ mod tests {
     #[test]
     fn key_slot_unwraps_only_with_its_password() {
         let master = random_key();
-        let slot = KeySlot::create(&master, b"correct horse", KdfCost::DEFAULT).unwrap();
-        assert_eq!(
-            *slot.unwrap_master(b"correct horse").unwrap().unwrap(),
-            master
-        );
+        let slot = KeySlot::create(&master, b"correct horse", KdfCost::DEFAULT, None).unwrap();
+        let opened = slot.unwrap_master(b"correct horse").unwrap().unwrap();
+        assert_eq!((*opened.master, opened.repository_id), (master, None));
         assert!(slot.unwrap_master(b"wrong").unwrap().is_none());
+        let bound = KeySlot::create(&master, b"pw", KdfCost::DEFAULT, Some(&[9u8; 16])).unwrap();
+        let opened = bound.unwrap_master(b"pw").unwrap().unwrap();
+        assert_eq!(
+            (*opened.master, opened.repository_id),
+            (master, Some([9u8; 16]))
+        );
     }
 
     #[test]
@@ -432,14 +471,14 @@ mod tests {
             iterations: 3,
             parallelism: 2,
         };
-        let slot = KeySlot::create(&master, b"pw", cost).unwrap();
+        let slot = KeySlot::create(&master, b"pw", cost, None).unwrap();
         assert_eq!(
             (slot.memory_kib, slot.iterations, slot.parallelism),
             (8 * 1024, 3, 2)
         );
-        assert_eq!(*slot.unwrap_master(b"pw").unwrap().unwrap(), master);
+        assert_eq!(*slot.unwrap_master(b"pw").unwrap().unwrap().master, master);
         // The same password under a slot of another cost derives another wrapping key.
-        let other = KeySlot::create(&master, b"pw", KdfCost::DEFAULT).unwrap();
+        let other = KeySlot::create(&master, b"pw", KdfCost::DEFAULT, None).unwrap();
         assert_ne!(slot.sealed_master_key, other.sealed_master_key);
     }
 
@@ -469,7 +508,7 @@ mod tests {
                 "lanes 0",
             ),
         ] {
-            let err = KeySlot::create(&master, b"pw", cost).unwrap_err();
+            let err = KeySlot::create(&master, b"pw", cost, None).unwrap_err();
             assert!(err.to_string().contains(says), "{err}");
         }
     }

@@ -8,7 +8,7 @@
 //! direct I/O.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -33,6 +33,10 @@ const BLKZEROOUT: libc::c_ulong = 0x127f;
 impl Volume {
     /// Opens a source for reading.
     pub fn open_source(path: &Path) -> Result<Volume> {
+        // Checked before opening: opening a FIFO for reading waits for a writer, forever.
+        if let Ok(meta) = std::fs::metadata(path) {
+            refuse_unusable_kind(&meta, "source", path)?;
+        }
         let file = File::open(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::Io(format!(
                 "source {} does not exist; give a block device or an image file",
@@ -44,24 +48,66 @@ impl Volume {
     }
 
     /// Opens an existing target for writing (a block device, or a file to overwrite).
-    pub fn open_target(path: &Path) -> Result<Volume> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| Error::io("cannot open target", path, e))?;
+    ///
+    /// Unless `force`, a block device is refused when a filesystem on it (or on one of its
+    /// partitions) is mounted, and is opened with `O_EXCL`, which the kernel refuses (`EBUSY`)
+    /// while anything else holds it exclusively: a mounted filesystem, device mapper, RAID,
+    /// swap, or another exclusive open. The claim lasts until the volume is dropped.
+    pub fn open_target(path: &Path, force: bool) -> Result<Volume> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io("cannot open target", path, e))?;
+        refuse_unusable_kind(&meta, "target", path)?;
+        let block = meta.file_type().is_block_device();
+        if block && !force {
+            if let Some(mount) = crate::device_use::mount_of(meta.rdev()) {
+                return Err(Error::Invalid(format!(
+                    "target {} is mounted ({mount}); unmount it first, or pass --force to overwrite it anyway",
+                    path.display()
+                )));
+            }
+        }
+        let mut options = OpenOptions::new();
+        options.read(true).write(true);
+        if block && !force {
+            options.custom_flags(libc::O_EXCL);
+        }
+        let file = options.open(path).map_err(|e| {
+            if block && e.raw_os_error() == Some(libc::EBUSY) {
+                Error::Invalid(format!(
+                    "target {} is in use{}; stop what uses it, or pass --force to overwrite it anyway",
+                    path.display(),
+                    crate::device_use::holders_note(meta.rdev())
+                ))
+            } else {
+                Error::io("cannot open target", path, e)
+            }
+        })?;
         Ok(Self::from_file(file, path)?.with_direct_writes())
     }
 
     /// Creates a new sparse file target of `size` bytes (replacing an empty or missing file).
+    /// A file it creates is readable and writable by its owner only, whatever the umask: it
+    /// holds a whole volume's data. An existing file keeps its permissions.
     pub fn create_file_target(path: &Path, size: u64) -> Result<Volume> {
-        let file = OpenOptions::new()
+        let created = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .map_err(|e| Error::io("cannot create target", path, e))?;
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        let file = match created {
+            Ok(file) => {
+                file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| Error::io("cannot set the permissions of", path, e))?;
+                file
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => OpenOptions::new()
+                .read(true)
+                .write(true)
+                .truncate(true)
+                .open(path)
+                .map_err(|e| Error::io("cannot create target", path, e))?,
+            Err(e) => return Err(Error::io("cannot create target", path, e)),
+        };
         file.set_len(size)
             .map_err(|e| Error::io("cannot size target", path, e))?;
         Ok(Self::from_file(file, path)?.with_direct_writes())
@@ -424,6 +470,29 @@ impl BatchWriter<'_> {
     }
 }
 
+/// Refuses what is neither a regular file nor a block device (a FIFO, socket, character device
+/// or directory) before it is opened, as bad input.
+fn refuse_unusable_kind(meta: &std::fs::Metadata, role: &str, path: &Path) -> Result<()> {
+    let kind = meta.file_type();
+    let what = if kind.is_file() || kind.is_block_device() {
+        return Ok(());
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    };
+    Err(Error::Invalid(format!(
+        "{role} {} is {what}; give a block device or a regular file",
+        path.display()
+    )))
+}
+
 fn block_device_size(file: &File) -> std::io::Result<u64> {
     let mut size: u64 = 0;
     // SAFETY: BLKGETSIZE64 writes one u64 through the pointer.
@@ -514,7 +583,7 @@ mod tests {
         let expected = write_shapes(&volume);
         assert!(std::fs::read(&path).unwrap() == expected, "content differs");
         // An existing target, reopened, writes the same way.
-        let volume = Volume::open_target(&path).unwrap();
+        let volume = Volume::open_target(&path, false).unwrap();
         assert_eq!(volume.writes_direct(), direct_possible);
         volume
             .write_batch(|writer| writer.write(8192, &[9u8; 4096]))

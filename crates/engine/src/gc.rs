@@ -21,16 +21,11 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::crypto::Sealer;
 use crate::error::{Error, Result};
 use crate::id::ChunkId;
 use crate::manifest::Manifest;
+use crate::objects::ObjectKind;
 use crate::repo::Repository;
-
-const PENDING_AAD: &[u8] = b"s3mover gc pending v1";
-const MARKER_AAD: &[u8] = b"s3mover gc deleting v1";
-const LEASE_AAD: &[u8] = b"s3mover gc lease v1";
-const DIRECTORY_AAD: &[u8] = b"s3mover gc marker directory v1";
 
 /// The object naming every deletion marker, so a backup's check reads one object instead of
 /// listing `gc/deleting/` (see [`write_marker_directory`]).
@@ -108,7 +103,8 @@ impl PendingSet {
     /// Writes the set.
     pub async fn write(&self, repo: &Repository, key: &str) -> Result<()> {
         let sealed = encode_pending_set(
-            repo.sealer(),
+            repo,
+            key,
             self.created,
             &self.seen_backups,
             &self.packs,
@@ -121,10 +117,7 @@ impl PendingSet {
     /// Reads a set. The JSON is parsed as it is decompressed, never held whole.
     pub async fn read(repo: &Repository, key: &str) -> Result<PendingSet> {
         let sealed = repo.store().get(key).await?;
-        let compressed = repo
-            .sealer()
-            .open(&sealed, PENDING_AAD)
-            .map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
+        let compressed = repo.open_object(pending_kind(key), key, &sealed)?;
         drop(sealed);
         let decoder = zstd::stream::read::Decoder::new(&compressed[..])
             .map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
@@ -142,7 +135,8 @@ impl PendingSet {
 /// produced, so neither the prefixes nor their text are ever held whole; store the result
 /// under `gc/pending/…` or `gc/removed/…`.
 pub fn encode_pending_set(
-    sealer: &Sealer,
+    repo: &Repository,
+    key: &str,
     created: i64,
     seen_backups: &[String],
     packs: &[PendingPack],
@@ -172,7 +166,20 @@ pub fn encode_pending_set(
         .map_err(|e| Error::Invalid(format!("cannot compress pending set: {}", e.error())))?
         .finish()
         .map_err(|e| Error::Invalid(format!("cannot compress pending set: {e}")))?;
-    Ok(Bytes::from(sealer.seal(&compressed, PENDING_AAD)))
+    Ok(Bytes::from(repo.seal_object(
+        pending_kind(key),
+        key,
+        &compressed,
+    )))
+}
+
+/// Removed sets share the pending sets' encoding but are a kind of their own.
+fn pending_kind(key: &str) -> ObjectKind {
+    if key.starts_with("gc/removed/") {
+        ObjectKind::GcRemoved
+    } else {
+        ObjectKind::GcPending
+    }
 }
 
 /// Serializes an iterator as a sequence, once.
@@ -217,7 +224,7 @@ impl DeletionMarker {
     pub async fn write(&self, repo: &Repository, key: &str) -> Result<()> {
         let json = serde_json::to_vec(self)
             .map_err(|e| Error::Invalid(format!("cannot encode deletion marker: {e}")))?;
-        let sealed = repo.sealer().seal(&json, MARKER_AAD);
+        let sealed = repo.seal_object(ObjectKind::GcMarker, key, &json);
         repo.store().put(key, Bytes::from(sealed)).await?;
         Ok(())
     }
@@ -227,10 +234,7 @@ impl DeletionMarker {
         let Some(sealed) = repo.store().get_optional(key).await? else {
             return Ok(None);
         };
-        let json = repo
-            .sealer()
-            .open(&sealed, MARKER_AAD)
-            .map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
+        let json = repo.open_object(ObjectKind::GcMarker, key, &sealed)?;
         serde_json::from_slice(&json)
             .map(Some)
             .map_err(|e| Error::Corrupt(format!("{key}: {e}")))
@@ -263,7 +267,7 @@ pub async fn write_marker_directory(repo: &Repository, markers: &[String]) -> Re
     };
     let json = serde_json::to_vec(&directory)
         .map_err(|e| Error::Invalid(format!("cannot encode the marker directory: {e}")))?;
-    let sealed = repo.sealer().seal(&json, DIRECTORY_AAD);
+    let sealed = repo.seal_object(ObjectKind::GcMarkerDirectory, MARKER_DIRECTORY_KEY, &json);
     repo.store()
         .put(MARKER_DIRECTORY_KEY, Bytes::from(sealed))
         .await?;
@@ -274,10 +278,8 @@ pub async fn write_marker_directory(repo: &Repository, markers: &[String]) -> Re
 /// `gc/deleting/` in a repository that has none yet (no prune has written one).
 async fn marker_keys(repo: &Repository) -> Result<Vec<String>> {
     if let Some(sealed) = repo.store().get_optional(MARKER_DIRECTORY_KEY).await? {
-        let json = repo
-            .sealer()
-            .open(&sealed, DIRECTORY_AAD)
-            .map_err(|e| Error::Corrupt(format!("{MARKER_DIRECTORY_KEY}: {e}")))?;
+        let json =
+            repo.open_object(ObjectKind::GcMarkerDirectory, MARKER_DIRECTORY_KEY, &sealed)?;
         let directory: MarkerDirectory = serde_json::from_slice(&json)
             .map_err(|e| Error::Corrupt(format!("{MARKER_DIRECTORY_KEY}: {e}")))?;
         return Ok(directory.markers);
@@ -456,8 +458,7 @@ async fn live_leases(repo: &Repository) -> Result<Vec<(String, LeaseRecord)>> {
                 return Ok::<_, Error>(None);
             };
             let record = repo
-                .sealer()
-                .open(&sealed, LEASE_AAD)
+                .open_object(ObjectKind::GcLease, &key, &sealed)
                 .ok()
                 .and_then(|json| serde_json::from_slice::<LeaseRecord>(&json).ok());
             Ok(match record {
@@ -521,7 +522,7 @@ impl Lease {
         };
         let json = serde_json::to_vec(&record)
             .map_err(|e| Error::Invalid(format!("cannot encode lease: {e}")))?;
-        let sealed = repo.sealer().seal(&json, LEASE_AAD);
+        let sealed = repo.seal_object(ObjectKind::GcLease, &self.key, &json);
         repo.store().put(&self.key, Bytes::from(sealed)).await?;
         Ok(())
     }

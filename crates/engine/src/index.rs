@@ -13,14 +13,13 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 use crate::error::{Error, Result};
 use crate::id::ChunkId;
+use crate::objects::{self, ObjectKind};
 use crate::pack::{self, BlobKind, PackEntry};
 use crate::repo::Repository;
-
-const INDEX_AAD: &[u8] = b"s3mover index v1";
 
 /// Where a blob is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +39,14 @@ pub struct PackIndex {
     blobs: HashMap<ChunkId, Location>,
     /// Index object keys this index was loaded from.
     pub objects: Vec<String>,
+    /// Index objects that exist but could not be read, with why: the blobs they listed are
+    /// not in this index (see [`DAMAGED_INDEX_ADVICE`]).
+    pub damaged: Vec<(String, String)>,
 }
+
+/// What to do about a damaged index object.
+pub const DAMAGED_INDEX_ADVICE: &str =
+    "`s3mover repair index` rebuilds the index from the packs' headers";
 
 impl PackIndex {
     /// Loads every index object of the repository. A prune rewrites index objects (writes the
@@ -80,7 +86,9 @@ impl PackIndex {
         Self::load_objects_where(repo, keys, |_| true).await
     }
 
-    /// Loads the blobs that `keep` accepts from the given index objects.
+    /// Loads the blobs that `keep` accepts from the given index objects. A damaged object is
+    /// recorded in [`PackIndex::damaged`] and the others are loaded: it costs only the blobs it
+    /// listed.
     async fn load_objects_where(
         repo: &Repository,
         keys: Vec<String>,
@@ -88,15 +96,26 @@ impl PackIndex {
     ) -> Result<PackIndex> {
         let mut index = PackIndex::default();
         let mut bodies = futures::stream::iter(keys.clone())
-            .map(|key| async move { read_compressed_object(repo, &key).await.map(|b| (key, b)) })
+            .map(|key| async move {
+                let body = read_compressed_object(repo, &key).await;
+                (key, body)
+            })
             .buffer_unordered(16);
-        while let Some((key, compressed)) = bodies.try_next().await? {
-            decode_compressed_records(&key, &compressed, |name, entry| {
-                if keep(&entry) {
-                    index.insert(name, entry)
-                }
-            })?;
+        while let Some((key, body)) = bodies.next().await {
+            let decoded = body.and_then(|compressed| {
+                decode_compressed_records(&key, &compressed, |name, entry| {
+                    if keep(&entry) {
+                        index.insert(name, entry)
+                    }
+                })
+            });
+            match decoded {
+                Ok(()) => {}
+                Err(Error::Corrupt(reason)) => index.damaged.push((key, reason)),
+                Err(e) => return Err(e),
+            }
         }
+        index.damaged.sort();
         index.objects = keys;
         Ok(index)
     }
@@ -245,9 +264,23 @@ impl SharedIndex {
     }
 }
 
+/// Every pack in the repository, by name, with its size (one listing of `packs/`).
+pub async fn list_packs(repo: &Repository) -> Result<Vec<(ChunkId, u64)>> {
+    Ok(repo
+        .store()
+        .list("packs/")
+        .await?
+        .into_iter()
+        .filter_map(|o| {
+            let name = o.key.rsplit('/').next().and_then(ChunkId::from_hex)?;
+            Some((name, o.size))
+        })
+        .collect())
+}
+
 /// Reads and opens one index object, returning its records.
 pub async fn read_index_object(repo: &Repository, key: &str) -> Result<Vec<u8>> {
-    let compressed = read_compressed_object(repo, key).await?;
+    let compressed = read_compressed_object_or_advise(repo, key).await?;
     zstd::stream::decode_all(&compressed[..]).map_err(|e| Error::Corrupt(format!("{key}: {e}")))
 }
 
@@ -259,16 +292,29 @@ pub async fn read_index_entries(
     key: &str,
     each: impl FnMut(&ChunkId, PackEntry),
 ) -> Result<()> {
-    let compressed = read_compressed_object(repo, key).await?;
-    decode_compressed_records(key, &compressed, each)
+    let compressed = read_compressed_object_or_advise(repo, key).await?;
+    decode_compressed_records(key, &compressed, each).map_err(|e| match e {
+        Error::Corrupt(reason) => Error::Corrupt(format!("{reason}; {DAMAGED_INDEX_ADVICE}")),
+        other => other,
+    })
 }
 
 /// Reads and opens one index object, leaving its records compressed.
 async fn read_compressed_object(repo: &Repository, key: &str) -> Result<Vec<u8>> {
     let sealed = repo.store().get(key).await?;
-    repo.sealer()
-        .open(&sealed, INDEX_AAD)
-        .map_err(|e| Error::Corrupt(format!("{key}: {e}")))
+    objects::check_content_name(key, &sealed).map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
+    repo.open_object(ObjectKind::Index, key, &sealed)
+}
+
+/// [`read_compressed_object`] for readers that stop at a damaged object: the error says what
+/// to do.
+async fn read_compressed_object_or_advise(repo: &Repository, key: &str) -> Result<Vec<u8>> {
+    read_compressed_object(repo, key)
+        .await
+        .map_err(|e| match e {
+            Error::Corrupt(reason) => Error::Corrupt(format!("{reason}; {DAMAGED_INDEX_ADVICE}")),
+            other => other,
+        })
 }
 
 /// Bytes of a record group's head (pack name, entry count) and of one entry.
@@ -319,7 +365,7 @@ pub async fn write_index_object(
     let records = pack::encode_index_records(packs);
     let compressed = zstd::bulk::compress(&records, 3)
         .map_err(|e| Error::Invalid(format!("cannot compress index: {e}")))?;
-    let sealed = repo.sealer().seal(&compressed, INDEX_AAD);
+    let sealed = repo.seal_object(ObjectKind::Index, "", &compressed);
     let key = format!("index/{}", blake3::hash(&sealed).to_hex());
     let size = sealed.len() as u64;
     repo.store().put(&key, Bytes::from(sealed)).await?;

@@ -8,9 +8,15 @@ use bytes::Bytes;
 use crate::crypto::Sealer;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, IdHasher};
+use crate::objects::ObjectKind;
 
 const PACK_MAGIC: &[u8; 8] = b"S3MPACK1";
-const HEADER_AAD: &[u8] = b"s3mover pack header v1";
+/// Pack headers keep one fixed label in every format version: a pack is named by the hash of
+/// its bytes, and each blob in it is bound to its own id.
+const HEADER_AAD: &[u8] = match ObjectKind::PackHeader.legacy_label() {
+    Some(label) => label,
+    None => b"",
+};
 const ENTRY_LEN: usize = 32 + 1 + 8 + 4;
 const FLAG_RAW: u8 = 0;
 const FLAG_ZSTD: u8 = 1;

@@ -17,7 +17,7 @@
 //! are written and read as compressed streams. No map of every chunk's location is ever built.
 
 mod idset;
-mod pack_reads;
+pub(crate) mod pack_reads;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -32,6 +32,7 @@ use crate::gc::{self, DeletionMarker, Lease, PendingPack, PendingSet};
 use crate::id::ChunkId;
 use crate::index;
 use crate::manifest::Manifest;
+use crate::objects::ObjectKind;
 use crate::pack::{self, BlobKind, PackBuilder, PackEntry};
 use crate::repo::Repository;
 use crate::storage::ObjectInfo;
@@ -44,7 +45,6 @@ const SESSION_PROTECT_SECONDS: i64 = 13 * 3600;
 /// Packs that no index object names are removed only when older than this (and the grace):
 /// a running backup indexes each pack it uploads well within it.
 const UNINDEXED_MIN_AGE_SECONDS: i64 = 6 * 3600;
-const SESSION_AAD: &[u8] = b"s3mover session v1";
 const CACHED_TREE_PACKS: usize = 16;
 
 /// How to prune.
@@ -289,7 +289,7 @@ impl<'a> Marker<'a> {
             let Some(sealed) = self.repo.store().get_optional(key).await? else {
                 continue;
             };
-            let Ok(json) = self.repo.sealer().open(&sealed, SESSION_AAD) else {
+            let Ok(json) = self.repo.open_object(ObjectKind::Session, key, &sealed) else {
                 continue;
             };
             let Ok(session) = serde_json::from_slice::<SessionView>(&json) else {
@@ -387,6 +387,10 @@ async fn read_manifests(repo: &Repository, ids: &[String]) -> Result<Vec<Manifes
             match repo.read_manifest(&id).await {
                 Ok(m) => Ok(Some(m)),
                 Err(Error::NoSuchBackup(_)) => Ok(None),
+                // Its data cannot be marked: deleting anything could take what it uses.
+                Err(Error::Corrupt(problem)) => Err(Error::Corrupt(format!(
+                    "{problem}; prune cannot tell which data that backup uses and deletes nothing: remove it with `s3mover forget {id}` and prune again"
+                ))),
                 Err(e) => Err(e),
             }
         })
@@ -595,7 +599,7 @@ async fn run(
             // The dead prefixes of the candidate packs, merged as they are written.
             let dead = MergeSorted::new(own_numbers.iter().map(|n| dead_of.of(*n).iter().copied()));
             let sealed =
-                gc::encode_pending_set(repo.sealer(), started, &seen_backups, &own_packs, dead)?;
+                gc::encode_pending_set(repo, &key, started, &seen_backups, &own_packs, dead)?;
             repo.store().put(&key, sealed).await?;
         }
         if started <= gc::now_unix() - grace {
@@ -932,7 +936,8 @@ impl Phase2<'_> {
         drop(fresh);
         let removed_key = marker_key.replacen("gc/deleting/", "gc/removed/", 1);
         let removed_ids = MergeSorted::new(removed_of.values().map(|l| l.iter().copied()));
-        let sealed = gc::encode_pending_set(repo.sealer(), deletion.began, &[], &[], removed_ids)?;
+        let sealed =
+            gc::encode_pending_set(repo, &removed_key, deletion.began, &[], &[], removed_ids)?;
         repo.store().put(&removed_key, sealed).await?;
         deletion.removed = Some(removed_key);
         deletion.write(repo, &marker_key).await?;

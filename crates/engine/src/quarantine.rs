@@ -23,10 +23,9 @@ use crate::error::{Error, Result};
 use crate::id::ChunkId;
 use crate::index;
 use crate::manifest::Manifest;
+use crate::objects::ObjectKind;
 use crate::pack;
 use crate::repo::Repository;
-
-const RECORD_AAD: &[u8] = b"s3mover quarantine v1";
 
 /// What a quarantine record says.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -126,8 +125,7 @@ pub async fn clear_volume_records(repo: &Repository, min_age_seconds: i64) -> Re
             continue;
         };
         let record: Option<Record> = repo
-            .sealer()
-            .open(&sealed, RECORD_AAD)
+            .open_object(ObjectKind::Quarantine, &object.key, &sealed)
             .ok()
             .and_then(|json| serde_json::from_slice(&json).ok());
         let written = record
@@ -145,7 +143,7 @@ pub async fn clear_volume_records(repo: &Repository, min_age_seconds: i64) -> Re
 async fn put_record(repo: &Repository, key: &str, record: &Record) -> Result<()> {
     let json = serde_json::to_vec(record)
         .map_err(|e| Error::Invalid(format!("cannot encode quarantine record: {e}")))?;
-    let sealed = repo.sealer().seal(&json, RECORD_AAD);
+    let sealed = repo.seal_object(ObjectKind::Quarantine, key, &json);
     repo.store().put(key, Bytes::from(sealed)).await?;
     Ok(())
 }

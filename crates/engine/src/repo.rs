@@ -6,14 +6,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use zeroize::Zeroizing;
 
-use crate::config::{self, RepoConfig, FORMAT_NAME, FORMAT_VERSION};
-use crate::crypto::{self, KeySlot, Keys, Sealer};
+use crate::config::{
+    self, RepoConfig, SecuredFields, FORMAT_NAME, FORMAT_VERSION, OLDEST_FORMAT_VERSION,
+};
+use crate::crypto::{self, KeySlot, Keys, Sealer, SlotContents};
 use crate::error::{Error, Result};
 use crate::id::IdHasher;
 use crate::manifest::Manifest;
+use crate::objects::{Binding, ObjectKind};
 use crate::storage::Store;
-
-const MANIFEST_AAD: &[u8] = b"s3mover manifest v1";
 
 /// Settings chosen at `init`.
 #[derive(Debug, Clone)]
@@ -26,6 +27,10 @@ pub struct InitOptions {
     pub pack_size: u32,
     /// Argon2id cost of the first key slot (ignored without a password).
     pub kdf: crypto::KdfCost,
+    /// The format version to write: [`FORMAT_VERSION`]; an older one only to test that
+    /// repositories made by earlier versions still open.
+    #[doc(hidden)]
+    pub format_version: u32,
 }
 
 impl Default for InitOptions {
@@ -35,6 +40,7 @@ impl Default for InitOptions {
             password: None,
             pack_size: config::DEFAULT_PACK_SIZE,
             kdf: crypto::KdfCost::DEFAULT,
+            format_version: FORMAT_VERSION,
         }
     }
 }
@@ -46,6 +52,7 @@ pub struct Repository {
     config: RepoConfig,
     sealer: Arc<Sealer>,
     hasher: IdHasher,
+    binding: Binding,
 }
 
 impl std::fmt::Debug for Repository {
@@ -83,11 +90,21 @@ impl Repository {
                 what: format!("other data (for example {:?})", object.key),
             });
         }
+        let version = options.format_version;
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
+            return Err(Error::Invalid(format!(
+                "format version {version} is not one this s3mover writes"
+            )));
+        }
         let master = crypto::random_key();
+        let mut repository_id = [0u8; 16];
+        repository_id.copy_from_slice(&crypto::random_key()[..16]);
         let mut key_slots = Vec::new();
         let (keys, encryption, id_key) = match &options.password {
             Some(password) => {
-                let slot = KeySlot::create(&master, password.as_bytes(), options.kdf)?;
+                let bound =
+                    (version >= crate::objects::BOUND_FROM_VERSION).then_some(&repository_id);
+                let slot = KeySlot::create(&master, password.as_bytes(), options.kdf, bound)?;
                 let slot_json = serde_json::to_vec_pretty(&slot)
                     .map_err(|e| Error::Invalid(format!("cannot encode key slot: {e}")))?;
                 let slot_id = hex::encode(&crypto::random_key()[..8]);
@@ -99,10 +116,10 @@ impl Repository {
             }
             None => (Keys::plain(master), "none", Some(hex::encode(master))),
         };
-        let config = RepoConfig {
+        let mut config = RepoConfig {
             format: FORMAT_NAME.into(),
-            version: FORMAT_VERSION,
-            id: hex::encode(&crypto::random_key()[..16]),
+            version,
+            id: hex::encode(repository_id),
             chunk_size,
             encryption: encryption.into(),
             pack_size: options.pack_size,
@@ -110,7 +127,17 @@ impl Repository {
             id_key,
             created: crate::time_util::now_rfc3339(),
             key_slots,
+            sealed_fields: None,
         };
+        let binding = Binding::new(config.version, &config.id);
+        if config.is_encrypted() && binding.binds_names() {
+            let fields = serde_json::to_vec(&config.secured_fields())
+                .map_err(|e| Error::Invalid(format!("cannot encode config: {e}")))?;
+            let sealed = keys
+                .sealer()
+                .seal(&fields, &binding.aad(ObjectKind::Config, "config"));
+            config.sealed_fields = Some(hex::encode(sealed));
+        }
         let config_json = serde_json::to_vec_pretty(&config)
             .map_err(|e| Error::Invalid(format!("cannot encode config: {e}")))?;
         let repo = Repository::assemble(store, config, keys);
@@ -140,7 +167,52 @@ impl Repository {
             store,
             sealer: Arc::new(keys.sealer()),
             hasher: IdHasher::new(keys.id_key),
+            binding: Binding::new(config.version, &config.id),
             config,
+        }
+    }
+
+    /// Seals an object of `kind` to be stored under `key`, bound to both (see [`crate::objects`]).
+    pub fn seal_object(&self, kind: ObjectKind, key: &str, plaintext: &[u8]) -> Vec<u8> {
+        self.sealer.seal(plaintext, &self.binding.aad(kind, key))
+    }
+
+    /// Opens an object of `kind` read from `key`; an object that was damaged, or sealed as
+    /// another kind, under another key or in another repository, is corrupt data naming `key`.
+    pub fn open_object(&self, kind: ObjectKind, key: &str, sealed: &[u8]) -> Result<Vec<u8>> {
+        self.sealer
+            .open(sealed, &self.binding.aad(kind, key))
+            .map_err(|e| Error::Corrupt(format!("{key}: {e}")))
+    }
+
+    /// What binds this repository's objects.
+    pub fn binding(&self) -> &Binding {
+        &self.binding
+    }
+
+    /// Checks the config's plaintext against its sealed copy (format 2, encrypted).
+    fn check_sealed_fields(&self) -> Result<()> {
+        let refused = |why: String| {
+            Error::Corrupt(format!(
+                "config: {why}; the config was changed or damaged, and the repository is not used"
+            ))
+        };
+        let Some(text) = &self.config.sealed_fields else {
+            return Err(refused("it has no sealed copy of its fields".into()));
+        };
+        let sealed = hex::decode(text)
+            .map_err(|_| refused("its sealed copy of its fields is not hex".into()))?;
+        let json = self
+            .sealer
+            .open(&sealed, &self.binding.aad(ObjectKind::Config, "config"))
+            .map_err(|e| refused(format!("its sealed copy of its fields does not open ({e})")))?;
+        let kept: SecuredFields = serde_json::from_slice(&json)
+            .map_err(|e| refused(format!("its sealed copy of its fields is not valid ({e})")))?;
+        let differences = config::differences(&self.config.secured_fields(), &kept);
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(refused(differences.join(", ")))
         }
     }
 
@@ -178,35 +250,39 @@ impl Repository {
     pub async fn write_manifest(&self, manifest: &Manifest) -> Result<u64> {
         let json = serde_json::to_vec(manifest)
             .map_err(|e| Error::Invalid(format!("cannot encode manifest: {e}")))?;
-        let sealed = self.sealer.seal(&json, MANIFEST_AAD);
+        let key = manifest_key(&manifest.id);
+        let sealed = self.seal_object(ObjectKind::Manifest, &key, &json);
         let size = sealed.len() as u64;
-        self.store
-            .put(&format!("backups/{}", manifest.id), Bytes::from(sealed))
-            .await?;
+        self.store.put(&key, Bytes::from(sealed)).await?;
         Ok(size)
     }
 
     /// Reads one manifest by its full id.
     pub async fn read_manifest(&self, id: &str) -> Result<Manifest> {
-        let sealed = self
-            .store
-            .get(&format!("backups/{id}"))
-            .await
-            .map_err(|e| {
-                if e.is_not_found() {
-                    Error::NoSuchBackup(format!(
-                        "backup {id} does not exist; `s3mover backups` lists them"
-                    ))
-                } else {
-                    e.into()
-                }
-            })?;
+        let key = manifest_key(id);
+        let sealed = self.store.get(&key).await.map_err(|e| {
+            if e.is_not_found() {
+                Error::NoSuchBackup(format!(
+                    "backup {id} does not exist; `s3mover backups` lists them"
+                ))
+            } else {
+                e.into()
+            }
+        })?;
         let json = self
             .sealer
-            .open(&sealed, MANIFEST_AAD)
-            .map_err(|e| Error::Corrupt(format!("manifest of backup {id}: {e}")))?;
-        serde_json::from_slice(&json)
-            .map_err(|e| Error::Corrupt(format!("manifest of backup {id} is not valid: {e}")))
+            .open(&sealed, &self.binding.aad(ObjectKind::Manifest, &key))
+            .map_err(|e| Error::Corrupt(format!("manifest of backup {id} ({key}): {e}")))?;
+        let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| {
+            Error::Corrupt(format!("manifest of backup {id} ({key}) is not valid: {e}"))
+        })?;
+        if manifest.id != id {
+            return Err(Error::Corrupt(format!(
+                "manifest of backup {id} ({key}) is the manifest of backup {}: it was moved or copied from another backup's name",
+                manifest.id
+            )));
+        }
+        Ok(manifest)
     }
 
     /// Every backup id in the repository.
@@ -223,20 +299,47 @@ impl Repository {
         Ok(ids)
     }
 
-    /// Every manifest, oldest first, optionally of one volume only.
+    /// Every manifest that can be read, oldest first, optionally of one volume only; a
+    /// damaged manifest is logged as a warning that says how to remove it, and skipped.
     pub async fn list_manifests(&self, volume: Option<&str>) -> Result<Vec<Manifest>> {
+        let scan = self.scan_manifests(volume).await?;
+        for damaged in &scan.damaged {
+            tracing::warn!("{damaged}");
+        }
+        Ok(scan.manifests)
+    }
+
+    /// Every manifest, oldest first, optionally of one volume only, and the backups whose
+    /// manifest cannot be read (of any volume: a damaged manifest does not say its volume).
+    pub async fn scan_manifests(&self, volume: Option<&str>) -> Result<ManifestScan> {
         use futures::{StreamExt, TryStreamExt};
         let ids = self.list_backup_ids().await?;
-        let mut manifests: Vec<Manifest> = futures::stream::iter(ids)
-            .map(|id| async move { self.read_manifest(&id).await })
-            .buffer_unordered(16)
-            .try_collect()
-            .await?;
-        if let Some(volume) = volume {
-            manifests.retain(|m| m.volume == volume);
+        let read: Vec<std::result::Result<Option<Manifest>, DamagedBackup>> =
+            futures::stream::iter(ids)
+                .map(|id| async move {
+                    match self.read_manifest(&id).await {
+                        Ok(m) => Ok(Ok(Some(m))),
+                        // Forgotten since the listing.
+                        Err(Error::NoSuchBackup(_)) => Ok(Ok(None)),
+                        Err(Error::Corrupt(problem)) => Ok(Err(DamagedBackup { id, problem })),
+                        Err(e) => Err(e),
+                    }
+                })
+                .buffer_unordered(16)
+                .try_collect()
+                .await?;
+        let mut scan = ManifestScan::default();
+        for result in read {
+            match result {
+                Ok(Some(m)) if volume.is_none_or(|v| m.volume == v) => scan.manifests.push(m),
+                Ok(_) => {}
+                Err(damaged) => scan.damaged.push(damaged),
+            }
         }
-        manifests.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
-        Ok(manifests)
+        scan.manifests
+            .sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
+        scan.damaged.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(scan)
     }
 
     /// Resolves `latest` (with a volume), a full id, or a unique id prefix to a manifest.
@@ -245,40 +348,54 @@ impl Repository {
             let volume = volume.ok_or_else(|| {
                 Error::Invalid("`latest` needs --volume NAME to say which volume".into())
             })?;
-            let newest = self.list_manifests(Some(volume)).await?.pop();
+            let mut scan = self.scan_manifests(Some(volume)).await?;
+            if !scan.damaged.is_empty() {
+                self.refuse_damaged_latest(volume, &scan.damaged).await?;
+            }
+            let newest = scan.manifests.pop();
             return newest.ok_or_else(|| {
                 Error::NoSuchBackup(format!(
                     "volume {volume:?} has no backups in this repository"
                 ))
             });
         }
+        let one = self.resolve_backup_id(spec).await?;
+        let manifest = self.read_manifest(&one).await?;
+        if let Some(volume) = volume {
+            if manifest.volume != volume {
+                return Err(Error::NoSuchBackup(format!(
+                    "backup {one} is of volume {:?}, not {volume:?}",
+                    manifest.volume
+                )));
+            }
+        }
+        Ok(manifest)
+    }
+
+    /// Resolves a full id or a unique id prefix to a backup id, from the listing alone (the
+    /// manifest is not read, so this works for a backup whose manifest is damaged).
+    pub async fn resolve_backup_id(&self, spec: &str) -> Result<String> {
+        if spec.trim().is_empty() {
+            return Err(Error::Invalid(
+                "an empty backup id matches nothing; give an id, a unique prefix or `latest`"
+                    .into(),
+            ));
+        }
         let spec_lower = spec.to_ascii_lowercase();
-        let matches: Vec<String> = self
+        let mut matches: Vec<String> = self
             .list_backup_ids()
             .await?
             .into_iter()
             .filter(|id| id.starts_with(&spec_lower))
             .collect();
-        match matches.as_slice() {
-            [one] => {
-                let manifest = self.read_manifest(one).await?;
-                if let Some(volume) = volume {
-                    if manifest.volume != volume {
-                        return Err(Error::NoSuchBackup(format!(
-                            "backup {one} is of volume {:?}, not {volume:?}",
-                            manifest.volume
-                        )));
-                    }
-                }
-                Ok(manifest)
-            }
-            [] => Err(Error::NoSuchBackup(format!(
+        match matches.len() {
+            1 => Ok(matches.remove(0)),
+            0 => Err(Error::NoSuchBackup(format!(
                 "no backup id starts with {spec:?}; `s3mover backups` lists them"
             ))),
-            several => Err(Error::NoSuchBackup(format!(
-                "{spec:?} matches {} backups ({}); give more digits",
-                several.len(),
-                several.join(", ")
+            n => Err(Error::NoSuchBackup(format!(
+                "{spec:?} matches {n} backups ({}); give more digits",
+                matches.join(", ")
             ))),
         }
     }
@@ -288,24 +405,76 @@ impl Repository {
     /// interrupted: then the next backup is a full one, which is always correct); a stale
     /// pointer (its backup was forgotten) falls back to a listing.
     pub async fn latest_backup(&self, volume: &str) -> Result<Option<Manifest>> {
-        let key = format!("latest/{}", self.volume_key(volume));
-        let Some(bytes) = self.store.get_optional(&key).await? else {
-            return Ok(None);
+        let id = match self.latest_pointer(volume).await? {
+            LatestPointer::Absent => return Ok(None),
+            // Only a hint: a damaged pointer costs the listing it would have saved.
+            LatestPointer::Damaged => return Ok(self.list_manifests(Some(volume)).await?.pop()),
+            LatestPointer::Names(id) => id,
         };
-        let id = String::from_utf8_lossy(&bytes).trim().to_string();
         match self.read_manifest(&id).await {
             Ok(m) if m.volume == volume => return Ok(Some(m)),
             Ok(_) | Err(Error::NoSuchBackup(_)) => {}
+            // A damaged parent is not used; the listing finds the newest readable one.
+            Err(Error::Corrupt(problem)) => tracing::warn!("{problem}"),
             Err(e) => return Err(e),
         }
         Ok(self.list_manifests(Some(volume)).await?.pop())
     }
 
+    /// With damaged manifests about (whose volume is unknown), `latest` of `volume` is the
+    /// newest readable one only if the volume's `latest/` pointer does not name a damaged one:
+    /// then the newest backup is damaged, and restoring an older one instead is for the user
+    /// to choose.
+    async fn refuse_damaged_latest(&self, volume: &str, damaged: &[DamagedBackup]) -> Result<()> {
+        let named = match self.latest_pointer(volume).await? {
+            LatestPointer::Names(id) => Some(id),
+            LatestPointer::Absent | LatestPointer::Damaged => None,
+        };
+        if let Some(bad) = damaged.iter().find(|d| Some(&d.id) == named.as_ref()) {
+            return Err(Error::Corrupt(format!(
+                "the newest backup of volume {volume:?} is damaged: {}; restore an older backup by its id (`s3mover backups --volume {volume}`)",
+                bad.problem
+            )));
+        }
+        for bad in damaged {
+            tracing::warn!("{bad}");
+        }
+        Ok(())
+    }
+
+    /// What the volume's `latest/` pointer says (a damaged one is logged and not followed).
+    async fn latest_pointer(&self, volume: &str) -> Result<LatestPointer> {
+        let key = format!("latest/{}", self.volume_key(volume));
+        let Some(bytes) = self.store.get_optional(&key).await? else {
+            return Ok(LatestPointer::Absent);
+        };
+        let bytes = if self.binding.binds_names() {
+            match self.open_object(ObjectKind::Latest, &key, &bytes) {
+                Ok(plain) => plain,
+                Err(e) => {
+                    tracing::warn!("ignoring a damaged pointer: {e}");
+                    return Ok(LatestPointer::Damaged);
+                }
+            }
+        } else {
+            bytes.to_vec()
+        };
+        Ok(LatestPointer::Names(
+            String::from_utf8_lossy(&bytes).trim().to_string(),
+        ))
+    }
+
     /// Points `latest/<volume>` at a backup.
     pub async fn set_latest(&self, volume: &str, id: &str) -> Result<u64> {
         let key = format!("latest/{}", self.volume_key(volume));
-        self.store.put(&key, Bytes::from(id.to_string())).await?;
-        Ok(id.len() as u64)
+        let body = if self.binding.binds_names() {
+            self.seal_object(ObjectKind::Latest, &key, id.as_bytes())
+        } else {
+            id.as_bytes().to_vec()
+        };
+        let size = body.len() as u64;
+        self.store.put(&key, Bytes::from(body)).await?;
+        Ok(size)
     }
 }
 
@@ -334,8 +503,16 @@ impl LockedRepository {
         let LockedRepository { store, config } = self;
         let keys = if config.is_encrypted() {
             let password = password.ok_or(Error::PasswordRequired)?;
-            unlock(&store, &config.key_slots, password).await?
+            let (slot, contents) = unlock(&store, &config.key_slots, password).await?;
+            check_slot_matches_config(&config, &slot, &contents)?;
+            Keys::from_master(&contents.master)
         } else {
+            refuse_plaintext_over_key_slots(&store, &config).await?;
+            if password.is_some() {
+                tracing::warn!(
+                    "the repository is unencrypted (made with --insecure-no-encryption): the password is not used"
+                );
+            }
             let id_key = config
                 .id_key
                 .as_deref()
@@ -346,8 +523,100 @@ impl LockedRepository {
                 })?;
             Keys::plain(id_key)
         };
-        Ok(Repository::assemble(store, config, keys))
+        let repo = Repository::assemble(store, config, keys);
+        if repo.config.is_encrypted() && repo.binding.binds_names() {
+            repo.check_sealed_fields()?;
+        }
+        Ok(repo)
     }
+}
+
+/// What a volume's `latest/` pointer says.
+enum LatestPointer {
+    Absent,
+    Damaged,
+    Names(String),
+}
+
+/// A backup whose manifest exists but cannot be read.
+#[derive(Debug, Clone)]
+pub struct DamagedBackup {
+    /// The backup's id.
+    pub id: String,
+    /// Why its manifest cannot be read (names the object).
+    pub problem: String,
+}
+
+impl std::fmt::Display for DamagedBackup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}; `s3mover forget {}` removes the backup",
+            self.problem, self.id
+        )
+    }
+}
+
+/// The manifests of a repository, and the backups whose manifest cannot be read.
+#[derive(Debug, Default)]
+pub struct ManifestScan {
+    /// Readable manifests, oldest first.
+    pub manifests: Vec<Manifest>,
+    /// Damaged ones, by id.
+    pub damaged: Vec<DamagedBackup>,
+}
+
+/// The object key of a backup's manifest.
+pub fn manifest_key(id: &str) -> String {
+    format!("backups/{id}")
+}
+
+/// A config that says "unencrypted" in a repository that has key slots was changed: using it
+/// would write plaintext into an encrypted repository. One listing of `keys/` per open of an
+/// unencrypted repository.
+async fn refuse_plaintext_over_key_slots(store: &Store, config: &RepoConfig) -> Result<()> {
+    let slot = match config.key_slots.first() {
+        Some(id) => Some(format!("keys/{id}")),
+        None => store.list("keys/").await?.into_iter().next().map(|o| o.key),
+    };
+    match slot {
+        Some(slot) => Err(Error::Corrupt(format!(
+            "config: it says the repository is unencrypted, but the repository has key slots ({slot}): the config was changed, and the repository is not used"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The slot that opened must belong to the repository and format version the config states:
+/// a format-2 slot holds the repository id, so a config whose id was changed, or that was
+/// rewritten as format 1 to escape the checks of format 2, is refused.
+fn check_slot_matches_config(
+    config: &RepoConfig,
+    slot: &str,
+    contents: &SlotContents,
+) -> Result<()> {
+    let bound_config = config.version >= crate::objects::BOUND_FROM_VERSION;
+    let problem = match (contents.repository_id, bound_config) {
+        (None, false) => return Ok(()),
+        (None, true) => format!(
+            "it says format version {}, but key slot {slot} was made for format version 1",
+            config.version
+        ),
+        (Some(_), false) => format!(
+            "it says format version {}, but key slot {slot} was made for format version {} or later",
+            config.version,
+            crate::objects::BOUND_FROM_VERSION
+        ),
+        (Some(id), true) if Some(id) == config.id_bytes() => return Ok(()),
+        (Some(id), true) => format!(
+            "it names repository {}, but key slot {slot} belongs to repository {}",
+            config.id,
+            hex::encode(id)
+        ),
+    };
+    Err(Error::Corrupt(format!(
+        "config: {problem}; the config was changed or damaged, and the repository is not used"
+    )))
 }
 
 async fn read_config(store: &Store) -> Result<RepoConfig> {
@@ -379,50 +648,89 @@ async fn read_config(store: &Store) -> Result<RepoConfig> {
             supported: FORMAT_VERSION,
         });
     }
+    if version < u64::from(OLDEST_FORMAT_VERSION) {
+        return Err(Error::Corrupt(format!(
+            "config: format version {} is not one s3mover ever wrote; the config was changed or damaged",
+            value.get("version").map(|v| v.to_string()).unwrap_or_else(|| "(none)".into())
+        )));
+    }
     serde_json::from_value(value).map_err(|e| Error::Corrupt(format!("config object: {e}")))
 }
 
-async fn unlock(store: &Store, known_slots: &[String], password: &str) -> Result<Keys> {
+async fn unlock(
+    store: &Store,
+    known_slots: &[String],
+    password: &str,
+) -> Result<(String, SlotContents)> {
     // The slots named in the config first (no listing); then any others.
     let mut tried: Vec<String> = Vec::new();
+    let mut missing: Vec<String> = Vec::new();
     for id in known_slots {
         let key = format!("keys/{id}");
-        if let Some(keys) = try_slot(store, &key, password).await? {
-            return Ok(keys);
+        match try_slot(store, &key, password).await? {
+            SlotTry::Opened(contents) => return Ok((key, contents)),
+            SlotTry::Refused => tried.push(key),
+            SlotTry::Missing => missing.push(key),
         }
-        tried.push(key);
     }
-    let listed = store.list("keys/").await?;
-    if listed.is_empty() && tried.is_empty() {
-        return Err(Error::Corrupt(
-            "the repository is encrypted but has no key slots under keys/".into(),
-        ));
-    }
-    let untried: Vec<String> = listed
+    let untried: Vec<String> = store
+        .list("keys/")
+        .await?
         .into_iter()
         .map(|o| o.key)
         .filter(|key| !tried.contains(key))
         .collect();
     for key in untried {
-        if let Some(keys) = try_slot(store, &key, password).await? {
-            return Ok(keys);
+        match try_slot(store, &key, password).await? {
+            SlotTry::Opened(contents) => return Ok((key, contents)),
+            SlotTry::Refused => tried.push(key),
+            SlotTry::Missing => {}
         }
-        tried.push(key);
+    }
+    if tried.is_empty() {
+        let named = if missing.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (the config names {}, which is missing)",
+                missing.join(", ")
+            )
+        };
+        return Err(Error::Missing(format!(
+            "the repository is encrypted but has no key slots under keys/{named}: it cannot be unlocked with any password"
+        )));
+    }
+    if !missing.is_empty() {
+        return Err(Error::Missing(format!(
+            "the password opens none of the repository's {} key slot(s), and key slot(s) {} named by the config are missing: the password may be the right one for a missing slot",
+            tried.len(),
+            missing.join(", ")
+        )));
     }
     Err(crypto::CryptoError::WrongPassword(tried.len()).into())
 }
 
-async fn try_slot(store: &Store, key: &str, password: &str) -> Result<Option<Keys>> {
+/// What trying one key slot found.
+enum SlotTry {
+    Opened(SlotContents),
+    /// The password is not this slot's.
+    Refused,
+    Missing,
+}
+
+async fn try_slot(store: &Store, key: &str, password: &str) -> Result<SlotTry> {
     let Some(bytes) = store.get_optional(key).await? else {
-        return Ok(None);
+        return Ok(SlotTry::Missing);
     };
-    {
-        let slot: KeySlot = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Corrupt(format!("key slot {key}: {e}")))?;
-        let password = password.to_string();
-        let opened = tokio::task::spawn_blocking(move || slot.unwrap_master(password.as_bytes()))
-            .await
-            .map_err(|e| Error::Invalid(format!("key derivation task failed: {e}")))??;
-        Ok(opened.map(|master| Keys::from_master(&master)))
-    }
+    let slot: KeySlot = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Corrupt(format!("key slot {key}: {e}")))?;
+    let password = password.to_string();
+    let opened = tokio::task::spawn_blocking(move || slot.unwrap_master(password.as_bytes()))
+        .await
+        .map_err(|e| Error::Invalid(format!("key derivation task failed: {e}")))?
+        .map_err(|e| Error::Corrupt(format!("key slot {key}: {e}")))?;
+    Ok(match opened {
+        Some(contents) => SlotTry::Opened(contents),
+        None => SlotTry::Refused,
+    })
 }

@@ -54,8 +54,10 @@ pub struct RestoreOptions {
     pub assume_zeroed: bool,
     /// Replace an existing non-empty regular file.
     pub overwrite: bool,
-    /// Ranged reads in flight.
+    /// Ranged reads in flight (taken as 1 to 1024).
     pub concurrency: usize,
+    /// Write to a block device even when it is mounted or held (see [`Volume::open_target`]).
+    pub force: bool,
     pub progress: Option<Arc<dyn Progress>>,
 }
 
@@ -121,24 +123,49 @@ pub async fn restore_with_index(
     restore_from(repo, manifest, options, Some(index)).await
 }
 
+/// Restores, and removes the target file again when this restore created it and failed: a
+/// failed restore leaves no empty or partial image that looks like a result.
 async fn restore_from(
     repo: &Repository,
     manifest: &Manifest,
     options: RestoreOptions,
     index: Option<Arc<PackIndex>>,
 ) -> Result<RestoreReport> {
+    let existed = std::fs::symlink_metadata(&options.target).is_ok();
+    let target = options.target.clone();
+    let result = restore_to_target(repo, manifest, options, index).await;
+    if result.is_err() && !existed {
+        let _ = std::fs::remove_file(&target);
+    }
+    result
+}
+
+async fn restore_to_target(
+    repo: &Repository,
+    manifest: &Manifest,
+    mut options: RestoreOptions,
+    index: Option<Arc<PackIndex>>,
+) -> Result<RestoreReport> {
     let started = Instant::now();
     let requests_before = repo.store().counts();
+    options.concurrency = options.concurrency.clamp(1, 1024);
     let target = Arc::new(open_target(
         &options.target,
         manifest.size_bytes,
         options.overwrite,
+        options.force,
     )?);
     let fresh_file = !target.is_block_device();
     let index = match index {
         Some(index) => SharedIndex::new(repo.clone(), index),
         None => SharedIndex::load(repo).await?,
     };
+    for (_, reason) in &index.current().0.damaged {
+        tracing::warn!(
+            "damaged index object: {reason}; chunks it listed cannot be found until {}",
+            crate::index::DAMAGED_INDEX_ADVICE
+        );
+    }
     let reader = PageReader::shared(repo.clone(), index.clone());
     let root = ChunkId::from_hex(&manifest.root)
         .ok_or_else(|| Error::Corrupt(format!("manifest {} has an invalid root", manifest.id)))?;
@@ -180,12 +207,16 @@ async fn restore_from(
                 options.progress.clone(),
             )
         })
-        .buffer_unordered(options.concurrency.max(1))
+        .buffer_unordered(options.concurrency)
         .try_fold((0u64, 0u64), |(bytes, chunks), (b, c)| async move {
             Ok((bytes + b, chunks + c))
         });
     let (walk_result, plan_result, write_result) = tokio::join!(walker, plan_and_send, written);
-    walk_result?;
+    walk_result.map_err(|e| match e {
+        Error::Missing(why) => Error::Missing(format!("tree of backup {}: {why}", manifest.id)),
+        Error::Corrupt(why) => Error::Corrupt(format!("tree of backup {}: {why}", manifest.id)),
+        other => other,
+    })?;
     plan_result?;
     let (bytes_written, chunks) = write_result?;
 
@@ -213,10 +244,10 @@ async fn restore_from(
     })
 }
 
-fn open_target(path: &Path, size: u64, overwrite: bool) -> Result<Volume> {
+fn open_target(path: &Path, size: u64, overwrite: bool, force: bool) -> Result<Volume> {
     match std::fs::metadata(path) {
         Ok(meta) if !meta.is_file() => {
-            let volume = Volume::open_target(path)?;
+            let volume = Volume::open_target(path, force)?;
             if volume.size() < size {
                 return Err(Error::Invalid(format!(
                     "target {} holds {} bytes but the backup is {size} bytes; use a device at least as large",
@@ -660,11 +691,13 @@ async fn read_moved(
         }
     }
     let (slot, id) = wanted[0];
+    let packs: Vec<String> = gone.iter().map(pack::pack_key).collect();
     Err(Error::Missing(format!(
-        "chunk {id} (volume offset {}) of backup {} is in a pack that does not exist, even after \
-         reloading the repository index; run `s3mover verify`",
+        "chunk {id} (volume offset {}) of backup {} is in a pack that does not exist ({}), even \
+         after reloading the repository index; run `s3mover verify`",
         slot * manifest.chunk_size,
-        manifest.id
+        manifest.id,
+        packs.join(", ")
     )))
 }
 

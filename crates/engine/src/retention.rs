@@ -30,6 +30,9 @@ pub struct KeepPolicy {
     pub tags: Vec<String>,
     /// The calendar's offset from UTC (UTC when zero).
     pub offset: Option<UtcOffset>,
+    /// Let `forget` remove every backup of a volume when no rule keeps any of them; without
+    /// it such a `forget` is refused and removes nothing.
+    pub allow_remove_all: bool,
 }
 
 impl KeepPolicy {
@@ -131,7 +134,11 @@ pub fn apply(policy: &KeepPolicy, backups: &[Candidate]) -> Vec<Decision> {
             }
         }
         if let (Some(within), Some(newest)) = (policy.within, newest) {
-            if candidate.time >= newest - within {
+            // A window reaching before the calendar's start keeps everything.
+            if newest
+                .checked_sub(within)
+                .is_none_or(|start| candidate.time >= start)
+            {
                 reasons.push("within".to_string());
             }
         }
@@ -176,7 +183,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let n: i64 = number.parse().map_err(|_| {
-            format!("{text:?} is not a duration; use e.g. 30s, 10m, 24h, 7d, 2w, 1y")
+            if number.is_empty() {
+                format!("{text:?} is not a duration; use e.g. 30s, 10m, 24h, 7d, 2w, 1y")
+            } else {
+                format!("duration {text:?} is too large")
+            }
         })?;
         let seconds: i64 = match unit {
             "s" => 1,
@@ -194,9 +205,31 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let part = n
             .checked_mul(seconds)
             .ok_or_else(|| format!("duration {text:?} is too large"))?;
-        total += Duration::seconds(part);
+        total = total
+            .checked_add(Duration::seconds(part))
+            .ok_or_else(|| format!("duration {text:?} is too large"))?;
     }
     Ok(total)
+}
+
+/// Checks a `keep-tag` rule: `KEY=VALUE`, or `KEY` for any value. An empty rule, an empty
+/// key (`=x`) or a control character is refused: such a rule keeps nothing, so a typo or an
+/// unset shell variable would otherwise let `forget` remove every backup.
+pub fn parse_keep_tag(text: &str) -> Result<String, String> {
+    let key = text.split_once('=').map_or(text, |(key, _)| key);
+    if text.trim().is_empty() {
+        return Err("an empty tag keeps nothing; give KEY or KEY=VALUE".into());
+    }
+    if key.trim().is_empty() {
+        return Err(format!(
+            "tag rule {:?} has no key; give KEY or KEY=VALUE",
+            text
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(format!("tag rule {text:?} holds a control character"));
+    }
+    Ok(text.to_string())
 }
 
 /// Parses a fixed UTC offset like `+02:00`, `-05:30`, `+0100` or `Z`.
@@ -399,6 +432,31 @@ mod tests {
             UtcOffset::from_hms(-5, -30, 0).unwrap()
         );
         assert!(parse_offset("0200").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+        assert!(parse_duration("9223372036854775807s9223372036854775807s").is_err());
+    }
+
+    /// A window longer than the calendar reaches keeps every backup instead of overflowing.
+    #[test]
+    fn huge_windows_keep_everything() {
+        let backups = vec![
+            c("old", datetime!(2020-01-01 00:00 UTC)),
+            c("new", datetime!(2020-01-02 00:00 UTC)),
+        ];
+        let policy = KeepPolicy {
+            within: Some(parse_duration("99999999999d").expect("parses")),
+            ..KeepPolicy::default()
+        };
+        assert_eq!(kept(&policy, &backups), ["new", "old"]);
+    }
+
+    #[test]
+    fn empty_and_keyless_tag_rules_are_refused() {
+        for bad in ["", " ", "=", "=x", "a\nb"] {
+            assert!(parse_keep_tag(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_keep_tag("keep").as_deref(), Ok("keep"));
+        assert_eq!(parse_keep_tag("keep=x").as_deref(), Ok("keep=x"));
     }
 }
 
@@ -446,15 +504,20 @@ pub async fn protected_ids(repo: &crate::Repository) -> crate::Result<HashSet<St
 /// Protects a backup from every retention rule (`remove` lifts the protection). `spec` is an
 /// id or unique prefix; returns the full id.
 pub async fn protect(repo: &crate::Repository, spec: &str, remove: bool) -> crate::Result<String> {
-    let manifest = repo.resolve_backup(spec, None).await?;
-    let key = protected_key(&manifest.id);
+    // Lifting a protection does not need the manifest (it may be damaged).
+    let id = if remove {
+        repo.resolve_backup_id(spec).await?
+    } else {
+        repo.resolve_backup(spec, None).await?.id
+    };
+    let key = protected_key(&id);
     if remove {
         repo.store().delete(&key).await?;
     } else {
         let body = format!("{{\"protected\":\"{}\"}}", crate::time_util::now_rfc3339());
         repo.store().put(&key, bytes::Bytes::from(body)).await?;
     }
-    Ok(manifest.id)
+    Ok(id)
 }
 
 /// Applies `policy` to every volume (or one) and removes the backups no rule keeps.
@@ -468,6 +531,9 @@ pub async fn forget(
         return Err(crate::Error::Invalid(
             "forget needs at least one --keep-* rule (it would remove every backup)".into(),
         ));
+    }
+    for tag in &policy.tags {
+        parse_keep_tag(tag).map_err(|e| crate::Error::Invalid(format!("--keep-tag: {e}")))?;
     }
     let manifests = repo.list_manifests(volume).await?;
     let protected = protected_ids(repo).await?;
@@ -516,12 +582,97 @@ pub async fn forget(
             });
         }
     }
+    if !policy.allow_remove_all {
+        refuse_emptied_volumes(&report)?;
+    }
     if !dry_run {
         for id in &report.removed {
             repo.store().delete(&format!("backups/{id}")).await?;
             // The tree table goes with its manifest (a crash in between leaves it to prune).
             repo.store().delete(&crate::tree_table::key(id)).await?;
         }
+    }
+    Ok(report)
+}
+
+/// Refuses a decision that leaves a volume with no backup: the rules given keep none of its
+/// backups, which is more often a mistake (a tag rule that matches nothing, a window in the
+/// wrong unit) than the intent.
+fn refuse_emptied_volumes(report: &ForgetReport) -> crate::Result<()> {
+    let mut emptied: Vec<(&str, usize)> = Vec::new();
+    for entry in &report.backups {
+        match emptied.last_mut() {
+            Some((volume, count)) if *volume == entry.volume => *count += 1,
+            _ => emptied.push((&entry.volume, 1)),
+        }
+    }
+    emptied.retain(|(volume, _)| {
+        report
+            .backups
+            .iter()
+            .filter(|e| e.volume == *volume)
+            .all(|e| !e.keep)
+    });
+    if emptied.is_empty() {
+        return Ok(());
+    }
+    let named: Vec<String> = emptied
+        .iter()
+        .map(|(volume, count)| format!("{} ({count} backups)", volume.escape_debug()))
+        .collect();
+    Err(crate::Error::Invalid(format!(
+        "these rules keep no backup of volume {}; nothing was removed. Pass --allow-remove-all to remove them all",
+        named.join(", ")
+    )))
+}
+
+/// Removes the named backups (full ids or unique prefixes), whether or not their manifest can
+/// be read: the supported way to remove a backup whose manifest is damaged, which no retention
+/// rule can judge. A protected backup is refused. `prune` then frees its data.
+pub async fn forget_ids(
+    repo: &crate::Repository,
+    specs: &[String],
+    dry_run: bool,
+) -> crate::Result<ForgetReport> {
+    let protected = protected_ids(repo).await?;
+    let mut ids: Vec<String> = Vec::new();
+    for spec in specs {
+        let id = repo.resolve_backup_id(spec).await?;
+        if protected.contains(&id) {
+            return Err(crate::Error::Invalid(format!(
+                "backup {id} is protected; `s3mover protect --remove {id}` lifts the protection"
+            )));
+        }
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    let mut report = ForgetReport {
+        dry_run,
+        backups: Vec::new(),
+        removed: Vec::new(),
+        calendar: "UTC".into(),
+    };
+    for id in ids {
+        let (volume, time, reason) = match repo.read_manifest(&id).await {
+            Ok(m) => (m.volume, m.time, "named".to_string()),
+            Err(crate::Error::Corrupt(problem)) => {
+                (String::new(), String::new(), format!("named ({problem})"))
+            }
+            Err(e) => return Err(e),
+        };
+        if !dry_run {
+            repo.store().delete(&crate::repo::manifest_key(&id)).await?;
+            repo.store().delete(&crate::tree_table::key(&id)).await?;
+        }
+        report.removed.push(id.clone());
+        report.backups.push(ForgetEntry {
+            id,
+            volume,
+            time,
+            keep: false,
+            reasons: vec![reason],
+        });
     }
     Ok(report)
 }

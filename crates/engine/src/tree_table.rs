@@ -18,10 +18,10 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::id::ChunkId;
 use crate::index::PackIndex;
+use crate::objects::ObjectKind;
 use crate::pack::{BlobKind, PackEntry};
 use crate::repo::Repository;
 
-const TABLE_AAD: &[u8] = b"s3mover tree table v1";
 /// Bytes of one entry: level (1), index (8), id (32), pack number (4), offset (8), length (4).
 const ENTRY_BYTES: usize = 1 + 8 + 32 + 4 + 8 + 4;
 
@@ -54,10 +54,7 @@ impl TreeTable {
         let Some(sealed) = repo.store().get_optional(&key).await? else {
             return Ok(None);
         };
-        let compressed = repo
-            .sealer()
-            .open(&sealed, TABLE_AAD)
-            .map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
+        let compressed = repo.open_object(ObjectKind::TreeTable, &key, &sealed)?;
         let bytes = zstd::stream::decode_all(&compressed[..])
             .map_err(|e| Error::Corrupt(format!("{key}: cannot decompress: {e}")))?;
         Self::decode(&bytes)
@@ -69,11 +66,10 @@ impl TreeTable {
     pub async fn write(&self, repo: &Repository, backup_id: &str) -> Result<u64> {
         let compressed = zstd::bulk::compress(&self.encode(), 1)
             .map_err(|e| Error::Invalid(format!("cannot compress a tree table: {e}")))?;
-        let sealed = repo.sealer().seal(&compressed, TABLE_AAD);
+        let key = key(backup_id);
+        let sealed = repo.seal_object(ObjectKind::TreeTable, &key, &compressed);
         let size = sealed.len() as u64;
-        repo.store()
-            .put(&key(backup_id), Bytes::from(sealed))
-            .await?;
+        repo.store().put(&key, Bytes::from(sealed)).await?;
         Ok(size)
     }
 

@@ -60,6 +60,23 @@ pub struct Problem {
     pub uses: Vec<ChunkUse>,
 }
 
+/// A problem for each damaged index object of `index`.
+fn damaged_index_problems(index: &PackIndex) -> Vec<Problem> {
+    index
+        .damaged
+        .iter()
+        .map(|(_, reason)| Problem {
+            chunk: String::new(),
+            kind: "corrupt".into(),
+            detail: format!(
+                "damaged index object: {reason}; {}",
+                crate::index::DAMAGED_INDEX_ADVICE
+            ),
+            uses: Vec::new(),
+        })
+        .collect()
+}
+
 /// The result of a verify run.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -290,6 +307,7 @@ async fn verify_from(
         }
     }
     let heal = heal(repo, backups, read_data, &problems, &bad_copies, &read_ok).await?;
+    problems.extend(damaged_index_problems(&shared.current().0));
     Ok(VerifyReport {
         backups_checked: backups.len(),
         chunks_checked: referenced.len() as u64,

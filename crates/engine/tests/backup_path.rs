@@ -76,7 +76,8 @@ async fn marker_removing(repo: &Repository, id: &s3mover_engine::id::ChunkId) ->
     let now = gc::now_unix();
     let pending_key = PendingSet::new_key(now);
     let sealed = gc::encode_pending_set(
-        repo.sealer(),
+        repo,
+        &pending_key,
         now,
         &[],
         &[],

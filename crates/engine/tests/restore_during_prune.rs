@@ -144,6 +144,7 @@ async fn restore_with(
             assume_zeroed: false,
             overwrite: true,
             concurrency: 4,
+            force: false,
             progress: None,
         },
         index,

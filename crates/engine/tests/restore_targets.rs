@@ -87,6 +87,7 @@ async fn restore_and_compare(repo: &Repository, manifest: &Manifest, target: &Pa
             assume_zeroed: false,
             overwrite: true,
             concurrency: 4,
+            force: false,
             progress: None,
         },
     )

@@ -83,6 +83,7 @@ async fn restore_to(
             assume_zeroed: false,
             overwrite: true,
             concurrency: 4,
+            force: false,
             progress: None,
         },
     )

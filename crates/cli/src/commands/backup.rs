@@ -112,7 +112,7 @@ pub fn print_report(global: &GlobalArgs, report: &BackupReport) -> Result<()> {
     println!(
         "backup {} of volume {} ({}) committed in {:.1}s",
         m.id,
-        m.volume,
+        crate::output::shown(&m.volume),
         human_bytes(m.size_bytes),
         s.seconds
     );

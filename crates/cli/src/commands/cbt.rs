@@ -23,6 +23,7 @@ pub async fn run(global: &GlobalArgs, command: &CbtCommand) -> Result<u8> {
     match command {
         CbtCommand::List(args) => list(global, args).await,
         CbtCommand::Verify(args) => {
+            warn_of_token_on_command_line(&args.selection, "--token");
             let selection = args.selection.resolve()?;
             let report = s3mover_cbt::verify(
                 &selection,
@@ -54,6 +55,7 @@ pub async fn run(global: &GlobalArgs, command: &CbtCommand) -> Result<u8> {
 }
 
 async fn list(global: &GlobalArgs, args: &CbtListArgs) -> Result<u8> {
+    warn_of_token_on_command_line(&args.selection, "--token");
     let selection = if args.selection.is_set() {
         if args.discovery.previous_snapshot.is_some() {
             anyhow::bail!(
@@ -81,6 +83,15 @@ async fn list(global: &GlobalArgs, args: &CbtListArgs) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
+/// Says once that a token given as a flag is visible to other users, and what to use instead.
+fn warn_of_token_on_command_line(selection: &SelectionArgs, flag: &str) {
+    if selection.token.is_some() {
+        tracing::warn!(
+            "{flag} puts the token on the command line, where other users of this machine can read it; use {flag}-file FILE"
+        );
+    }
+}
+
 /// Connects to the CBT service named by `backup`'s flags and returns the change input and the
 /// handles to record. A service that cannot be reached, or says this snapshot has no change
 /// tracking, gives a full read instead (with the reason), never a wrong incremental.
@@ -88,6 +99,7 @@ pub async fn backup_change_input(
     args: &BackupCbtArgs,
 ) -> Result<(ChangeInput, CbtInfo, Option<String>)> {
     let selection_args = args.selection();
+    warn_of_token_on_command_line(&selection_args, "--cbt-token");
     let selection = selection_args.resolve()?;
     let record = selection.record();
     let info = CbtInfo {

@@ -157,6 +157,7 @@ pub async fn run(global: &GlobalArgs, args: &DemoArgs) -> Result<u8> {
                 assume_zeroed: false,
                 overwrite: true,
                 concurrency: 8,
+                force: false,
                 progress: None,
             },
         )

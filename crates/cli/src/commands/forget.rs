@@ -29,12 +29,23 @@ pub async fn run(global: &GlobalArgs, args: &ForgetArgs) -> Result<u8> {
             .map(parse_offset)
             .transpose()
             .map_err(|e| EngineError::Invalid(format!("--timezone-offset: {e}")))?,
+        allow_remove_all: args.allow_remove_all,
     };
     let prune_options = args
         .prune
         .then(|| super::prune::options(&args.grace, &args.max_unused, args.dry_run))
         .transpose()?;
-    let report = retention::forget(&repo, args.volume.as_deref(), &policy, args.dry_run).await?;
+    let report = if args.backups.is_empty() {
+        retention::forget(&repo, args.volume.as_deref(), &policy, args.dry_run).await?
+    } else {
+        if !policy.is_empty() || args.volume.is_some() {
+            return Err(EngineError::Invalid(
+                "forget takes backup ids or --keep-* rules (with --volume), not both".into(),
+            )
+            .into());
+        }
+        retention::forget_ids(&repo, &args.backups, args.dry_run).await?
+    };
     let pruned = match &prune_options {
         Some(options) => Some(s3mover_engine::prune::prune(&repo, options).await?),
         None => None,
@@ -48,10 +59,31 @@ pub async fn run(global: &GlobalArgs, args: &ForgetArgs) -> Result<u8> {
     }
     if !global.quiet {
         let mut volume = "";
-        for entry in &report.backups {
+        for entry in report.backups.iter().filter(|_| !args.backups.is_empty()) {
+            println!(
+                "  {} {}  {}  {}",
+                if report.dry_run {
+                    "would remove"
+                } else {
+                    "remove"
+                },
+                entry.id,
+                if entry.volume.is_empty() {
+                    "?".into()
+                } else {
+                    crate::output::shown(&entry.volume)
+                },
+                entry.reasons.join(", ")
+            );
+        }
+        for entry in report.backups.iter().filter(|_| args.backups.is_empty()) {
             if entry.volume != volume {
                 volume = &entry.volume;
-                println!("volume {volume} (calendar {}):", report.calendar);
+                println!(
+                    "volume {} (calendar {}):",
+                    crate::output::shown(volume),
+                    report.calendar
+                );
             }
             println!(
                 "  {} {}  {}  {}",

@@ -36,7 +36,7 @@ pub async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<u8> {
         password: if args.insecure_no_encryption {
             None
         } else {
-            password
+            password.map(|p| p.secret)
         },
         ..InitOptions::default()
     };
@@ -44,7 +44,7 @@ pub async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<u8> {
     let config = repo.config();
     match global.output {
         OutputFormat::Json => print_json(&serde_json::json!({
-            "repository": repo.store().description(),
+            "repository": crate::redact::redact(repo.store().description()),
             "id": config.id,
             "chunkSize": config.chunk_size,
             "encryption": config.encryption,
@@ -54,7 +54,7 @@ pub async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<u8> {
             println!(
                 "created repository {} at {} ({}-byte chunks = {}, encryption: {})",
                 config.id,
-                repo.store().description(),
+                crate::redact::redact(repo.store().description()),
                 config.chunk_size,
                 human_bytes(u64::from(config.chunk_size)),
                 config.encryption

@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use crate::cli::{BackupsArgs, GlobalArgs, OutputFormat, ShowArgs, EXIT_OK};
-use crate::output::{human_bytes, print_json};
+use crate::output::{human_bytes, print_json, shown};
 
 pub async fn backups(global: &GlobalArgs, args: &BackupsArgs) -> Result<u8> {
     let repo = super::open_repository(global, &args.store).await?;
@@ -41,7 +41,7 @@ pub async fn backups(global: &GlobalArgs, args: &BackupsArgs) -> Result<u8> {
         println!(
             "{:<16}  {:<20}  {:<20}  {:>10}  {:<16}  {:>10}",
             m.id,
-            m.volume,
+            shown(&m.volume),
             m.time,
             human_bytes(m.size_bytes),
             m.change_source.as_str(),
@@ -61,7 +61,7 @@ pub async fn show(global: &GlobalArgs, args: &ShowArgs) -> Result<u8> {
         return Ok(EXIT_OK);
     }
     println!("backup      {}", m.id);
-    println!("volume      {}", m.volume);
+    println!("volume      {}", shown(&m.volume));
     println!("time        {} (started {})", m.time, m.started_at);
     println!("parent      {}", m.parent.as_deref().unwrap_or("none"));
     println!(
@@ -80,7 +80,8 @@ pub async fn show(global: &GlobalArgs, args: &ShowArgs) -> Result<u8> {
         println!("cbt         {}", serde_json::to_string(cbt)?);
     }
     if !m.tags.is_empty() {
-        println!("tags        {}", m.tags.join(", "));
+        let tags: Vec<_> = m.tags.iter().map(|t| shown(t)).collect();
+        println!("tags        {}", tags.join(", "));
     }
     println!(
         "uploaded    {} in {} objects ({} metadata), read {}",

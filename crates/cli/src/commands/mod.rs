@@ -10,6 +10,7 @@ mod k8s;
 mod list;
 mod protect;
 mod prune;
+mod repair;
 mod restore;
 mod verify;
 
@@ -47,6 +48,7 @@ async fn run_command(cli: &Cli) -> Result<u8> {
         Command::Protect(args) => protect::run(global, args).await,
         Command::Check(args) => check::run(global, args).await,
         Command::K8s(args) => k8s::run(global, args).await,
+        Command::Repair(command) => repair::run(global, command).await,
     }
 }
 
@@ -109,5 +111,22 @@ pub async fn unlock_repository(
     locked: LockedRepository,
 ) -> Result<Repository> {
     let password = crate::password::resolve(global.password_file.as_deref())?;
-    Ok(locked.unlock(password.as_ref().map(|p| p.as_str())).await?)
+    let unlocked = locked
+        .unlock(password.as_ref().map(|p| p.secret.as_str()))
+        .await;
+    match (unlocked, &password) {
+        (Ok(repo), _) => Ok(repo),
+        (
+            Err(
+                e @ s3mover_engine::Error::Crypto(
+                    s3mover_engine::crypto::CryptoError::WrongPassword(_),
+                ),
+            ),
+            Some(password),
+        ) => Err(anyhow::Error::new(e).context(format!(
+            "the password from {} does not open this repository",
+            password.source
+        ))),
+        (Err(e), _) => Err(e.into()),
+    }
 }

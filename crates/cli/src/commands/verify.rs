@@ -8,14 +8,15 @@ use crate::output::{human_bytes, print_json};
 
 pub async fn run(global: &GlobalArgs, args: &VerifyArgs) -> Result<u8> {
     let repo = super::open_repository(global, &args.store).await?;
-    let manifests = if args.backups.is_empty() {
-        repo.list_manifests(None).await?
+    let (manifests, damaged) = if args.backups.is_empty() {
+        let scan = repo.scan_manifests(None).await?;
+        (scan.manifests, scan.damaged)
     } else {
         let mut list = Vec::new();
         for spec in &args.backups {
             list.push(repo.resolve_backup(spec, None).await?);
         }
-        list
+        (list, Vec::new())
     };
     let read_data = match (&args.read_data, &args.read_data_subset) {
         (true, _) => ReadData::All,
@@ -25,15 +26,34 @@ pub async fn run(global: &GlobalArgs, args: &VerifyArgs) -> Result<u8> {
         (false, Some(pct)) => ReadData::Subset(parse_percent(pct)?),
         (false, None) => ReadData::None,
     };
-    let report = verify::verify(&repo, &manifests, read_data).await?;
+    let mut report = verify::verify(&repo, &manifests, read_data).await?;
+    // Damaged manifests are reported first; the backups that can be read were verified.
+    let damaged = damaged.iter().map(|d| verify::Problem {
+        chunk: String::new(),
+        kind: "corrupt".into(),
+        detail: d.to_string(),
+        uses: Vec::new(),
+    });
+    report.problems.splice(0..0, damaged);
     if global.output == OutputFormat::Json {
         print_json(&report)?;
     } else {
         for problem in &report.problems {
+            if problem.chunk.is_empty() && problem.uses.is_empty() {
+                eprintln!("{}: {}", problem.kind, problem.detail);
+                continue;
+            }
             let uses: Vec<String> = problem
                 .uses
                 .iter()
-                .map(|u| format!("backup {} ({}) offset {}", u.backup, u.volume, u.offset))
+                .map(|u| {
+                    format!(
+                        "backup {} ({}) offset {}",
+                        u.backup,
+                        crate::output::shown(&u.volume),
+                        u.offset
+                    )
+                })
                 .collect();
             eprintln!(
                 "{} chunk {}: {} — used by {}",

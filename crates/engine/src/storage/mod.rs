@@ -43,6 +43,9 @@ pub enum StoreError {
     /// The store refused or failed the request.
     #[error("storage request for {key} failed: {message}")]
     Backend { key: String, message: String },
+    /// The object is shorter than a read needs: missing data, not a storage failure.
+    #[error("object {key} is truncated: {detail}")]
+    Truncated { key: String, detail: String },
     /// The repository URL cannot be used.
     #[error("{0}")]
     Location(String),
@@ -72,6 +75,11 @@ impl StoreError {
     /// True when the object was missing.
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
+    }
+
+    /// True when the object exists but is shorter than a read needed.
+    pub fn is_truncated(&self) -> bool {
+        matches!(self, StoreError::Truncated { .. })
     }
 }
 
@@ -231,12 +239,18 @@ impl RangeStream {
     }
 
     fn wrong_length(&self, what: &str) -> StoreError {
-        StoreError::Backend {
-            key: self.key.clone(),
-            message: format!(
-                "asked for bytes {}..{} but got {what}",
-                self.range.start, self.range.end
-            ),
+        let message = format!(
+            "asked for bytes {}..{} but got {what}",
+            self.range.start, self.range.end
+        );
+        let key = self.key.clone();
+        if self.received < self.range.end - self.range.start {
+            StoreError::Truncated {
+                key,
+                detail: message,
+            }
+        } else {
+            StoreError::Backend { key, message }
         }
     }
 }
@@ -509,13 +523,36 @@ impl Store {
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
         RequestCounts::bump(&self.counts.get, 1);
         let wanted = range.end - range.start;
-        let bytes = self
-            .backend
-            .get_range(&self.path(key), range.clone())
-            .await
-            .map_err(|e| StoreError::from_backend(key, e))?;
+        let bytes = match self.backend.get_range(&self.path(key), range.clone()).await {
+            Ok(bytes) => bytes,
+            Err(e) => return Err(self.range_error(key, &range, e).await),
+        };
         check_range_length(key, &range, wanted, bytes.len())?;
         Ok(bytes)
+    }
+
+    /// The error of a failed ranged read: a range past the object's end (which stores answer
+    /// with a backend-specific error, such as HTTP 416) is a truncated object.
+    async fn range_error(
+        &self,
+        key: &str,
+        range: &Range<u64>,
+        error: object_store::Error,
+    ) -> StoreError {
+        let error = StoreError::from_backend(key, error);
+        if !matches!(error, StoreError::Backend { .. }) {
+            return error;
+        }
+        match self.size_of(key).await {
+            Ok(Some(size)) if size < range.end => StoreError::Truncated {
+                key: key.to_string(),
+                detail: format!(
+                    "it is {size} bytes but bytes {}..{} were asked for",
+                    range.start, range.end
+                ),
+            },
+            _ => error,
+        }
     }
 
     /// Reads `range` of an object that will be read once and not again soon (prune copying
@@ -532,10 +569,13 @@ impl Store {
         };
         RequestCounts::bump(&self.counts.get, 1);
         let wanted = range.end - range.start;
-        let bytes = local
+        let bytes = match local
             .get_range_uncached(&self.path(key), range.clone())
             .await
-            .map_err(|e| StoreError::from_backend(key, e))?;
+        {
+            Ok(bytes) => bytes,
+            Err(e) => return Err(self.range_error(key, &range, e).await),
+        };
         check_range_length(key, &range, wanted, bytes.len())?;
         Ok(bytes)
     }
@@ -560,12 +600,10 @@ impl Store {
             range: Some(object_store::GetRange::Bounded(range.clone())),
             ..Default::default()
         };
-        let pieces = self
-            .backend
-            .get_opts(&self.path(key), options)
-            .await
-            .map_err(|e| StoreError::from_backend(key, e))?
-            .into_stream();
+        let pieces = match self.backend.get_opts(&self.path(key), options).await {
+            Ok(answer) => answer.into_stream(),
+            Err(e) => return Err(self.range_error(key, &range, e).await),
+        };
         let state = RangeStream {
             pieces,
             key: key.to_string(),
@@ -626,11 +664,20 @@ fn check_range_length(
     wanted: u64,
     got: usize,
 ) -> Result<(), StoreError> {
+    if (got as u64) < wanted {
+        return Err(StoreError::Truncated {
+            key: key.to_string(),
+            detail: format!(
+                "asked for bytes {}..{} but got {got} bytes",
+                range.start, range.end
+            ),
+        });
+    }
     if got as u64 != wanted {
         return Err(StoreError::Backend {
             key: key.to_string(),
             message: format!(
-                "asked for bytes {}..{} but got {got} bytes; the object is truncated",
+                "asked for bytes {}..{} but got {got} bytes",
                 range.start, range.end
             ),
         });

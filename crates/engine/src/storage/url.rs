@@ -111,7 +111,11 @@ pub fn open_store_with_env(
     }
 }
 
+/// Opens a local repository. Every file and directory created from then on is private to its
+/// owner (files 0600, directories 0700, whatever the umask was): key slots, config and data
+/// never become readable by other users of the machine, whichever code path creates them.
 fn open_local(dir: &std::path::Path, options: &StoreOptions) -> Result<Store, StoreError> {
+    owner_only_umask();
     if options.create {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Location(format!(
@@ -137,6 +141,15 @@ fn open_local(dir: &std::path::Path, options: &StoreOptions) -> Result<Store, St
         Arc::new(LocalDirStore::new(backend)),
         dir.display().to_string(),
     ))
+}
+
+/// Sets the process's umask to 077: files are created 0600 and directories 0700 by every
+/// writer (the wrapped `LocalFileSystem` included), with no moment of wider permissions.
+fn owner_only_umask() {
+    // SAFETY: umask only changes the process's file-creation mask and cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
 }
 
 #[cfg(test)]

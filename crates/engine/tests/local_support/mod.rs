@@ -124,6 +124,7 @@ pub async fn assert_restores(
             assume_zeroed: false,
             overwrite: true,
             concurrency: 4,
+            force: false,
             progress: None,
         },
     )
