@@ -338,3 +338,43 @@ async fn twenty_claims_by_label_four_at_a_time() {
         k8s.leftovers().await
     );
 }
+
+/// A mover that fails every time is retried `--backoff-limit` times, no more; the claim fails
+/// with the mover's own words, and nothing is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_mover_is_retried_a_bounded_number_of_times() {
+    if !require("a_failing_mover_is_retried_a_bounded_number_of_times") {
+        return;
+    }
+    let k8s = start(|c| {
+        c.images.insert(
+            "s3mover:broken".into(),
+            s3mover_k8s_sim::controllers::ImageConfig::entrypoint("/bin/false"),
+        );
+    })
+    .await;
+    k8s.namespace("db");
+    k8s.claim("db", "data", MIB, "Block", &[]).await;
+    let (code, _, stderr) = k8s.s3mover(&[
+        "k8s",
+        "backup",
+        "data",
+        "-n",
+        "db",
+        "--mover-image",
+        "s3mover:broken",
+        "--backoff-limit",
+        "1",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_one_line_reason(&stderr, "mover failed after 2 attempts");
+    assert!(
+        k8s.leftovers().await.is_empty(),
+        "left: {:?}",
+        k8s.leftovers().await
+    );
+    assert!(
+        k8s.bases("db", "data").await.is_empty(),
+        "a failed backup keeps no snapshot"
+    );
+}

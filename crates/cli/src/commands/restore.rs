@@ -47,6 +47,7 @@ pub async fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<u8> {
     };
     if global.output == OutputFormat::Json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+        crate::output::write_result(&serde_json::to_value(&report)?);
     } else if !global.quiet {
         writeln!(
             out,
