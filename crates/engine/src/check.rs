@@ -1,8 +1,9 @@
 //! `check`: fast validation of all metadata without reading chunk data. Every manifest opens,
 //! every index object decodes, every tree page is indexed and decodes, every chunk id a tree
 //! names is indexed, every indexed pack exists and is long enough for its blobs, and every
-//! backup's tree table (if it has one) opens and lists only pages of its tree. Costs one listing
-//! of `packs/`, the index objects, the manifests, the tree tables and the tree packs.
+//! backup's tree table (if it has one) opens and lists only pages of its tree, and every tree
+//! pack's own header opens. Costs one listing of `packs/`, the index objects, the manifests,
+//! the tree tables and the tree packs (and their headers).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -78,6 +79,23 @@ pub async fn check(repo: &Repository) -> Result<CheckReport> {
                 pack::pack_key(&name)
             )),
             Some(_) => {}
+        }
+    }
+    // Tree packs are read to walk the trees anyway; their headers, which prune reads when it
+    // repacks them, must open too.
+    let tree_packs: std::collections::BTreeSet<ChunkId> = index
+        .iter()
+        .filter(|(_, loc)| loc.kind == pack::BlobKind::Tree)
+        .map(|(_, loc)| index.pack_name(loc.pack))
+        .filter(|name| listed.contains_key(name))
+        .collect();
+    for name in tree_packs {
+        let key = pack::pack_key(&name);
+        let size = listed.get(&name).copied();
+        if let crate::verify::HeaderCheck::Damaged(detail) =
+            crate::verify::check_pack_header(repo, &key, size, &[]).await?
+        {
+            pack_problems.push(detail);
         }
     }
     pack_problems.sort();

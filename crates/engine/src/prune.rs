@@ -17,7 +17,7 @@
 //! are written and read as compressed streams. No map of every chunk's location is ever built.
 
 mod idset;
-mod pack_reads;
+pub(crate) mod pack_reads;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -91,6 +91,9 @@ pub struct PruneReport {
     pub index_objects_rewritten: usize,
     /// Blobs a pending set held dead that a newer backup uses again (kept).
     pub resurrected: usize,
+    /// Repacked packs whose own header did not open, with why: their blobs were copied from
+    /// where the index places them, and the new packs have sound headers.
+    pub damaged_pack_headers: Vec<String>,
 }
 
 /// Tree-page locations, sorted by id (tree pages only: data chunks are never looked up).
@@ -523,7 +526,10 @@ async fn run(
             Ok(Some((entries, _))) => entries,
             Ok(None) => continue,
             Err(e) => {
-                tracing::warn!("pack {key} has no readable header ({e}); leaving it");
+                // No index names it and its header does not open: nothing says what it holds.
+                let reason = format!("{e}; no index names it, so it is left in place");
+                tracing::warn!("{reason}");
+                report.damaged_pack_headers.push(reason);
                 continue;
             }
         };
@@ -959,6 +965,13 @@ impl Phase2<'_> {
                 name: *name,
                 size: *size,
                 removed: removed_of.get(n).map(Vec::as_slice).unwrap_or(&[]),
+                index_objects: self
+                    .objects_of_pack
+                    .get(n)
+                    .into_iter()
+                    .flatten()
+                    .map(|o| self.listing.index[*o as usize].clone())
+                    .collect(),
             })
             .collect();
         let mut steps = pack_reads::read_live_blobs(repo, to_copy);
@@ -969,6 +982,10 @@ impl Phase2<'_> {
             let (at, blobs, last) = match &step {
                 CopyStep::Gone { pack } => {
                     gone.insert(*pack);
+                    continue;
+                }
+                CopyStep::DamagedHeader { reason, .. } => {
+                    report.damaged_pack_headers.push(reason.clone());
                     continue;
                 }
                 CopyStep::Blobs {

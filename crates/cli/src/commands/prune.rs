@@ -41,6 +41,9 @@ pub fn print(global: &GlobalArgs, r: &PruneReport) -> Result<()> {
     if global.output == OutputFormat::Json {
         return print_json(r);
     }
+    for damage in &r.damaged_pack_headers {
+        eprintln!("damaged pack: {damage}");
+    }
     if global.quiet {
         return Ok(());
     }
