@@ -24,7 +24,6 @@ fn packs(env: &Env) -> Vec<(PathBuf, u64)> {
         .collect()
 }
 
-#[allow(dead_code)]
 fn pack_bytes(env: &Env) -> u64 {
     packs(env).iter().map(|(_, size)| size).sum()
 }
@@ -113,4 +112,171 @@ fn a_damaged_pack_header_is_reported_by_verify_and_prune_copies_around_it() {
     env.ok(&["verify", "--read-data"]);
     env.ok(&["check"]);
     restore_matches(&env, &second, &image);
+}
+
+/// Sets a file's modification time `seconds` into the past (what a store lists as its age).
+fn age(path: &Path, seconds: u64) {
+    let when = std::time::SystemTime::now() - std::time::Duration::from_secs(seconds);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("open")
+        .set_modified(when)
+        .expect("set mtime");
+}
+
+/// The packs of a backup that failed before it indexed them go as soon as they are older than
+/// `--grace` (and the 15-minute floor), not after a fixed 6 hours.
+#[test]
+fn a_failed_backups_unindexed_packs_go_once_older_than_the_grace() {
+    let env = Env::new();
+    env.init();
+    let kept = env.path("kept.img");
+    make_image(&kept, 2 * MIB, &[(0, 2 * MIB)], 3);
+    let kept_id = backup_id(&env, &kept, "kept", &[]);
+    let before: Vec<PathBuf> = packs(&env).into_iter().map(|(p, _)| p).collect();
+
+    // The index cannot be written: the backup fails after uploading its packs.
+    let index = env.repo.join("index");
+    let saved = env.path("index.saved");
+    std::fs::rename(&index, &saved).expect("move index");
+    std::fs::write(&index, b"not a directory").expect("block index");
+    let failed = env.path("failed.img");
+    make_image(&failed, 3 * MIB, &[(0, 3 * MIB)], 4);
+    let out = env.run(&[
+        "backup",
+        failed.to_str().expect("utf-8"),
+        "--volume",
+        "failed",
+    ]);
+    assert!(!out.status.success(), "the backup should fail");
+    std::fs::remove_file(&index).expect("unblock index");
+    std::fs::rename(&saved, &index).expect("restore index");
+    let orphans: Vec<PathBuf> = packs(&env)
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert!(!orphans.is_empty(), "the failed backup uploaded packs");
+
+    let prune = |grace: &str| env.ok(&["prune", "--grace", grace, "--max-unused", "0%"]);
+    // Younger than the floor: kept even with no grace.
+    for pack in &orphans {
+        age(pack, 5 * 60);
+    }
+    prune("0s");
+    assert!(orphans.iter().all(|p| p.exists()), "inside the floor");
+    // An hour old: kept under a two-hour grace, removed under none.
+    for pack in &orphans {
+        age(pack, 3600);
+    }
+    prune("2h");
+    assert!(orphans.iter().all(|p| p.exists()), "inside the grace");
+    prune("0s");
+    assert!(orphans.iter().all(|p| !p.exists()), "older than the grace");
+    env.ok(&["check"]);
+    restore_matches(&env, &kept_id, &kept);
+}
+
+/// A backup that uploads chunks again right after a prune removed them is not withdrawn: the
+/// sweep finished, and the backup's copies are indexed in packs that exist.
+#[test]
+fn a_backup_right_after_a_prune_that_removed_its_chunks_is_not_withdrawn() {
+    let env = Env::new();
+    env.init();
+    let image = env.path("disk.img");
+    make_image(&image, 2 * MIB, &[(0, 2 * MIB)], 5);
+    let original = std::fs::read(&image).expect("read image");
+    backup_id(&env, &image, "vol", &[]);
+    make_image(&image, 2 * MIB, &[(0, 2 * MIB)], 6);
+    backup_id(&env, &image, "vol", &[]);
+    env.ok(&["forget", "--volume", "vol", "--keep-last", "1"]);
+    let before = pack_bytes(&env);
+    env.ok(&["prune", "--grace", "0s", "--max-unused", "0%"]);
+    assert!(
+        pack_bytes(&env) < before,
+        "the prune removed the first backup's chunks"
+    );
+
+    // The first backup's data again, with no parent: its chunks are uploaded again.
+    std::fs::write(&image, &original).expect("write image");
+    for _ in 0..3 {
+        let out = env.run(&[
+            "backup",
+            image.to_str().expect("utf-8"),
+            "--volume",
+            "vol",
+            "--parent",
+            "none",
+        ]);
+        assert!(
+            out.status.success(),
+            "backup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    env.ok(&["check"]);
+}
+
+/// A damaged marker directory does not stop backups (they list `gc/deleting/` instead);
+/// `check` reports it and says that `prune` rewrites it, which it does.
+#[test]
+fn a_damaged_marker_directory_is_reported_and_prune_rewrites_it() {
+    let env = Env::new();
+    env.init();
+    let directory = env.repo.join("gc/markers");
+    let mut bytes = std::fs::read(&directory).expect("read gc/markers");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&directory, bytes).expect("damage gc/markers");
+
+    let image = env.path("disk.img");
+    make_image(&image, MIB, &[(0, MIB)], 7);
+    let id = backup_id(&env, &image, "vol", &[]);
+    let stderr = expect_failure(&env.run(&["check"]), 3, "gc/markers");
+    assert!(
+        stderr.contains("s3mover prune"),
+        "check should say the way out: {stderr}"
+    );
+    env.ok(&["prune"]);
+    env.ok(&["check"]);
+    restore_matches(&env, &id, &image);
+}
+
+/// A backup whose `latest/` pointer cannot be written after its manifest committed succeeds
+/// with a warning, and is listed and restorable.
+#[test]
+fn a_backup_whose_latest_pointer_cannot_be_written_still_succeeds() {
+    let env = Env::new();
+    env.init();
+    let image = env.path("disk.img");
+    make_image(&image, MIB, &[(0, MIB)], 8);
+    let first = backup_id(&env, &image, "vol", &[]);
+    let latest = env.repo.join("latest");
+    std::fs::remove_dir_all(&latest).expect("remove latest/");
+    std::fs::write(&latest, b"not a directory").expect("block latest/");
+
+    make_image(&image, MIB, &[(0, MIB)], 9);
+    let out = env.run(&["backup", image.to_str().expect("utf-8"), "--volume", "vol"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("committed"),
+        "{stderr}"
+    );
+
+    std::fs::remove_file(&latest).expect("unblock latest/");
+    let list = env.json(&["backups"]);
+    let ids: Vec<&str> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|b| b["id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 2, "{list}");
+    let second = ids
+        .iter()
+        .find(|id| **id != first)
+        .expect("the second backup");
+    restore_matches(&env, second, &image);
 }

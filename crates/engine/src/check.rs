@@ -101,6 +101,8 @@ pub async fn check(repo: &Repository) -> Result<CheckReport> {
     pack_problems.sort();
     report.problems.extend(pack_problems);
 
+    check_gc_objects(repo, &mut report).await?;
+
     // Manifests and their trees.
     let ids = repo.list_backup_ids().await?;
     report.backups = ids.len();
@@ -224,4 +226,43 @@ async fn page_ids_by_position(
         frontier = next;
     }
     Ok(positions)
+}
+
+/// The objects a backup's post-commit check reads: the marker directory, the deletion markers
+/// and the removed or pending sets they name. A damaged one makes backups list `gc/deleting/`
+/// (the directory) or withdraw (the others) until `prune` rewrites it.
+async fn check_gc_objects(repo: &Repository, report: &mut CheckReport) -> Result<()> {
+    const WAY_OUT: &str = "`s3mover prune` rewrites it";
+    if let Err(Error::Corrupt(reason)) = crate::gc::read_marker_directory(repo).await {
+        report.problems.push(format!(
+            "{reason} (backups list gc/deleting/ instead; {WAY_OUT})"
+        ));
+    }
+    for object in repo.store().list("gc/deleting/").await? {
+        let marker = match crate::gc::DeletionMarker::read(repo, &object.key).await {
+            Ok(Some(marker)) => marker,
+            Ok(None) => continue,
+            Err(Error::Corrupt(reason)) => {
+                report.problems.push(format!(
+                    "deletion marker {reason} (backups that overlap it are withdrawn; {WAY_OUT})"
+                ));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let sets = marker.removed.iter().chain(marker.pending.iter());
+        for key in sets {
+            match crate::gc::PendingSet::read(repo, key).await {
+                Ok(_) => {}
+                Err(Error::Store(e)) if e.is_not_found() => {}
+                Err(Error::Corrupt(reason)) => report.problems.push(format!(
+                    "{reason}, named by deletion marker {} (backups that started before that \
+                     sweep finished are withdrawn; later ones do not read it)",
+                    object.key
+                )),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
 }

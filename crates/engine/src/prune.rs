@@ -39,11 +39,20 @@ use crate::tree;
 use idset::{MergeSorted, PrefixSet, PrefixSetBuilder};
 use pack_reads::{CopyStep, PackToCopy};
 
-/// Sessions updated within this many seconds protect the chunks they list.
+/// Sessions updated within this many seconds (or within the grace, if shorter) protect the
+/// chunks they list.
 const SESSION_PROTECT_SECONDS: i64 = 13 * 3600;
-/// Packs that no index object names are removed only when older than this (and the grace):
-/// a running backup indexes each pack it uploads well within it.
-const UNINDEXED_MIN_AGE_SECONDS: i64 = 6 * 3600;
+/// The least time a backup's uploads are protected whatever the grace: packs that no index
+/// object names are removed only once older than the grace and this, and a session protects
+/// its chunks for at least this after its last update. A running backup indexes its packs and
+/// updates its session every 64 MiB of new data, normally well within it; one slower than that
+/// whose uploads go is withdrawn by its post-commit check and rerun (nothing is lost).
+pub const UPLOAD_PROTECT_FLOOR_SECONDS: i64 = 15 * 60;
+
+/// How long a session protects the chunks it lists under a grace of `grace` seconds.
+fn session_protect_seconds(grace: i64) -> i64 {
+    grace.clamp(UPLOAD_PROTECT_FLOOR_SECONDS, SESSION_PROTECT_SECONDS)
+}
 const SESSION_AAD: &[u8] = b"s3mover session v1";
 const CACHED_TREE_PACKS: usize = 16;
 
@@ -285,8 +294,9 @@ impl<'a> Marker<'a> {
         Ok(())
     }
 
-    /// Marks every blob listed by the index objects of fresh sessions.
-    async fn mark_sessions(&mut self, sessions: &[String]) -> Result<()> {
+    /// Marks every blob listed by the index objects of sessions updated within
+    /// `protect_seconds`.
+    async fn mark_sessions(&mut self, sessions: &[String], protect_seconds: i64) -> Result<()> {
         let now = gc::now_unix();
         for key in sessions {
             let Some(sealed) = self.repo.store().get_optional(key).await? else {
@@ -299,7 +309,7 @@ impl<'a> Marker<'a> {
                 continue;
             };
             let fresh = crate::time_util::parse_rfc3339(&session.updated_at)
-                .map(|t| now - t.unix_timestamp() < SESSION_PROTECT_SECONDS)
+                .map(|t| now - t.unix_timestamp() < protect_seconds)
                 .unwrap_or(false);
             if !fresh {
                 continue;
@@ -482,7 +492,9 @@ async fn run(
         })?;
     }
     drop(manifests);
-    marker.mark_sessions(&listing.sessions).await?;
+    marker
+        .mark_sessions(&listing.sessions, session_protect_seconds(grace))
+        .await?;
     let marks = marker.take_marks();
     report.chunks_marked = marks.len();
 
@@ -509,7 +521,7 @@ async fn run(
     // The mark set is not needed any more: the sweep marks anew what it must.
     drop(marks);
     // Packs no index names: dead once old enough; their ids come from their headers.
-    let unindexed_cutoff = started - grace.max(UNINDEXED_MIN_AGE_SECONDS);
+    let unindexed_cutoff = started - grace.max(UPLOAD_PROTECT_FLOOR_SECONDS);
     let mut unindexed: Vec<(ChunkId, u64)> = listing
         .packs
         .iter()
@@ -587,7 +599,18 @@ async fn run(
             continue;
         };
         if created <= gc::now_unix() - grace {
-            ripe.add_older(key.clone(), PendingSet::read(repo, key).await?);
+            match PendingSet::read(repo, key).await {
+                Ok(set) => ripe.add_older(key.clone(), set),
+                // No marker names it, so no backup reads it: a damaged proposal is dropped and
+                // this run's own set proposes its packs again.
+                Err(Error::Corrupt(reason)) => {
+                    tracing::warn!("{reason}; deleting the damaged pending set");
+                    if !options.dry_run {
+                        repo.store().delete(key).await?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         } else {
             report.pending_sets_waiting += 1;
         }
@@ -768,8 +791,12 @@ const ORPHAN_TABLE_AGE: Duration = Duration::seconds(SESSION_PROTECT_SECONDS);
 async fn consumed_sets(repo: &Repository, listing: &Listing) -> Result<HashSet<String>> {
     let mut consumed = HashSet::new();
     for key in &listing.markers {
-        if let Some(marker) = DeletionMarker::read(repo, key).await? {
-            consumed.extend(marker.pending);
+        match DeletionMarker::read(repo, key).await {
+            Ok(Some(marker)) => consumed.extend(marker.pending),
+            Ok(None) => {}
+            // Rewritten by tidying (not in a dry run); its sets are swept again, checked anew.
+            Err(Error::Corrupt(_)) => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(consumed)
@@ -782,8 +809,11 @@ async fn tidy_markers(repo: &Repository, listing: &Listing) -> Result<Vec<String
     let now = gc::now_unix();
     let mut kept = Vec::new();
     for key in &listing.markers {
-        let Some(mut marker) = DeletionMarker::read(repo, key).await? else {
-            continue;
+        let mut marker = match DeletionMarker::read(repo, key).await {
+            Ok(Some(marker)) => marker,
+            Ok(None) => continue,
+            Err(Error::Corrupt(reason)) => rebuilt_marker(repo, key, &reason).await?,
+            Err(e) => return Err(e),
         };
         match marker.finished {
             None => {
@@ -801,6 +831,34 @@ async fn tidy_markers(repo: &Repository, listing: &Listing) -> Result<Vec<String
         }
     }
     Ok(kept)
+}
+
+/// A deletion marker that does not open, rewritten so that backups can read it again. Its
+/// sweep is not running (we hold the lease), so it is marked finished now. What it removed is
+/// its removed set, whose key follows from the marker's; without one, the sweep deleted
+/// nothing (the removed set is written before anything is deleted). The pending sets it
+/// consumed are forgotten: a later sweep of them checks every id again.
+async fn rebuilt_marker(repo: &Repository, key: &str, reason: &str) -> Result<DeletionMarker> {
+    let removed_key = key.replacen("gc/deleting/", "gc/removed/", 1);
+    let removed = repo
+        .store()
+        .size_of(&removed_key)
+        .await?
+        .map(|_| removed_key);
+    let began = key
+        .strip_prefix("gc/deleting/")
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(gc::now_unix);
+    let marker = DeletionMarker {
+        pending: Vec::new(),
+        began,
+        finished: Some(gc::now_unix()),
+        removed,
+    };
+    tracing::warn!("deletion marker {key} was damaged ({reason}); rewriting it");
+    marker.write(repo, key).await?;
+    Ok(marker)
 }
 
 struct Phase2<'a> {
@@ -861,7 +919,10 @@ impl Phase2<'_> {
                 for manifest in read_manifests(repo, &ids).await? {
                     marker.mark_backup(&manifest).await?;
                 }
-                marker.mark_sessions(&sessions).await
+                let grace = options.grace.whole_seconds().max(0);
+                marker
+                    .mark_sessions(&sessions, session_protect_seconds(grace))
+                    .await
             }
             .await;
             fresh = marker.take_marks();

@@ -292,11 +292,16 @@ impl Repository {
     /// The newest backup of a volume, found through its `latest` pointer without a listing. A
     /// volume without a pointer has no parent (its first backup, or one whose pointer write was
     /// interrupted: then the next backup is a full one, which is always correct); a stale
-    /// pointer (its backup was forgotten) falls back to a listing.
+    /// pointer (its backup was forgotten) or one that cannot be read falls back to a listing.
     pub async fn latest_backup(&self, volume: &str) -> Result<Option<Manifest>> {
         let key = format!("latest/{}", self.volume_key(volume));
-        let Some(bytes) = self.store.get_optional(&key).await? else {
-            return Ok(None);
+        let bytes = match self.store.get_optional(&key).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                tracing::warn!("cannot read {key} ({e}); listing the volume's backups instead");
+                return Ok(self.list_manifests(Some(volume)).await?.pop());
+            }
         };
         let id = String::from_utf8_lossy(&bytes).trim().to_string();
         match self.read_manifest(&id).await {
