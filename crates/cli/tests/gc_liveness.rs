@@ -280,3 +280,39 @@ fn a_backup_whose_latest_pointer_cannot_be_written_still_succeeds() {
         .expect("the second backup");
     restore_matches(&env, second, &image);
 }
+
+/// Five full backups of the same data store it five times; once four are forgotten, prune
+/// keeps one copy of each chunk and frees the others, and everything still restores.
+#[test]
+fn prune_frees_second_copies_of_live_chunks() {
+    let env = Env::new();
+    env.init();
+    let image = env.path("disk.img");
+    let size = 8 * MIB;
+    make_image(&image, size, &[(0, size)], 10);
+    let mut last = String::new();
+    for _ in 0..5 {
+        last = backup_id(&env, &image, "vol", &["--parent", "none"]);
+    }
+    assert!(pack_bytes(&env) > 4 * size, "five copies stored");
+    env.ok(&["forget", "--volume", "vol", "--keep-last", "1"]);
+    let report = env.json(&["prune", "--grace", "0s", "--max-unused", "0%"]);
+    let kept = pack_bytes(&env);
+    assert!(
+        kept < size + size / 4,
+        "one copy should stay: {kept} bytes of packs for {size} bytes of data; {report}"
+    );
+    assert!(
+        report["copiesDropped"].as_u64().unwrap_or(0) > 0,
+        "{report}"
+    );
+    env.ok(&["check"]);
+    env.ok(&["verify", "--read-data"]);
+    restore_matches(&env, &last, &image);
+
+    // Nothing more to drop, and a second prune keeps what is there.
+    let again = env.json(&["prune", "--grace", "0s", "--max-unused", "0%"]);
+    assert_eq!(again["copiesDropped"].as_u64(), Some(0), "{again}");
+    assert_eq!(pack_bytes(&env), kept);
+    restore_matches(&env, &last, &image);
+}

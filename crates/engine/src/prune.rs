@@ -16,6 +16,7 @@
 //! object. Index objects are decoded one pack's records at a time, and pending and removed sets
 //! are written and read as compressed streams. No map of every chunk's location is ever built.
 
+mod duplicates;
 mod idset;
 pub(crate) mod pack_reads;
 
@@ -36,6 +37,7 @@ use crate::pack::{self, BlobKind, PackBuilder, PackEntry};
 use crate::repo::Repository;
 use crate::storage::ObjectInfo;
 use crate::tree;
+use duplicates::{BlobCopy, Duplicates, SeenTwice};
 use idset::{MergeSorted, PrefixSet, PrefixSetBuilder};
 use pack_reads::{CopyStep, PackToCopy};
 
@@ -100,6 +102,8 @@ pub struct PruneReport {
     pub index_objects_rewritten: usize,
     /// Blobs a pending set held dead that a newer backup uses again (kept).
     pub resurrected: usize,
+    /// Second copies of live blobs dropped (one copy of each stays).
+    pub copies_dropped: usize,
     /// Repacked packs whose own header did not open, with why: their blobs were copied from
     /// where the index places them, and the new packs have sound headers.
     pub damaged_pack_headers: Vec<String>,
@@ -502,6 +506,7 @@ async fn run(
     // trimmed as soon as the stream moves past it.
     let mut stats: HashMap<u32, PackStat> = HashMap::new();
     let mut dead_of = DeadPrefixes::default();
+    let mut seen_twice = SeenTwice::new(&marks);
     for key in &listing.index {
         let locator = &mut marker.locator;
         index::read_index_entries(repo, key, |name, entry| {
@@ -509,14 +514,30 @@ async fn run(
             let stat = stats.entry(n).or_default();
             stat.total += u64::from(entry.length);
             let p = gc::prefix(&entry.id);
-            if marks.contains(p) {
+            if let Some(position) = marks.position(p) {
                 stat.live_count += 1;
+                seen_twice.note(position, marks.key_of(p));
             } else {
                 stat.dead += u64::from(entry.length);
                 dead_of.push(n, p);
             }
         })
         .await?;
+    }
+    let duplicates = find_duplicates(
+        repo,
+        &listing,
+        &mut marker.locator,
+        &marks,
+        seen_twice.finish(),
+        started - grace,
+    )
+    .await?;
+    for (n, (entries, bytes)) in &duplicates.entries {
+        if let Some(stat) = stats.get_mut(n) {
+            stat.live_count = stat.live_count.saturating_sub(*entries);
+            stat.dead += bytes;
+        }
     }
     // The mark set is not needed any more: the sweep marks anew what it must.
     drop(marks);
@@ -644,6 +665,8 @@ async fn run(
         .filter_map(|name| marker.locator.pack_numbers.get(&name).copied())
         .collect();
     dead_of.retain(&ripe_numbers);
+    let mut duplicates = duplicates;
+    duplicates.of.retain(|n, _| ripe_numbers.contains(n));
 
     tracing::debug!(
         "prune: marked and counted after {:.3}s",
@@ -659,9 +682,60 @@ async fn run(
         objects_of_pack: &objects_of_pack,
     };
     context
-        .sweep(&mut marker, ripe, dead_of, options, lease, &mut report)
+        .sweep(
+            &mut marker,
+            ripe,
+            Unused {
+                dead_of,
+                duplicates,
+            },
+            options,
+            lease,
+            &mut report,
+        )
         .await?;
     Ok(report)
+}
+
+/// The second copies of live blobs to drop (module `duplicates`): the entries of the ids
+/// `candidates` (keys of `marks`) collected from a third stream of the index, one copy of each
+/// id kept. A copy in a pack younger than `young_after` (which this run does not touch) is
+/// kept first; then the copy in the pack of lowest name, so that packs holding the same
+/// blobs lose them whole.
+async fn find_duplicates(
+    repo: &Repository,
+    listing: &Listing,
+    locator: &mut TreeLocator,
+    marks: &PrefixSet,
+    candidates: Vec<u64>,
+    young_after: i64,
+) -> Result<Duplicates> {
+    if candidates.is_empty() {
+        return Ok(Duplicates::default());
+    }
+    let mut copies: Vec<BlobCopy> = Vec::new();
+    for key in &listing.index {
+        index::read_index_entries(repo, key, |name, entry| {
+            let key = marks.key_of(gc::prefix(&entry.id));
+            if candidates.binary_search(&key).is_ok() {
+                copies.push(BlobCopy {
+                    id: entry.id,
+                    pack: locator.pack_number(name),
+                    offset: entry.offset,
+                    length: entry.length,
+                });
+            }
+        })
+        .await?;
+    }
+    let names = &locator.pack_names;
+    Ok(duplicates::choose(copies, |copy| {
+        let name = names[copy.pack as usize];
+        let info = listing.packs.get(&name)?;
+        let holds = copy.offset + u64::from(copy.length) <= info.size;
+        let young = info.last_modified.unix_timestamp() > young_after;
+        holds.then_some((!young, name))
+    }))
 }
 
 /// The dead prefixes of each pack, sorted per pack once [`DeadPrefixes::finish`]ed.
@@ -861,6 +935,13 @@ async fn rebuilt_marker(repo: &Repository, key: &str, reason: &str) -> Result<De
     Ok(marker)
 }
 
+/// What a sweep may take from the packs of its pending sets: their dead prefixes and their
+/// second copies of live blobs.
+struct Unused {
+    dead_of: DeadPrefixes,
+    duplicates: Duplicates,
+}
+
 struct Phase2<'a> {
     repo: &'a Repository,
     listing: &'a Listing,
@@ -875,12 +956,16 @@ impl Phase2<'_> {
         &self,
         marker: &mut Marker<'_>,
         ripe: RipeSets,
-        mut dead_of: DeadPrefixes,
+        unused: Unused,
         options: &PruneOptions,
         lease: &mut Option<Lease>,
         report: &mut PruneReport,
     ) -> Result<()> {
         let repo = self.repo;
+        let Unused {
+            mut dead_of,
+            duplicates,
+        } = unused;
         let clock = std::time::Instant::now();
         let seen_by_all = ripe.seen_by_all.clone().unwrap_or_default();
 
@@ -960,11 +1045,13 @@ impl Phase2<'_> {
             };
             let stat = self.stats.get(&n).copied().unwrap_or_default();
             let dead_now = dead_of.of(n);
+            let copies = duplicates.of(n);
             let all_removable = dead_now.iter().all(|p| removable(n, *p));
             let any_removable = dead_now.iter().any(|p| removable(n, *p));
-            if stat.live_count == 0 && all_removable && !dead_now.is_empty() {
+            if stat.live_count == 0 && all_removable && !(dead_now.is_empty() && copies.is_empty())
+            {
                 delete.push((name, info.size, n));
-            } else if any_removable {
+            } else if any_removable || !copies.is_empty() {
                 repack.push((name, info.size, n));
             }
         }
@@ -1003,10 +1090,26 @@ impl Phase2<'_> {
         repo.store().put(&removed_key, sealed).await?;
         deletion.removed = Some(removed_key);
         deletion.write(repo, &marker_key).await?;
-        // Deleted packs go whole; only repacked ones are filtered blob by blob.
+        // Deleted packs go whole; only repacked ones are filtered blob by blob, leaving
+        // behind their removed ids and their second copies of live ids.
         for (_, _, n) in &delete {
             removed_of.remove(n);
         }
+        report.copies_dropped = delete
+            .iter()
+            .chain(repack.iter())
+            .map(|(_, _, n)| duplicates.of(*n).len())
+            .sum();
+        for (_, _, n) in &repack {
+            let copies = duplicates.of(*n);
+            if !copies.is_empty() {
+                let list = removed_of.entry(*n).or_default();
+                list.extend_from_slice(copies);
+                list.sort_unstable();
+                list.dedup();
+            }
+        }
+        drop(duplicates);
 
         // 1. Copy the live blobs of partly dead packs into new packs, and index them: exactly
         //    the blobs whose prefixes the removed set holds stay behind.

@@ -74,5 +74,11 @@ pub fn print(global: &GlobalArgs, r: &PruneReport) -> Result<()> {
             String::new()
         }
     );
+    if r.copies_dropped > 0 {
+        println!(
+            "{verb} drop {} second copies of blobs in use (one copy of each stays)",
+            r.copies_dropped
+        );
+    }
     Ok(())
 }
