@@ -412,3 +412,33 @@ fn second_copies_are_dropped_safely_beside_running_backups() {
         pack_bytes(&env)
     );
 }
+
+/// A damaged deletion marker withdraws the backups that read it; `check` reports it and the
+/// next `prune` rewrites it, after which backups commit again.
+#[test]
+fn a_damaged_deletion_marker_is_reported_and_prune_rewrites_it() {
+    let env = Env::new();
+    env.init();
+    let image = env.path("disk.img");
+    make_image(&image, MIB, &[(0, MIB)], 11);
+    backup_id(&env, &image, "vol", &[]);
+    make_image(&image, MIB, &[(0, MIB)], 12);
+    backup_id(&env, &image, "vol", &[]);
+    env.ok(&["forget", "--volume", "vol", "--keep-last", "1"]);
+    env.ok(&["prune", "--grace", "0s"]);
+    let markers = files_under(&env.repo.join("gc/deleting"));
+    assert_eq!(markers.len(), 1, "the sweep left its marker");
+    let mut bytes = std::fs::read(&markers[0]).expect("read marker");
+    bytes[30] ^= 0x01;
+    std::fs::write(&markers[0], bytes).expect("damage marker");
+
+    make_image(&image, MIB, &[(0, MIB)], 13);
+    let out = env.run(&["backup", image.to_str().expect("utf-8"), "--volume", "vol"]);
+    expect_failure(&out, 1, "rerun the backup");
+    let stderr = expect_failure(&env.run(&["check"]), 3, "deletion marker");
+    assert!(stderr.contains("s3mover prune"), "{stderr}");
+    env.ok(&["prune", "--grace", "0s"]);
+    env.ok(&["check"]);
+    let id = backup_id(&env, &image, "vol", &[]);
+    restore_matches(&env, &id, &image);
+}
