@@ -102,6 +102,10 @@ pub struct PruneReport {
     pub index_objects_rewritten: usize,
     /// Blobs a pending set held dead that a newer backup uses again (kept).
     pub resurrected: usize,
+    /// Pack uploads killed midway whose partial files were deleted (a local repository's
+    /// staged files, which listings do not show), and their bytes.
+    pub abandoned_uploads: usize,
+    pub abandoned_upload_bytes: u64,
     /// Second copies of live blobs dropped (one copy of each stays).
     pub copies_dropped: usize,
     /// Repacked packs whose own header did not open, with why: their blobs were copied from
@@ -449,6 +453,15 @@ async fn run(
 
     if !options.dry_run {
         remove_orphan_tree_tables(repo, &listing).await?;
+        // Packs a killed upload left half written, once no upload can still be writing them.
+        let age = std::time::Duration::from_secs(grace.max(UPLOAD_PROTECT_FLOOR_SECONDS) as u64);
+        let cutoff = std::time::SystemTime::now() - age;
+        let removed = repo
+            .store()
+            .remove_abandoned_writes("packs/", cutoff)
+            .await?;
+        report.abandoned_uploads = removed.files;
+        report.abandoned_upload_bytes = removed.bytes;
     }
 
     // The markers that stay, named by the marker directory from now on.

@@ -74,6 +74,13 @@ pub fn print(global: &GlobalArgs, r: &PruneReport) -> Result<()> {
             String::new()
         }
     );
+    if r.abandoned_uploads > 0 {
+        println!(
+            "deleted {} pack uploads a killed process left unfinished ({})",
+            r.abandoned_uploads,
+            human_bytes(r.abandoned_upload_bytes)
+        );
+    }
     if r.copies_dropped > 0 {
         println!(
             "{verb} drop {} second copies of blobs in use (one copy of each stays)",
