@@ -442,3 +442,32 @@ fn a_damaged_deletion_marker_is_reported_and_prune_rewrites_it() {
     let id = backup_id(&env, &image, "vol", &[]);
     restore_matches(&env, &id, &image);
 }
+
+/// A pack with a damaged header whose blobs are all in use is rewritten by the next prune
+/// after verify reported it, so verify is clean again.
+#[test]
+fn prune_rewrites_a_pack_verify_found_with_a_damaged_header() {
+    let env = Env::new();
+    env.init();
+    let image = env.path("disk.img");
+    make_image(&image, 2 * MIB, &[(0, 2 * MIB)], 14);
+    let id = backup_id(&env, &image, "vol", &[]);
+    let (data_pack, _) = packs(&env)
+        .into_iter()
+        .max_by_key(|(_, size)| *size)
+        .expect("a pack");
+    damage_header(&data_pack);
+    expect_failure(&env.run(&["verify", "--read-data"]), 3, "header");
+
+    let out = env.run(&["prune", "--grace", "0s"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "prune failed: {stderr}");
+    assert!(stderr.contains("damaged pack"), "{stderr}");
+    assert!(!data_pack.exists(), "the damaged pack is rewritten");
+    assert!(
+        files_under(&env.repo.join("quarantine")).is_empty(),
+        "record cleared"
+    );
+    env.ok(&["verify", "--read-data"]);
+    restore_matches(&env, &id, &image);
+}

@@ -358,6 +358,8 @@ struct Listing {
     markers: Vec<String>,
     /// Tree tables, by backup id.
     tree_tables: Vec<(String, ObjectInfo)>,
+    /// Packs verify found with a damaged header, to rewrite.
+    damaged: HashSet<ChunkId>,
 }
 
 impl Listing {
@@ -383,6 +385,11 @@ impl Listing {
                 listing.markers.push(key);
             } else if let Some(id) = key.strip_prefix("trees/") {
                 listing.tree_tables.push((id.to_string(), object));
+            } else if let Some(name) = key
+                .strip_prefix(crate::quarantine::DAMAGED_PACKS_PREFIX)
+                .and_then(ChunkId::from_hex)
+            {
+                listing.damaged.insert(name);
             }
         }
         listing.backups.sort();
@@ -453,6 +460,14 @@ async fn run(
 
     if !options.dry_run {
         remove_orphan_tree_tables(repo, &listing).await?;
+        for name in listing
+            .damaged
+            .iter()
+            .filter(|n| !listing.packs.contains_key(*n))
+        {
+            let record = crate::quarantine::damaged_pack_key(name);
+            repo.store().delete(&record).await?;
+        }
         // Packs a killed upload left half written, once no upload can still be writing them.
         let age = std::time::Duration::from_secs(grace.max(UPLOAD_PROTECT_FLOOR_SECONDS) as u64);
         let cutoff = std::time::SystemTime::now() - age;
@@ -595,10 +610,12 @@ async fn run(
     let mut own_packs: Vec<PendingPack> = Vec::new();
     let mut own_numbers: HashSet<u32> = HashSet::new();
     for (n, stat) in &stats {
-        if stat.dead == 0 {
+        let name = marker.locator.pack_names[*n as usize];
+        // A pack with a damaged header is rewritten whatever it holds.
+        let damaged = listing.damaged.contains(&name);
+        if stat.dead == 0 && !damaged {
             continue;
         }
-        let name = marker.locator.pack_names[*n as usize];
         let Some(info) = listing.packs.get(&name) else {
             continue;
         };
@@ -607,7 +624,7 @@ async fn run(
         }
         let fully = stat.live_count == 0;
         let unused = stat.dead as f64 / stat.total.max(1) as f64;
-        if !fully && unused <= options.max_unused {
+        if !fully && unused <= options.max_unused && !damaged {
             continue;
         }
         own_packs.push(PendingPack {
@@ -1064,7 +1081,7 @@ impl Phase2<'_> {
             if stat.live_count == 0 && all_removable && !(dead_now.is_empty() && copies.is_empty())
             {
                 delete.push((name, info.size, n));
-            } else if any_removable || !copies.is_empty() {
+            } else if any_removable || !copies.is_empty() || self.listing.damaged.contains(&name) {
                 repack.push((name, info.size, n));
             }
         }
@@ -1287,6 +1304,13 @@ impl Phase2<'_> {
         }
         report.deleted_packs = delete.len();
         report.freed_bytes = freed.saturating_sub(written_bytes);
+        for (name, _) in doomed
+            .iter()
+            .filter(|(n, _)| self.listing.damaged.contains(n))
+        {
+            let record = crate::quarantine::damaged_pack_key(name);
+            repo.store().delete(&record).await?;
+        }
         tracing::debug!(
             "prune sweep: packs deleted after {:.3}s",
             clock.elapsed().as_secs_f64()

@@ -194,7 +194,7 @@ async fn verify_from(
     let mut packs_read = 0;
     let mut read_ids: HashSet<ChunkId> = HashSet::new();
     // Packs whose own header does not open: prune reads headers to repack.
-    let mut header_problems: Vec<Problem> = Vec::new();
+    let mut damaged_headers: Vec<(ChunkId, String)> = Vec::new();
     if read_data != ReadData::None {
         let chosen: Vec<ChunkId> = match read_data {
             ReadData::Bytes(budget) => {
@@ -243,23 +243,18 @@ async fn verify_from(
                 .filter(|n| !by_pack.contains_key(n) && pack_selected(n, read_data))
                 .collect()
         };
-        let tree_outcomes: Vec<Option<String>> = futures::stream::iter(tree_packs)
+        let tree_outcomes: Vec<Option<(ChunkId, String)>> = futures::stream::iter(tree_packs)
             .map(|name| async move {
                 let key = pack::pack_key(&name);
                 Ok::<_, Error>(match check_pack_header(repo, &key, None, &[]).await? {
-                    HeaderCheck::Damaged(detail) => Some(detail),
+                    HeaderCheck::Damaged(detail) => Some((name, detail)),
                     HeaderCheck::Sound | HeaderCheck::Gone => None,
                 })
             })
             .buffer_unordered(4)
             .try_collect()
             .await?;
-        header_problems.extend(tree_outcomes.into_iter().flatten().map(|detail| Problem {
-            chunk: String::new(),
-            kind: "corrupt".into(),
-            detail,
-            uses: Vec::new(),
-        }));
+        damaged_headers.extend(tree_outcomes.into_iter().flatten());
         for (name, outcome) in outcomes {
             let Some(PackReadOutcome {
                 blobs: n,
@@ -287,12 +282,7 @@ async fn verify_from(
                 bad.insert(id, ("corrupt".into(), detail));
             }
             if let Some(detail) = header {
-                header_problems.push(Problem {
-                    chunk: String::new(),
-                    kind: "corrupt".into(),
-                    detail,
-                    uses: Vec::new(),
-                });
+                damaged_headers.push((name, detail));
             }
         }
     }
@@ -309,8 +299,16 @@ async fn verify_from(
         .filter(|(_, id)| bad.contains_key(id))
         .collect();
     let mut problems = tree_problems;
-    header_problems.sort_by(|a, b| a.detail.cmp(&b.detail));
-    problems.extend(header_problems);
+    damaged_headers.sort();
+    for (name, detail) in damaged_headers {
+        crate::quarantine::record_damaged_pack(repo, &name).await?;
+        problems.push(Problem {
+            chunk: String::new(),
+            kind: "corrupt".into(),
+            detail,
+            uses: Vec::new(),
+        });
+    }
     if !bad.is_empty() {
         let mut uses: HashMap<ChunkId, Vec<ChunkUse>> = HashMap::new();
         for manifest in backups {
@@ -674,8 +672,8 @@ pub(crate) async fn check_pack_header(
             None => return Ok(HeaderCheck::Gone),
         },
     };
-    let advice = "its blobs still restore through the index, and `s3mover prune` copies them \
-                  into a new pack if it repacks this one";
+    let advice = "its blobs still restore through the index; the next `s3mover prune` copies \
+                  them into a new pack";
     let entries = match crate::prune::pack_reads::read_header_from_end(repo, key, size).await {
         Ok(Some((entries, _))) => entries,
         Ok(None) => return Ok(HeaderCheck::Gone),
