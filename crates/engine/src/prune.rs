@@ -17,6 +17,7 @@
 //! are written and read as compressed streams. No map of every chunk's location is ever built.
 
 mod duplicates;
+mod housekeeping;
 mod idset;
 pub(crate) mod pack_reads;
 
@@ -37,7 +38,8 @@ use crate::pack::{self, BlobKind, PackBuilder, PackEntry};
 use crate::repo::Repository;
 use crate::storage::ObjectInfo;
 use crate::tree;
-use duplicates::{BlobCopy, Duplicates, SeenTwice};
+use duplicates::{find_duplicates, Duplicates, SeenTwice};
+use housekeeping::{consumed_sets, remove_leftovers, remove_orphan_tree_tables, tidy_markers};
 use idset::{MergeSorted, PrefixSet, PrefixSetBuilder};
 use pack_reads::{CopyStep, PackToCopy};
 
@@ -460,21 +462,7 @@ async fn run(
 
     if !options.dry_run {
         remove_orphan_tree_tables(repo, &listing).await?;
-        for name in listing
-            .damaged
-            .iter()
-            .filter(|n| !listing.packs.contains_key(*n))
-        {
-            let record = crate::quarantine::damaged_pack_key(name);
-            repo.store().delete(&record).await?;
-        }
-        // Packs a killed upload left half written, once no upload can still be writing them.
-        let age = std::time::Duration::from_secs(grace.max(UPLOAD_PROTECT_FLOOR_SECONDS) as u64);
-        let cutoff = std::time::SystemTime::now() - age;
-        let removed = repo
-            .store()
-            .remove_abandoned_writes("packs/", cutoff)
-            .await?;
+        let removed = remove_leftovers(repo, &listing, grace).await?;
         report.abandoned_uploads = removed.files;
         report.abandoned_upload_bytes = removed.bytes;
     }
@@ -727,47 +715,6 @@ async fn run(
     Ok(report)
 }
 
-/// The second copies of live blobs to drop (module `duplicates`): the entries of the ids
-/// `candidates` (keys of `marks`) collected from a third stream of the index, one copy of each
-/// id kept. A copy in a pack younger than `young_after` (which this run does not touch) is
-/// kept first; then the copy in the pack of lowest name, so that packs holding the same
-/// blobs lose them whole.
-async fn find_duplicates(
-    repo: &Repository,
-    listing: &Listing,
-    locator: &mut TreeLocator,
-    marks: &PrefixSet,
-    candidates: Vec<u64>,
-    young_after: i64,
-) -> Result<Duplicates> {
-    if candidates.is_empty() {
-        return Ok(Duplicates::default());
-    }
-    let mut copies: Vec<BlobCopy> = Vec::new();
-    for key in &listing.index {
-        index::read_index_entries(repo, key, |name, entry| {
-            let key = marks.key_of(gc::prefix(&entry.id));
-            if candidates.binary_search(&key).is_ok() {
-                copies.push(BlobCopy {
-                    id: entry.id,
-                    pack: locator.pack_number(name),
-                    offset: entry.offset,
-                    length: entry.length,
-                });
-            }
-        })
-        .await?;
-    }
-    let names = &locator.pack_names;
-    Ok(duplicates::choose(copies, |copy| {
-        let name = names[copy.pack as usize];
-        let info = listing.packs.get(&name)?;
-        let holds = copy.offset + u64::from(copy.length) <= info.size;
-        let young = info.last_modified.unix_timestamp() > young_after;
-        holds.then_some((!young, name))
-    }))
-}
-
 /// The dead prefixes of each pack, sorted per pack once [`DeadPrefixes::finish`]ed.
 #[derive(Default)]
 struct DeadPrefixes {
@@ -871,98 +818,6 @@ impl RipeSets {
     fn dead_in_a_set(&self, pack: u32, prefix: u64) -> bool {
         self.own_numbers.contains(&pack) || self.older_dead.binary_search(&prefix).is_ok()
     }
-}
-
-/// Deletes the tree tables of backups that no longer exist (a crash between `forget`'s two
-/// deletes, or a withdrawn backup). A table is written before its manifest, so one without a
-/// manifest may belong to a backup still running: only tables older than the longest a
-/// backup's session counts as fresh are deleted.
-async fn remove_orphan_tree_tables(repo: &Repository, listing: &Listing) -> Result<()> {
-    let backups: HashSet<&str> = listing.backups.iter().map(String::as_str).collect();
-    let cutoff = time::OffsetDateTime::now_utc() - ORPHAN_TABLE_AGE;
-    for (id, object) in &listing.tree_tables {
-        if !backups.contains(id.as_str()) && object.last_modified < cutoff {
-            repo.store().delete(&object.key).await?;
-        }
-    }
-    Ok(())
-}
-
-/// Age after which a tree table without a manifest is an orphan (13 h, as for sessions).
-const ORPHAN_TABLE_AGE: Duration = Duration::seconds(SESSION_PROTECT_SECONDS);
-
-/// Pending sets named by some deletion marker (already swept, or being swept).
-async fn consumed_sets(repo: &Repository, listing: &Listing) -> Result<HashSet<String>> {
-    let mut consumed = HashSet::new();
-    for key in &listing.markers {
-        match DeletionMarker::read(repo, key).await {
-            Ok(Some(marker)) => consumed.extend(marker.pending),
-            Ok(None) => {}
-            // Rewritten by tidying (not in a dry run); its sets are swept again, checked anew.
-            Err(Error::Corrupt(_)) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(consumed)
-}
-
-/// Finishes markers of prunes that died (we hold the lease, so they are not running) and
-/// removes markers, with their pending sets, whose retention has passed. Returns the markers
-/// that stay.
-async fn tidy_markers(repo: &Repository, listing: &Listing) -> Result<Vec<String>> {
-    let now = gc::now_unix();
-    let mut kept = Vec::new();
-    for key in &listing.markers {
-        let mut marker = match DeletionMarker::read(repo, key).await {
-            Ok(Some(marker)) => marker,
-            Ok(None) => continue,
-            Err(Error::Corrupt(reason)) => rebuilt_marker(repo, key, &reason).await?,
-            Err(e) => return Err(e),
-        };
-        match marker.finished {
-            None => {
-                marker.finished = Some(now);
-                marker.write(repo, key).await?;
-                kept.push(key.clone());
-            }
-            Some(finished) if finished < now - gc::MARKER_RETENTION_SECONDS => {
-                for pending in marker.pending.iter().chain(marker.removed.iter()) {
-                    repo.store().delete(pending).await?;
-                }
-                repo.store().delete(key).await?;
-            }
-            Some(_) => kept.push(key.clone()),
-        }
-    }
-    Ok(kept)
-}
-
-/// A deletion marker that does not open, rewritten so that backups can read it again. Its
-/// sweep is not running (we hold the lease), so it is marked finished now. What it removed is
-/// its removed set, whose key follows from the marker's; without one, the sweep deleted
-/// nothing (the removed set is written before anything is deleted). The pending sets it
-/// consumed are forgotten: a later sweep of them checks every id again.
-async fn rebuilt_marker(repo: &Repository, key: &str, reason: &str) -> Result<DeletionMarker> {
-    let removed_key = key.replacen("gc/deleting/", "gc/removed/", 1);
-    let removed = repo
-        .store()
-        .size_of(&removed_key)
-        .await?
-        .map(|_| removed_key);
-    let began = key
-        .strip_prefix("gc/deleting/")
-        .and_then(|rest| rest.split('-').next())
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(gc::now_unix);
-    let marker = DeletionMarker {
-        pending: Vec::new(),
-        began,
-        finished: Some(gc::now_unix()),
-        removed,
-    };
-    tracing::warn!("deletion marker {key} was damaged ({reason}); rewriting it");
-    marker.write(repo, key).await?;
-    Ok(marker)
 }
 
 /// What a sweep may take from the packs of its pending sets: their dead prefixes and their

@@ -16,9 +16,14 @@
 
 use std::collections::HashMap;
 
+use crate::error::Result;
+use crate::gc;
 use crate::id::ChunkId;
+use crate::index;
+use crate::repo::Repository;
 
 use super::idset::PrefixSet;
+use super::{Listing, TreeLocator};
 
 /// Finds the marked ids that more than one index entry names.
 pub struct SeenTwice {
@@ -101,7 +106,7 @@ pub fn choose<K: Ord>(
         for copy in group {
             let droppable = keeper.is_some_and(|k| k != copy.pack);
             let verdict = verdicts
-                .entry((copy.pack, crate::gc::prefix(&copy.id)))
+                .entry((copy.pack, gc::prefix(&copy.id)))
                 .or_insert((true, 0, 0));
             verdict.0 &= droppable;
             verdict.1 += 1;
@@ -121,6 +126,47 @@ pub fn choose<K: Ord>(
         list.sort_unstable();
     }
     out
+}
+
+/// The second copies of live blobs to drop (module `duplicates`): the entries of the ids
+/// `candidates` (keys of `marks`) collected from a third stream of the index, one copy of each
+/// id kept. A copy in a pack younger than `young_after` (which this run does not touch) is
+/// kept first; then the copy in the pack of lowest name, so that packs holding the same
+/// blobs lose them whole.
+pub(super) async fn find_duplicates(
+    repo: &Repository,
+    listing: &Listing,
+    locator: &mut TreeLocator,
+    marks: &PrefixSet,
+    candidates: Vec<u64>,
+    young_after: i64,
+) -> Result<Duplicates> {
+    if candidates.is_empty() {
+        return Ok(Duplicates::default());
+    }
+    let mut copies: Vec<BlobCopy> = Vec::new();
+    for key in &listing.index {
+        index::read_index_entries(repo, key, |name, entry| {
+            let key = marks.key_of(gc::prefix(&entry.id));
+            if candidates.binary_search(&key).is_ok() {
+                copies.push(BlobCopy {
+                    id: entry.id,
+                    pack: locator.pack_number(name),
+                    offset: entry.offset,
+                    length: entry.length,
+                });
+            }
+        })
+        .await?;
+    }
+    let names = &locator.pack_names;
+    Ok(choose(copies, |copy| {
+        let name = names[copy.pack as usize];
+        let info = listing.packs.get(&name)?;
+        let holds = copy.offset + u64::from(copy.length) <= info.size;
+        let young = info.last_modified.unix_timestamp() > young_after;
+        holds.then_some((!young, name))
+    }))
 }
 
 #[cfg(test)]
