@@ -1,0 +1,89 @@
+//! Shared test support: a simulated cluster (API server only) in a temporary directory, and
+//! a runner for the real `kubectl` pointed at it.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use s3mover_k8s_sim::{SimCluster, SimOptions};
+
+/// A running cluster, its state directory and an admin kubeconfig.
+pub struct Sim {
+    pub cluster: SimCluster,
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+}
+
+/// Starts the API server with its control-plane loops (no controllers or kubelet).
+pub async fn start() -> Sim {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cluster = SimCluster::start(SimOptions::api_only(dir.path().join("state")))
+        .await
+        .expect("cluster starts");
+    let kubeconfig = dir.path().join("kubeconfig");
+    cluster
+        .write_kubeconfig(&kubeconfig, "default")
+        .expect("kubeconfig written");
+    Sim {
+        cluster,
+        dir,
+        kubeconfig,
+    }
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// The `kubectl` on PATH; outside CI a test without one prints `SKIPPED` and returns, in CI
+/// it fails.
+pub fn kubectl_or_skip(test: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("kubectl"))
+            .find(|c| c.is_file())
+    });
+    match found {
+        Some(k) => Some(k),
+        None if in_ci() => panic!("{test}: kubectl is not on PATH (CI must run the kubectl tests)"),
+        None => {
+            eprintln!("SKIPPED {test}: kubectl is not on PATH");
+            None
+        }
+    }
+}
+
+/// Runs kubectl with a kubeconfig; returns its output.
+pub fn kubectl(bin: &Path, kubeconfig: &Path, args: &[&str]) -> Output {
+    Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("kubectl runs")
+}
+
+/// Runs kubectl, which must succeed; returns its stdout.
+pub fn kubectl_ok(bin: &Path, kubeconfig: &Path, args: &[&str]) -> String {
+    let out = kubectl(bin, kubeconfig, args);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs kubectl, which must fail; returns its stderr.
+pub fn kubectl_err(bin: &Path, kubeconfig: &Path, args: &[&str]) -> String {
+    let out = kubectl(bin, kubeconfig, args);
+    assert!(
+        !out.status.success(),
+        "kubectl {args:?} succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
