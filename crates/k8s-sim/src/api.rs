@@ -24,7 +24,7 @@ use crate::server::{self, Body};
 use crate::status::{self, ApiError};
 use crate::store::{Key, Store};
 use crate::table::{self, As};
-use crate::{meta, reviews, watch};
+use crate::{meta, openapi, proto, reviews, watch};
 
 /// Answers `GET .../pods/NAME/log`: `(namespace, pod, container)` to the log text, or
 /// `None` when there is none.
@@ -269,7 +269,13 @@ async fn route(state: &Arc<ApiState>, req: &Request) -> Result<http::Response<Bo
         ["apis", g, v] if resources::serves_group_version(g, v) => {
             get_only(resources::api_resource_list(g, v))
         }
-        ["openapi", "v3"] => get_only(json!({"paths": {}})),
+        ["openapi", "v3"] => get_only(openapi::root()),
+        ["openapi", "v3", "api", v] => {
+            get_only(openapi::group_version("", v).ok_or_else(ApiError::path_not_found)?)
+        }
+        ["openapi", "v3", "apis", g, v] => {
+            get_only(openapi::group_version(g, v).ok_or_else(ApiError::path_not_found)?)
+        }
         ["api", "v1", rest @ ..] => {
             let t = parse_target("", "v1", rest)?;
             resource(state, req, t).await
@@ -329,13 +335,23 @@ fn verb(req: &Request, t: &Target) -> &'static str {
     }
 }
 
-fn parse_body(req: &Request) -> Result<Value, ApiError> {
-    if req.content_type.contains("protobuf") {
-        return Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json (got {:?})", req.content_type)));
+/// The request body as JSON: parsed, or decoded from Kubernetes' protobuf encoding.
+pub fn parse_body(req: &Request) -> Result<Value, ApiError> {
+    if req
+        .content_type
+        .starts_with("application/vnd.kubernetes.protobuf")
+    {
+        return proto::decode(&req.body).map_err(|e| {
+            ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!("the body of the request could not be decoded from protobuf: {e}"),
+            )
+        });
     }
     serde_json::from_slice(&req.body).map_err(|e| {
         ApiError::bad_request(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json: {e}"
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/vnd.kubernetes.protobuf: {e}"
         ))
     })
 }

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use crate::api::{ApiState, Request, Target};
+use crate::api::{parse_body, ApiState, Request, Target};
 use crate::auth::{unix_now, TokenClaims, UserInfo, API_AUDIENCE};
 use crate::meta;
 use crate::rbac::{self, Attributes};
@@ -68,8 +68,7 @@ pub fn issue_token(
 
 /// `POST /api/v1/namespaces/NS/serviceaccounts/NAME/token`.
 pub fn token_request(state: &ApiState, req: &Request, t: &Target) -> Result<Value, ApiError> {
-    let body: Value = serde_json::from_slice(&req.body)
-        .map_err(|e| ApiError::bad_request(format!("invalid TokenRequest: {e}")))?;
+    let body = parse_body(req)?;
     let spec = &body["spec"];
     let ttl = spec["expirationSeconds"].as_i64().unwrap_or(3600);
     if ttl < 600 {
@@ -165,8 +164,7 @@ fn access_status(state: &ApiState, user: &UserInfo, attrs: &Attributes) -> Value
 /// Answers a create of a review kind.
 pub fn review(state: &ApiState, req: &Request, t: &Target) -> Result<Value, ApiError> {
     let def = &RESOURCES[t.res];
-    let mut body: Value = serde_json::from_slice(&req.body)
-        .map_err(|e| ApiError::bad_request(format!("invalid {}: {e}", def.kind)))?;
+    let mut body = parse_body(req)?;
     if !body.is_object() {
         return Err(ApiError::bad_request(format!(
             "invalid {}: not an object",
