@@ -24,7 +24,7 @@ use crate::server::{self, Body};
 use crate::status::{self, ApiError};
 use crate::store::{Key, Store};
 use crate::table::{self, As};
-use crate::{meta, openapi, proto, reviews, watch};
+use crate::{crds, meta, openapi, proto, reviews, watch};
 
 /// Answers `GET .../pods/NAME/log`: `(namespace, pod, container)` to the log text, or
 /// `None` when there is none.
@@ -252,7 +252,21 @@ fn sim_admin(state: &ApiState, req: &Request) -> http::Response<Body> {
     }
 }
 
+/// Whether a kind is served now: built-in kinds always, a CRD's kinds while the
+/// CustomResourceDefinition exists (deleting it stops serving them, as on a real cluster).
+pub fn served(state: &ApiState, def: &resources::ResourceDef) -> bool {
+    let Some(name) = crds::definition_name(def) else {
+        return true;
+    };
+    let crd = resources::find("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+        .expect("CRDs are served");
+    state
+        .store
+        .read(|v| v.get(&Key::new(crd, "", &name)).is_some())
+}
+
 async fn route(state: &Arc<ApiState>, req: &Request) -> Result<http::Response<Body>, ApiError> {
+    let served = |d: &resources::ResourceDef| served(state, d);
     let segs: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
     let get_only = |v: Value| {
         if req.method == Method::GET {
@@ -263,11 +277,13 @@ async fn route(state: &Arc<ApiState>, req: &Request) -> Result<http::Response<Bo
     };
     match segs.as_slice() {
         ["api"] => get_only(resources::api_versions(&state.address)),
-        ["apis"] => get_only(resources::api_group_list()),
-        ["api", "v1"] => get_only(resources::api_resource_list("", "v1")),
-        ["apis", g] => get_only(resources::api_group(g).ok_or_else(ApiError::path_not_found)?),
+        ["apis"] => get_only(resources::api_group_list(&served)),
+        ["api", "v1"] => get_only(resources::api_resource_list("", "v1", &served)),
+        ["apis", g] => {
+            get_only(resources::api_group(g, &served).ok_or_else(ApiError::path_not_found)?)
+        }
         ["apis", g, v] if resources::serves_group_version(g, v) => {
-            get_only(resources::api_resource_list(g, v))
+            get_only(resources::api_resource_list(g, v, &served))
         }
         ["openapi", "v3"] => get_only(openapi::root()),
         ["openapi", "v3", "api", v] => {
@@ -362,6 +378,9 @@ async fn resource(
     t: Target,
 ) -> Result<http::Response<Body>, ApiError> {
     let def = &RESOURCES[t.res];
+    if !served(state, def) {
+        return Err(ApiError::path_not_found());
+    }
     if !t.sub.is_empty() && !def.subresources.contains(&t.sub.as_str()) {
         return Err(ApiError::path_not_found());
     }

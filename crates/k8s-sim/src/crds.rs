@@ -4,10 +4,17 @@
 
 use serde_json::{json, Value};
 
-use crate::resources::RESOURCES;
+use crate::resources::{ResourceDef, RESOURCES};
 
 /// Groups whose kinds are CRDs on a real cluster.
 const CRD_GROUPS: &[&str] = &["snapshot.storage.k8s.io", "cbt.storage.k8s.io"];
+
+/// The name of the CustomResourceDefinition a kind comes from, if it is one.
+pub fn definition_name(def: &ResourceDef) -> Option<String> {
+    CRD_GROUPS
+        .contains(&def.group)
+        .then(|| format!("{}.{}", def.plural, def.group))
+}
 
 /// One `apiextensions.k8s.io/v1` CustomResourceDefinition per kind of [`CRD_GROUPS`], as
 /// installed and established.

@@ -33,6 +33,25 @@ pub fn pass(txn: &mut Txn<'_>) {
     foreground(txn);
     protection(txn);
     namespaces(txn);
+    custom_resources(txn);
+}
+
+/// The objects of a CustomResourceDefinition that was deleted go with it.
+fn custom_resources(txn: &mut Txn<'_>) {
+    let Some(crd) = find("apiextensions.k8s.io", "v1", "customresourcedefinitions") else {
+        return;
+    };
+    for (res, def) in RESOURCES.iter().enumerate() {
+        let Some(name) = crate::crds::definition_name(def) else {
+            continue;
+        };
+        if txn.get(&Key::new(crd, "", &name)).is_some() {
+            continue;
+        }
+        for (key, _) in txn.list(res, None) {
+            txn.remove(&key);
+        }
+    }
 }
 
 fn background() -> DeleteOptions {

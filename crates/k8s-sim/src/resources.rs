@@ -387,10 +387,14 @@ pub fn split_api_version(api_version: &str) -> (&str, &str) {
     }
 }
 
+/// Whether a kind is served now (a kind of a CustomResourceDefinition is served only while
+/// its definition exists).
+pub type Served<'a> = &'a dyn Fn(&ResourceDef) -> bool;
+
 /// The group/versions served, in a stable order (core first).
-fn group_versions() -> Vec<(&'static str, &'static str)> {
+fn group_versions(served: Served<'_>) -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&str, &str)> = Vec::new();
-    for r in RESOURCES {
+    for r in RESOURCES.iter().filter(|r| served(r)) {
         if !out.contains(&(r.group, r.version)) {
             out.push((r.group, r.version));
         }
@@ -440,8 +444,8 @@ pub fn api_versions(server_address: &str) -> Value {
 }
 
 /// `/apis`: every named group.
-pub fn api_group_list() -> Value {
-    let groups: Vec<Value> = group_versions()
+pub fn api_group_list(served: Served<'_>) -> Value {
+    let groups: Vec<Value> = group_versions(served)
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, v)| {
@@ -453,8 +457,10 @@ pub fn api_group_list() -> Value {
 }
 
 /// `/apis/GROUP`: one group.
-pub fn api_group(group: &str) -> Option<Value> {
-    let (g, v) = group_versions().into_iter().find(|(g, _)| *g == group)?;
+pub fn api_group(group: &str, served: Served<'_>) -> Option<Value> {
+    let (g, v) = group_versions(served)
+        .into_iter()
+        .find(|(g, _)| *g == group)?;
     let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
     Some(
         json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": [gv.clone()], "preferredVersion": gv}),
@@ -462,11 +468,11 @@ pub fn api_group(group: &str) -> Option<Value> {
 }
 
 /// `/api/v1` or `/apis/GROUP/VERSION`: the resources of one group/version.
-pub fn api_resource_list(group: &str, version: &str) -> Value {
+pub fn api_resource_list(group: &str, version: &str, served: Served<'_>) -> Value {
     let mut resources = Vec::new();
     for r in RESOURCES
         .iter()
-        .filter(|r| r.group == group && r.version == version)
+        .filter(|r| r.group == group && r.version == version && served(r))
     {
         let mut entry = json!({
             "name": r.plural,

@@ -140,6 +140,8 @@ async fn kubectl_get_watch_sees_a_new_object() {
     let mut child = Command::new(&k)
         .arg("--kubeconfig")
         .arg(&sim.kubeconfig)
+        .arg("--cache-dir")
+        .arg(sim.kubeconfig.with_extension("cache"))
         .args(["get", "configmaps", "-w", "--output-watch-events"])
         .env_remove("KUBECONFIG")
         .stdout(Stdio::piped())
@@ -310,6 +312,88 @@ async fn kubectl_auth_can_i_for_a_service_account() {
         );
         let who = kubectl_ok(&k, &sa_kc, &["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]);
         assert_eq!(who, "system:serviceaccount:team:reader");
+    })
+    .await
+    .unwrap();
+}
+
+const SNAPSHOT: &str = r#"apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshotClass
+metadata:
+  name: csi-hostpath-snapclass
+driver: hostpath.csi.k8s.io
+deletionPolicy: Delete
+---
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshot
+metadata:
+  name: snap-1
+spec:
+  volumeSnapshotClassName: csi-hostpath-snapclass
+  source:
+    persistentVolumeClaimName: data
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_knows_the_snapshot_and_cbt_kinds_while_their_crds_exist() {
+    let Some(k) =
+        kubectl_or_skip("kubectl_knows_the_snapshot_and_cbt_kinds_while_their_crds_exist")
+    else {
+        return;
+    };
+    let sim = common::start().await;
+    let kc = sim.kubeconfig.clone();
+    let dir = sim.dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let f = dir.join("snap.yaml");
+        std::fs::write(&f, SNAPSHOT).unwrap();
+        let out = kubectl_ok(
+            &k,
+            &kc,
+            &["apply", "--server-side", "-f", f.to_str().unwrap()],
+        );
+        assert!(
+            out.contains("volumesnapshot.snapshot.storage.k8s.io/snap-1 serverside-applied"),
+            "{out}"
+        );
+        let out = kubectl_ok(&k, &kc, &["get", "vs", "-o", "name"]);
+        assert_eq!(out.trim(), "volumesnapshot.snapshot.storage.k8s.io/snap-1");
+        let out = kubectl_ok(
+            &k,
+            &kc,
+            &["get", "vsclass", "-o", "jsonpath={.items[0].driver}"],
+        );
+        assert_eq!(out, "hostpath.csi.k8s.io");
+        kubectl_ok(&k, &kc, &["get", "vsc"]);
+        kubectl_ok(&k, &kc, &["get", "pvc", "-A"]);
+        let crds = kubectl_ok(&k, &kc, &["get", "crd", "-o", "name"]);
+        for want in [
+            "volumesnapshots.snapshot.storage.k8s.io",
+            "volumesnapshotcontents.snapshot.storage.k8s.io",
+            "volumesnapshotclasses.snapshot.storage.k8s.io",
+            "snapshotmetadataservices.cbt.storage.k8s.io",
+        ] {
+            assert!(crds.contains(want), "{want} missing from {crds}");
+        }
+        kubectl_ok(&k, &kc, &["get", "sms"]);
+        kubectl_ok(
+            &k,
+            &kc,
+            &[
+                "delete",
+                "crd",
+                "snapshotmetadataservices.cbt.storage.k8s.io",
+            ],
+        );
+        let err = kubectl_err(
+            &k,
+            &kc,
+            &["get", "snapshotmetadataservices.cbt.storage.k8s.io"],
+        );
+        assert!(
+            err.contains("the server doesn't have a resource type"),
+            "{err}"
+        );
     })
     .await
     .unwrap();

@@ -54,11 +54,15 @@ pub fn kubectl_or_skip(test: &str) -> Option<PathBuf> {
     }
 }
 
-/// Runs kubectl with a kubeconfig; returns its output.
+/// Runs kubectl with a kubeconfig (and a discovery cache of this test's own: a port reused
+/// by a later server must not see an earlier one's kinds); returns its output.
 pub fn kubectl(bin: &Path, kubeconfig: &Path, args: &[&str]) -> Output {
+    let cache = kubeconfig.with_extension("cache");
     Command::new(bin)
         .arg("--kubeconfig")
         .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache)
         .args(args)
         .env_remove("KUBECONFIG")
         .output()
