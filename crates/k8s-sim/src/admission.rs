@@ -176,6 +176,69 @@ fn default_job(obj: &mut Value, name: &str, uid: &str) {
     default_pod_spec(&mut obj["spec"]["template"]["spec"]);
 }
 
+/// The ServiceAccount admission plugin for a new pod: the pod's service account must exist
+/// (`sa_exists`), and unless `automountServiceAccountToken` is false (on the pod, else on the
+/// service account: `sa_automount`) every container gets the `kube-api-access-*` projected
+/// volume (a bound token, the cluster CA, the namespace) at
+/// `/var/run/secrets/kubernetes.io/serviceaccount`.
+pub fn service_account(
+    def: &ResourceDef,
+    pod: &mut Value,
+    sa_exists: bool,
+    sa_automount: Option<bool>,
+) -> Result<(), ApiError> {
+    let ns = meta::namespace(pod).to_string();
+    let sa = pod["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap_or("default")
+        .to_string();
+    if !sa_exists {
+        return Err(ApiError::forbidden(
+            def,
+            meta::name(pod),
+            &format!(
+                "error looking up service account {ns}/{sa}: serviceaccount \"{sa}\" not found"
+            ),
+        ));
+    }
+    pod["spec"]["serviceAccount"] = json!(sa);
+    let automount = pod["spec"]["automountServiceAccountToken"]
+        .as_bool()
+        .or(sa_automount)
+        .unwrap_or(true);
+    let has_mount = |c: &Value| {
+        c["volumeMounts"].as_array().is_some_and(|m| {
+            m.iter()
+                .any(|m| m["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount")
+        })
+    };
+    if !automount {
+        return Ok(());
+    }
+    let volume = format!("kube-api-access-{}", meta::random_suffix());
+    let spec = &mut pod["spec"];
+    set_default(spec, &["volumes"], json!([]));
+    if let Some(v) = spec["volumes"].as_array_mut() {
+        v.push(json!({"name": volume, "projected": {"defaultMode": 420, "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+        ]}}));
+    }
+    for list in ["containers", "initContainers"] {
+        if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            for c in cs.iter_mut().filter(|c| !has_mount(c)) {
+                set_default(c, &["volumeMounts"], json!([]));
+                if let Some(m) = c["volumeMounts"].as_array_mut() {
+                    m.push(json!({"name": volume, "readOnly": true,
+                        "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks an update of the main resource against the stored object (the status endpoint is
 /// not checked here).
 pub fn validate_update(def: &ResourceDef, old: &Value, new: &Value) -> Result<(), ApiError> {

@@ -223,6 +223,15 @@ pub fn create(
         meta::meta_mut(&mut obj).insert("generation".into(), json!(1));
     }
     admission::on_create(def, &mut obj)?;
+    if def.group.is_empty() && def.plural == "pods" {
+        let sa_name = obj["spec"]["serviceAccountName"]
+            .as_str()
+            .unwrap_or("default");
+        let sa_res = find("", "v1", "serviceaccounts").expect("serviceaccounts are served");
+        let sa = txn.get(&Key::new(sa_res, ns, sa_name));
+        let automount = sa.and_then(|s| s["automountServiceAccountToken"].as_bool());
+        admission::service_account(def, &mut obj, sa.is_some(), automount)?;
+    }
     let stored = txn.insert(key, obj);
     if def.group.is_empty() && def.plural == "namespaces" {
         for (r, seed) in namespace_seeds(&name, ca_pem) {

@@ -310,3 +310,52 @@ async fn rbac_covers_subresources_like_serviceaccount_tokens() {
     let as_orch: Api<ServiceAccount> = Api::namespaced(orch, "default");
     assert_eq!(api_err(as_orch.get("mover").await.unwrap_err()).code, 403);
 }
+
+#[tokio::test]
+async fn pods_get_their_service_account_token_volume_and_need_the_account() {
+    let sim = common::start().await;
+    let pods: Api<Pod> = Api::namespaced(sim.cluster.client(), "default");
+    let pod = pods
+        .create(
+            &PostParams::default(),
+            &obj(json!({"metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "image": "x"}]}})),
+        )
+        .await
+        .unwrap();
+    let spec = pod.spec.unwrap();
+    assert_eq!(spec.service_account_name.as_deref(), Some("default"));
+    let vol = spec
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name.starts_with("kube-api-access-"))
+        .unwrap();
+    let sources = vol.projected.unwrap().sources.unwrap();
+    assert_eq!(
+        sources[0].service_account_token.as_ref().unwrap().path,
+        "token"
+    );
+    let mounts = spec.containers[0].volume_mounts.clone().unwrap();
+    assert_eq!(
+        mounts[0].mount_path,
+        "/var/run/secrets/kubernetes.io/serviceaccount"
+    );
+    assert_eq!(mounts[0].name, vol.name);
+
+    let no_mount = pods
+        .create(&PostParams::default(), &obj(json!({"metadata": {"name": "q"},
+            "spec": {"automountServiceAccountToken": false, "containers": [{"name": "c", "image": "x"}]}})))
+        .await
+        .unwrap();
+    assert!(no_mount.spec.unwrap().volumes.is_none());
+
+    let e = api_err(
+        pods.create(&PostParams::default(), &obj(json!({"metadata": {"name": "r"},
+            "spec": {"serviceAccountName": "missing", "containers": [{"name": "c", "image": "x"}]}})))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code, 403);
+    assert_eq!(e.message, "pods \"r\" is forbidden: error looking up service account default/missing: serviceaccount \"missing\" not found");
+}
