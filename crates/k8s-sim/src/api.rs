@@ -48,8 +48,10 @@ pub struct ApiState {
     pub drop_watches: tokio::sync::watch::Sender<u64>,
     /// How often watches that allow bookmarks get one.
     pub bookmark_interval: Duration,
-    /// Where pod logs come from (the kubelet's).
+    /// Where pod logs come from, if not from files under `state_dir` (see [`pod_log_path`]).
     pub logs: RwLock<Option<LogSource>>,
+    /// The cluster's state directory.
+    pub state_dir: std::path::PathBuf,
 }
 
 /// One request, read whole, with its authenticated user.
@@ -577,19 +579,57 @@ fn patch_object(
     Ok(server::json(code, &obj))
 }
 
+/// Where a kubelet writes a container's log: `STATE_DIR/pod-logs/NS/POD/CONTAINER.log`.
+pub fn pod_log_path(
+    state_dir: &std::path::Path,
+    ns: &str,
+    pod: &str,
+    container: &str,
+) -> std::path::PathBuf {
+    state_dir
+        .join("pod-logs")
+        .join(ns)
+        .join(pod)
+        .join(format!("{container}.log"))
+}
+
+/// `GET .../pods/NAME/log`: from the registered [`LogSource`], else from the file at
+/// [`pod_log_path`]; `container` defaults to the pod's only (or first) container and
+/// `tailLines` keeps the last lines.
 fn pod_log(state: &ApiState, req: &Request, t: &Target) -> Result<http::Response<Body>, ApiError> {
     let def = &RESOURCES[t.res];
-    if state.store.read(|v| v.get(&t.key()).is_none()) {
+    let Some(pod) = state.store.read(|v| v.get(&t.key()).cloned()) else {
         return Err(ApiError::not_found(def, &t.name));
-    }
+    };
+    let container = req.q("container").unwrap_or_else(|| {
+        pod["spec"]["containers"][0]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    });
     let source = state.logs.read().unwrap_or_else(|p| p.into_inner()).clone();
-    let container = req.q("container");
-    let text = source.and_then(|f| f(&t.ns, &t.name, container.as_deref()));
-    match text {
-        Some(s) => Ok(server::text(200, s)),
-        None => Err(ApiError::bad_request(format!(
-            "container in pod \"{}\" is waiting to start: no logs yet",
+    let text = match source {
+        Some(f) => f(&t.ns, &t.name, Some(&container)),
+        None => {
+            std::fs::read_to_string(pod_log_path(&state.state_dir, &t.ns, &t.name, &container)).ok()
+        }
+    };
+    let Some(text) = text else {
+        return Err(ApiError::bad_request(format!(
+            "container \"{container}\" in pod \"{}\" is waiting to start: ContainerCreating",
             t.name
-        ))),
-    }
+        )));
+    };
+    let text = match req.q("tailLines").and_then(|n| n.parse::<usize>().ok()) {
+        Some(n) => {
+            let lines: Vec<&str> = text.lines().collect();
+            let mut out = lines[lines.len().saturating_sub(n)..].join("\n");
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out
+        }
+        None => text,
+    };
+    Ok(server::text(200, text))
 }

@@ -194,6 +194,7 @@ impl SimCluster {
             drop_watches: tokio::sync::watch::channel(0).0,
             bookmark_interval: opts.bookmark_interval,
             logs: RwLock::new(None),
+            state_dir: opts.state_dir.clone(),
         });
         seed(&state)?;
         let url = format!("https://{address}");
@@ -363,7 +364,7 @@ impl SimCluster {
         self.state.store.compact();
     }
 
-    /// Where `pods/log` reads come from.
+    /// Where `pods/log` reads come from, instead of the files at [`api::pod_log_path`].
     pub fn set_log_source(&self, source: LogSource) {
         *self.state.logs.write().unwrap_or_else(|p| p.into_inner()) = Some(source);
     }

@@ -398,3 +398,44 @@ async fn kubectl_knows_the_snapshot_and_cbt_kinds_while_their_crds_exist() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_logs_reads_what_the_kubelet_wrote() {
+    let Some(k) = kubectl_or_skip("kubectl_logs_reads_what_the_kubelet_wrote") else {
+        return;
+    };
+    let sim = common::start().await;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(sim.cluster.client(), "default");
+    let pod = serde_json::from_value(serde_json::json!({"metadata": {"name": "mover"},
+        "spec": {"containers": [{"name": "s3mover", "image": "s3mover"}]}}))
+    .unwrap();
+    pods.create(&Default::default(), &pod).await.unwrap();
+    let kc = sim.kubeconfig.clone();
+    let k2 = k.clone();
+    let kc2 = kc.clone();
+    let err = tokio::task::spawn_blocking(move || kubectl_err(&k2, &kc2, &["logs", "mover"]))
+        .await
+        .unwrap();
+    assert!(err.contains("is waiting to start"), "{err}");
+    let path = s3mover_k8s_sim::api::pod_log_path(
+        &sim.cluster.options().state_dir,
+        "default",
+        "mover",
+        "s3mover",
+    );
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, "reading\nuploading\ndone\n").unwrap();
+    tokio::task::spawn_blocking(move || {
+        assert_eq!(
+            kubectl_ok(&k, &kc, &["logs", "mover"]),
+            "reading\nuploading\ndone\n"
+        );
+        assert_eq!(
+            kubectl_ok(&k, &kc, &["logs", "mover", "--tail=1"]),
+            "done\n"
+        );
+    })
+    .await
+    .unwrap();
+}

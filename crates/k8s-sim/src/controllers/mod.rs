@@ -10,7 +10,8 @@
 //! - a pod with `spec.nodeName` set that is not finished is deleted gracefully: it gets a
 //!   `deletionTimestamp` and `deletionGracePeriodSeconds` and stays until its kubelet
 //!   deletes it again with `gracePeriodSeconds=0` after stopping its containers;
-//! - pod logs (`pods/log`) come from [`crate::SimCluster::set_log_source`].
+//! - pod logs (`pods/log`, `kubectl logs`) are read from the file
+//!   [`crate::api::pod_log_path`] under the state directory, which the kubelet writes.
 
 use crate::SimOptions;
 
