@@ -359,3 +359,60 @@ async fn pods_get_their_service_account_token_volume_and_need_the_account() {
     assert_eq!(e.code, 403);
     assert_eq!(e.message, "pods \"r\" is forbidden: error looking up service account default/missing: serviceaccount \"missing\" not found");
 }
+
+#[tokio::test]
+async fn watchers_survive_compaction_and_get_bookmarks_and_streaming_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = s3mover_k8s_sim::SimOptions::api_only(dir.path());
+    opts.bookmark_interval = std::time::Duration::from_millis(50);
+    let cluster = s3mover_k8s_sim::SimCluster::start(opts).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(cluster.client(), "default");
+    use futures::{StreamExt, TryStreamExt};
+    use kube::runtime::watcher;
+
+    // A streaming list (sendInitialEvents) ends its initial events with InitDone.
+    let mut stream = watcher(cms.clone(), watcher::Config::default().streaming_lists()).boxed();
+    let mut initial = Vec::new();
+    loop {
+        match stream.try_next().await.unwrap().unwrap() {
+            watcher::Event::InitApply(o) => initial.push(o.metadata.name.unwrap()),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(initial, ["kube-root-ca.crt"]);
+    // Compaction plus a dropped watch: the watcher's re-watch gets 410, it relists, and it
+    // still sees what changed meanwhile.
+    cluster.compact();
+    cluster.drop_watches();
+    cms.create(
+        &PostParams::default(),
+        &obj(json!({"metadata": {"name": "later"}})),
+    )
+    .await
+    .unwrap();
+    loop {
+        match stream.try_next().await {
+            Ok(Some(watcher::Event::Apply(o) | watcher::Event::InitApply(o)))
+                if o.metadata.name.as_deref() == Some("later") =>
+            {
+                break
+            }
+            Ok(Some(_)) | Err(_) => {}
+            Ok(None) => panic!("the watcher ended"),
+        }
+    }
+
+    // A raw watch (kube-rs allows bookmarks by default) gets them.
+    let mut raw = cms
+        .watch(&kube::api::WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
+    loop {
+        if let kube::api::WatchEvent::Bookmark(b) = raw.try_next().await.unwrap().unwrap() {
+            assert!(!b.metadata.resource_version.is_empty());
+            break;
+        }
+    }
+}
