@@ -24,7 +24,7 @@ use crate::server::{self, Body};
 use crate::status::{self, ApiError};
 use crate::store::{Key, Store};
 use crate::table::{self, As};
-use crate::{crds, meta, openapi, proto, reviews, watch};
+use crate::{crds, meta, openapi, proto, reviews, typed, watch};
 
 /// Answers `GET .../pods/NAME/log`: `(namespace, pod, container)` to the log text, or
 /// `None` when there is none.
@@ -432,20 +432,20 @@ async fn resource(
         ("list", _) => list(state, req, &t),
         ("get", _) => get(state, req, &t),
         ("create", "") => {
-            let obj = parse_body(req)?;
+            let (obj, warnings) = typed_body(def, req, parse_body(req)?)?;
             let ns = if def.namespaced { t.ns.as_str() } else { "" };
             let created = state
                 .store
                 .write(|txn| crud::create(txn, t.res, ns, obj, &state.ca_pem))?;
-            Ok(server::json(201, &created))
+            Ok(server::warn(server::json(201, &created), &warnings))
         }
         ("update", sub) => {
-            let obj = parse_body(req)?;
+            let (obj, warnings) = typed_body(def, req, parse_body(req)?)?;
             let status_only = sub == "status";
             let updated = state
                 .store
                 .write(|txn| crud::update(txn, &t.key(), obj, status_only))?;
-            Ok(server::json(200, &updated))
+            Ok(server::warn(server::json(200, &updated), &warnings))
         }
         ("patch", sub) => patch_object(state, req, &t, sub == "status"),
         ("delete", "") => {
@@ -551,12 +551,14 @@ fn patch_object(
         )
     })?;
     let key = t.key();
-    let (code, obj) = state.store.write(|txn| {
+    let (code, obj, warnings) = state.store.write(|txn| {
         let Some(current) = txn.get(&key).cloned() else {
             if ty == PatchType::Apply && !status_only {
                 let obj = patch::apply(ty, &json!({}), &req.body).map_err(ApiError::bad_request)?;
+                let (obj, warnings) = typed_body(def, req, obj)?;
                 let ns = if def.namespaced { t.ns.as_str() } else { "" };
-                return crud::create(txn, t.res, ns, obj, &state.ca_pem).map(|o| (201, o));
+                return crud::create(txn, t.res, ns, obj, &state.ca_pem)
+                    .map(|o| (201, o, warnings));
             }
             return Err(ApiError::not_found(def, &t.name));
         };
@@ -574,9 +576,31 @@ fn patch_object(
         {
             meta::meta_mut(&mut patched).remove("resourceVersion");
         }
-        crud::update(txn, &key, patched, status_only).map(|o| (200, o))
+        let (patched, warnings) = typed_body(def, req, patched)?;
+        crud::update(txn, &key, patched, status_only).map(|o| (200, o, warnings))
     })?;
-    Ok(server::json(code, &obj))
+    Ok(server::warn(server::json(code, &obj), &warnings))
+}
+
+/// A written object decoded as its kind (see [`typed`]); one whose apiVersion or kind names
+/// another kind is left for the write to refuse with the real message.
+fn typed_body(
+    def: &resources::ResourceDef,
+    req: &Request,
+    mut obj: Value,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let Some(m) = obj.as_object_mut() else {
+        return Ok((obj, Vec::new()));
+    };
+    let api_version = json!(def.api_version());
+    let kind = json!(def.kind);
+    let same_av = *m.entry("apiVersion").or_insert_with(|| api_version.clone()) == api_version;
+    let same_kind = *m.entry("kind").or_insert_with(|| kind.clone()) == kind;
+    if !same_av || !same_kind {
+        return Ok((obj, Vec::new()));
+    }
+    let validation = typed::FieldValidation::parse(req.q("fieldValidation").as_deref());
+    typed::normalize(def, obj, validation)
 }
 
 /// Where a kubelet writes a container's log: `STATE_DIR/pod-logs/NS/POD/CONTAINER.log`.

@@ -30,6 +30,7 @@ pub mod server;
 pub mod status;
 pub mod store;
 pub mod table;
+pub mod typed;
 pub mod watch;
 
 use std::net::SocketAddr;

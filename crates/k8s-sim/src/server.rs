@@ -43,6 +43,17 @@ pub fn text(code: u16, s: String) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }
 
+/// Adds `Warning` headers (as `kubectl` prints them) to an answer.
+pub fn warn(mut resp: Response<Body>, warnings: &[String]) -> Response<Body> {
+    for w in warnings {
+        let text = format!("299 - {:?}", w);
+        if let Ok(v) = http::HeaderValue::from_str(&text) {
+            resp.headers_mut().append("warning", v);
+        }
+    }
+    resp
+}
+
 /// An error answer: a `Status` object (and `Retry-After` for 429 and 503).
 pub fn error(e: &ApiError) -> Response<Body> {
     let mut resp = json(e.code, &e.to_status());

@@ -83,6 +83,12 @@ async fn kubectl_apply_get_list_and_delete() {
             "{all}"
         );
 
+        // kubectl asks for strict field validation: a misspelt field is refused.
+        let bad = dir.join("bad.yaml");
+        std::fs::write(&bad, CM_V2.replace("\ndata:", "\ndta:")).unwrap();
+        let err = kubectl_err(&k, &kc, &["apply", "-n", "apps", "-f", bad.to_str().unwrap()]);
+        assert!(err.contains("strict decoding error: unknown field \"dta\""), "{err}");
+
         let out = kubectl_ok(&k, &kc, &["delete", "configmap", "settings", "-n", "apps"]);
         assert!(out.contains("deleted"), "{out}");
         let err = kubectl_err(&k, &kc, &["get", "configmap", "settings", "-n", "apps"]);
