@@ -3,7 +3,7 @@
 //! defaults, pvc-protection, list/watch (kube-rs' watcher, re-watch after dropped watches,
 //! 410 after compaction), TokenRequest/TokenReview, RBAC and injected faults.
 
-mod common;
+mod sim_api;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::authentication::v1::TokenReview;
@@ -30,7 +30,7 @@ fn api_err(e: kube::Error) -> kube::core::Status {
 
 #[tokio::test]
 async fn create_get_update_conflict_and_errors() {
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let cms: Api<ConfigMap> = Api::namespaced(sim.cluster.client(), "default");
     let pp = PostParams::default();
     let cm = cms
@@ -93,7 +93,7 @@ async fn create_get_update_conflict_and_errors() {
 
 #[tokio::test]
 async fn patch_types() {
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let pods: Api<Pod> = Api::namespaced(sim.cluster.client(), "default");
     let pod = json!({"metadata": {"name": "p", "labels": {"a": "1"}}, "spec": {"containers": [
         {"name": "main", "image": "x", "env": [{"name": "A", "value": "1"}]},
@@ -163,7 +163,7 @@ async fn patch_types() {
 
 #[tokio::test]
 async fn status_subresource_is_separate_from_the_object() {
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(sim.cluster.client(), "default");
     let pvc = json!({"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"],
         "resources": {"requests": {"storage": "1Gi"}}},
@@ -244,7 +244,7 @@ async fn status_subresource_is_separate_from_the_object() {
 
 #[tokio::test]
 async fn finalizers_hold_deletion_until_removed() {
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let cms: Api<ConfigMap> = Api::namespaced(sim.cluster.client(), "default");
     let cm = cms
         .create(
@@ -295,7 +295,7 @@ async fn finalizers_hold_deletion_until_removed() {
 
 #[tokio::test]
 async fn jobs_orphan_their_pods_by_default_and_background_collects() {
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let client = sim.cluster.client();
     let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -357,7 +357,7 @@ async fn jobs_orphan_their_pods_by_default_and_background_collects() {
 
 #[tokio::test]
 async fn pvc_protection_waits_for_pods_even_finished_ones() {
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let client = sim.cluster.client();
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -407,7 +407,7 @@ async fn pvc_protection_waits_for_pods_even_finished_ones() {
 
 #[tokio::test]
 async fn watcher_follows_changes_across_dropped_watches() {
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let cms: Api<ConfigMap> = Api::namespaced(sim.cluster.client(), "default");
     let cfg = watcher::Config::default().labels("w=1");
     let mut stream = watcher(cms.clone(), cfg).boxed();
@@ -459,7 +459,7 @@ async fn watcher_follows_changes_across_dropped_watches() {
 
 #[tokio::test]
 async fn watch_from_a_compacted_version_gets_410() {
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let cms: Api<ConfigMap> = Api::namespaced(sim.cluster.client(), "default");
     let list = cms.list(&ListParams::default()).await.unwrap();
     let old_rv = list.metadata.resource_version.unwrap();
@@ -493,7 +493,7 @@ async fn watch_from_a_compacted_version_gets_410() {
 
 #[tokio::test]
 async fn tokens_rbac_and_token_review() {
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let admin = sim.cluster.client();
     let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), "default");
     sas.create(
@@ -605,7 +605,7 @@ async fn tokens_rbac_and_token_review() {
 
 #[tokio::test]
 async fn injected_faults_fail_the_next_requests_only() {
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let cms: Api<ConfigMap> = Api::namespaced(sim.cluster.client(), "default");
     // A 500 is not retried by kube-rs: one armed fault, one failed call.
     sim.cluster.fail_next("/configmaps", 500, 1);

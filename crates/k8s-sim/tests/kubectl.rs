@@ -2,12 +2,12 @@
 //! update), watch, delete with each cascade, label selectors, and `auth can-i` and a
 //! forbidden create for a service account under RBAC.
 
-mod common;
+mod sim_api;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::{kubectl_err, kubectl_ok, kubectl_or_skip};
+use sim_api::{kubectl_err, kubectl_ok, kubectl_or_skip};
 
 const CM_V1: &str = r#"apiVersion: v1
 kind: ConfigMap
@@ -35,7 +35,7 @@ async fn kubectl_apply_get_list_and_delete() {
     let Some(k) = kubectl_or_skip("kubectl_apply_get_list_and_delete") else {
         return;
     };
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let kc = sim.kubeconfig.clone();
     let dir = sim.dir.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
@@ -86,8 +86,15 @@ async fn kubectl_apply_get_list_and_delete() {
         // kubectl asks for strict field validation: a misspelt field is refused.
         let bad = dir.join("bad.yaml");
         std::fs::write(&bad, CM_V2.replace("\ndata:", "\ndta:")).unwrap();
-        let err = kubectl_err(&k, &kc, &["apply", "-n", "apps", "-f", bad.to_str().unwrap()]);
-        assert!(err.contains("strict decoding error: unknown field \"dta\""), "{err}");
+        let err = kubectl_err(
+            &k,
+            &kc,
+            &["apply", "-n", "apps", "-f", bad.to_str().unwrap()],
+        );
+        assert!(
+            err.contains("strict decoding error: unknown field \"dta\""),
+            "{err}"
+        );
 
         let out = kubectl_ok(&k, &kc, &["delete", "configmap", "settings", "-n", "apps"]);
         assert!(out.contains("deleted"), "{out}");
@@ -105,7 +112,7 @@ async fn kubectl_label_selectors() {
     let Some(k) = kubectl_or_skip("kubectl_label_selectors") else {
         return;
     };
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let kc = sim.kubeconfig.clone();
     tokio::task::spawn_blocking(move || {
         for (name, labels) in [
@@ -142,7 +149,7 @@ async fn kubectl_get_watch_sees_a_new_object() {
     let Some(k) = kubectl_or_skip("kubectl_get_watch_sees_a_new_object") else {
         return;
     };
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let mut child = Command::new(&k)
         .arg("--kubeconfig")
         .arg(&sim.kubeconfig)
@@ -197,7 +204,7 @@ async fn kubectl_delete_cascades() {
     let Some(k) = kubectl_or_skip("kubectl_delete_cascades") else {
         return;
     };
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let client = sim.cluster.client();
     let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
         kube::Api::namespaced(client.clone(), "default");
@@ -251,7 +258,7 @@ async fn kubectl_auth_can_i_for_a_service_account() {
     let Some(k) = kubectl_or_skip("kubectl_auth_can_i_for_a_service_account") else {
         return;
     };
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let admin = sim.kubeconfig.clone();
     let dir = sim.dir.path().to_path_buf();
     let k2 = k.clone();
@@ -305,10 +312,10 @@ async fn kubectl_auth_can_i_for_a_service_account() {
         assert_eq!(yes.trim(), "yes");
         let yes = kubectl_ok(&k, &sa_kc, &["auth", "can-i", "get", "pods", "--subresource=log"]);
         assert_eq!(yes.trim(), "yes");
-        let out = common::kubectl(&k, &sa_kc, &["auth", "can-i", "create", "pods"]);
+        let out = sim_api::kubectl(&k, &sa_kc, &["auth", "can-i", "create", "pods"]);
         assert!(!out.status.success());
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
-        let out = common::kubectl(&k, &sa_kc, &["auth", "can-i", "list", "pods", "-n", "default"]);
+        let out = sim_api::kubectl(&k, &sa_kc, &["auth", "can-i", "list", "pods", "-n", "default"]);
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
         kubectl_ok(&k, &sa_kc, &["get", "pods"]);
         let err = kubectl_err(&k, &sa_kc, &["create", "configmap", "x"]);
@@ -347,7 +354,7 @@ async fn kubectl_knows_the_snapshot_and_cbt_kinds_while_their_crds_exist() {
     else {
         return;
     };
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let kc = sim.kubeconfig.clone();
     let dir = sim.dir.path().to_path_buf();
     tokio::task::spawn_blocking(move || {
@@ -410,7 +417,7 @@ async fn kubectl_logs_reads_what_the_kubelet_wrote() {
     let Some(k) = kubectl_or_skip("kubectl_logs_reads_what_the_kubelet_wrote") else {
         return;
     };
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
         kube::Api::namespaced(sim.cluster.client(), "default");
     let pod = serde_json::from_value(serde_json::json!({"metadata": {"name": "mover"},

@@ -3,7 +3,7 @@
 //! selectors, the `/sim/` fault controls over HTTP, and RBAC on subresources
 //! (`serviceaccounts/token`).
 
-mod common;
+mod sim_api;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Pod, ServiceAccount};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -24,7 +24,7 @@ fn api_err(e: kube::Error) -> kube::core::Status {
 
 #[tokio::test]
 async fn running_pods_wait_for_their_kubelet() {
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let pods: Api<Pod> = Api::namespaced(sim.cluster.client(), "default");
     let spec = |node: Option<&str>| {
         let mut p = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x"}]}});
@@ -77,7 +77,7 @@ async fn running_pods_wait_for_their_kubelet() {
 
 #[tokio::test]
 async fn a_deleted_namespace_takes_its_content_and_refuses_new_objects() {
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let client = sim.cluster.client();
     let nss: Api<Namespace> = Api::all(client.clone());
     let ns = nss
@@ -140,7 +140,7 @@ async fn a_deleted_namespace_takes_its_content_and_refuses_new_objects() {
 
 #[tokio::test]
 async fn deletecollection_metadata_lists_and_field_selectors() {
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let client = sim.cluster.client();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     for (name, tier) in [("a", "x"), ("b", "x"), ("c", "y")] {
@@ -202,7 +202,7 @@ async fn deletecollection_metadata_lists_and_field_selectors() {
 
 #[tokio::test]
 async fn faults_are_armed_over_http_by_the_admin_only() {
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let client = sim.cluster.client();
     let arm = |body: serde_json::Value| {
         http::Request::post("/sim/faults")
@@ -246,7 +246,7 @@ async fn faults_are_armed_over_http_by_the_admin_only() {
 
 #[tokio::test]
 async fn rbac_covers_subresources_like_serviceaccount_tokens() {
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let admin = sim.cluster.client();
     let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), "default");
     for n in ["orchestrator", "mover"] {
@@ -313,7 +313,7 @@ async fn rbac_covers_subresources_like_serviceaccount_tokens() {
 
 #[tokio::test]
 async fn pods_get_their_service_account_token_volume_and_need_the_account() {
-    let sim = common::start().await;
+    let sim = sim_api::start().await;
     let pods: Api<Pod> = Api::namespaced(sim.cluster.client(), "default");
     let pod = pods
         .create(

@@ -1,4 +1,4 @@
-//! Shared test support: a simulated cluster (API server only) in a temporary directory, and
+//! Support for the API server tests: a simulated cluster (API server only) in a temporary directory, and
 //! a runner for the real `kubectl` pointed at it.
 
 #![allow(dead_code)]
