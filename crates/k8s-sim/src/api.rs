@@ -127,12 +127,20 @@ fn authenticate(state: &ApiState, headers: &http::HeaderMap) -> Option<UserInfo>
     reviews::service_account_current(state, &claims).then(|| claims.user())
 }
 
-/// Handles one HTTP request.
-pub async fn handle(state: Arc<ApiState>, req: http::Request<Incoming>) -> http::Response<Body> {
+/// Handles one HTTP request; `None` when an injected fault (status 0) says to drop the
+/// connection without an answer.
+pub async fn handle(
+    state: Arc<ApiState>,
+    req: http::Request<Incoming>,
+) -> Option<http::Response<Body>> {
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return server::error(&ApiError::bad_request(format!("reading body: {e}"))),
+        Err(e) => {
+            return Some(server::error(&ApiError::bad_request(format!(
+                "reading body: {e}"
+            ))))
+        }
     };
     let path = parts.uri.path().trim_end_matches('/').to_string();
     let path = if path.is_empty() {
@@ -161,10 +169,10 @@ pub async fn handle(state: Arc<ApiState>, req: http::Request<Incoming>) -> http:
         path.as_str(),
         "/version" | "/healthz" | "/livez" | "/readyz"
     ) {
-        return public(&path);
+        return Some(public(&path));
     }
     let Some(user) = authenticate(&state, &parts.headers) else {
-        return server::error(&ApiError::unauthorized());
+        return Some(server::error(&ApiError::unauthorized()));
     };
     let req = Request {
         method: parts.method,
@@ -176,26 +184,29 @@ pub async fn handle(state: Arc<ApiState>, req: http::Request<Incoming>) -> http:
         user,
     };
     if req.path.starts_with("/sim/") {
-        return sim_admin(&state, &req);
+        return Some(sim_admin(&state, &req));
     }
     let is_watch = req.flag("watch") || req.path.contains("/watch/");
     if let Some(code) = state.faults.take(req.method.as_str(), &req.path, is_watch) {
+        if code == 0 {
+            return None;
+        }
         let reason = match code {
             429 => "TooManyRequests",
             503 => "ServiceUnavailable",
             504 => "Timeout",
             _ => "InternalError",
         };
-        return server::error(&ApiError::new(
+        return Some(server::error(&ApiError::new(
             code,
             reason,
             format!("injected fault: {code}"),
-        ));
+        )));
     }
-    match route(&state, &req).await {
+    Some(match route(&state, &req).await {
         Ok(resp) => resp,
         Err(e) => server::error(&e),
-    }
+    })
 }
 
 fn public(path: &str) -> http::Response<Body> {

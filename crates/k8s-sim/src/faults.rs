@@ -1,6 +1,7 @@
 //! Injected API server faults, so clients' handling of them can be tested: the next N
 //! requests whose path contains a string (and, optionally, of one method) fail with a given
-//! status (500, 503, 429 with `Retry-After`, ...), and open watches can be dropped.
+//! status (500, 503, 429 with `Retry-After`, ...) or get no answer at all (the connection is
+//! closed), and open watches can be dropped.
 
 use std::sync::Mutex;
 
@@ -19,7 +20,8 @@ pub struct Fault {
     /// Only watch requests (`?watch=true`) or only non-watch requests, if set.
     #[serde(default)]
     pub watch: Option<bool>,
-    /// HTTP status to answer with.
+    /// HTTP status to answer with; 0 closes the connection without an answer (a network
+    /// failure, as a load balancer or a restarting server causes).
     pub status: u16,
     /// How many matching requests fail.
     pub count: u32,

@@ -64,6 +64,11 @@ pub fn error(e: &ApiError) -> Response<Body> {
     resp
 }
 
+/// An injected fault: the connection is closed without an answer.
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped by an injected fault")]
+pub struct Dropped;
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -119,7 +124,7 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, state: Arc<ApiS
             };
             let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(api::handle(state, req).await) }
+                async move { api::handle(state, req).await.ok_or(Dropped) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), svc)

@@ -616,7 +616,15 @@ async fn injected_faults_fail_the_next_requests_only() {
     sim.cluster.fail_next("/configmaps", 503, 1);
     sim.cluster.fail_next("/configmaps", 429, 1);
     cms.list(&ListParams::default()).await.unwrap();
-    // Both faults were used up by that one call's attempts.
+    // Status 0: the connection is closed without an answer, a transport error.
+    sim.cluster.fail_next("/configmaps", 0, 1);
+    match cms.list(&ListParams::default()).await {
+        Err(kube::Error::Api(s)) => panic!("expected a transport error, got an answer: {s:?}"),
+        Err(_) => {}
+        Ok(_) => panic!("expected a transport error"),
+    }
+    cms.list(&ListParams::default()).await.unwrap();
+    // Both retried faults were used up by that one call's attempts.
     sim.cluster
         .fail_next("/namespaces/default/configmaps", 500, 1);
     assert_eq!(
