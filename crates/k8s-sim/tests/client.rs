@@ -62,6 +62,10 @@ async fn create_get_update_conflict_and_errors() {
         .parse()
         .unwrap();
     assert!(rv2 > rv1);
+    assert_eq!(
+        newer.metadata.generation, None,
+        "a ConfigMap has no generation"
+    );
     // The first version's resourceVersion is stale now.
     let e = api_err(cms.replace(&name, &pp, &cm).await.unwrap_err());
     assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
@@ -123,6 +127,11 @@ async fn patch_types() {
         )
         .await
         .unwrap();
+    assert_eq!(
+        p.metadata.generation,
+        Some(2),
+        "a spec change counts a generation"
+    );
     let cs = p.spec.unwrap().containers;
     assert_eq!(cs.len(), 2, "strategic merge keeps the other container");
     assert_eq!(
