@@ -416,3 +416,28 @@ async fn watchers_survive_compaction_and_get_bookmarks_and_streaming_lists() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_watch_ends_at_its_timeout() {
+    use futures::{StreamExt, TryStreamExt};
+    let sim = sim_api::start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(sim.cluster.client(), "default");
+    let mut w = cms
+        .watch(
+            &kube::api::WatchParams::default()
+                .timeout(1)
+                .disable_bookmarks(),
+            "0",
+        )
+        .await
+        .unwrap()
+        .boxed();
+    // The current object first, then the end of the stream.
+    match w.try_next().await.unwrap() {
+        Some(kube::api::WatchEvent::Added(o)) => {
+            assert_eq!(o.metadata.name.as_deref(), Some("kube-root-ca.crt"))
+        }
+        other => panic!("expected the current configmap, got {other:?}"),
+    }
+    assert!(w.try_next().await.unwrap().is_none(), "the watch ended");
+}
