@@ -23,7 +23,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 pub use certs::TestCerts;
 pub use image::Source;
-pub use service::{Counters, Inject, Quirks, Snapshot, State, TokenGrant};
+pub use service::{Backend, BackendFuture, Counters, Inject, Quirks, Snapshot, State, TokenGrant};
 
 /// A running test server; stopped when dropped.
 pub struct TestServer {
@@ -214,6 +214,12 @@ impl TestServer {
     /// Registers a token with full control over its audiences, RBAC and lifetime.
     pub fn grant_token(&self, token: &str, grant: TokenGrant) {
         lock(&self.state.tokens).insert(token.into(), grant);
+    }
+
+    /// Hands token checks and snapshot lookups to `backend` instead of the server's own tables
+    /// ([`TestServer::grant`], [`TestServer::add`]).
+    pub fn set_backend(&self, backend: std::sync::Arc<dyn Backend>) {
+        *lock(&self.state.backend) = Some(backend);
     }
 
     /// Counters (calls, messages, aborts).

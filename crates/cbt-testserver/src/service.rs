@@ -149,13 +149,49 @@ pub struct Counters {
     pub offsets: Mutex<Vec<i64>>,
 }
 
+/// A future returned by a [`Backend`].
+pub type BackendFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// Where the Kubernetes flavour checks tokens and finds snapshots, when not in the server's own
+/// tables: a simulated cluster plugs in its TokenReview, SubjectAccessReview and
+/// VolumeSnapshot → VolumeSnapshotContent lookups here, as the sidecar does against a real API
+/// server, and its driver state for the handle lookups.
+pub trait Backend: Send + Sync + 'static {
+    /// The sidecar's TokenReview (audience) and SubjectAccessReview (`get volumesnapshots` in
+    /// `namespace`), with its status codes.
+    fn authenticate(
+        &self,
+        token: String,
+        namespace: String,
+        audience: String,
+    ) -> BackendFuture<Result<(), Status>>;
+    /// The sidecar's VolumeSnapshot → VolumeSnapshotContent → handle resolution, then the
+    /// driver's snapshot for that handle.
+    fn by_name(&self, namespace: String, name: String) -> BackendFuture<Result<Snapshot, Status>>;
+    /// The driver's snapshot with this handle.
+    fn by_handle(&self, handle: String) -> BackendFuture<Option<Snapshot>>;
+    /// The driver's check that a delta's base and target belong to one volume.
+    fn check_delta(&self, base: &Snapshot, target: &Snapshot) -> Result<(), Status>;
+}
+
 /// Shared state of a test server.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct State {
     pub(crate) quirks: Mutex<Quirks>,
     pub(crate) snapshots: Mutex<Vec<Snapshot>>,
     pub(crate) tokens: Mutex<HashMap<String, TokenGrant>>,
     pub(crate) counters: Counters,
+    pub(crate) backend: Mutex<Option<Arc<dyn Backend>>>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("quirks", &self.quirks)
+            .field("snapshots", &self.snapshots)
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One message before it is put into a flavour's response type.
@@ -186,6 +222,49 @@ impl State {
             .iter()
             .find(|s| s.handle == handle)
             .cloned()
+    }
+
+    fn backend(&self) -> Option<Arc<dyn Backend>> {
+        lock(&self.backend).clone()
+    }
+
+    async fn check_token(
+        &self,
+        token: &str,
+        namespace: &str,
+        audience: &str,
+    ) -> Result<(), Status> {
+        match self.backend() {
+            Some(b) => {
+                b.authenticate(token.into(), namespace.into(), audience.into())
+                    .await
+            }
+            None => self.authenticate(token, namespace, audience),
+        }
+    }
+
+    async fn find_by_name(&self, namespace: &str, name: &str) -> Result<Snapshot, Status> {
+        match self.backend() {
+            Some(b) => b.by_name(namespace.into(), name.into()).await,
+            None => self
+                .by_name(namespace, name)
+                .ok_or_else(|| not_ready_or_missing(namespace, name)),
+        }
+    }
+
+    async fn find_by_handle(&self, handle: &str) -> Result<Snapshot, Status> {
+        let found = match self.backend() {
+            Some(b) => b.by_handle(handle.into()).await,
+            None => self.by_handle(handle),
+        };
+        found.ok_or_else(|| missing_handle(handle))
+    }
+
+    fn check_delta(&self, base: &Snapshot, target: &Snapshot) -> Result<(), Status> {
+        match self.backend() {
+            Some(b) => b.check_delta(base, target),
+            None => Ok(()),
+        }
     }
 
     /// The sidecar's TokenReview (audience) and SubjectAccessReview (namespace) checks.
@@ -506,16 +585,14 @@ impl k8s::snapshot_metadata_server::SnapshotMetadata for K8sService {
             return Err(Status::invalid_argument("snapshotName cannot be empty"));
         }
         self.0
-            .authenticate(&r.security_token, &r.namespace, &q.audience)?;
+            .check_token(&r.security_token, &r.namespace, &q.audience)
+            .await?;
         if q.unimplemented {
             return Err(Status::unimplemented(
                 "GetMetadataAllocated is not implemented",
             ));
         }
-        let target = self
-            .0
-            .by_name(&r.namespace, &r.snapshot_name)
-            .ok_or_else(|| not_ready_or_missing(&r.namespace, &r.snapshot_name))?;
+        let target = self.0.find_by_name(&r.namespace, &r.snapshot_name).await?;
         let s = self
             .0
             .serve(target, None, r.starting_offset, r.max_results)?;
@@ -541,19 +618,18 @@ impl k8s::snapshot_metadata_server::SnapshotMetadata for K8sService {
             ));
         }
         self.0
-            .authenticate(&r.security_token, &r.namespace, &q.audience)?;
+            .check_token(&r.security_token, &r.namespace, &q.audience)
+            .await?;
         if q.unimplemented {
             return Err(Status::unimplemented("GetMetadataDelta is not implemented"));
         }
         let target = self
             .0
-            .by_name(&r.namespace, &r.target_snapshot_name)
-            .ok_or_else(|| not_ready_or_missing(&r.namespace, &r.target_snapshot_name))?;
+            .find_by_name(&r.namespace, &r.target_snapshot_name)
+            .await?;
         // The sidecar forwards the base handle blindly; the driver answers NOT_FOUND.
-        let base = self
-            .0
-            .by_handle(&r.base_snapshot_id)
-            .ok_or_else(|| missing_handle(&r.base_snapshot_id))?;
+        let base = self.0.find_by_handle(&r.base_snapshot_id).await?;
+        self.0.check_delta(&base, &target)?;
         let s = self
             .0
             .serve(target, Some(base), r.starting_offset, r.max_results)?;
@@ -584,10 +660,7 @@ impl csi::snapshot_metadata_server::SnapshotMetadata for CsiService {
         if r.snapshot_id.is_empty() {
             return Err(Status::invalid_argument("snapshot_id is required"));
         }
-        let target = self
-            .0
-            .by_handle(&r.snapshot_id)
-            .ok_or_else(|| missing_handle(&r.snapshot_id))?;
+        let target = self.0.find_by_handle(&r.snapshot_id).await?;
         let s = self
             .0
             .serve(target, None, r.starting_offset, r.max_results)?;
@@ -612,14 +685,9 @@ impl csi::snapshot_metadata_server::SnapshotMetadata for CsiService {
                 "base_snapshot_id and target_snapshot_id are required",
             ));
         }
-        let target = self
-            .0
-            .by_handle(&r.target_snapshot_id)
-            .ok_or_else(|| missing_handle(&r.target_snapshot_id))?;
-        let base = self
-            .0
-            .by_handle(&r.base_snapshot_id)
-            .ok_or_else(|| missing_handle(&r.base_snapshot_id))?;
+        let target = self.0.find_by_handle(&r.target_snapshot_id).await?;
+        let base = self.0.find_by_handle(&r.base_snapshot_id).await?;
+        self.0.check_delta(&base, &target)?;
         let s = self
             .0
             .serve(target, Some(base), r.starting_offset, r.max_results)?;

@@ -73,6 +73,8 @@ pub struct SimOptions {
     pub bookmark_interval: Duration,
     /// How many changes watches can resume from before `410 Expired`.
     pub watch_history: usize,
+    /// The controllers', kubelets' and CSI driver's settings (images, switches for failures).
+    pub controllers: controllers::ControllerOptions,
 }
 
 impl SimOptions {
@@ -89,6 +91,7 @@ impl SimOptions {
             run_controllers: true,
             bookmark_interval: Duration::from_secs(5),
             watch_history: 10_000,
+            controllers: controllers::ControllerOptions::default(),
         }
     }
 
