@@ -224,7 +224,8 @@ pub struct PruneArgs {
     #[arg(long, value_name = "PCT", default_value = "10%")]
     pub max_unused: String,
     /// Never touch packs younger than this, and sweep what an earlier prune found unused only
-    /// once it is this old. Backups must finish within it (see docs/format.md).
+    /// once it is this old. Backups must finish within it (see docs/format.md). The uploads
+    /// of a failed backup go once this old, but never before 15 minutes.
     #[arg(long, value_name = "DURATION", default_value = "24h")]
     pub grace: String,
 }

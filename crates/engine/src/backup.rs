@@ -108,6 +108,8 @@ pub struct BackupReport {
     pub requests: crate::storage::RequestSnapshot,
     /// Bytes of data packs uploaded; everything else uploaded is metadata.
     pub data_pack_bytes: u64,
+    /// Problems after the commit that did not undo it (the backup is committed).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -339,7 +341,10 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
         repo.set_latest(&options.volume, &manifest_id),
         repo.store().delete(&session_key)
     );
-    pointed?;
+    let mut warnings = Vec::new();
+    if let Err(e) = pointed {
+        warnings.push(latest_not_written(repo, &options.volume, &manifest_id, &e).await);
+    }
     tracing::debug!(
         "backup: committed after {:.3}s",
         started.elapsed().as_secs_f64()
@@ -357,7 +362,33 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
         resumed_chunks,
         requests: repo.store().counts().since(&requests_before),
         data_pack_bytes,
+        warnings,
     })
+}
+
+/// After a commit whose `latest/` pointer could not be written: the backup stands, but the
+/// pointer may name an older backup of the volume, which the next backup would build on
+/// (a changed-ranges file made against this backup's snapshot would then be applied to the
+/// wrong base). The pointer is deleted instead, so the next backup is a full one; if that
+/// fails too, the warning says which parent to give.
+async fn latest_not_written(
+    repo: &Repository,
+    volume: &str,
+    manifest_id: &str,
+    error: &Error,
+) -> String {
+    let key = format!("latest/{}", repo.volume_key(volume));
+    match repo.store().delete(&key).await {
+        Ok(()) => format!(
+            "backup {manifest_id} is committed, but {key} could not be written ({error}); the \
+             next backup of {volume:?} is a full one unless it is given `--parent {manifest_id}`"
+        ),
+        Err(e) => format!(
+            "backup {manifest_id} is committed, but {key} could not be written ({error}) nor \
+             removed ({e}); give the next backup of {volume:?} `--parent {manifest_id}` (or \
+             `--parent none`)"
+        ),
+    }
 }
 
 async fn choose_parent(

@@ -1,8 +1,9 @@
 //! `check`: fast validation of all metadata without reading chunk data. Every manifest opens,
 //! every index object decodes, every tree page is indexed and decodes, every chunk id a tree
 //! names is indexed, every indexed pack exists and is long enough for its blobs, and every
-//! backup's tree table (if it has one) opens and lists only pages of its tree. Costs one listing
-//! of `packs/`, the index objects, the manifests, the tree tables and the tree packs.
+//! backup's tree table (if it has one) opens and lists only pages of its tree, and every tree
+//! pack's own header opens. Costs one listing of `packs/`, the index objects, the manifests,
+//! the tree tables and the tree packs (and their headers).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -77,8 +78,27 @@ pub async fn check(repo: &Repository) -> Result<CheckReport> {
             Some(_) => {}
         }
     }
+    // Tree packs are read to walk the trees anyway; their headers, which prune reads when it
+    // repacks them, must open too.
+    let tree_packs: std::collections::BTreeSet<ChunkId> = index
+        .iter()
+        .filter(|(_, loc)| loc.kind == pack::BlobKind::Tree)
+        .map(|(_, loc)| index.pack_name(loc.pack))
+        .filter(|name| listed.contains_key(name))
+        .collect();
+    for name in tree_packs {
+        let key = pack::pack_key(&name);
+        let size = listed.get(&name).copied();
+        if let crate::verify::HeaderCheck::Damaged(detail) =
+            crate::verify::check_pack_header(repo, &key, size, &[]).await?
+        {
+            pack_problems.push(detail);
+        }
+    }
     pack_problems.sort();
     report.problems.extend(pack_problems);
+
+    check_gc_objects(repo, &mut report).await?;
 
     // Manifests and their trees.
     let ids = repo.list_backup_ids().await?;
@@ -205,4 +225,43 @@ async fn page_ids_by_position(
         frontier = next;
     }
     Ok(positions)
+}
+
+/// The objects a backup's post-commit check reads: the marker directory, the deletion markers
+/// and the removed or pending sets they name. A damaged one makes backups list `gc/deleting/`
+/// (the directory) or withdraw (the others) until `prune` rewrites it.
+async fn check_gc_objects(repo: &Repository, report: &mut CheckReport) -> Result<()> {
+    const WAY_OUT: &str = "`s3mover prune` rewrites it";
+    if let Err(Error::Corrupt(reason)) = crate::gc::read_marker_directory(repo).await {
+        report.problems.push(format!(
+            "{reason} (backups list gc/deleting/ instead; {WAY_OUT})"
+        ));
+    }
+    for object in repo.store().list("gc/deleting/").await? {
+        let marker = match crate::gc::DeletionMarker::read(repo, &object.key).await {
+            Ok(Some(marker)) => marker,
+            Ok(None) => continue,
+            Err(Error::Corrupt(reason)) => {
+                report.problems.push(format!(
+                    "deletion marker {reason} (backups that overlap it are withdrawn; {WAY_OUT})"
+                ));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let sets = marker.removed.iter().chain(marker.pending.iter());
+        for key in sets {
+            match crate::gc::PendingSet::read(repo, key).await {
+                Ok(_) => {}
+                Err(Error::Store(e)) if e.is_not_found() => {}
+                Err(Error::Corrupt(reason)) => report.problems.push(format!(
+                    "{reason}, named by deletion marker {} (backups that started before that \
+                     sweep finished are withdrawn; later ones do not read it)",
+                    object.key
+                )),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
 }

@@ -9,12 +9,14 @@
 //!   kept for [`MARKER_RETENTION`] after it finished.
 //! * `gc/lease/<t>-<rand>`: a prune's lease, so that two prunes do not sweep at once.
 //!
-//! A backup, after writing its manifest, lists `gc/deleting/` (a handful of small objects).
-//! For every marker that may have overlapped it, it checks that no chunk or tree page of its
-//! tree is among the marker's dead ids; if one is, it withdraws its manifest and fails with
-//! "rerun the backup". Only then is `latest/` updated.
+//! A backup, after writing its manifest, reads the marker directory `gc/markers` (or, when
+//! there is none or it is damaged, lists `gc/deleting/`). For every marker that may have
+//! overlapped it, it checks its tree against the marker's removed ids: a hit on a sweep that
+//! has not finished, or on a finished one that left no indexed copy in an existing pack,
+//! withdraws its manifest and fails with "rerun the backup". Only then is `latest/` updated.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -277,12 +279,15 @@ pub async fn write_marker_directory(repo: &Repository, markers: &[String]) -> Re
 /// The keys of the deletion markers: from the marker directory, or from a listing of
 /// `gc/deleting/` in a repository that has none yet (no prune has written one).
 async fn marker_keys(repo: &Repository) -> Result<Vec<String>> {
-    if let Some(sealed) = repo.store().get_optional(MARKER_DIRECTORY_KEY).await? {
-        let json =
-            repo.open_object(ObjectKind::GcMarkerDirectory, MARKER_DIRECTORY_KEY, &sealed)?;
-        let directory: MarkerDirectory = serde_json::from_slice(&json)
-            .map_err(|e| Error::Corrupt(format!("{MARKER_DIRECTORY_KEY}: {e}")))?;
-        return Ok(directory.markers);
+    match read_marker_directory(repo).await {
+        Ok(Some(markers)) => return Ok(markers),
+        Ok(None) => {}
+        // A listing shows every marker the directory would (see `docs/format.md`): a damaged
+        // directory costs one listing until a prune rewrites it.
+        Err(Error::Corrupt(reason)) => tracing::warn!(
+            "{reason}; listing gc/deleting/ instead (`s3mover prune` rewrites {MARKER_DIRECTORY_KEY})"
+        ),
+        Err(e) => return Err(e),
     }
     Ok(repo
         .store()
@@ -291,6 +296,17 @@ async fn marker_keys(repo: &Repository) -> Result<Vec<String>> {
         .into_iter()
         .map(|o| o.key)
         .collect())
+}
+
+/// The marker directory's list of marker keys; `None` when there is no directory.
+pub async fn read_marker_directory(repo: &Repository) -> Result<Option<Vec<String>>> {
+    let Some(sealed) = repo.store().get_optional(MARKER_DIRECTORY_KEY).await? else {
+        return Ok(None);
+    };
+    let json = repo.open_object(ObjectKind::GcMarkerDirectory, MARKER_DIRECTORY_KEY, &sealed)?;
+    let directory: MarkerDirectory = serde_json::from_slice(&json)
+        .map_err(|e| Error::Corrupt(format!("{MARKER_DIRECTORY_KEY}: {e}")))?;
+    Ok(Some(directory.markers))
 }
 
 /// Every deletion marker in the repository, with its key (markers named but already removed,
@@ -364,40 +380,102 @@ async fn overlapping_dead_ids(
             "its parent backup {parent} was removed while it ran"
         )));
     }
-    let mut dead: Vec<u64> = Vec::new();
-    for (_, marker) in markers {
+    // Ids the overlapping sweeps remove: those of sweeps still running (or killed before they
+    // finished), and those of finished ones.
+    let mut running: Vec<u64> = Vec::new();
+    let mut finished: Vec<u64> = Vec::new();
+    let mut running_marker: Option<String> = None;
+    for (key, marker) in markers {
         if !marker.overlaps(started) {
             continue;
         }
+        let into = if marker.finished.is_some() {
+            &mut finished
+        } else {
+            running_marker.get_or_insert(key);
+            &mut running
+        };
         // Pending sets and removed sets are deleted only together with their marker, after
         // its retention.
         if let Some(key) = &marker.removed {
-            dead.extend_from_slice(&PendingSet::read(repo, key).await?.dead);
+            into.extend_from_slice(&PendingSet::read(repo, key).await?.dead);
             continue;
         }
         for key in &marker.pending {
-            dead.extend_from_slice(&PendingSet::read(repo, key).await?.dead);
+            into.extend_from_slice(&PendingSet::read(repo, key).await?.dead);
         }
     }
-    if dead.is_empty() {
+    if running.is_empty() && finished.is_empty() {
         return Ok(None);
     }
-    dead.sort_unstable();
-    dead.dedup();
+    for list in [&mut running, &mut finished] {
+        list.sort_unstable();
+        list.dedup();
+    }
+    // Loaded after the markers were read: a sweep read as finished deletes nothing more, so a
+    // copy this index names in a pack that exists now stays.
     let index = std::sync::Arc::new(crate::index::PackIndex::load(repo).await?);
-    let hit = tree_hits(repo, index, manifest, &dead).await?;
-    Ok(hit.map(|id| {
-        format!("garbage collection running beside it may delete chunk {id}, which it references")
-    }))
+    let mut reason = None;
+    let mut packs_used: HashSet<u32> = HashSet::new();
+    tree_hits(repo, Arc::clone(&index), manifest, |id| {
+        let p = prefix(id);
+        if running.binary_search(&p).is_ok() {
+            let marker = running_marker.as_deref().unwrap_or("gc/deleting/");
+            reason = Some(format!(
+                "garbage collection running beside it ({marker}) may delete chunk {id}, which it \
+                 references; if no prune is running (one was killed), `s3mover prune` finishes \
+                 that sweep"
+            ));
+            return true;
+        }
+        if finished.binary_search(&p).is_ok() {
+            match index.get(id) {
+                Some(location) => {
+                    packs_used.insert(location.pack);
+                }
+                None => {
+                    reason = Some(format!(
+                        "garbage collection that finished beside it removed chunk {id}, which \
+                         it references"
+                    ));
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await?;
+    if reason.is_some() {
+        return Ok(reason);
+    }
+    let packs: Vec<ChunkId> = packs_used.into_iter().map(|n| index.pack_name(n)).collect();
+    let sizes: Vec<(ChunkId, Option<u64>)> = futures::stream::iter(packs)
+        .map(|name| async move {
+            let size = repo.store().size_of(&crate::pack::pack_key(&name)).await?;
+            Ok::<_, Error>((name, size))
+        })
+        .buffer_unordered(16)
+        .try_collect()
+        .await?;
+    Ok(sizes
+        .into_iter()
+        .find(|(_, size)| size.is_none())
+        .map(|(name, _)| {
+            format!(
+                "garbage collection that finished beside it removed pack {name}, which holds \
+             chunks it references"
+            )
+        }))
 }
 
-/// The first id of the backup's tree (pages and chunks) whose prefix is in `dead`.
+/// Walks the backup's tree (pages and chunks) and calls `hit` for each id whose prefix may be
+/// among the removed ones, until `hit` returns true.
 async fn tree_hits(
     repo: &Repository,
-    index: std::sync::Arc<crate::index::PackIndex>,
+    index: Arc<crate::index::PackIndex>,
     manifest: &Manifest,
-    dead: &[u64],
-) -> Result<Option<ChunkId>> {
+    mut hit: impl FnMut(&ChunkId) -> bool,
+) -> Result<()> {
     let reader = crate::tree::PageReader::new(repo.clone(), index);
     let root = ChunkId::from_hex(&manifest.root)
         .ok_or_else(|| Error::Corrupt(format!("backup {}: bad root", manifest.id)))?;
@@ -407,8 +485,8 @@ async fn tree_hits(
         if id.is_zero() || !visited.insert(id) {
             continue;
         }
-        if dead.binary_search(&prefix(&id)).is_ok() {
-            return Ok(Some(id));
+        if hit(&id) {
+            return Ok(());
         }
         let entries = crate::tree::page_entries(level, index_no, manifest.slots);
         let ids = reader.page(&id, entries).await?;
@@ -417,15 +495,15 @@ async fn tree_hits(
                 continue;
             }
             if level == 0 {
-                if dead.binary_search(&prefix(&child)).is_ok() {
-                    return Ok(Some(child));
+                if hit(&child) {
+                    return Ok(());
                 }
             } else {
                 stack.push((child, level - 1, index_no * crate::tree::FANOUT + j as u64));
             }
         }
     }
-    Ok(None)
+    Ok(())
 }
 
 /// A prune's lease on sweeping.

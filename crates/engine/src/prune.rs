@@ -16,6 +16,8 @@
 //! object. Index objects are decoded one pack's records at a time, and pending and removed sets
 //! are written and read as compressed streams. No map of every chunk's location is ever built.
 
+mod duplicates;
+mod housekeeping;
 mod idset;
 pub(crate) mod pack_reads;
 
@@ -37,14 +39,25 @@ use crate::pack::{self, BlobKind, PackBuilder, PackEntry};
 use crate::repo::Repository;
 use crate::storage::ObjectInfo;
 use crate::tree;
+use duplicates::{find_duplicates, Duplicates, SeenTwice};
+use housekeeping::{consumed_sets, remove_leftovers, remove_orphan_tree_tables, tidy_markers};
 use idset::{MergeSorted, PrefixSet, PrefixSetBuilder};
 use pack_reads::{CopyStep, PackToCopy};
 
-/// Sessions updated within this many seconds protect the chunks they list.
+/// Sessions updated within this many seconds (or within the grace, if shorter) protect the
+/// chunks they list.
 const SESSION_PROTECT_SECONDS: i64 = 13 * 3600;
-/// Packs that no index object names are removed only when older than this (and the grace):
-/// a running backup indexes each pack it uploads well within it.
-const UNINDEXED_MIN_AGE_SECONDS: i64 = 6 * 3600;
+/// The least time a backup's uploads are protected whatever the grace: packs that no index
+/// object names are removed only once older than the grace and this, and a session protects
+/// its chunks for at least this after its last update. A running backup indexes its packs and
+/// updates its session every 64 MiB of new data, normally well within it; one slower than that
+/// whose uploads go is withdrawn by its post-commit check and rerun (nothing is lost).
+pub const UPLOAD_PROTECT_FLOOR_SECONDS: i64 = 15 * 60;
+
+/// How long a session protects the chunks it lists under a grace of `grace` seconds.
+fn session_protect_seconds(grace: i64) -> i64 {
+    grace.clamp(UPLOAD_PROTECT_FLOOR_SECONDS, SESSION_PROTECT_SECONDS)
+}
 const CACHED_TREE_PACKS: usize = 16;
 
 /// How to prune.
@@ -91,6 +104,15 @@ pub struct PruneReport {
     pub index_objects_rewritten: usize,
     /// Blobs a pending set held dead that a newer backup uses again (kept).
     pub resurrected: usize,
+    /// Pack uploads killed midway whose partial files were deleted (a local repository's
+    /// staged files, which listings do not show), and their bytes.
+    pub abandoned_uploads: usize,
+    pub abandoned_upload_bytes: u64,
+    /// Second copies of live blobs dropped (one copy of each stays).
+    pub copies_dropped: usize,
+    /// Repacked packs whose own header did not open, with why: their blobs were copied from
+    /// where the index places them, and the new packs have sound headers.
+    pub damaged_pack_headers: Vec<String>,
 }
 
 /// Tree-page locations, sorted by id (tree pages only: data chunks are never looked up).
@@ -282,8 +304,9 @@ impl<'a> Marker<'a> {
         Ok(())
     }
 
-    /// Marks every blob listed by the index objects of fresh sessions.
-    async fn mark_sessions(&mut self, sessions: &[String]) -> Result<()> {
+    /// Marks every blob listed by the index objects of sessions updated within
+    /// `protect_seconds`.
+    async fn mark_sessions(&mut self, sessions: &[String], protect_seconds: i64) -> Result<()> {
         let now = gc::now_unix();
         for key in sessions {
             let Some(sealed) = self.repo.store().get_optional(key).await? else {
@@ -296,7 +319,7 @@ impl<'a> Marker<'a> {
                 continue;
             };
             let fresh = crate::time_util::parse_rfc3339(&session.updated_at)
-                .map(|t| now - t.unix_timestamp() < SESSION_PROTECT_SECONDS)
+                .map(|t| now - t.unix_timestamp() < protect_seconds)
                 .unwrap_or(false);
             if !fresh {
                 continue;
@@ -337,6 +360,8 @@ struct Listing {
     markers: Vec<String>,
     /// Tree tables, by backup id.
     tree_tables: Vec<(String, ObjectInfo)>,
+    /// Packs verify found with a damaged header, to rewrite.
+    damaged: HashSet<ChunkId>,
 }
 
 impl Listing {
@@ -362,6 +387,11 @@ impl Listing {
                 listing.markers.push(key);
             } else if let Some(id) = key.strip_prefix("trees/") {
                 listing.tree_tables.push((id.to_string(), object));
+            } else if let Some(name) = key
+                .strip_prefix(crate::quarantine::DAMAGED_PACKS_PREFIX)
+                .and_then(ChunkId::from_hex)
+            {
+                listing.damaged.insert(name);
             }
         }
         listing.backups.sort();
@@ -436,6 +466,9 @@ async fn run(
 
     if !options.dry_run {
         remove_orphan_tree_tables(repo, &listing).await?;
+        let removed = remove_leftovers(repo, &listing, grace).await?;
+        report.abandoned_uploads = removed.files;
+        report.abandoned_upload_bytes = removed.bytes;
     }
 
     // The markers that stay, named by the marker directory from now on.
@@ -483,7 +516,9 @@ async fn run(
         })?;
     }
     drop(manifests);
-    marker.mark_sessions(&listing.sessions).await?;
+    marker
+        .mark_sessions(&listing.sessions, session_protect_seconds(grace))
+        .await?;
     let marks = marker.take_marks();
     report.chunks_marked = marks.len();
 
@@ -491,6 +526,7 @@ async fn run(
     // trimmed as soon as the stream moves past it.
     let mut stats: HashMap<u32, PackStat> = HashMap::new();
     let mut dead_of = DeadPrefixes::default();
+    let mut seen_twice = SeenTwice::new(&marks);
     for key in &listing.index {
         let locator = &mut marker.locator;
         index::read_index_entries(repo, key, |name, entry| {
@@ -498,8 +534,9 @@ async fn run(
             let stat = stats.entry(n).or_default();
             stat.total += u64::from(entry.length);
             let p = gc::prefix(&entry.id);
-            if marks.contains(p) {
+            if let Some(position) = marks.position(p) {
                 stat.live_count += 1;
+                seen_twice.note(position, marks.key_of(p));
             } else {
                 stat.dead += u64::from(entry.length);
                 dead_of.push(n, p);
@@ -507,10 +544,25 @@ async fn run(
         })
         .await?;
     }
+    let duplicates = find_duplicates(
+        repo,
+        &listing,
+        &mut marker.locator,
+        &marks,
+        seen_twice.finish(),
+        started - grace,
+    )
+    .await?;
+    for (n, (entries, bytes)) in &duplicates.entries {
+        if let Some(stat) = stats.get_mut(n) {
+            stat.live_count = stat.live_count.saturating_sub(*entries);
+            stat.dead += bytes;
+        }
+    }
     // The mark set is not needed any more: the sweep marks anew what it must.
     drop(marks);
     // Packs no index names: dead once old enough; their ids come from their headers.
-    let unindexed_cutoff = started - grace.max(UNINDEXED_MIN_AGE_SECONDS);
+    let unindexed_cutoff = started - grace.max(UPLOAD_PROTECT_FLOOR_SECONDS);
     let mut unindexed: Vec<(ChunkId, u64)> = listing
         .packs
         .iter()
@@ -527,7 +579,10 @@ async fn run(
             Ok(Some((entries, _))) => entries,
             Ok(None) => continue,
             Err(e) => {
-                tracing::warn!("pack {key} has no readable header ({e}); leaving it");
+                // No index names it and its header does not open: nothing says what it holds.
+                let reason = format!("{e}; no index names it, so it is left in place");
+                tracing::warn!("{reason}");
+                report.damaged_pack_headers.push(reason);
                 continue;
             }
         };
@@ -547,10 +602,12 @@ async fn run(
     let mut own_packs: Vec<PendingPack> = Vec::new();
     let mut own_numbers: HashSet<u32> = HashSet::new();
     for (n, stat) in &stats {
-        if stat.dead == 0 {
+        let name = marker.locator.pack_names[*n as usize];
+        // A pack with a damaged header is rewritten whatever it holds.
+        let damaged = listing.damaged.contains(&name);
+        if stat.dead == 0 && !damaged {
             continue;
         }
-        let name = marker.locator.pack_names[*n as usize];
         let Some(info) = listing.packs.get(&name) else {
             continue;
         };
@@ -559,7 +616,7 @@ async fn run(
         }
         let fully = stat.live_count == 0;
         let unused = stat.dead as f64 / stat.total.max(1) as f64;
-        if !fully && unused <= options.max_unused {
+        if !fully && unused <= options.max_unused && !damaged {
             continue;
         }
         own_packs.push(PendingPack {
@@ -585,7 +642,18 @@ async fn run(
             continue;
         };
         if created <= gc::now_unix() - grace {
-            ripe.add_older(key.clone(), PendingSet::read(repo, key).await?);
+            match PendingSet::read(repo, key).await {
+                Ok(set) => ripe.add_older(key.clone(), set),
+                // No marker names it, so no backup reads it: a damaged proposal is dropped and
+                // this run's own set proposes its packs again.
+                Err(Error::Corrupt(reason)) => {
+                    tracing::warn!("{reason}; deleting the damaged pending set");
+                    if !options.dry_run {
+                        repo.store().delete(key).await?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         } else {
             report.pending_sets_waiting += 1;
         }
@@ -619,6 +687,8 @@ async fn run(
         .filter_map(|name| marker.locator.pack_numbers.get(&name).copied())
         .collect();
     dead_of.retain(&ripe_numbers);
+    let mut duplicates = duplicates;
+    duplicates.of.retain(|n, _| ripe_numbers.contains(n));
 
     tracing::debug!(
         "prune: marked and counted after {:.3}s",
@@ -634,7 +704,17 @@ async fn run(
         objects_of_pack: &objects_of_pack,
     };
     context
-        .sweep(&mut marker, ripe, dead_of, options, lease, &mut report)
+        .sweep(
+            &mut marker,
+            ripe,
+            Unused {
+                dead_of,
+                duplicates,
+            },
+            options,
+            lease,
+            &mut report,
+        )
         .await?;
     Ok(report)
 }
@@ -744,61 +824,11 @@ impl RipeSets {
     }
 }
 
-/// Deletes the tree tables of backups that no longer exist (a crash between `forget`'s two
-/// deletes, or a withdrawn backup). A table is written before its manifest, so one without a
-/// manifest may belong to a backup still running: only tables older than the longest a
-/// backup's session counts as fresh are deleted.
-async fn remove_orphan_tree_tables(repo: &Repository, listing: &Listing) -> Result<()> {
-    let backups: HashSet<&str> = listing.backups.iter().map(String::as_str).collect();
-    let cutoff = time::OffsetDateTime::now_utc() - ORPHAN_TABLE_AGE;
-    for (id, object) in &listing.tree_tables {
-        if !backups.contains(id.as_str()) && object.last_modified < cutoff {
-            repo.store().delete(&object.key).await?;
-        }
-    }
-    Ok(())
-}
-
-/// Age after which a tree table without a manifest is an orphan (13 h, as for sessions).
-const ORPHAN_TABLE_AGE: Duration = Duration::seconds(SESSION_PROTECT_SECONDS);
-
-/// Pending sets named by some deletion marker (already swept, or being swept).
-async fn consumed_sets(repo: &Repository, listing: &Listing) -> Result<HashSet<String>> {
-    let mut consumed = HashSet::new();
-    for key in &listing.markers {
-        if let Some(marker) = DeletionMarker::read(repo, key).await? {
-            consumed.extend(marker.pending);
-        }
-    }
-    Ok(consumed)
-}
-
-/// Finishes markers of prunes that died (we hold the lease, so they are not running) and
-/// removes markers, with their pending sets, whose retention has passed. Returns the markers
-/// that stay.
-async fn tidy_markers(repo: &Repository, listing: &Listing) -> Result<Vec<String>> {
-    let now = gc::now_unix();
-    let mut kept = Vec::new();
-    for key in &listing.markers {
-        let Some(mut marker) = DeletionMarker::read(repo, key).await? else {
-            continue;
-        };
-        match marker.finished {
-            None => {
-                marker.finished = Some(now);
-                marker.write(repo, key).await?;
-                kept.push(key.clone());
-            }
-            Some(finished) if finished < now - gc::MARKER_RETENTION_SECONDS => {
-                for pending in marker.pending.iter().chain(marker.removed.iter()) {
-                    repo.store().delete(pending).await?;
-                }
-                repo.store().delete(key).await?;
-            }
-            Some(_) => kept.push(key.clone()),
-        }
-    }
-    Ok(kept)
+/// What a sweep may take from the packs of its pending sets: their dead prefixes and their
+/// second copies of live blobs.
+struct Unused {
+    dead_of: DeadPrefixes,
+    duplicates: Duplicates,
 }
 
 struct Phase2<'a> {
@@ -815,12 +845,16 @@ impl Phase2<'_> {
         &self,
         marker: &mut Marker<'_>,
         ripe: RipeSets,
-        mut dead_of: DeadPrefixes,
+        unused: Unused,
         options: &PruneOptions,
         lease: &mut Option<Lease>,
         report: &mut PruneReport,
     ) -> Result<()> {
         let repo = self.repo;
+        let Unused {
+            mut dead_of,
+            duplicates,
+        } = unused;
         let clock = std::time::Instant::now();
         let seen_by_all = ripe.seen_by_all.clone().unwrap_or_default();
 
@@ -859,7 +893,10 @@ impl Phase2<'_> {
                 for manifest in read_manifests(repo, &ids).await? {
                     marker.mark_backup(&manifest).await?;
                 }
-                marker.mark_sessions(&sessions).await
+                let grace = options.grace.whole_seconds().max(0);
+                marker
+                    .mark_sessions(&sessions, session_protect_seconds(grace))
+                    .await
             }
             .await;
             fresh = marker.take_marks();
@@ -897,11 +934,13 @@ impl Phase2<'_> {
             };
             let stat = self.stats.get(&n).copied().unwrap_or_default();
             let dead_now = dead_of.of(n);
+            let copies = duplicates.of(n);
             let all_removable = dead_now.iter().all(|p| removable(n, *p));
             let any_removable = dead_now.iter().any(|p| removable(n, *p));
-            if stat.live_count == 0 && all_removable && !dead_now.is_empty() {
+            if stat.live_count == 0 && all_removable && !(dead_now.is_empty() && copies.is_empty())
+            {
                 delete.push((name, info.size, n));
-            } else if any_removable {
+            } else if any_removable || !copies.is_empty() || self.listing.damaged.contains(&name) {
                 repack.push((name, info.size, n));
             }
         }
@@ -941,10 +980,26 @@ impl Phase2<'_> {
         repo.store().put(&removed_key, sealed).await?;
         deletion.removed = Some(removed_key);
         deletion.write(repo, &marker_key).await?;
-        // Deleted packs go whole; only repacked ones are filtered blob by blob.
+        // Deleted packs go whole; only repacked ones are filtered blob by blob, leaving
+        // behind their removed ids and their second copies of live ids.
         for (_, _, n) in &delete {
             removed_of.remove(n);
         }
+        report.copies_dropped = delete
+            .iter()
+            .chain(repack.iter())
+            .map(|(_, _, n)| duplicates.of(*n).len())
+            .sum();
+        for (_, _, n) in &repack {
+            let copies = duplicates.of(*n);
+            if !copies.is_empty() {
+                let list = removed_of.entry(*n).or_default();
+                list.extend_from_slice(copies);
+                list.sort_unstable();
+                list.dedup();
+            }
+        }
+        drop(duplicates);
 
         // 1. Copy the live blobs of partly dead packs into new packs, and index them: exactly
         //    the blobs whose prefixes the removed set holds stay behind.
@@ -964,6 +1019,13 @@ impl Phase2<'_> {
                 name: *name,
                 size: *size,
                 removed: removed_of.get(n).map(Vec::as_slice).unwrap_or(&[]),
+                index_objects: self
+                    .objects_of_pack
+                    .get(n)
+                    .into_iter()
+                    .flatten()
+                    .map(|o| self.listing.index[*o as usize].clone())
+                    .collect(),
             })
             .collect();
         let mut steps = pack_reads::read_live_blobs(repo, to_copy);
@@ -974,6 +1036,10 @@ impl Phase2<'_> {
             let (at, blobs, last) = match &step {
                 CopyStep::Gone { pack } => {
                     gone.insert(*pack);
+                    continue;
+                }
+                CopyStep::DamagedHeader { reason, .. } => {
+                    report.damaged_pack_headers.push(reason.clone());
                     continue;
                 }
                 CopyStep::Blobs {
@@ -1098,6 +1164,13 @@ impl Phase2<'_> {
         }
         report.deleted_packs = delete.len();
         report.freed_bytes = freed.saturating_sub(written_bytes);
+        for (name, _) in doomed
+            .iter()
+            .filter(|(n, _)| self.listing.damaged.contains(n))
+        {
+            let record = crate::quarantine::damaged_pack_key(name);
+            repo.store().delete(&record).await?;
+        }
         tracing::debug!(
             "prune sweep: packs deleted after {:.3}s",
             clock.elapsed().as_secs_f64()

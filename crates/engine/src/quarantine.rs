@@ -163,6 +163,23 @@ pub async fn record_chunk(
     put_record(repo, &chunk_key(id), &record).await
 }
 
+/// Where verify records a pack whose own header is damaged: an empty object named by the
+/// pack, which makes the next prune copy the pack's blobs (located through the index) into a
+/// new pack and delete it. A forged record costs only that copy.
+pub const DAMAGED_PACKS_PREFIX: &str = "quarantine/packs/";
+
+/// The record of a pack whose header is damaged.
+pub fn damaged_pack_key(pack: &ChunkId) -> String {
+    format!("{DAMAGED_PACKS_PREFIX}{}", pack.to_hex())
+}
+
+/// Records a pack whose header is damaged, for prune to rewrite.
+pub async fn record_damaged_pack(repo: &Repository, pack: &ChunkId) -> Result<()> {
+    let key = damaged_pack_key(pack);
+    repo.store().put(&key, bytes::Bytes::new()).await?;
+    Ok(())
+}
+
 /// Records a backup whose data failed verification.
 pub async fn record_backup(repo: &Repository, id: &str, detail: &str) -> Result<()> {
     let record = Record {

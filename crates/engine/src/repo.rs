@@ -403,7 +403,7 @@ impl Repository {
     /// The newest backup of a volume, found through its `latest` pointer without a listing. A
     /// volume without a pointer has no parent (its first backup, or one whose pointer write was
     /// interrupted: then the next backup is a full one, which is always correct); a stale
-    /// pointer (its backup was forgotten) falls back to a listing.
+    /// pointer (its backup was forgotten) or one that cannot be read falls back to a listing.
     pub async fn latest_backup(&self, volume: &str) -> Result<Option<Manifest>> {
         let id = match self.latest_pointer(volume).await? {
             LatestPointer::Absent => return Ok(None),
@@ -445,8 +445,13 @@ impl Repository {
     /// What the volume's `latest/` pointer says (a damaged one is logged and not followed).
     async fn latest_pointer(&self, volume: &str) -> Result<LatestPointer> {
         let key = format!("latest/{}", self.volume_key(volume));
-        let Some(bytes) = self.store.get_optional(&key).await? else {
-            return Ok(LatestPointer::Absent);
+        let bytes = match self.store.get_optional(&key).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(LatestPointer::Absent),
+            Err(e) => {
+                tracing::warn!("cannot read {key} ({e}); listing the volume's backups instead");
+                return Ok(LatestPointer::Damaged);
+            }
         };
         let bytes = if self.binding.binds_names() {
             match self.open_object(ObjectKind::Latest, &key, &bytes) {

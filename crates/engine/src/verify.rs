@@ -210,6 +210,8 @@ async fn verify_from(
     let mut bytes_read = 0;
     let mut packs_read = 0;
     let mut read_ids: HashSet<ChunkId> = HashSet::new();
+    // Packs whose own header does not open: prune reads headers to repack.
+    let mut damaged_headers: Vec<(ChunkId, String)> = Vec::new();
     if read_data != ReadData::None {
         let chosen: Vec<ChunkId> = match read_data {
             ReadData::Bytes(budget) => {
@@ -234,7 +236,7 @@ async fn verify_from(
                 .collect(),
         };
         let max_chunk = backups.iter().map(|m| m.chunk_size).max().unwrap_or(0) as usize;
-        let mut outcomes = read_packs(repo, &by_pack, chosen, &bad, max_chunk).await?;
+        let mut outcomes = read_packs(repo, &by_pack, &sizes, chosen, &bad, max_chunk).await?;
         let gone: Vec<ChunkId> = outcomes
             .iter()
             .filter(|(_, outcome)| outcome.is_none())
@@ -245,10 +247,39 @@ async fn verify_from(
             let (fresh, _) = shared.reload_after(generation).await?;
             let mut no_sizes = HashMap::new();
             let moved = regroup(&fresh, &gone, &mut by_pack, &mut no_sizes, &mut bad);
-            outcomes.extend(read_packs(repo, &by_pack, moved, &bad, max_chunk).await?);
+            outcomes.extend(read_packs(repo, &by_pack, &no_sizes, moved, &bad, max_chunk).await?);
         }
+        // Tree packs: their pages were read and checked walking the trees; their headers,
+        // which prune reads when it repacks them, are checked here.
+        let tree_packs: BTreeSet<ChunkId> = {
+            let (index, _) = shared.current();
+            index
+                .iter()
+                .filter(|(_, loc)| loc.kind == pack::BlobKind::Tree)
+                .map(|(_, loc)| index.pack_name(loc.pack))
+                .filter(|n| !by_pack.contains_key(n) && pack_selected(n, read_data))
+                .collect()
+        };
+        let tree_outcomes: Vec<Option<(ChunkId, String)>> = futures::stream::iter(tree_packs)
+            .map(|name| async move {
+                let key = pack::pack_key(&name);
+                Ok::<_, Error>(match check_pack_header(repo, &key, None, &[]).await? {
+                    HeaderCheck::Damaged(detail) => Some((name, detail)),
+                    HeaderCheck::Sound | HeaderCheck::Gone => None,
+                })
+            })
+            .buffer_unordered(4)
+            .try_collect()
+            .await?;
+        damaged_headers.extend(tree_outcomes.into_iter().flatten());
         for (name, outcome) in outcomes {
-            let Some((n, b, failures)) = outcome else {
+            let Some(PackReadOutcome {
+                blobs: n,
+                bytes: b,
+                failures,
+                header,
+            }) = outcome
+            else {
                 if let Some(blobs) = by_pack.get(&name) {
                     for (id, _, _) in blobs {
                         bad.entry(*id).or_insert_with(|| {
@@ -267,6 +298,9 @@ async fn verify_from(
             for (id, detail) in failures {
                 bad.insert(id, ("corrupt".into(), detail));
             }
+            if let Some(detail) = header {
+                damaged_headers.push((name, detail));
+            }
         }
     }
 
@@ -282,6 +316,16 @@ async fn verify_from(
         .filter(|(_, id)| bad.contains_key(id))
         .collect();
     let mut problems = tree_problems;
+    damaged_headers.sort();
+    for (name, detail) in damaged_headers {
+        crate::quarantine::record_damaged_pack(repo, &name).await?;
+        problems.push(Problem {
+            chunk: String::new(),
+            kind: "corrupt".into(),
+            detail,
+            uses: Vec::new(),
+        });
+    }
     if !bad.is_empty() {
         let mut uses: HashMap<ChunkId, Vec<ChunkUse>> = HashMap::new();
         for manifest in backups {
@@ -520,6 +564,7 @@ async fn pack_sizes(
 async fn read_packs(
     repo: &Repository,
     by_pack: &HashMap<ChunkId, Vec<(ChunkId, u64, u32)>>,
+    sizes: &HashMap<ChunkId, Option<u64>>,
     chosen: Vec<ChunkId>,
     bad: &BTreeMap<ChunkId, (String, String)>,
     max_chunk: usize,
@@ -535,8 +580,9 @@ async fn read_packs(
                 .copied()
                 .collect();
             blobs.sort_by_key(|b| b.1);
+            let size = sizes.get(&name).copied().flatten();
             async move {
-                read_pack_blobs(repo, name, blobs, max_chunk)
+                read_pack_blobs(repo, name, size, blobs, max_chunk)
                     .await
                     .map(|outcome| (name, outcome))
             }
@@ -546,18 +592,40 @@ async fn read_packs(
         .await
 }
 
-/// Blobs read, bytes read, and the blobs that failed with why.
-type PackReadOutcome = (u64, u64, Vec<(ChunkId, String)>);
+/// What reading one pack found.
+struct PackReadOutcome {
+    /// Blobs read.
+    blobs: u64,
+    /// Bytes read.
+    bytes: u64,
+    /// The blobs that failed, with why.
+    failures: Vec<(ChunkId, String)>,
+    /// Why the pack's own header is not sound, if it is not.
+    header: Option<String>,
+}
 
-/// Reads one pack's blobs and checks them; `None` when the pack does not exist.
+/// Reads one pack's blobs and its header and checks them; `None` when the pack does not
+/// exist. `size` is the pack's size if known.
 async fn read_pack_blobs(
     repo: &Repository,
     name: ChunkId,
+    size: Option<u64>,
     blobs: Vec<(ChunkId, u64, u32)>,
     max_chunk: usize,
 ) -> Result<Option<PackReadOutcome>> {
+    let key = pack::pack_key(&name);
+    let header = match check_pack_header(repo, &key, size, &blobs).await? {
+        HeaderCheck::Gone => return Ok(None),
+        HeaderCheck::Sound => None,
+        HeaderCheck::Damaged(detail) => Some(detail),
+    };
     let Some(first) = blobs.first() else {
-        return Ok(Some((0, 0, Vec::new())));
+        return Ok(Some(PackReadOutcome {
+            blobs: 0,
+            bytes: 0,
+            failures: Vec::new(),
+            header,
+        }));
     };
     let start = first.1;
     let end = blobs
@@ -565,17 +633,17 @@ async fn read_pack_blobs(
         .map(|b| b.1 + u64::from(b.2))
         .max()
         .unwrap_or(start);
-    let key = pack::pack_key(&name);
     let bytes = match repo.store().get_range(&key, start..end).await {
         Ok(b) => b,
         Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => {
             let detail = e.to_string();
-            return Ok(Some((
-                0,
-                0,
-                blobs.iter().map(|b| (b.0, detail.clone())).collect(),
-            )));
+            return Ok(Some(PackReadOutcome {
+                blobs: 0,
+                bytes: 0,
+                failures: blobs.iter().map(|b| (b.0, detail.clone())).collect(),
+                header,
+            }));
         }
     };
     let repo = repo.clone();
@@ -589,8 +657,57 @@ async fn read_pack_blobs(
                 failures.push((*id, format!("{e} (pack {key})")));
             }
         }
-        Ok(Some((blobs.len() as u64, bytes.len() as u64, failures)))
+        Ok(Some(PackReadOutcome {
+            blobs: blobs.len() as u64,
+            bytes: bytes.len() as u64,
+            failures,
+            header,
+        }))
     })
     .await
     .map_err(|e| Error::Invalid(format!("verify task failed: {e}")))?
+}
+
+/// What a pack's own header says.
+pub(crate) enum HeaderCheck {
+    Sound,
+    Damaged(String),
+    Gone,
+}
+
+/// Reads a pack's header as prune does before repacking it, authenticates it, and checks that
+/// it places each of `blobs` where the index does.
+pub(crate) async fn check_pack_header(
+    repo: &Repository,
+    key: &str,
+    size: Option<u64>,
+    blobs: &[(ChunkId, u64, u32)],
+) -> Result<HeaderCheck> {
+    let size = match size {
+        Some(size) => size,
+        None => match repo.store().size_of(key).await? {
+            Some(size) => size,
+            None => return Ok(HeaderCheck::Gone),
+        },
+    };
+    let advice = "its blobs still restore through the index; the next `s3mover prune` copies \
+                  them into a new pack";
+    let entries = match crate::prune::pack_reads::read_header_from_end(repo, key, size).await {
+        Ok(Some((entries, _))) => entries,
+        Ok(None) => return Ok(HeaderCheck::Gone),
+        Err(Error::Corrupt(reason)) => {
+            return Ok(HeaderCheck::Damaged(format!(
+                "{reason} (the pack's header is damaged; {advice})"
+            )))
+        }
+        Err(e) => return Err(e),
+    };
+    let placed: HashSet<(ChunkId, u64, u32)> =
+        entries.iter().map(|e| (e.id, e.offset, e.length)).collect();
+    Ok(match blobs.iter().find(|b| !placed.contains(b)) {
+        Some((id, _, _)) => HeaderCheck::Damaged(format!(
+            "{key}: its header does not list chunk {id} where the index places it ({advice})"
+        )),
+        None => HeaderCheck::Sound,
+    })
 }

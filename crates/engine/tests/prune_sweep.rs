@@ -207,11 +207,11 @@ fn blobs_a_pending_set_held_dead_that_a_later_backup_uses_are_kept() {
         let again = backup(&repo, &other, "w", ParentChoice::None).await;
 
         // The blobs the pending set held dead are live now: the sweep removes none of them.
+        // What it deletes are second copies (each blob the two volumes share stays once).
         wait_for_the_grace();
         let second = prune_with_grace(&repo).await;
         assert_eq!(second.resurrected, 128 + 5, "{second:?}");
-        assert_eq!(second.repacked_packs, 0, "{second:?}");
-        assert_eq!(second.deleted_packs, 0, "{second:?}");
+        assert!(second.copies_dropped > 0, "{second:?}");
         for set in removed_sets(&repo).await {
             assert!(set.dead.is_empty(), "nothing removed: {:?}", set.dead.len());
         }

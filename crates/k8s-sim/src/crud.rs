@@ -320,9 +320,12 @@ pub fn update(
         new["apiVersion"] = json!(def.api_version());
         new["kind"] = json!(def.kind);
         admission::validate_update(def, &old, &new)?;
-        if without_meta_status(&old) != without_meta_status(&new) {
-            let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
-            meta::meta_mut(&mut new).insert("generation".into(), json!(g));
+        // Kinds that track a generation (those with a spec) count changes of everything but
+        // metadata and status.
+        if let Some(g) = old["metadata"]["generation"].as_i64() {
+            if without_meta_status(&old) != without_meta_status(&new) {
+                meta::meta_mut(&mut new).insert("generation".into(), json!(g + 1));
+            }
         }
         new
     };

@@ -215,7 +215,9 @@ impl SimCluster {
         ))
         .await?;
         if opts.run_controllers {
-            tasks.extend(controllers::start_all(client.clone(), &opts).await);
+            let mut copts = opts.clone();
+            copts.controllers.api_server = Some(addr);
+            tasks.extend(controllers::start_all(client.clone(), &copts).await);
         }
         Ok(SimCluster {
             state,

@@ -280,7 +280,7 @@ async fn a_pods_projected_token_is_accepted() {
         "spec": {
             "restartPolicy": "Never", "serviceAccountName": "mover",
             "containers": [{"name": "main", "image": "busybox",
-                "command": ["sh", "-c", "test \"$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace)\" = default && cat /var/run/secrets/cbt/token > /dev/termination-log"],
+                "command": ["sh", "-c", "test \"$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace)\" = default && test -n \"$KUBERNETES_SERVICE_HOST\" && test -s /var/run/secrets/kubernetes.io/serviceaccount/ca.crt && cat /var/run/secrets/cbt/token > /dev/termination-log"],
                 "volumeMounts": [{"name": "cbt", "mountPath": "/var/run/secrets/cbt", "readOnly": true}]}],
             "volumes": [{"name": "cbt", "projected": {"sources": [{"serviceAccountToken": {
                 "audience": svc.audience, "expirationSeconds": 600, "path": "token"}}]}}],

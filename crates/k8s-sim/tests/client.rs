@@ -5,6 +5,8 @@
 
 mod sim_api;
 
+use sim_api::{api_err, obj};
+
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::authentication::v1::TokenReview;
 use k8s_openapi::api::batch::v1::Job;
@@ -16,17 +18,6 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::runtime::watcher;
 use kube::Api;
 use serde_json::json;
-
-fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
-    serde_json::from_value(v).expect("valid object")
-}
-
-fn api_err(e: kube::Error) -> kube::core::Status {
-    match e {
-        kube::Error::Api(s) => *s,
-        other => panic!("expected an API error, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn create_get_update_conflict_and_errors() {
@@ -62,6 +53,10 @@ async fn create_get_update_conflict_and_errors() {
         .parse()
         .unwrap();
     assert!(rv2 > rv1);
+    assert_eq!(
+        newer.metadata.generation, None,
+        "a ConfigMap has no generation"
+    );
     // The first version's resourceVersion is stale now.
     let e = api_err(cms.replace(&name, &pp, &cm).await.unwrap_err());
     assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
@@ -123,6 +118,11 @@ async fn patch_types() {
         )
         .await
         .unwrap();
+    assert_eq!(
+        p.metadata.generation,
+        Some(2),
+        "a spec change counts a generation"
+    );
     let cs = p.spec.unwrap().containers;
     assert_eq!(cs.len(), 2, "strategic merge keeps the other container");
     assert_eq!(

@@ -5,22 +5,13 @@
 
 mod sim_api;
 
+use sim_api::{api_err, obj};
+
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Pod, ServiceAccount};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::Api;
 use serde_json::json;
-
-fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
-    serde_json::from_value(v).expect("valid object")
-}
-
-fn api_err(e: kube::Error) -> kube::core::Status {
-    match e {
-        kube::Error::Api(s) => *s,
-        other => panic!("expected an API error, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn running_pods_wait_for_their_kubelet() {
@@ -227,16 +218,7 @@ async fn faults_are_armed_over_http_by_the_admin_only() {
     )
     .await
     .unwrap();
-    let token = sim
-        .cluster
-        .create_token(
-            "default",
-            "someone",
-            &[],
-            std::time::Duration::from_secs(600),
-        )
-        .unwrap();
-    let other = sim.cluster.client_for_token(&token).await.unwrap();
+    let other = sim.client_as("default", "someone").await;
     let e = other
         .request::<serde_json::Value>(arm(json!({"status": 500, "count": 1})))
         .await
@@ -273,16 +255,7 @@ async fn rbac_covers_subresources_like_serviceaccount_tokens() {
     )
     .await
     .unwrap();
-    let token = sim
-        .cluster
-        .create_token(
-            "default",
-            "orchestrator",
-            &[],
-            std::time::Duration::from_secs(600),
-        )
-        .unwrap();
-    let orch = sim.cluster.client_for_token(&token).await.unwrap();
+    let orch = sim.client_as("default", "orchestrator").await;
     let request = |sa: &str| {
         http::Request::post(format!(
             "/api/v1/namespaces/default/serviceaccounts/{sa}/token"
@@ -415,4 +388,29 @@ async fn watchers_survive_compaction_and_get_bookmarks_and_streaming_lists() {
             break;
         }
     }
+}
+
+#[tokio::test]
+async fn a_watch_ends_at_its_timeout() {
+    use futures::{StreamExt, TryStreamExt};
+    let sim = sim_api::start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(sim.cluster.client(), "default");
+    let mut w = cms
+        .watch(
+            &kube::api::WatchParams::default()
+                .timeout(1)
+                .disable_bookmarks(),
+            "0",
+        )
+        .await
+        .unwrap()
+        .boxed();
+    // The current object first, then the end of the stream.
+    match w.try_next().await.unwrap() {
+        Some(kube::api::WatchEvent::Added(o)) => {
+            assert_eq!(o.metadata.name.as_deref(), Some("kube-root-ca.crt"))
+        }
+        other => panic!("expected the current configmap, got {other:?}"),
+    }
+    assert!(w.try_next().await.unwrap().is_none(), "the watch ended");
 }

@@ -297,3 +297,59 @@ async fn a_filesystem_claim_keeps_files_and_stays_while_a_finished_pod_uses_it()
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_job_past_its_active_deadline_fails_and_its_pod_is_stopped() {
+    if !require(
+        "a_job_past_its_active_deadline_fails_and_its_pod_is_stopped",
+        &["root", "bwrap"],
+    ) {
+        return;
+    }
+    let sim = start(|_| {}).await;
+    let c = &sim.client;
+    let _: k8s_openapi::api::batch::v1::Job = create(c, "default", json!({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "slow"},
+        "spec": {"backoffLimit": 3, "activeDeadlineSeconds": 1, "template": {"spec": {
+            "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "sleep 600"]}],
+        }}},
+    }))
+    .await;
+    let (cond, _) = wait_job(c, "default", "slow").await;
+    assert_eq!(cond, "Failed");
+    let j = Api::<k8s_openapi::api::batch::v1::Job>::namespaced(c.clone(), "default")
+        .get("slow")
+        .await
+        .expect("job");
+    let failed = j
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Failed")
+        .expect("Failed");
+    assert_eq!(failed.reason.as_deref(), Some("DeadlineExceeded"));
+    // The running pod was stopped, not left sleeping.
+    let pods = Api::<Pod>::namespaced(c.clone(), "default");
+    wait_for("the pod stopped", || {
+        let pods = pods.clone();
+        async move {
+            let l = pods
+                .list(&ListParams::default().labels("job-name=slow"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let running: Vec<_> = l
+                .items
+                .iter()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                .collect();
+            if running.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} running", running.len()))
+            }
+        }
+    })
+    .await;
+}

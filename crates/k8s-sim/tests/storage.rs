@@ -266,3 +266,58 @@ async fn a_snapshot_that_never_becomes_ready() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_wait_for_first_consumer_claim_binds_when_a_pod_is_scheduled() {
+    let sim = start(|_| {}).await;
+    let c = &sim.client;
+    let sc: k8s_openapi::api::storage::v1::StorageClass = serde_json::from_value(json!({
+        "metadata": {"name": "late"}, "provisioner": "hostpath.csi.k8s.io",
+        "volumeBindingMode": "WaitForFirstConsumer", "reclaimPolicy": "Delete",
+    }))
+    .expect("class");
+    Api::<k8s_openapi::api::storage::v1::StorageClass>::all(c.clone())
+        .create(&Default::default(), &sc)
+        .await
+        .expect("created");
+    let _: k8s_openapi::api::core::v1::PersistentVolumeClaim = create(c, "default", json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "later"},
+        "spec": {"storageClassName": "late", "accessModes": ["ReadWriteOnce"], "volumeMode": "Block",
+                 "resources": {"requests": {"storage": "4Mi"}}},
+    }))
+    .await;
+    // No consumer yet: nothing is provisioned.
+    let claim_now =
+        Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(c.clone(), "default")
+            .get("later")
+            .await
+            .expect("claim");
+    assert!(claim_now.spec.and_then(|s| s.volume_name).is_none());
+    let _: k8s_openapi::api::core::v1::Pod = create(c, "default", json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "consumer"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox", "command": ["true"],
+                 "volumeDevices": [{"name": "d", "devicePath": "/dev/xvda"}]}],
+                 "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "later"}}]},
+    }))
+    .await;
+    let pvc = wait_bound(c, "default", "later").await;
+    let selected = pvc
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .get("volume.kubernetes.io/selected-node")
+        .cloned();
+    assert_eq!(selected.as_deref(), Some("sim-node-1"));
+    let pod = wait_for("the consumer scheduled", || async {
+        let p = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(c.clone(), "default")
+            .get("consumer")
+            .await
+            .map_err(|e| e.to_string())?;
+        p.spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+    assert_eq!(pod, "sim-node-1");
+}

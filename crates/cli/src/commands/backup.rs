@@ -83,6 +83,9 @@ pub fn parent_choice(text: &str) -> ParentChoice {
 pub fn print_report(global: &GlobalArgs, report: &BackupReport) -> Result<()> {
     let m = &report.manifest;
     let s = &m.stats;
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
     if global.output == OutputFormat::Json {
         return print_json(&serde_json::json!({
             "id": m.id,
@@ -100,12 +103,14 @@ pub fn print_report(global: &GlobalArgs, report: &BackupReport) -> Result<()> {
             "time": m.time,
             "digest": m.root,
             "note": report.parent_note,
+            "warnings": report.warnings,
             "requests": report.requests,
         }));
     }
     if let Some(note) = &report.parent_note {
         eprintln!("note: {note}");
     }
+
     if global.quiet {
         return Ok(());
     }

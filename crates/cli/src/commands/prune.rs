@@ -41,6 +41,9 @@ pub fn print(global: &GlobalArgs, r: &PruneReport) -> Result<()> {
     if global.output == OutputFormat::Json {
         return print_json(r);
     }
+    for damage in &r.damaged_pack_headers {
+        eprintln!("damaged pack: {damage}");
+    }
     if global.quiet {
         return Ok(());
     }
@@ -71,5 +74,18 @@ pub fn print(global: &GlobalArgs, r: &PruneReport) -> Result<()> {
             String::new()
         }
     );
+    if r.abandoned_uploads > 0 {
+        println!(
+            "deleted {} pack uploads a killed process left unfinished ({})",
+            r.abandoned_uploads,
+            human_bytes(r.abandoned_upload_bytes)
+        );
+    }
+    if r.copies_dropped > 0 {
+        println!(
+            "{verb} drop {} second copies of blobs in use (one copy of each stays)",
+            r.copies_dropped
+        );
+    }
     Ok(())
 }

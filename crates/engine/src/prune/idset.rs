@@ -60,6 +60,29 @@ impl PrefixSet {
         self.contains_key(self.key(prefix))
     }
 
+    /// The position of the member sharing the top 52 bits of `prefix` among all members
+    /// (`0..len()`), if there is one: a slot for per-member flags.
+    pub fn position(&self, prefix: u64) -> Option<usize> {
+        if self.keys.is_empty() {
+            return None;
+        }
+        let key = self.key(prefix);
+        let bucket = (key >> 32) as usize;
+        let (start, end) = (
+            self.starts[bucket] as usize,
+            self.starts[bucket + 1] as usize,
+        );
+        self.keys[start..end]
+            .binary_search(&(key as u32))
+            .ok()
+            .map(|i| start + i)
+    }
+
+    /// The key (top 52 bits) this set compares `prefix` by.
+    pub fn key_of(&self, prefix: u64) -> u64 {
+        self.key(prefix)
+    }
+
     fn contains_key(&self, key: u64) -> bool {
         if self.keys.is_empty() {
             return false;

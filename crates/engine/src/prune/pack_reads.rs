@@ -32,11 +32,13 @@ const HEADERS_AHEAD: usize = 2;
 /// blobs (64 KiB chunks make ~260); a longer header takes a second read.
 const TAIL_BYTES: u64 = 64 << 10;
 
-/// A pack to repack: its name, listed size, and the sorted prefixes of the ids removed from it.
+/// A pack to repack: its name, listed size, the sorted prefixes of the ids removed from it,
+/// and the index objects that name it (read for its blobs when its own header is damaged).
 pub struct PackToCopy<'a> {
     pub name: ChunkId,
     pub size: u64,
     pub removed: &'a [u64],
+    pub index_objects: Vec<String>,
 }
 
 /// One step of copying a pack: a read of its live blobs, or the news that the pack is gone.
@@ -53,6 +55,10 @@ pub enum CopyStep {
     },
     /// Pack number `pack` no longer exists.
     Gone { pack: usize },
+    /// The header of a pack does not open (`reason`, which names the pack): its blobs were
+    /// located through the index objects that name it instead, and the copy gives them a sound
+    /// header.
+    DamagedHeader { reason: String },
 }
 
 impl CopyStep {
@@ -78,44 +84,40 @@ pub fn read_live_blobs<'a>(
     stream::iter(packs.into_iter().enumerate())
         .map(move |(at, pack)| async move {
             let key = pack::pack_key(&pack.name);
-            let plan = match read_header_from_end(repo, &key, pack.size).await {
-                Ok(Some((entries, body_end))) => {
-                    plan_reads(entries, pack.removed, body_end, &key).map(Some)
+            let located = locate_blobs(repo, &pack, &key).await;
+            let plan = located.and_then(|found| match found {
+                Some((entries, body_end, damage)) => {
+                    plan_reads(entries, pack.removed, body_end, &key).map(|r| Some((r, damage)))
                 }
-                Ok(None) => Ok(None),
-                Err(e) => Err(e),
-            };
+                None => Ok(None),
+            });
             (at, key, plan)
         })
         .buffered(HEADERS_AHEAD)
         .flat_map(|(at, key, plan)| {
             let reads: Vec<Result<PlannedRead>> = match plan {
                 Ok(None) => vec![Ok(PlannedRead::gone(at, key))],
-                Ok(Some(reads)) => {
-                    let count = reads.len().max(1);
-                    let mut reads: Vec<_> = reads
+                Ok(Some((mut reads, damage))) => {
+                    // A pack without live blobs has one read of nothing.
+                    if reads.is_empty() {
+                        reads.push((0..0, Vec::new()));
+                    }
+                    let count = reads.len();
+                    let report =
+                        damage.map(|reason| Ok(PlannedRead::damaged(at, key.clone(), reason)));
+                    report
                         .into_iter()
-                        .enumerate()
-                        .map(|(i, (range, blobs))| {
+                        .chain(reads.into_iter().enumerate().map(|(i, (range, blobs))| {
                             Ok(PlannedRead {
                                 pack: at,
                                 key: key.clone(),
                                 range: Some(range),
                                 blobs,
                                 last: i + 1 == count,
+                                damage: None,
                             })
-                        })
-                        .collect();
-                    if reads.is_empty() {
-                        reads.push(Ok(PlannedRead {
-                            pack: at,
-                            key,
-                            range: Some(0..0),
-                            blobs: Vec::new(),
-                            last: true,
-                        }));
-                    }
-                    reads
+                        }))
+                        .collect()
                 }
                 Err(e) => vec![Err(e)],
             };
@@ -126,6 +128,45 @@ pub fn read_live_blobs<'a>(
         .boxed()
 }
 
+/// The blobs of a pack and where they end, from its header; when the header does not open,
+/// from the index objects that name the pack (bounded by the pack's size), with why. `None`
+/// when the pack does not exist.
+async fn locate_blobs(
+    repo: &Repository,
+    pack: &PackToCopy<'_>,
+    key: &str,
+) -> Result<Option<(Vec<PackEntry>, u64, Option<String>)>> {
+    let reason = match read_header_from_end(repo, key, pack.size).await {
+        Ok(found) => return Ok(found.map(|(entries, end)| (entries, end, None))),
+        Err(Error::Corrupt(reason)) => reason,
+        Err(e) => return Err(e),
+    };
+    let mut entries = Vec::new();
+    for object in &pack.index_objects {
+        let read = crate::index::read_index_entries(repo, object, |name, entry| {
+            if *name == pack.name {
+                entries.push(entry);
+            }
+        })
+        .await;
+        match read {
+            Ok(()) => {}
+            Err(e) if crate::index::is_not_found(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    entries.sort_by_key(|e| (e.offset, e.id));
+    entries.dedup();
+    if entries.is_empty() {
+        return Err(Error::Corrupt(format!(
+            "{reason}; no index object lists its blobs either"
+        )));
+    }
+    let reason = format!("{reason}; its blobs were copied from where the index places them");
+    tracing::warn!("{reason}");
+    Ok(Some((entries, pack.size, Some(reason))))
+}
+
 /// A read decided on from a pack's header, not yet made.
 struct PlannedRead {
     pack: usize,
@@ -134,6 +175,8 @@ struct PlannedRead {
     range: Option<Range<u64>>,
     blobs: Vec<PackEntry>,
     last: bool,
+    /// Set on the step that only reports a damaged header.
+    damage: Option<String>,
 }
 
 impl PlannedRead {
@@ -144,10 +187,25 @@ impl PlannedRead {
             range: None,
             blobs: Vec::new(),
             last: true,
+            damage: None,
+        }
+    }
+
+    fn damaged(pack: usize, key: String, reason: String) -> Self {
+        PlannedRead {
+            pack,
+            key,
+            range: None,
+            blobs: Vec::new(),
+            last: false,
+            damage: Some(reason),
         }
     }
 
     async fn fetch(self, repo: &Repository) -> Result<CopyStep> {
+        if let Some(reason) = self.damage {
+            return Ok(CopyStep::DamagedHeader { reason });
+        }
         let Some(range) = self.range else {
             return Ok(CopyStep::Gone { pack: self.pack });
         };

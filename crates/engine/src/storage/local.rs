@@ -61,6 +61,11 @@ impl std::fmt::Display for LocalDirStore {
 }
 
 impl LocalDirStore {
+    /// Where a key lives on the filesystem.
+    pub fn filesystem_path(&self, location: &Path) -> Result<PathBuf> {
+        self.inner.path_to_filesystem(location)
+    }
+
     /// Reads `range` with `O_DIRECT` into a pooled buffer whatever its size (buffered where the
     /// filesystem refuses direct reads): for data read once, such as packs a prune copies.
     pub async fn get_range_uncached(&self, location: &Path, range: Range<u64>) -> Result<Bytes> {

@@ -16,6 +16,7 @@
 //! cancelled, the upload is aborted (a DELETE) so that no parts are left stored — and billed —
 //! under an upload that will never complete.
 
+pub mod abandoned;
 mod attempts;
 pub mod local;
 pub mod s3;
@@ -334,6 +335,30 @@ impl Store {
             stream_reads: false,
             uncached_reads: None,
         }
+    }
+
+    /// Deletes what writes killed midway left under `prefix` (a local directory's staged
+    /// files, which no listing shows) once last modified before `older_than`; nothing for
+    /// other stores.
+    pub async fn remove_abandoned_writes(
+        &self,
+        prefix: &str,
+        older_than: std::time::SystemTime,
+    ) -> Result<abandoned::Removed, StoreError> {
+        let Some(local) = &self.uncached_reads else {
+            return Ok(abandoned::Removed::default());
+        };
+        let dir = local
+            .filesystem_path(&self.path(prefix.trim_end_matches('/')))
+            .map_err(|e| StoreError::from_backend(prefix, e))?;
+        let generic = |e: std::io::Error| object_store::Error::Generic {
+            store: "LocalDirStore",
+            source: Box::new(e),
+        };
+        tokio::task::spawn_blocking(move || abandoned::remove_staged_files(&dir, older_than))
+            .await
+            .map_err(|e| StoreError::from_backend(prefix, generic(std::io::Error::other(e))))?
+            .map_err(|e| StoreError::from_backend(prefix, generic(e)))
     }
 
     /// A store over a local directory, whose [`Self::get_range_uncached`] reads around the

@@ -109,6 +109,9 @@ pub struct ControllerOptions {
     pub kubelet_backoff: Duration,
     /// Where image files, pod directories and logs live; `None` = `<SimOptions state dir>/csi`.
     pub state_dir: Option<PathBuf>,
+    /// The API server's address, given to containers as `KUBERNETES_SERVICE_HOST` and
+    /// `KUBERNETES_SERVICE_PORT` (in-cluster configuration); set by [`crate::SimCluster::start`].
+    pub api_server: Option<std::net::SocketAddr>,
 }
 
 impl Default for ControllerOptions {
@@ -123,6 +126,7 @@ impl Default for ControllerOptions {
             job_backoff: Duration::from_secs(10),
             kubelet_backoff: Duration::from_secs(10),
             state_dir: None,
+            api_server: None,
         }
     }
 }

@@ -15,6 +15,34 @@ pub struct Sim {
     pub kubeconfig: PathBuf,
 }
 
+/// An object of type `T` from JSON.
+pub fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+    serde_json::from_value(v).expect("valid object")
+}
+
+/// The `Status` of an API error (panics on any other error).
+pub fn api_err(e: kube::Error) -> kube::core::Status {
+    match e {
+        kube::Error::Api(s) => *s,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+impl Sim {
+    /// A client authenticated as service account `ns/sa` (which must exist), with a token
+    /// for the API server.
+    pub async fn client_as(&self, ns: &str, sa: &str) -> kube::Client {
+        let token = self
+            .cluster
+            .create_token(ns, sa, &[], std::time::Duration::from_secs(600))
+            .expect("token for the service account");
+        self.cluster
+            .client_for_token(&token)
+            .await
+            .expect("client for the token")
+    }
+}
+
 /// Starts the API server with its control-plane loops (no controllers or kubelet).
 pub async fn start() -> Sim {
     let dir = tempfile::tempdir().expect("temp dir");

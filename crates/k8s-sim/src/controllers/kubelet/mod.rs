@@ -10,6 +10,7 @@
 
 pub mod command;
 pub mod pod;
+pub mod sandbox;
 pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -143,6 +145,17 @@ fn node_name(pod: &Pod) -> Option<&str> {
     pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
 }
 
+const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+
+/// The StorageClass a claim names (empty: the default class's binding mode is looked up as
+/// "Immediate").
+fn class_of(c: &PersistentVolumeClaim) -> String {
+    c.spec
+        .as_ref()
+        .and_then(|s| s.storage_class_name.clone())
+        .unwrap_or_default()
+}
+
 /// kube-scheduler, reduced to what these pods need: claims Bound, then the least busy Node.
 async fn schedule(ctx: &Ctx) -> Result<(), kube::Error> {
     let pods = Api::<Pod>::all(ctx.client.clone())
@@ -153,13 +166,49 @@ async fn schedule(ctx: &Ctx) -> Result<(), kube::Error> {
         .list(&ListParams::default())
         .await?
         .items;
+    let classes: BTreeMap<String, String> = Api::<StorageClass>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .map(|c| (c.name_any(), c.volume_binding_mode.unwrap_or_default()))
+        .collect();
     for pod in pods
         .iter()
         .filter(|p| node_name(p).is_none() && p.metadata.deletion_timestamp.is_none())
     {
         let ns = pod.namespace().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+        let busy = |n: &str| pods.iter().filter(|p| node_name(p) == Some(n)).count();
         let unbound = super::provisioner::unbound_claims(pod, &pvcs);
+        // WaitForFirstConsumer: the scheduler picks the node and tells the provisioner.
+        let mut selected: Option<String> = None;
+        for claim in pvcs
+            .iter()
+            .filter(|c| c.namespace().as_deref() == Some(&ns) && unbound.contains(&c.name_any()))
+        {
+            match claim.annotations().get(SELECTED_NODE) {
+                Some(n) => selected = Some(n.clone()),
+                None if classes.get(&class_of(claim)).map(String::as_str)
+                    == Some("WaitForFirstConsumer") =>
+                {
+                    let Some(node) = ctx.opts.nodes.iter().min_by_key(|n| busy(n)) else {
+                        continue;
+                    };
+                    let _ = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns)
+                        .patch(
+                            &claim.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Merge(
+                                json!({"metadata": {"annotations": {SELECTED_NODE: node}}}),
+                            ),
+                        )
+                        .await;
+                    selected = Some(node.clone());
+                }
+                None => {}
+            }
+        }
         let missing: Vec<&String> = unbound
             .iter()
             .filter(|n| {
@@ -202,10 +251,32 @@ async fn schedule(ctx: &Ctx) -> Result<(), kube::Error> {
             }
             continue;
         }
-        let busy = |n: &str| pods.iter().filter(|p| node_name(p) == Some(n)).count();
-        let Some(node) = ctx.opts.nodes.iter().min_by_key(|n| busy(n)) else {
-            continue;
+        // A claim provisioned for a node keeps its pods there.
+        let claimed: Vec<String> = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .filter_map(|v| {
+                v.persistent_volume_claim
+                    .as_ref()
+                    .map(|c| c.claim_name.clone())
+            })
+            .collect();
+        let node = match selected.or_else(|| {
+            pvcs.iter()
+                .filter(|c| {
+                    c.namespace().as_deref() == Some(&ns) && claimed.contains(&c.name_any())
+                })
+                .find_map(|c| c.annotations().get(SELECTED_NODE).cloned())
+                .filter(|n| ctx.opts.nodes.contains(n))
+        }) {
+            Some(n) => n,
+            None => match ctx.opts.nodes.iter().min_by_key(|n| busy(n)) {
+                Some(n) => n.clone(),
+                None => continue,
+            },
         };
+        let node = &node;
         let binding = Binding {
             metadata: ObjectMeta {
                 name: Some(pod.name_any()),

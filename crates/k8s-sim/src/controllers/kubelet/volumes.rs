@@ -501,6 +501,14 @@ pub async fn environment(
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
     );
     env.insert("HOSTNAME".into(), pod.name_any());
+    // The `kubernetes` Service's variables, which in-cluster clients read.
+    if let Some(a) = ctx.opts.api_server {
+        let (host, port) = (a.ip().to_string(), a.port().to_string());
+        env.insert("KUBERNETES_SERVICE_HOST".into(), host.clone());
+        env.insert("KUBERNETES_SERVICE_PORT".into(), port.clone());
+        env.insert("KUBERNETES_SERVICE_PORT_HTTPS".into(), port.clone());
+        env.insert("KUBERNETES_PORT".into(), format!("tcp://{host}:{port}"));
+    }
     for (k, v) in image_env {
         env.insert(k.clone(), v.clone());
     }
