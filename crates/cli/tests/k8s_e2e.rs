@@ -378,3 +378,256 @@ async fn a_failing_mover_is_retried_a_bounded_number_of_times() {
         "a failed backup keeps no snapshot"
     );
 }
+
+/// A temporary claim the driver cannot provision (the claim reports more capacity than any
+/// volume can have): the backup ends with one line quoting the provisioner's event, a
+/// non-zero exit, nothing left behind, and the earlier backup intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_temporary_claim_that_stays_pending_says_why() {
+    if !require("a_temporary_claim_that_stays_pending_says_why") {
+        return;
+    }
+    let k8s = start(|_| {}).await;
+    k8s.namespace("db");
+    k8s.claim("db", "data", 4 * MIB, "Block", &[]).await;
+    write_at(
+        &k8s.image_of("db", "data").await,
+        0,
+        &pattern(8, MIB as usize),
+    );
+    let good = k8s.s3mover_json(&["k8s", "backup", "data", "-n", "db"]);
+    assert_eq!(good[0]["status"], "ok", "{good}");
+
+    // 9 EiB: more than a file (and so a volume of the driver) can hold.
+    k8s.kubectl(
+        &[
+            "patch",
+            "pvc",
+            "data",
+            "-n",
+            "db",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"capacity":{"storage":"9Ei"}}}"#,
+        ],
+        None,
+    );
+    let (code, _, stderr) = k8s.s3mover(&["k8s", "backup", "data", "-n", "db", "--timeout", "10s"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_one_line_reason(
+        &stderr,
+        "stayed Pending: ProvisioningFailed: failed to provision",
+    );
+    assert!(
+        k8s.leftovers().await.is_empty(),
+        "left: {:?}",
+        k8s.leftovers().await
+    );
+    assert_eq!(
+        k8s.bases("db", "data").await,
+        vec![good[0]["snapshot"].as_str().expect("snapshot").to_string()],
+        "the last good snapshot stays the base"
+    );
+    let out = k8s.s3mover_json(&["k8s", "backups", "-n", "db"]);
+    assert_eq!(out.as_array().map(Vec::len), Some(1), "{out}");
+}
+
+/// The API server fails the first requests that create Jobs and claims (503, 500, and a
+/// connection closed unanswered), and every watch is dropped while the backup runs: the
+/// requests are retried and the backup succeeds, leaving nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_errors_and_dropped_watches_are_retried() {
+    if !require("api_errors_and_dropped_watches_are_retried") {
+        return;
+    }
+    let k8s = start(|_| {}).await;
+    k8s.namespace("db");
+    k8s.claim("db", "data", 4 * MIB, "Block", &[]).await;
+    write_at(
+        &k8s.image_of("db", "data").await,
+        0,
+        &pattern(9, MIB as usize),
+    );
+    for (path, status) in [
+        ("/namespaces/db/jobs", 503),
+        ("/namespaces/db/jobs", 0),
+        ("/namespaces/db/persistentvolumeclaims", 500),
+        ("/namespaces/db/persistentvolumeclaims", 503),
+        ("/namespaces/db/volumesnapshots", 503),
+    ] {
+        k8s.sim.inject(s3mover_k8s_sim::Fault {
+            path_contains: path.into(),
+            method: Some("POST".into()),
+            watch: None,
+            status,
+            count: 1,
+        });
+    }
+    let mut child = k8s
+        .s3mover_command(&["k8s", "backup", "data", "-n", "db", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("s3mover runs");
+    let mut dropped = 0u32;
+    while child.try_wait().expect("s3mover").is_none() {
+        k8s.sim.drop_watches();
+        dropped += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert!(dropped > 1, "watches were dropped during the backup");
+    let out = child.wait_with_output().expect("s3mover");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(result[0]["status"], "ok", "{result}");
+    assert!(
+        k8s.leftovers().await.is_empty(),
+        "left: {:?}",
+        k8s.leftovers().await
+    );
+}
+
+/// The mover pod is deleted while it runs: the Job's bounded retry runs another pod and the
+/// backup completes (or, should the retry fail too, ends with one line); nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mover_pod_killed_mid_run_is_retried_by_its_job() {
+    if !require("a_mover_pod_killed_mid_run_is_retried_by_its_job") {
+        return;
+    }
+    let k8s = start(|_| {}).await;
+    k8s.namespace("db");
+    k8s.claim("db", "data", 64 * MIB, "Block", &[]).await;
+    write_at(
+        &k8s.image_of("db", "data").await,
+        0,
+        &pattern(11, 48 * MIB as usize),
+    );
+    let mut child = k8s
+        .s3mover_command(&["k8s", "backup", "data", "-n", "db", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("s3mover runs");
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(k8s.client.clone(), "db");
+    let started = std::time::Instant::now();
+    let killed = loop {
+        if let Some((name, _)) = k8s
+            .mover_pods("db")
+            .await
+            .into_iter()
+            .find(|(_, phase)| phase == "Running")
+        {
+            pods.delete(&name, &Default::default())
+                .await
+                .expect("delete the running mover pod");
+            break name;
+        }
+        assert!(
+            child.try_wait().expect("s3mover").is_none(),
+            "the backup ended before its mover pod was seen running"
+        );
+        assert!(
+            started.elapsed() < k8s_support::PATIENCE,
+            "no mover pod ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    // The Job counts the killed pod as a failed attempt.
+    let jobs: kube::Api<k8s_openapi::api::batch::v1::Job> =
+        kube::Api::namespaced(k8s.client.clone(), "db");
+    let mut failed_attempts = 0;
+    while child.try_wait().expect("s3mover").is_none() {
+        let list = jobs
+            .list(&kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=s3mover"))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        for job in list {
+            failed_attempts = failed_attempts.max(job.status.and_then(|s| s.failed).unwrap_or(0));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        failed_attempts >= 1,
+        "the pod {killed} was killed before it finished"
+    );
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("s3mover");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    if out.status.success() {
+        assert_eq!(result[0]["status"], "ok", "{result}");
+        let listed = k8s.s3mover_json(&["k8s", "backups", "-n", "db"]);
+        assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    } else {
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(result[0]["status"], "failed", "{result}");
+        assert_one_line_reason(&stderr, "mover failed after");
+    }
+    assert!(
+        !k8s.mover_pods("db").await.iter().any(|(n, _)| *n == killed),
+        "the killed pod {killed} is gone"
+    );
+    assert!(
+        k8s.leftovers().await.is_empty(),
+        "left: {:?}",
+        k8s.leftovers().await
+    );
+}
+
+/// Ctrl-C once the mover Job exists: a non-zero exit, and everything the run created (the
+/// snapshot, the temporary claim, the Job and its pods, the CA ConfigMap) is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ctrl_c_removes_everything_the_backup_created() {
+    if !require("ctrl_c_removes_everything_the_backup_created") {
+        return;
+    }
+    let k8s = start(|_| {}).await;
+    k8s.namespace("db");
+    k8s.claim("db", "data", 4 * MIB, "Block", &[]).await;
+    let child = k8s
+        .s3mover_command(&["k8s", "backup", "data", "-n", "db"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("s3mover runs");
+    let jobs: kube::Api<k8s_openapi::api::batch::v1::Job> =
+        kube::Api::namespaced(k8s.client.clone(), "db");
+    let started = std::time::Instant::now();
+    loop {
+        let list = jobs
+            .list(&kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=s3mover"))
+            .await
+            .expect("list jobs");
+        if !list.items.is_empty() {
+            break;
+        }
+        assert!(started.elapsed() < k8s_support::PATIENCE, "no mover Job");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        !k8s.leftovers().await.is_empty(),
+        "the run has created objects"
+    );
+    let pid = child.id() as libc::pid_t;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0, "SIGINT");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("s3mover");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_one_line_reason(&stderr, "interrupted");
+    assert!(
+        k8s.leftovers().await.is_empty(),
+        "left: {:?}",
+        k8s.leftovers().await
+    );
+    assert!(k8s.bases("db", "data").await.is_empty(), "no base is kept");
+}

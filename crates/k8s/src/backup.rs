@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::Client;
 use serde::Serialize;
 
@@ -370,15 +370,12 @@ async fn run(
         &class,
         &object_labels(operation, labels::ROLE_SNAPSHOT, &claim.name),
     );
-    resources::snapshots(client, ns)
-        .create(&PostParams::default(), &snapshot)
-        .await
-        .map_err(|e| {
-            Error::api(
-                format!("cannot create VolumeSnapshot {ns}/{snapshot_name}"),
-                e,
-            )
-        })?;
+    mover::create(
+        &resources::snapshots(client, ns),
+        &snapshot,
+        &format!("VolumeSnapshot {ns}/{snapshot_name}"),
+    )
+    .await?;
     let snapshot_ref = track(Kind::VolumeSnapshot, &snapshot_name);
     progress(
         claim,
@@ -426,10 +423,12 @@ async fn run(
                 &service.ca_pem,
                 &object_labels(operation, labels::ROLE_CA, &claim.name),
             );
-            Api::<ConfigMap>::namespaced(client.clone(), ns)
-                .create(&PostParams::default(), &config_map)
-                .await
-                .map_err(|e| Error::api(format!("cannot create ConfigMap {ns}/{ca_name}"), e))?;
+            mover::create(
+                &Api::<ConfigMap>::namespaced(client.clone(), ns),
+                &config_map,
+                &format!("ConfigMap {ns}/{ca_name}"),
+            )
+            .await?;
             track(Kind::ConfigMap, &ca_name);
             cbt = Some(MoverCbt {
                 audience: service.audience.clone(),
@@ -473,15 +472,12 @@ async fn run(
         record.storage_class.as_deref(),
         &object_labels(operation, labels::ROLE_CLAIM, &claim.name),
     );
-    Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &temporary)
-        .await
-        .map_err(|e| {
-            Error::api(
-                format!("cannot create temporary claim {ns}/{claim_name}"),
-                e,
-            )
-        })?;
+    mover::create(
+        &Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns),
+        &temporary,
+        &format!("temporary claim {ns}/{claim_name}"),
+    )
+    .await?;
     track(Kind::PersistentVolumeClaim, &claim_name);
 
     record.snapshot = Some(snapshot_name.clone());

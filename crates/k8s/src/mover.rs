@@ -55,6 +55,28 @@ impl ErrorBudget {
     }
 }
 
+/// Creates `object` with `api`, retrying while the API server fails transiently (for up to
+/// [`API_ERROR_BUDGET`]). An object already there after a failed attempt is the one an
+/// earlier attempt created (the server failed after storing it), since names are per run.
+pub async fn create<K>(api: &Api<K>, object: &K, what: &str) -> Result<()>
+where
+    K: Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut budget = ErrorBudget::new();
+    let mut retried = false;
+    loop {
+        match api.create(&PostParams::default(), object).await {
+            Ok(_) => return Ok(()),
+            Err(e) if retried && crate::error::already_exists(&e) => return Ok(()),
+            Err(e) => {
+                budget.check(Error::api(format!("cannot create {what}"), e))?;
+                retried = true;
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// Waits until VolumeSnapshot `namespace/name` is ready and returns its content. On timeout
 /// the snapshot's own error message is the reason.
 pub async fn wait_snapshot_ready(
@@ -178,9 +200,7 @@ pub async fn run_job(
     let name = job.metadata.name.clone().unwrap_or_default();
     let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    jobs.create(&PostParams::default(), job)
-        .await
-        .map_err(|e| Error::api(format!("cannot create mover Job {namespace}/{name}"), e))?;
+    create(&jobs, job, &format!("mover Job {namespace}/{name}")).await?;
     tracker.add(ObjectRef {
         kind: Kind::Job,
         namespace: namespace.clone(),
@@ -211,8 +231,21 @@ pub async fn run_job(
             Err(e) => budget.check(e)?,
             Ok((job, pods)) => {
                 budget.ok();
-                if let Some(outcome) = judge(&job, &pods)? {
-                    return Ok(outcome);
+                match judge(&job, &pods) {
+                    Ok(Some(outcome)) => return Ok(outcome),
+                    Ok(None) => {}
+                    // A Job that ran out of time or retries while its claim never bound
+                    // (its deadline can come just before ours) failed because of the claim.
+                    Err(error) => {
+                        return Err(
+                            match claim_pending_reason(client, &namespace, claim).await {
+                                Some(why) => Error::Failed(format!(
+                                    "mover Job {namespace}/{name} failed: {why}"
+                                )),
+                                None => error,
+                            },
+                        )
+                    }
                 }
                 let running = pods
                     .iter()

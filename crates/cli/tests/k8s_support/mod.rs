@@ -178,7 +178,18 @@ impl K8s {
     /// Runs `s3mover` as the orchestrator (kubeconfig, no repository settings of its own: it
     /// reads the Secret). Returns (exit code, stdout, stderr).
     pub fn s3mover(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_s3mover"))
+        let out = self.s3mover_command(args).output().expect("s3mover runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// The `s3mover` command [`K8s::s3mover`] runs, to start it in the background.
+    pub fn s3mover_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_s3mover"));
+        command
             .args(args)
             .arg("--kubeconfig")
             .arg(
@@ -188,14 +199,24 @@ impl K8s {
             )
             .env_remove("S3MOVER_REPO")
             .env_remove("S3MOVER_PASSWORD")
-            .env("S3MOVER_MOVER_IMAGE", IMAGE)
-            .output()
-            .expect("s3mover runs");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+            .env("S3MOVER_MOVER_IMAGE", IMAGE);
+        command
+    }
+
+    /// The pods of the mover Jobs in `ns`, with their phases.
+    pub async fn mover_pods(&self, ns: &str) -> Vec<(String, String)> {
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.client.clone(), ns);
+        let list = pods
+            .list(&kube::api::ListParams::default().labels("batch.kubernetes.io/job-name"))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        list.into_iter()
+            .map(|p| {
+                let phase = p.status.and_then(|s| s.phase).unwrap_or_default();
+                (p.metadata.name.unwrap_or_default(), phase)
+            })
+            .collect()
     }
 
     /// `s3mover … -o json`, which must succeed; the parsed output.
