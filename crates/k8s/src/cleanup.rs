@@ -173,7 +173,7 @@ pub async fn delete_and_wait(client: &Client, object: &ObjectRef, wait: Duration
                 })
             }
             Ok(Some(_)) => {}
-            Err(e) if start.elapsed() >= wait => {
+            Err(e) if start.elapsed() >= wait || crate::error::forbidden(&e) => {
                 return Err(Error::api(format!("cannot check that {object} is gone"), e))
             }
             Err(_) => {}

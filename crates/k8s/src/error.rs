@@ -79,6 +79,11 @@ pub fn not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(s) if s.code == 404)
 }
 
+/// True when a kube error means the identity may not do it (403): asking again will not help.
+pub fn forbidden(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(s) if s.code == 403)
+}
+
 /// True when a kube error means "already exists".
 pub fn already_exists(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(s) if s.code == 409)
