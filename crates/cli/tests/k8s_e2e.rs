@@ -257,6 +257,59 @@ async fn failures_are_one_line_and_leave_nothing() {
     assert_eq!(code, 1);
     assert_one_line_reason(&stderr, "claim db/missing does not exist");
 
+    // A storage class that does not exist is refused before anything is created...
+    let (code, _, stderr) = k8s.s3mover(&[
+        "k8s",
+        "restore",
+        "data",
+        "-n",
+        "db",
+        "--to",
+        "copy",
+        "--storage-class",
+        "fast-ssd",
+    ]);
+    assert_ne!(code, 0);
+    assert_one_line_reason(&stderr, "StorageClass fast-ssd does not exist");
+    let claims: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        kube::Api::namespaced(k8s.client.clone(), "db");
+    assert!(
+        claims.get_opt("copy").await.expect("get claim").is_none(),
+        "no claim was created"
+    );
+    // ...where a claim asking for it would wait with the PV controller's event.
+    k8s.kubectl(
+        &["apply", "-f", "-"],
+        Some(
+            r#"{"apiVersion":"v1","kind":"PersistentVolumeClaim",
+                "metadata":{"name":"stray","namespace":"db"},
+                "spec":{"accessModes":["ReadWriteOnce"],"storageClassName":"fast-ssd",
+                        "resources":{"requests":{"storage":"1Mi"}}}}"#,
+        ),
+    );
+    let wanted = r#"storageclass.storage.k8s.io "fast-ssd" not found"#;
+    let mut seen = String::new();
+    for _ in 0..100 {
+        let events = k8s.kubectl(
+            &[
+                "get",
+                "events",
+                "-n",
+                "db",
+                "-o",
+                "jsonpath={.items[*].message}",
+            ],
+            None,
+        );
+        seen = String::from_utf8_lossy(&events.stdout).into_owned();
+        if seen.contains(wanted) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(seen.contains(wanted), "events: {seen}");
+    k8s.kubectl(&["delete", "pvc", "stray", "-n", "db"], None);
+
     let out = k8s.s3mover_json(&["k8s", "backups", "-n", "db"]);
     assert_eq!(
         out.as_array().map(Vec::len),
@@ -433,9 +486,11 @@ async fn a_temporary_claim_that_stays_pending_says_why() {
     assert_eq!(out.as_array().map(Vec::len), Some(1), "{out}");
 }
 
-/// The API server fails the first requests that create Jobs and claims (503, 500, and a
-/// connection closed unanswered), and every watch is dropped while the backup runs: the
-/// requests are retried and the backup succeeds, leaving nothing behind.
+/// The API server fails the first requests that read the claim, its volume and the snapshot
+/// classes and that create Jobs and claims (503, 500, and a connection closed unanswered), and
+/// every watch is dropped while the backup runs: the requests are retried and the backup
+/// succeeds, leaving nothing behind. The restore then rides out the same kind of failures of
+/// its reads and creates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn api_errors_and_dropped_watches_are_retried() {
     if !require("api_errors_and_dropped_watches_are_retried") {
@@ -449,20 +504,26 @@ async fn api_errors_and_dropped_watches_are_retried() {
         0,
         &pattern(9, MIB as usize),
     );
-    for (path, status) in [
-        ("/namespaces/db/jobs", 503),
-        ("/namespaces/db/jobs", 0),
-        ("/namespaces/db/persistentvolumeclaims", 500),
-        ("/namespaces/db/persistentvolumeclaims", 503),
-        ("/namespaces/db/volumesnapshots", 503),
-    ] {
+    let fail_once = |method: &str, path: &str, status: u16| {
         k8s.sim.inject(s3mover_k8s_sim::Fault {
             path_contains: path.into(),
-            method: Some("POST".into()),
+            method: Some(method.into()),
             watch: None,
             status,
             count: 1,
         });
+    };
+    for (method, path, status) in [
+        ("GET", "/namespaces/db/persistentvolumeclaims/data", 503),
+        ("GET", "/api/v1/persistentvolumes/", 0),
+        ("GET", "/volumesnapshotclasses", 500),
+        ("POST", "/namespaces/db/jobs", 503),
+        ("POST", "/namespaces/db/jobs", 0),
+        ("POST", "/namespaces/db/persistentvolumeclaims", 500),
+        ("POST", "/namespaces/db/persistentvolumeclaims", 503),
+        ("POST", "/namespaces/db/volumesnapshots", 503),
+    ] {
+        fail_once(method, path, status);
     }
     let mut child = k8s
         .s3mover_command(&["k8s", "backup", "data", "-n", "db", "-o", "json"])
@@ -482,6 +543,27 @@ async fn api_errors_and_dropped_watches_are_retried() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(result[0]["status"], "ok", "{result}");
+    assert!(
+        k8s.leftovers().await.is_empty(),
+        "left: {:?}",
+        k8s.leftovers().await
+    );
+
+    let expected = std::fs::read(k8s.image_of("db", "data").await).expect("image");
+    k8s.kubectl(&["delete", "pvc", "data", "-n", "db", "--wait=true"], None);
+    for (method, path, status) in [
+        ("GET", "/namespaces/db/persistentvolumeclaims/data", 503),
+        ("POST", "/namespaces/db/persistentvolumeclaims", 0),
+        ("POST", "/namespaces/db/persistentvolumeclaims", 503),
+        ("POST", "/namespaces/db/jobs", 500),
+    ] {
+        fail_once(method, path, status);
+    }
+    let restored = k8s.s3mover_json(&["k8s", "restore", "data", "-n", "db"]);
+    assert_eq!(restored["backup"], result[0]["id"], "{restored}");
+    k8s.wait_bound("db", "data").await;
+    let got = std::fs::read(k8s.image_of("db", "data").await).expect("restored image");
+    assert!(got == expected, "the restored volume differs");
     assert!(
         k8s.leftovers().await.is_empty(),
         "left: {:?}",

@@ -24,6 +24,7 @@ use crate::manifests::{self, MoverCbt, MoverJob};
 use crate::mover::{self, JobPhase};
 use crate::record::{parse_quantity, ClaimRecord};
 use crate::resources::{self, ContentInfo};
+use crate::retry;
 use crate::select::ClaimRef;
 use crate::{Error, Result};
 
@@ -214,13 +215,12 @@ struct Source {
 
 async fn read_source(client: &Client, claim: &ClaimRef) -> Result<Source> {
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &claim.namespace);
-    let pvc = match claims.get(&claim.name).await {
-        Ok(pvc) => pvc,
-        Err(e) if crate::error::not_found(&e) => {
-            return Err(Error::Invalid(format!("claim {claim} does not exist")))
-        }
-        Err(e) => return Err(Error::api(format!("cannot read claim {claim}"), e)),
-    };
+    let pvc = retry::read(
+        || format!("cannot read claim {claim}"),
+        || claims.get_opt(&claim.name),
+    )
+    .await?
+    .ok_or_else(|| Error::Invalid(format!("claim {claim} does not exist")))?;
     let spec = pvc.spec.unwrap_or_default();
     let status = pvc.status.unwrap_or_default();
     if status.phase.as_deref() != Some("Bound") {
@@ -238,10 +238,11 @@ async fn read_source(client: &Client, claim: &ClaimRef) -> Result<Source> {
         .ok_or_else(|| Error::Invalid(format!("claim {claim} has no storage size")))?;
     let volume = spec.volume_name.clone().unwrap_or_default();
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
-    let pv = pvs
-        .get(&volume)
-        .await
-        .map_err(|e| Error::api(format!("cannot read volume {volume} of claim {claim}"), e))?;
+    let pv = retry::read(
+        || format!("cannot read volume {volume} of claim {claim}"),
+        || pvs.get(&volume),
+    )
+    .await?;
     let driver = pv
         .spec
         .and_then(|s| s.csi)
@@ -268,10 +269,13 @@ async fn read_source(client: &Client, claim: &ClaimRef) -> Result<Source> {
 
 /// The driver's default VolumeSnapshotClass.
 pub async fn default_snapshot_class(client: &Client, driver: &str) -> Result<String> {
-    let classes = resources::snapshot_classes(client)
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| Error::api("cannot list VolumeSnapshotClasses", e))?;
+    let api = resources::snapshot_classes(client);
+    let params = ListParams::default();
+    let classes = retry::read(
+        || "cannot list VolumeSnapshotClasses".to_string(),
+        || api.list(&params),
+    )
+    .await?;
     let defaults: Vec<String> = classes
         .items
         .iter()
@@ -304,10 +308,13 @@ pub async fn base_snapshots(
     client: &Client,
     claim: &ClaimRef,
 ) -> Result<Vec<(String, ContentInfo)>> {
-    let list = resources::snapshots(client, &claim.namespace)
-        .list(&ListParams::default().labels(&labels::base_selector(&claim.name)))
-        .await
-        .map_err(|e| Error::api(format!("cannot list the base snapshots of {claim}"), e))?;
+    let api = resources::snapshots(client, &claim.namespace);
+    let selector = ListParams::default().labels(&labels::base_selector(&claim.name));
+    let list = retry::read(
+        || format!("cannot list the base snapshots of {claim}"),
+        || api.list(&selector),
+    )
+    .await?;
     let mut items = list.items;
     items.sort_by_key(|s| std::cmp::Reverse(s.metadata.creation_timestamp.as_ref().map(|t| t.0)));
     let mut found = Vec::new();
@@ -370,7 +377,7 @@ async fn run(
         &class,
         &object_labels(operation, labels::ROLE_SNAPSHOT, &claim.name),
     );
-    mover::create(
+    retry::create(
         &resources::snapshots(client, ns),
         &snapshot,
         &format!("VolumeSnapshot {ns}/{snapshot_name}"),
@@ -423,7 +430,7 @@ async fn run(
                 &service.ca_pem,
                 &object_labels(operation, labels::ROLE_CA, &claim.name),
             );
-            mover::create(
+            retry::create(
                 &Api::<ConfigMap>::namespaced(client.clone(), ns),
                 &config_map,
                 &format!("ConfigMap {ns}/{ca_name}"),
@@ -472,7 +479,7 @@ async fn run(
         record.storage_class.as_deref(),
         &object_labels(operation, labels::ROLE_CLAIM, &claim.name),
     );
-    mover::create(
+    retry::create(
         &Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns),
         &temporary,
         &format!("temporary claim {ns}/{claim_name}"),

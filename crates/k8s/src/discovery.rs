@@ -19,15 +19,12 @@ pub async fn snapshot_content(
     namespace: &str,
     snapshot: &str,
 ) -> Result<ContentInfo> {
-    let vs = resources::snapshots(client, namespace)
-        .get(snapshot)
-        .await
-        .map_err(|e| {
-            Error::api(
-                format!("cannot read VolumeSnapshot {namespace}/{snapshot}"),
-                e,
-            )
-        })?;
+    let snapshots = resources::snapshots(client, namespace);
+    let vs = crate::retry::read(
+        || format!("cannot read VolumeSnapshot {namespace}/{snapshot}"),
+        || snapshots.get(snapshot),
+    )
+    .await?;
     let status = SnapshotStatus::of(&vs);
     if !status.ready {
         return Err(Error::Invalid(format!(
@@ -40,10 +37,12 @@ pub async fn snapshot_content(
             "VolumeSnapshot {namespace}/{snapshot} is not bound to a VolumeSnapshotContent"
         )));
     };
-    let vsc = resources::contents(client)
-        .get(&content)
-        .await
-        .map_err(|e| Error::api(format!("cannot read VolumeSnapshotContent {content}"), e))?;
+    let contents = resources::contents(client);
+    let vsc = crate::retry::read(
+        || format!("cannot read VolumeSnapshotContent {content}"),
+        || contents.get(&content),
+    )
+    .await?;
     Ok(ContentInfo::of(&vsc))
 }
 

@@ -12,6 +12,7 @@
 //! - [`manifests`]: the objects s3mover creates, built as plain values (unit-tested).
 //! - [`backup`], [`restore`]: the two flows; [`cleanup`]: what they leave when interrupted.
 //! - [`doctor`]: is a cluster ready for backups; [`record`]: what a backup records of its claim.
+//! - [`retry`]: reads and creates that ride out a failing API server.
 
 pub mod backup;
 pub mod cleanup;
@@ -25,6 +26,7 @@ pub mod mover;
 pub mod record;
 pub mod resources;
 pub mod restore;
+pub mod retry;
 pub mod select;
 
 pub use connect::{ClientOptions, Cluster};

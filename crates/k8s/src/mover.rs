@@ -8,17 +8,15 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams};
 use kube::Client;
 
 use crate::cleanup::{Kind, ObjectRef, Tracker};
 use crate::resources::{self, ContentInfo, SnapshotStatus};
 use crate::{Error, Result};
 
-/// How often the cluster is asked again.
-pub const POLL: Duration = Duration::from_millis(250);
-/// How long API errors may go on in a row before a wait gives up.
-const API_ERROR_BUDGET: Duration = Duration::from_secs(30);
+use crate::retry::ErrorBudget;
+pub use crate::retry::{create, POLL};
 
 /// Container waiting reasons that do not heal by waiting.
 const FATAL_WAITING: [&str; 6] = [
@@ -29,53 +27,6 @@ const FATAL_WAITING: [&str; 6] = [
     "CreateContainerConfigError",
     "CreateContainerError",
 ];
-
-/// Tolerates API errors for a while: transient ones are retried until they have lasted
-/// [`API_ERROR_BUDGET`].
-struct ErrorBudget {
-    since: Option<Instant>,
-}
-
-impl ErrorBudget {
-    fn new() -> Self {
-        ErrorBudget { since: None }
-    }
-
-    fn ok(&mut self) {
-        self.since = None;
-    }
-
-    fn check(&mut self, error: Error) -> Result<()> {
-        let since = *self.since.get_or_insert_with(Instant::now);
-        if error.is_transient() && since.elapsed() < API_ERROR_BUDGET {
-            tracing::debug!("retrying after API error: {error}");
-            return Ok(());
-        }
-        Err(error)
-    }
-}
-
-/// Creates `object` with `api`, retrying while the API server fails transiently (for up to
-/// [`API_ERROR_BUDGET`]). An object already there after a failed attempt is the one an
-/// earlier attempt created (the server failed after storing it), since names are per run.
-pub async fn create<K>(api: &Api<K>, object: &K, what: &str) -> Result<()>
-where
-    K: Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let mut budget = ErrorBudget::new();
-    let mut retried = false;
-    loop {
-        match api.create(&PostParams::default(), object).await {
-            Ok(_) => return Ok(()),
-            Err(e) if retried && crate::error::already_exists(&e) => return Ok(()),
-            Err(e) => {
-                budget.check(Error::api(format!("cannot create {what}"), e))?;
-                retried = true;
-            }
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
 
 /// Waits until VolumeSnapshot `namespace/name` is ready and returns its content. On timeout
 /// the snapshot's own error message is the reason.

@@ -10,7 +10,8 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, Patch, PatchParams};
 use kube::Client;
 use serde::Serialize;
 
@@ -20,6 +21,7 @@ use crate::labels::{self, object_labels};
 use crate::manifests::{self, MoverJob};
 use crate::mover::{self, JobPhase};
 use crate::record::parse_quantity;
+use crate::retry;
 use crate::select::ClaimRef;
 use crate::{Error, Result};
 
@@ -136,10 +138,12 @@ async fn run(
             )))
         }
     };
-    let existing = claims
-        .get_opt(&target.name)
-        .await
-        .map_err(|e| Error::api(format!("cannot read claim {target}"), e))?;
+    check_storage_class(client, request.storage_class.as_deref()).await?;
+    let existing = retry::read(
+        || format!("cannot read claim {target}"),
+        || claims.get_opt(&target.name),
+    )
+    .await?;
     // The claim the mover writes to: the target itself (Block), or a Block claim whose volume
     // is handed over to the target afterwards (Filesystem).
     let device_claim = match existing {
@@ -161,10 +165,7 @@ async fn run(
                 &object_labels(operation, labels::ROLE_CLAIM, &target.name),
                 &request.backup_id,
             );
-            claims
-                .create(&PostParams::default(), &claim)
-                .await
-                .map_err(|e| Error::api(format!("cannot create claim {ns}/{name}"), e))?;
+            retry::create(&claims, &claim, &format!("claim {ns}/{name}")).await?;
             track(Kind::PersistentVolumeClaim, &name);
             name
         }
@@ -176,10 +177,7 @@ async fn run(
                 &object_labels(operation, labels::ROLE_RESTORED, &target.name),
                 &request.backup_id,
             );
-            claims
-                .create(&PostParams::default(), &claim)
-                .await
-                .map_err(|e| Error::api(format!("cannot create claim {target}"), e))?;
+            retry::create(&claims, &claim, &format!("claim {target}")).await?;
             // Deleted again if the restore fails; forgotten (kept) once it succeeds.
             track(Kind::PersistentVolumeClaim, &target.name);
             target.name.clone()
@@ -358,10 +356,7 @@ async fn hand_over(
     }
     let new_pv: PersistentVolume = serde_json::from_value(new_pv)
         .map_err(|e| Error::Failed(format!("cannot build the Filesystem volume: {e}")))?;
-    volumes
-        .create(&PostParams::default(), &new_pv)
-        .await
-        .map_err(|e| Error::api(format!("cannot create volume {new_pv_name}"), e))?;
+    retry::create(&volumes, &new_pv, &format!("volume {new_pv_name}")).await?;
     // The old volume object goes; its storage now belongs to the new one.
     if let Err(e) = volumes.delete(&pv_name, &Default::default()).await {
         if !crate::error::not_found(&e) {
@@ -378,12 +373,59 @@ async fn hand_over(
     if let Some(spec) = claim.spec.as_mut() {
         spec.volume_name = Some(new_pv_name.clone());
     }
-    claims
-        .create(&PostParams::default(), &claim)
-        .await
-        .map_err(|e| Error::api(format!("cannot create claim {target}"), e))?;
+    retry::create(&claims, &claim, &format!("claim {target}")).await?;
     wait_bound(client, target, Duration::from_secs(120)).await?;
     Ok(new_pv_name)
+}
+
+/// Refuses a storage class that does not exist, before anything is created: the claim would
+/// stay Pending until the timeout. A class the identity may not read is left to the cluster.
+async fn check_storage_class(client: &Client, class: Option<&str>) -> Result<()> {
+    let Some(class) = class.filter(|c| !c.is_empty()) else {
+        return Ok(());
+    };
+    let classes: Api<StorageClass> = Api::all(client.clone());
+    match retry::read(
+        || format!("cannot read StorageClass {class}"),
+        || classes.get_opt(class),
+    )
+    .await
+    {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => {
+            let names = classes
+                .list(&Default::default())
+                .await
+                .map(|l| {
+                    l.items
+                        .into_iter()
+                        .filter_map(|c| c.metadata.name)
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            let known = if names.is_empty() {
+                String::new()
+            } else {
+                format!(" (this cluster has: {})", names.join(", "))
+            };
+            Err(Error::Invalid(format!(
+                "StorageClass {class} does not exist{known}: pass --storage-class with one that does"
+            )))
+        }
+        Err(e)
+            if matches!(
+                e,
+                Error::Api {
+                    code: Some(403),
+                    ..
+                }
+            ) =>
+        {
+            tracing::debug!("not checking StorageClass {class}: {e}");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Waits until a claim is Bound.

@@ -93,10 +93,12 @@ impl Selection {
                     Some(ns) => Api::namespaced(client.clone(), ns),
                     None => Api::all(client.clone()),
                 };
-                let list = claims
-                    .list(&ListParams::default().labels(selector))
-                    .await
-                    .map_err(|e| Error::api(format!("cannot list claims with -l {selector}"), e))?;
+                let params = ListParams::default().labels(selector);
+                let list = crate::retry::read(
+                    || format!("cannot list claims with -l {selector}"),
+                    || claims.list(&params),
+                )
+                .await?;
                 let mut found: Vec<ClaimRef> = list
                     .items
                     .into_iter()

@@ -290,6 +290,46 @@ fn class_for<'a>(
     }
 }
 
+/// The PV controller's events for a claim with no class to provision it: a named class that
+/// does not exist, or no class at all and no default one.
+async fn report_no_class(ctx: &Ctx, pvc: &PersistentVolumeClaim) {
+    let named = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.storage_class_name.as_deref())
+        .filter(|n| !n.is_empty());
+    let (reason, message) = match named {
+        Some(name) => (
+            "ProvisioningFailed",
+            format!("storageclass.storage.k8s.io {name:?} not found"),
+        ),
+        None => (
+            "FailedBinding",
+            "no persistent volumes available for this claim and no storage class is set".into(),
+        ),
+    };
+    ctx.events
+        .record(pvc, Kind::Warning, reason, &message, BINDER_COMPONENT)
+        .await;
+}
+
+/// The PV controller's event for a claim whose class names a provisioner other than the
+/// simulated driver: it waits for that provisioner, which never comes.
+async fn report_external_provisioner(ctx: &Ctx, pvc: &PersistentVolumeClaim, provisioner: &str) {
+    let message = format!(
+        "Waiting for a volume to be created either by the external provisioner '{provisioner}' or manually by the system administrator. If volume creation is delayed, please verify that the provisioner is running and correctly registered."
+    );
+    ctx.events
+        .record(
+            pvc,
+            Kind::Normal,
+            "ExternalProvisioning",
+            &message,
+            BINDER_COMPONENT,
+        )
+        .await;
+}
+
 /// What the claim's `dataSource` gives the new volume.
 struct Source {
     snapshot_handle: String,
@@ -366,9 +406,11 @@ async fn snapshot_source(
 
 async fn provision(ctx: &Ctx, pvc: &PersistentVolumeClaim, classes: &[StorageClass]) {
     let Some(class) = class_for(pvc, classes) else {
+        report_no_class(ctx, pvc).await;
         return;
     };
     if class.provisioner != ctx.opts.driver {
+        report_external_provisioner(ctx, pvc, &class.provisioner).await;
         return;
     }
     let ns = pvc.namespace().unwrap_or_default();
