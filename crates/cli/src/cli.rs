@@ -483,29 +483,10 @@ pub struct DemoArgs {
     pub dir: Option<PathBuf>,
 }
 
-/// Parses sizes like 65536, 64K, 64KiB, 1M, 1MiB, 2G.
+/// Parses sizes like 65536, 64K, 64KiB, 1M, 1MiB, 2G: the engine's one grammar
+/// ([`s3mover_engine::units::parse_size`]), for flags as for environment variables.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: u64 = number.parse().map_err(|_| {
-        format!("{text:?} is not a size; use a number with an optional K, M or G suffix")
-    })?;
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        other => {
-            return Err(format!(
-                "unknown size unit {other:?} in {text:?}; use K, M, G or T"
-            ))
-        }
-    };
-    number
-        .checked_mul(factor)
-        .ok_or_else(|| format!("size {text:?} is too large"))
+    s3mover_engine::units::parse_size(text)
 }
 
 fn parse_tag(text: &str) -> Result<String, String> {

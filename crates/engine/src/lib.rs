@@ -35,6 +35,7 @@ pub mod restore;
 pub mod retention;
 pub mod storage;
 pub mod time_util;
+pub mod units;
 pub mod tree;
 pub mod tree_table;
 pub mod upload;

@@ -84,7 +84,9 @@ impl StoreError {
     }
 }
 
-fn one_line(text: &str) -> String {
+/// The text with every run of white space (line breaks included) folded to one space: error
+/// messages from servers and libraries, fit for a one-line report.
+pub fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 

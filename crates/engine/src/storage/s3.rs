@@ -55,7 +55,8 @@
 //! * timeouts: [`CONNECT_TIMEOUT`] to connect, [`REQUEST_TIMEOUT`] for one whole request
 //!   including its body (a 16 MiB pack at 28 KB/s fits), and a stall timeout for a request
 //!   that moves no data ([`super::stall`]): [`super::stall::DEFAULT_STALL_TIMEOUT`] unless
-//!   `S3MOVER_S3_STALL_TIMEOUT` (`30`, `45s`, `500ms`, `2m`) says otherwise. A stalled request
+//!   `S3MOVER_S3_STALL_TIMEOUT` (`30`, `45s`, `500ms`, `2m`, `1h`: [`crate::units`]) says
+//!   otherwise. A stalled request
 //!   is logged as a warning, and retried like any timeout.
 //!
 //! # Multipart uploads
@@ -85,6 +86,7 @@ use object_store::{BackoffConfig, ClientOptions, CredentialProvider, RetryConfig
 use super::attempts::{FailedAttempts, Failure};
 use super::stall;
 use super::{MultipartSettings, Store, StoreError, StoreOptions, MAX_PART_SIZE, MIN_PART_SIZE};
+use crate::units::{parse_duration, parse_size};
 
 /// Delay before the first retry, and the shortest delay drawn.
 pub const INIT_BACKOFF: Duration = Duration::from_millis(100);
@@ -277,7 +279,7 @@ fn retry_budget(env: EnvLookup<'_>) -> Result<Duration, StoreError> {
     duration_setting(env, "S3MOVER_S3_RETRY_BUDGET", DEFAULT_RETRY_BUDGET)
 }
 
-/// A duration from the environment variable `name` (`30`, `500ms`, `45s`, `2m`), else
+/// A duration from the environment variable `name` (`30`, `500ms`, `45s`, `2m`, `1h`), else
 /// `default`.
 fn duration_setting(
     env: EnvLookup<'_>,
@@ -286,11 +288,14 @@ fn duration_setting(
 ) -> Result<Duration, StoreError> {
     match non_empty(env(name)) {
         None => Ok(default),
-        Some(text) => parse_duration(&text).ok_or_else(|| {
-            StoreError::Location(format!(
-                "{name}={text:?} is not a duration: use seconds (30) or a number with ms, s or m (500ms, 45s, 2m), above zero"
-            ))
-        }),
+        Some(text) => parse_duration(&text)
+            .ok()
+            .filter(|duration| !duration.is_zero())
+            .ok_or_else(|| {
+                StoreError::Location(format!(
+                    "{name}={text:?} is not a duration: use seconds (30) or a number with a unit (500ms, 45s, 2m, 1h), above zero"
+                ))
+            }),
     }
 }
 
@@ -316,7 +321,7 @@ pub fn multipart_settings(
         }
         match non_empty(env(name)) {
             None => Ok(default),
-            Some(text) => parse_size(&text).ok_or_else(|| {
+            Some(text) => parse_size(&text).map_err(|_| {
                 StoreError::Location(format!(
                     "{name}={text:?} is not a size: give bytes, or a number with KiB, MiB or GiB (e.g. 64MiB)"
                 ))
@@ -348,44 +353,6 @@ pub fn multipart_settings(
         part_size,
         concurrency: MULTIPART_CONCURRENCY,
     })
-}
-
-/// Splits a setting such as `64MiB` or `500ms` into its number and its unit (trimmed, maybe
-/// empty); `None` when it does not start with a number.
-fn number_and_unit(text: &str) -> Option<(u64, &str)> {
-    let text = text.trim();
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
-    Some((number.parse().ok()?, unit.trim()))
-}
-
-/// Reads a duration setting (the S3 stall timeout and retry budget): whole seconds (`30`), or
-/// a number with `ms`, `s` or `m`; above zero.
-fn parse_duration(text: &str) -> Option<Duration> {
-    let (number, unit) = number_and_unit(text)?;
-    let duration = match unit {
-        "" | "s" => Duration::from_secs(number),
-        "ms" => Duration::from_millis(number),
-        "m" => Duration::from_secs(number.checked_mul(60)?),
-        _ => return None,
-    };
-    (!duration.is_zero()).then_some(duration)
-}
-
-/// A byte count: `123`, or a number with a binary unit (`K`/`KiB`, `M`/`MiB`, `G`/`GiB`;
-/// `KB`/`MB`/`GB` are read as binary too).
-fn parse_size(text: &str) -> Option<u64> {
-    let (number, unit) = number_and_unit(text)?;
-    let shift = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        _ => return None,
-    };
-    number.checked_mul(1u64 << shift)
 }
 
 fn parse_bool(value: &str) -> Option<bool> {
@@ -1155,19 +1122,6 @@ mod tests {
         assert!(!shown.contains("SECRET123"));
     }
 
-    #[test]
-    fn parses_sizes() {
-        assert_eq!(parse_size("123"), Some(123));
-        assert_eq!(parse_size("64MiB"), Some(64 << 20));
-        assert_eq!(parse_size("5 M"), Some(5 << 20));
-        assert_eq!(parse_size("2g"), Some(2 << 30));
-        assert_eq!(parse_size("16KB"), Some(16 << 10));
-        assert_eq!(parse_size("1.5G"), None);
-        assert_eq!(parse_size("MiB"), None);
-        assert_eq!(parse_size("-1"), None);
-        assert_eq!(parse_size("99999999999999999999G"), None);
-    }
-
     /// A connection that times out gets the one line that says what to check.
     #[tokio::test]
     async fn a_connection_that_times_out_is_explained() {
@@ -1184,15 +1138,28 @@ mod tests {
         assert!(line.contains("AWS_ENDPOINT_URL"), "{line}");
     }
 
+    /// The S3 duration settings read the shared grammar ([`crate::units`]), hours included,
+    /// and refuse zero.
     #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("45s"), Some(Duration::from_secs(45)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("0"), None);
-        assert_eq!(parse_duration("fast"), None);
-        assert_eq!(parse_duration("3h"), None);
+    fn duration_settings_use_the_shared_grammar() {
+        fn read(value: &str) -> Result<Duration, StoreError> {
+            let env = |name: &str| (name == "S3MOVER_S3_STALL_TIMEOUT").then(|| value.to_string());
+            stall_timeout(&env)
+        }
+        assert_eq!(read("30").expect("30"), Duration::from_secs(30));
+        assert_eq!(read("500ms").expect("500ms"), Duration::from_millis(500));
+        assert_eq!(read("2m").expect("2m"), Duration::from_secs(120));
+        assert_eq!(read("1h").expect("1h"), Duration::from_secs(3600));
+        assert_eq!(read("1h30m").expect("1h30m"), Duration::from_secs(5400));
+        for bad in ["0", "0s", "fast", "1.5s"] {
+            let err = read(bad).expect_err(bad);
+            assert!(err.to_string().contains("is not a duration"), "{err}");
+        }
+        let none = |_: &str| None;
+        assert_eq!(
+            stall_timeout(&none).expect("default"),
+            stall::DEFAULT_STALL_TIMEOUT
+        );
     }
 
     #[test]
