@@ -10,9 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
-use serde::{Deserialize, Serialize};
 
 use s3mover_ranges::{read_ranges_file, BlockMetadataType, BlockRange, RangeValidator};
 
@@ -21,8 +19,8 @@ use crate::device::Volume;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, IdHasher};
 use crate::index::{self, PackIndex};
+use crate::layout::{self, session::SessionRecord, session::SESSION_REUSE_SECONDS};
 use crate::manifest::{BackupStats, CbtInfo, ChangeSource, Manifest};
-use crate::objects::ObjectKind;
 use crate::pack::BlobKind;
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -45,8 +43,6 @@ const PACKS_PER_INDEX: u64 = 4;
 /// Chunk ids remembered for in-run deduplication (about 50 MB); beyond this, duplicates
 /// within one run are stored again, which costs space but never correctness.
 const KNOWN_SET_LIMIT: usize = 1 << 20;
-/// A crashed run's session is reused only while younger than this (half the GC grace period).
-const SESSION_REUSE_SECONDS: i64 = 12 * 3600;
 
 /// Which backup an incremental builds on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,17 +106,6 @@ pub struct BackupReport {
     pub data_pack_bytes: u64,
     /// Problems after the commit that did not undo it (the backup is committed).
     pub warnings: Vec<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SessionRecord {
-    session: String,
-    volume: String,
-    started_at: String,
-    updated_at: String,
-    host: String,
-    index_objects: Vec<String>,
 }
 
 /// Runs a backup.
@@ -188,7 +173,7 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
     // pages only (data chunks are compared by id, never looked up). Quarantine matters only
     // when chunks are compared with a parent's. The three loads are independent small
     // requests: run them together.
-    let session_key = format!("sessions/{}", repo.volume_key(&options.volume));
+    let session_key = layout::session_key(&repo.volume_key(&options.volume));
     let ((index, parent_table), (known, resumed_objects), quarantine) = tokio::try_join!(
         async {
             let Some(parent) = &parent else {
@@ -244,7 +229,7 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
         volume: options.volume.clone(),
         started_at: started_at.clone(),
         updated_at: started_at.clone(),
-        host: hostname(),
+        host: crate::layout::session::hostname(),
         index_objects: resumed_objects,
     };
     let mut builder = TreeBuilder {
@@ -317,7 +302,7 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
         cbt: options.cbt,
         tags: options.tags,
         source: options.source.display().to_string(),
-        host: hostname(),
+        host: crate::layout::session::hostname(),
         stats: BackupStats::default(),
     };
     // Stats as of the commit: everything but the manifest itself and the pointer after it.
@@ -377,7 +362,7 @@ async fn latest_not_written(
     manifest_id: &str,
     error: &Error,
 ) -> String {
-    let key = format!("latest/{}", repo.volume_key(volume));
+    let key = layout::latest_key(&repo.volume_key(volume));
     match repo.store().delete(&key).await {
         Ok(()) => format!(
             "backup {manifest_id} is committed, but {key} could not be written ({error}); the \
@@ -546,19 +531,19 @@ fn fold_ranges_file(path: &std::path::Path, size: u64, bitmap: &mut SlotBitmap) 
 
 async fn resume_session(repo: &Repository, session_key: &str) -> Result<(KnownSet, Vec<String>)> {
     let mut known = KnownSet::default();
-    let Some(sealed) = repo.store().get_optional(session_key).await? else {
-        return Ok((known, Vec::new()));
+    let record = match repo.read_record::<SessionRecord>(session_key).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return Ok((known, Vec::new())),
+        Err(Error::Store(e)) => return Err(e.into()),
+        Err(_) => {
+            tracing::warn!("ignoring an unreadable session object {session_key}");
+            return Ok((known, Vec::new()));
+        }
     };
-    let Ok(json) = repo.open_object(ObjectKind::Session, session_key, &sealed) else {
-        tracing::warn!("ignoring an unreadable session object {session_key}");
-        return Ok((known, Vec::new()));
-    };
-    let Ok(record) = serde_json::from_slice::<SessionRecord>(&json) else {
-        return Ok((known, Vec::new()));
-    };
-    let fresh = crate::time_util::parse_rfc3339(&record.updated_at)
-        .map(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds() < SESSION_REUSE_SECONDS)
-        .unwrap_or(false);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let fresh = record
+        .age_seconds(now)
+        .is_some_and(|age| age < SESSION_REUSE_SECONDS);
     if !fresh {
         return Ok((known, Vec::new()));
     }
@@ -928,14 +913,8 @@ impl<'a> TreeBuilder<'a> {
 
     async fn write_session(&mut self) -> Result<()> {
         self.session.updated_at = crate::time_util::now_rfc3339();
-        let json = serde_json::to_vec(&self.session)
-            .map_err(|e| Error::Invalid(format!("cannot encode session: {e}")))?;
-        let sealed = self
-            .repo
-            .seal_object(ObjectKind::Session, &self.session_key, &json);
         self.repo
-            .store()
-            .put(&self.session_key, Bytes::from(sealed))
+            .write_record(&self.session_key, &self.session)
             .await?;
         Ok(())
     }
@@ -992,12 +971,6 @@ impl<'a> TreeBuilder<'a> {
             .collect();
         TreeTable { pages }
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

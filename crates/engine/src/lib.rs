@@ -22,8 +22,8 @@ pub mod error;
 pub mod gc;
 pub mod id;
 pub mod index;
+pub mod layout;
 pub mod manifest;
-pub mod objects;
 pub mod pack;
 pub mod pack_buffers;
 pub mod progress;
@@ -35,12 +35,14 @@ pub mod restore;
 pub mod retention;
 pub mod storage;
 pub mod time_util;
-pub mod units;
 pub mod tree;
 pub mod tree_table;
+pub mod units;
 pub mod upload;
 pub mod verify;
 pub mod xchacha;
 
 pub use error::{Error, Result};
+/// The AAD of sealed objects, under its earlier path.
+pub use layout::aad as objects;
 pub use repo::{InitOptions, LockedRepository, Repository};

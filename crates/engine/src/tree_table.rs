@@ -27,7 +27,7 @@ const ENTRY_BYTES: usize = 1 + 8 + 32 + 4 + 8 + 4;
 
 /// The object key of a backup's tree table.
 pub fn key(backup_id: &str) -> String {
-    format!("trees/{backup_id}")
+    crate::layout::tree_table_key(backup_id)
 }
 
 /// One stored page of a tree: where it sits in the tree and where it is stored.
