@@ -544,6 +544,8 @@ pub fn exit_code_for(error: &anyhow::Error) -> u8 {
                 EngineError::Corrupt(_) | EngineError::Missing(_) => EXIT_INTEGRITY,
                 EngineError::Store(e) if e.is_truncated() => EXIT_INTEGRITY,
                 EngineError::PasswordRequired => EXIT_AUTH,
+                // s3mover's own fault: not bad usage, whatever the operation was.
+                EngineError::Internal(_) => EXIT_FAILED,
                 EngineError::Crypto(s3mover_engine::crypto::CryptoError::WrongPassword(_)) => {
                     EXIT_AUTH
                 }
@@ -566,6 +568,18 @@ pub fn exit_code_for(error: &anyhow::Error) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An internal failure exits 1 and says so; bad usage stays exit 2.
+    #[test]
+    fn internal_errors_are_not_usage_errors() {
+        let internal = anyhow::Error::new(EngineError::internal("read task failed: cancelled"));
+        assert_eq!(exit_code_for(&internal), EXIT_FAILED);
+        assert!(internal
+            .to_string()
+            .starts_with("internal error: read task failed"));
+        let usage = anyhow::Error::new(EngineError::Invalid("bad".into()));
+        assert_eq!(exit_code_for(&usage), EXIT_USAGE);
+    }
 
     #[test]
     fn sizes() {

@@ -616,7 +616,7 @@ impl DataFeed {
                         read_runs(&volume, &hasher, &runs, chunk_size, size)
                     })
                     .await
-                    .map_err(|e| Error::Invalid(format!("read task failed: {e}")))?
+                    .map_err(|e| Error::Internal(format!("read task failed: {e}")))?
                 }
             })
             .buffered(READS_AHEAD)
@@ -811,14 +811,14 @@ impl<'a> TreeBuilder<'a> {
     }
 
     async fn take_slot(&mut self, slot: u64, parent_id: ChunkId) -> Result<ChunkId> {
-        let data = self.data.next().await?.ok_or_else(|| {
-            Error::Invalid(format!(
-                "internal error: slot {slot} was planned but not read"
-            ))
-        })?;
+        let data = self
+            .data
+            .next()
+            .await?
+            .ok_or_else(|| Error::Internal(format!("slot {slot} was planned but not read")))?;
         if data.slot != slot {
-            return Err(Error::Invalid(format!(
-                "internal error: expected slot {slot}, read slot {}",
+            return Err(Error::Internal(format!(
+                "expected slot {slot}, read slot {}",
                 data.slot
             )));
         }

@@ -159,15 +159,15 @@ pub fn encode_pending_set(
         dead: SeqOnce(std::cell::RefCell::new(Some(dead))),
     };
     let encoder = zstd::stream::write::Encoder::new(Vec::new(), 3)
-        .map_err(|e| Error::Invalid(format!("cannot compress pending set: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot compress pending set: {e}")))?;
     let mut writer = std::io::BufWriter::with_capacity(1 << 16, encoder);
     serde_json::to_writer(&mut writer, &out)
-        .map_err(|e| Error::Invalid(format!("cannot encode pending set: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot encode pending set: {e}")))?;
     let compressed = writer
         .into_inner()
-        .map_err(|e| Error::Invalid(format!("cannot compress pending set: {}", e.error())))?
+        .map_err(|e| Error::Internal(format!("cannot compress pending set: {}", e.error())))?
         .finish()
-        .map_err(|e| Error::Invalid(format!("cannot compress pending set: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot compress pending set: {e}")))?;
     Ok(Bytes::from(repo.seal_object(
         pending_kind(key),
         key,

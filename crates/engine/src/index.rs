@@ -365,7 +365,7 @@ pub async fn write_index_object(
 ) -> Result<(String, u64)> {
     let records = pack::encode_index_records(packs);
     let compressed = zstd::bulk::compress(&records, 3)
-        .map_err(|e| Error::Invalid(format!("cannot compress index: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot compress index: {e}")))?;
     let sealed = repo.seal_object(ObjectKind::Index, "", &compressed);
     let key = layout::index_key(&sealed);
     let size = sealed.len() as u64;

@@ -947,7 +947,7 @@ impl Phase2<'_> {
 
         let lease_ref = lease
             .as_mut()
-            .ok_or_else(|| Error::Invalid("internal error: sweeping without a lease".into()))?;
+            .ok_or_else(|| Error::Internal("sweeping without a lease".into()))?;
 
         // 0. Record exactly which ids go, before anything goes: per pack to delete or repack,
         //    its removable dead prefixes; the dead prefixes of other packs are dropped.
@@ -1222,7 +1222,7 @@ async fn upload_pack(
     let sealer = Arc::clone(repo.sealer());
     let finished = tokio::task::spawn_blocking(move || builder.finish(&sealer))
         .await
-        .map_err(|e| Error::Invalid(format!("pack task failed: {e}")))?;
+        .map_err(|e| Error::Internal(format!("pack task failed: {e}")))?;
     let size = finished.bytes.len() as u64;
     repo.store()
         .put(&finished.key(), finished.bytes.clone())

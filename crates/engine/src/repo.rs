@@ -107,7 +107,7 @@ impl Repository {
                     (version >= crate::objects::BOUND_FROM_VERSION).then_some(&repository_id);
                 let slot = KeySlot::create(&master, password.as_bytes(), options.kdf, bound)?;
                 let slot_json = serde_json::to_vec_pretty(&slot)
-                    .map_err(|e| Error::Invalid(format!("cannot encode key slot: {e}")))?;
+                    .map_err(|e| Error::Internal(format!("cannot encode key slot: {e}")))?;
                 let slot_id = hex::encode(&crypto::random_key()[..8]);
                 store
                     .put(&layout::key_slot_key(&slot_id), Bytes::from(slot_json))
@@ -133,7 +133,7 @@ impl Repository {
         let binding = Binding::new(config.version, &config.id);
         if config.is_encrypted() && binding.binds_names() {
             let fields = serde_json::to_vec(&config.secured_fields())
-                .map_err(|e| Error::Invalid(format!("cannot encode config: {e}")))?;
+                .map_err(|e| Error::Internal(format!("cannot encode config: {e}")))?;
             let sealed = keys.sealer().seal(
                 &fields,
                 &binding.aad(ObjectKind::Config, layout::CONFIG_KEY),
@@ -141,7 +141,7 @@ impl Repository {
             config.sealed_fields = Some(hex::encode(sealed));
         }
         let config_json = serde_json::to_vec_pretty(&config)
-            .map_err(|e| Error::Invalid(format!("cannot encode config: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot encode config: {e}")))?;
         let repo = Repository::assemble(store, config, keys);
         // An empty marker directory, so that backups never list `gc/deleting/`.
         crate::gc::write_marker_directory(&repo, &[]).await?;
@@ -739,7 +739,7 @@ async fn try_slot(store: &Store, key: &str, password: &str) -> Result<SlotTry> {
     let password = password.to_string();
     let opened = tokio::task::spawn_blocking(move || slot.unwrap_master(password.as_bytes()))
         .await
-        .map_err(|e| Error::Invalid(format!("key derivation task failed: {e}")))?
+        .map_err(|e| Error::Internal(format!("key derivation task failed: {e}")))?
         .map_err(|e| Error::Corrupt(format!("key slot {key}: {e}")))?;
     Ok(match opened {
         Some(contents) => SlotTry::Opened(contents),

@@ -78,9 +78,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
                 "d" => 86_400,
                 "w" => 7 * 86_400,
                 "y" => 365 * 86_400,
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "{text:?} is not a duration: unknown unit {unit:?}; use ms, s, m, h, d, w or y"
-                )),
+                ))
+                }
             };
             Duration::from_secs(number.checked_mul(seconds).ok_or_else(too_large)?)
         };

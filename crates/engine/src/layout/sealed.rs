@@ -20,7 +20,7 @@ impl Repository {
     /// Seals `record` for `key` and stores it there; returns the bytes stored.
     pub(crate) async fn write_record<T: SealedRecord>(&self, key: &str, record: &T) -> Result<u64> {
         let json = serde_json::to_vec(record)
-            .map_err(|e| Error::Invalid(format!("cannot encode {}: {e}", T::NAME)))?;
+            .map_err(|e| Error::Internal(format!("cannot encode {}: {e}", T::NAME)))?;
         let sealed = self.seal_object(T::KIND, key, &json);
         let size = sealed.len() as u64;
         self.store().put(key, Bytes::from(sealed)).await?;

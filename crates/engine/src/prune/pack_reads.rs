@@ -65,9 +65,7 @@ impl CopyStep {
     /// A blob's bytes within this step's read.
     pub fn blob<'s>(&'s self, entry: &PackEntry, key: &str) -> Result<&'s [u8]> {
         let CopyStep::Blobs { range, bytes, .. } = self else {
-            return Err(Error::Invalid(
-                "internal error: no bytes in this step".into(),
-            ));
+            return Err(Error::Internal("no bytes in this step".into()));
         };
         let start = entry.offset.checked_sub(range.start);
         start
