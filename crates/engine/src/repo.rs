@@ -678,7 +678,7 @@ async fn unlock(
     let mut tried: Vec<String> = Vec::new();
     let mut missing: Vec<String> = Vec::new();
     for id in known_slots {
-        let key = layout::key_slot_key(&id);
+        let key = layout::key_slot_key(id);
         match try_slot(store, &key, password).await? {
             SlotTry::Opened(contents) => return Ok((key, contents)),
             SlotTry::Refused => tried.push(key),

@@ -1,5 +1,10 @@
 //! Where a repository's objects live: one small interface over `object_store` backends.
 //!
+//! This crate is the storage half of s3mover and knows nothing of the repository format: keys
+//! are opaque strings, objects opaque bytes. Besides the [`Store`] door it holds what moves
+//! bytes between the machine and storage: [`direct_io`] and [`pack_buffers`] for the local
+//! backend and restore targets, and [`units`], the size and duration grammar of every setting.
+//!
 //! The engine talks to storage only through [`Store`]: put a whole object, get it or a byte
 //! range of it (whole, or streamed as it arrives), check that it exists, list a prefix, delete. Backends — a local directory, S3 —
 //! differ only in how [`open_store`] builds them; retries and timeouts are the backend's one
@@ -18,9 +23,12 @@
 
 pub mod abandoned;
 mod attempts;
+pub mod direct_io;
 pub mod local;
+pub mod pack_buffers;
 pub mod s3;
 mod stall;
+pub mod units;
 mod url;
 
 use std::ops::Range;
