@@ -21,6 +21,8 @@
 //! cancelled, the upload is aborted (a DELETE) so that no parts are left stored — and billed —
 //! under an upload that will never complete.
 
+#![warn(unreachable_pub, missing_docs)]
+
 pub mod abandoned;
 mod attempts;
 pub mod direct_io;
@@ -48,13 +50,26 @@ pub use self::url::{open_store, open_store_with_env, RepoLocation, StoreOptions}
 pub enum StoreError {
     /// The object does not exist.
     #[error("object {key} not found in the repository")]
-    NotFound { key: String },
+    NotFound {
+        /// The key asked for.
+        key: String,
+    },
     /// The store refused or failed the request.
     #[error("storage request for {key} failed: {message}")]
-    Backend { key: String, message: String },
+    Backend {
+        /// The key of the request.
+        key: String,
+        /// What the store said, on one line.
+        message: String,
+    },
     /// The object is shorter than a read needs: missing data, not a storage failure.
     #[error("object {key} is truncated: {detail}")]
-    Truncated { key: String, detail: String },
+    Truncated {
+        /// The key of the object.
+        key: String,
+        /// How much was asked for and how much there is.
+        detail: String,
+    },
     /// The repository URL cannot be used.
     #[error("{0}")]
     Location(String),
@@ -115,8 +130,11 @@ pub struct ObjectInfo {
 pub struct RequestCounts {
     /// PUT requests: whole objects and the parts of multipart uploads.
     pub put: std::sync::atomic::AtomicU64,
+    /// GET requests, whole and ranged.
     pub get: std::sync::atomic::AtomicU64,
+    /// HEAD requests (sizes and existence).
     pub head: std::sync::atomic::AtomicU64,
+    /// LIST requests (each page of a listing).
     pub list: std::sync::atomic::AtomicU64,
     /// DELETE requests: deleted objects and aborted multipart uploads.
     pub delete: std::sync::atomic::AtomicU64,
@@ -124,6 +142,7 @@ pub struct RequestCounts {
     pub post: std::sync::atomic::AtomicU64,
     /// Objects written, by a single PUT or by a multipart upload (attempted, as `put` is).
     pub objects_put: std::sync::atomic::AtomicU64,
+    /// Bytes sent in PUT requests.
     pub bytes_put: std::sync::atomic::AtomicU64,
 }
 
@@ -153,13 +172,21 @@ impl RequestCounts {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestSnapshot {
+    /// See [`RequestCounts::put`].
     pub put: u64,
+    /// See [`RequestCounts::get`].
     pub get: u64,
+    /// See [`RequestCounts::head`].
     pub head: u64,
+    /// See [`RequestCounts::list`].
     pub list: u64,
+    /// See [`RequestCounts::delete`].
     pub delete: u64,
+    /// See [`RequestCounts::post`].
     pub post: u64,
+    /// See [`RequestCounts::objects_put`].
     pub objects_put: u64,
+    /// See [`RequestCounts::bytes_put`].
     pub bytes_put: u64,
     /// Attempts that failed (answers of 5xx, 429 or 408, timeouts, stalls, refused or broken
     /// connections), each sent again unless the retry policy's budget was spent. Counted
@@ -727,7 +754,7 @@ mod test_support {
 
     /// The error of a connection attempt that times out: to a listener whose queue is full, so
     /// that the kernel drops the handshake.
-    pub async fn connect_timeout_error() -> reqwest::Error {
+    pub(crate) async fn connect_timeout_error() -> reqwest::Error {
         use socket2::{Domain, Socket, Type};
         let listener = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
         let any_port: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
