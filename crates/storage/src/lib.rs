@@ -346,6 +346,8 @@ pub struct Store {
     failed_attempts: Option<Arc<attempts::FailedAttempts>>,
     multipart: Option<MultipartSettings>,
     stream_reads: bool,
+    /// Packs a backup uploads at once unless told otherwise ([`Self::uploads_in_flight`]).
+    uploads_in_flight: usize,
     /// A local directory's reader for [`Self::get_range_uncached`].
     uncached_reads: Option<Arc<local::LocalDirStore>>,
 }
@@ -370,6 +372,7 @@ impl Store {
             failed_attempts: None,
             multipart: None,
             stream_reads: false,
+            uploads_in_flight: 1,
             uncached_reads: None,
         }
     }
@@ -418,6 +421,21 @@ impl Store {
     pub fn with_stream_reads(mut self) -> Self {
         self.stream_reads = true;
         self
+    }
+
+    /// Sets how many packs a backup uploads at once by default (see
+    /// [`Self::uploads_in_flight`]).
+    pub fn with_uploads_in_flight(mut self, uploads: usize) -> Self {
+        self.uploads_in_flight = uploads.max(1);
+        self
+    }
+
+    /// Packs a backup uploads at once by default: 1 unless the backend says otherwise. A local
+    /// put is a direct write that takes a fraction of the time it takes to fill the next pack,
+    /// so one in flight keeps the disk busy, and each pack fewer in flight is 16 MiB less
+    /// memory; S3 requests wait on the network, so S3 stores run several together.
+    pub fn uploads_in_flight(&self) -> usize {
+        self.uploads_in_flight
     }
 
     /// True when [`Self::get_range_stream`] hands reads over as they arrive (network stores).

@@ -159,3 +159,29 @@ async fn garage_conforms() {
     .expect("S3 store");
     conformance(&store).await;
 }
+
+/// Each backend says how many packs a backup uploads at once by default: one to a local disk,
+/// several to S3 (opening an S3 store makes no request, so no server is needed).
+#[test]
+fn backends_say_how_many_uploads_to_run_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let local = open_store(&dir.path().display().to_string(), &StoreOptions::default())
+        .expect("local store");
+    assert_eq!(local.uploads_in_flight(), 1);
+    let env = |name: &str| {
+        match name {
+            "AWS_ENDPOINT_URL" => Some("http://127.0.0.1:9"),
+            "AWS_REGION" => Some("garage"),
+            "AWS_ACCESS_KEY_ID" => Some("GKtest"),
+            "AWS_SECRET_ACCESS_KEY" => Some("secret"),
+            _ => None,
+        }
+        .map(str::to_string)
+    };
+    let s3 =
+        open_store_with_env("s3://bucket/repo", &StoreOptions::default(), &env).expect("S3 store");
+    assert_eq!(
+        s3.uploads_in_flight(),
+        s3mover_storage::s3::S3_UPLOADS_IN_FLIGHT
+    );
+}

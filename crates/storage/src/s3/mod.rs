@@ -103,6 +103,10 @@ use explain::*;
 pub use http::RetryClassifier;
 use http::*;
 
+/// Packs a backup uploads at once to S3 by default: requests wait on the network, so several
+/// run together (see [`Store::uploads_in_flight`]).
+pub const S3_UPLOADS_IN_FLIGHT: usize = 8;
+
 /// Delay before the first retry, and the shortest delay drawn.
 pub const INIT_BACKOFF: Duration = Duration::from_millis(100);
 /// Each delay is drawn up to this many times the one before: the delays reach
@@ -277,6 +281,7 @@ pub fn open(
     Ok(Store::new(Arc::new(backend), prefix, description)
         .with_multipart(multipart)
         .with_stream_reads()
+        .with_uploads_in_flight(S3_UPLOADS_IN_FLIGHT)
         .with_failed_attempts(attempts))
 }
 
