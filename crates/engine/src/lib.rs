@@ -10,6 +10,8 @@
 //! stores blobs ([`pack`], [`index`]), [`repo`] commits [`manifest`]s, [`restore`] and
 //! [`verify`] read them back. [`storage`] is the only door to the object store.
 
+#![warn(unreachable_pub)]
+
 pub mod backup;
 pub mod bitmap;
 pub mod check;

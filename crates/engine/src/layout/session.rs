@@ -9,10 +9,10 @@ use super::aad::ObjectKind;
 use super::sealed::SealedRecord;
 
 /// A crashed run's session is reused only while younger than this (half the GC grace period).
-pub const SESSION_REUSE_SECONDS: i64 = 12 * 3600;
+pub(crate) const SESSION_REUSE_SECONDS: i64 = 12 * 3600;
 /// Sessions updated within this many seconds (or within prune's grace, if shorter) protect
 /// the chunks they list.
-pub const SESSION_PROTECT_SECONDS: i64 = 13 * 3600;
+pub(crate) const SESSION_PROTECT_SECONDS: i64 = 13 * 3600;
 
 // A session a backup still reuses must still protect its chunks from prune.
 const _: () = assert!(SESSION_REUSE_SECONDS < SESSION_PROTECT_SECONDS);
