@@ -269,21 +269,7 @@ impl RangeStream {
                             starting_offset,
                             max_results,
                         };
-                        rpc.get_metadata_allocated(req).await.map(|r| {
-                            r.into_inner()
-                                .map(|m| {
-                                    m.map(|m| {
-                                        raw(
-                                            m.block_metadata_type,
-                                            m.volume_capacity_bytes,
-                                            m.block_metadata
-                                                .iter()
-                                                .map(|b| (b.byte_offset, b.size_bytes)),
-                                        )
-                                    })
-                                })
-                                .boxed()
-                        })
+                        rpc.get_metadata_allocated(req).await.map(raw_stream)
                     }
                     Some(base) => {
                         let req = k8s::GetMetadataDeltaRequest {
@@ -294,21 +280,7 @@ impl RangeStream {
                             starting_offset,
                             max_results,
                         };
-                        rpc.get_metadata_delta(req).await.map(|r| {
-                            r.into_inner()
-                                .map(|m| {
-                                    m.map(|m| {
-                                        raw(
-                                            m.block_metadata_type,
-                                            m.volume_capacity_bytes,
-                                            m.block_metadata
-                                                .iter()
-                                                .map(|b| (b.byte_offset, b.size_bytes)),
-                                        )
-                                    })
-                                })
-                                .boxed()
-                        })
+                        rpc.get_metadata_delta(req).await.map(raw_stream)
                     }
                 }
             }
@@ -322,21 +294,7 @@ impl RangeStream {
                             max_results,
                             secrets: secrets.clone(),
                         };
-                        rpc.get_metadata_allocated(req).await.map(|r| {
-                            r.into_inner()
-                                .map(|m| {
-                                    m.map(|m| {
-                                        raw(
-                                            m.block_metadata_type,
-                                            m.volume_capacity_bytes,
-                                            m.block_metadata
-                                                .iter()
-                                                .map(|b| (b.byte_offset, b.size_bytes)),
-                                        )
-                                    })
-                                })
-                                .boxed()
-                        })
+                        rpc.get_metadata_allocated(req).await.map(raw_stream)
                     }
                     Some(base) => {
                         let req = csi::GetMetadataDeltaRequest {
@@ -346,21 +304,7 @@ impl RangeStream {
                             max_results,
                             secrets: secrets.clone(),
                         };
-                        rpc.get_metadata_delta(req).await.map(|r| {
-                            r.into_inner()
-                                .map(|m| {
-                                    m.map(|m| {
-                                        raw(
-                                            m.block_metadata_type,
-                                            m.volume_capacity_bytes,
-                                            m.block_metadata
-                                                .iter()
-                                                .map(|b| (b.byte_offset, b.size_bytes)),
-                                        )
-                                    })
-                                })
-                                .boxed()
-                        })
+                        rpc.get_metadata_delta(req).await.map(raw_stream)
                     }
                 }
             }
@@ -571,12 +515,45 @@ impl RangeStream {
     }
 }
 
-fn raw(kind: i32, capacity: i64, blocks: impl Iterator<Item = (i64, i64)>) -> RawMsg {
-    RawMsg {
-        kind,
-        capacity,
-        blocks: blocks.collect(),
-    }
+/// A response message of either API that carries one page of block metadata.
+trait MetadataPage: Send + 'static {
+    /// The page as the stream reads it.
+    fn into_raw(self) -> RawMsg;
+}
+
+/// The four response messages (allocated and delta, of the Kubernetes and the CSI API) carry
+/// the same fields under the same names.
+macro_rules! metadata_page {
+    ($($message:ty),* $(,)?) => {$(
+        impl MetadataPage for $message {
+            fn into_raw(self) -> RawMsg {
+                RawMsg {
+                    kind: self.block_metadata_type,
+                    capacity: self.volume_capacity_bytes,
+                    blocks: self
+                        .block_metadata
+                        .iter()
+                        .map(|b| (b.byte_offset, b.size_bytes))
+                        .collect(),
+                }
+            }
+        }
+    )*};
+}
+
+metadata_page!(
+    k8s::GetMetadataAllocatedResponse,
+    k8s::GetMetadataDeltaResponse,
+    csi::GetMetadataAllocatedResponse,
+    csi::GetMetadataDeltaResponse,
+);
+
+/// The stream of a call's answer, as pages the stream reads.
+fn raw_stream<M: MetadataPage>(response: tonic::Response<tonic::Streaming<M>>) -> RawStream {
+    response
+        .into_inner()
+        .map(|page| page.map(MetadataPage::into_raw))
+        .boxed()
 }
 
 fn describe(client: &Client, query: &Query) -> String {

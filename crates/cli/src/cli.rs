@@ -483,29 +483,10 @@ pub struct DemoArgs {
     pub dir: Option<PathBuf>,
 }
 
-/// Parses sizes like 65536, 64K, 64KiB, 1M, 1MiB, 2G.
+/// Parses sizes like 65536, 64K, 64KiB, 1M, 1MiB, 2G: the engine's one grammar
+/// ([`s3mover_engine::units::parse_size`]), for flags as for environment variables.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: u64 = number.parse().map_err(|_| {
-        format!("{text:?} is not a size; use a number with an optional K, M or G suffix")
-    })?;
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        other => {
-            return Err(format!(
-                "unknown size unit {other:?} in {text:?}; use K, M, G or T"
-            ))
-        }
-    };
-    number
-        .checked_mul(factor)
-        .ok_or_else(|| format!("size {text:?} is too large"))
+    s3mover_engine::units::parse_size(text)
 }
 
 fn parse_tag(text: &str) -> Result<String, String> {
@@ -563,6 +544,8 @@ pub fn exit_code_for(error: &anyhow::Error) -> u8 {
                 EngineError::Corrupt(_) | EngineError::Missing(_) => EXIT_INTEGRITY,
                 EngineError::Store(e) if e.is_truncated() => EXIT_INTEGRITY,
                 EngineError::PasswordRequired => EXIT_AUTH,
+                // s3mover's own fault: not bad usage, whatever the operation was.
+                EngineError::Internal(_) => EXIT_FAILED,
                 EngineError::Crypto(s3mover_engine::crypto::CryptoError::WrongPassword(_)) => {
                     EXIT_AUTH
                 }
@@ -585,6 +568,18 @@ pub fn exit_code_for(error: &anyhow::Error) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An internal failure exits 1 and says so; bad usage stays exit 2.
+    #[test]
+    fn internal_errors_are_not_usage_errors() {
+        let internal = anyhow::Error::new(EngineError::internal("read task failed: cancelled"));
+        assert_eq!(exit_code_for(&internal), EXIT_FAILED);
+        assert!(internal
+            .to_string()
+            .starts_with("internal error: read task failed"));
+        let usage = anyhow::Error::new(EngineError::Invalid("bad".into()));
+        assert_eq!(exit_code_for(&usage), EXIT_USAGE);
+    }
 
     #[test]
     fn sizes() {

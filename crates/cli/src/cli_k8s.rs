@@ -195,39 +195,10 @@ pub struct K8sCleanupArgs {
     pub dry_run: bool,
 }
 
-/// Parses durations like 90s, 30m, 2h, 1h30m, 500ms, or plain seconds.
+/// Parses durations like 90s, 30m, 2h, 1h30m, 500ms, or plain seconds: the engine's one
+/// grammar ([`s3mover_engine::units::parse_duration`]).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    if let Ok(secs) = t.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let bad = || format!("{text:?} is not a duration; use e.g. 90s, 30m, 2h or 1h30m");
-    let mut total = Duration::ZERO;
-    let mut rest = t;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        if digits == 0 {
-            return Err(bad());
-        }
-        let number: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        total += match unit {
-            "ms" => Duration::from_millis(number),
-            "s" => Duration::from_secs(number),
-            "m" => Duration::from_secs(number * 60),
-            "h" => Duration::from_secs(number * 3600),
-            _ => return Err(bad()),
-        };
-    }
-    Ok(total)
+    s3mover_engine::units::parse_duration(text)
 }
 
 #[cfg(test)]

@@ -71,5 +71,5 @@ fn one_line(error: &anyhow::Error) -> String {
             text.push_str(&cause);
         }
     }
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    s3mover_engine::storage::one_line(&text)
 }

@@ -7,13 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The format version this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 2;
-/// The oldest format version this build reads (and writes, in a repository of that version).
-pub const OLDEST_FORMAT_VERSION: u32 = 1;
-
-/// The value of `config.format`, so a stray JSON object is not taken for a repository.
-pub const FORMAT_NAME: &str = "s3mover-repository";
+pub use crate::layout::{FORMAT_NAME, FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 
 /// Default chunk size: 64 KiB (see docs/benchmarks.md for the measured trade-off).
 pub const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;

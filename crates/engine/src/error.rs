@@ -33,6 +33,21 @@ pub enum Error {
     /// A source or target device or file could not be used.
     #[error("{0}")]
     Io(String),
+    /// An I/O operation on a path failed; the operating system's error is kept as the source.
+    #[error("{what} {}: {source}", path.display())]
+    File {
+        /// What was being done, e.g. `cannot open`.
+        what: String,
+        /// The file or device.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A failure that is s3mover's fault, not the user's or the storage's: a task that
+    /// panicked or was cancelled, a value that could not be encoded, a broken invariant.
+    #[error("internal error: {0} (a bug in s3mover; please report it)")]
+    Internal(String),
     /// A backup id matched nothing or several backups.
     #[error("{0}")]
     NoSuchBackup(String),
@@ -47,6 +62,37 @@ pub enum Error {
 impl Error {
     /// An I/O error on a path, as a one-line message.
     pub fn io(what: &str, path: &std::path::Path, error: std::io::Error) -> Self {
-        Error::Io(format!("{what} {}: {error}", path.display()))
+        Error::File {
+            what: what.to_string(),
+            path: path.to_path_buf(),
+            source: error,
+        }
+    }
+
+    /// An internal failure (see [`Error::Internal`]).
+    pub fn internal(what: impl Into<String>) -> Self {
+        Error::Internal(what.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An I/O error keeps its path and the operating system's error as its source.
+    #[test]
+    fn io_errors_keep_their_source() {
+        let error = Error::io(
+            "cannot open",
+            std::path::Path::new("/dev/x"),
+            std::io::Error::from_raw_os_error(libc::ENOENT),
+        );
+        assert!(
+            error.to_string().starts_with("cannot open /dev/x: "),
+            "{error}"
+        );
+        let source = std::error::Error::source(&error).expect("source");
+        let io = source.downcast_ref::<std::io::Error>().expect("io error");
+        assert_eq!(io.raw_os_error(), Some(libc::ENOENT));
     }
 }

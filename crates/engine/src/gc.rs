@@ -25,13 +25,13 @@ use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
 use crate::id::ChunkId;
+use crate::layout::{self, aad::ObjectKind};
 use crate::manifest::Manifest;
-use crate::objects::ObjectKind;
 use crate::repo::Repository;
 
 /// The object naming every deletion marker, so a backup's check reads one object instead of
 /// listing `gc/deleting/` (see [`write_marker_directory`]).
-pub const MARKER_DIRECTORY_KEY: &str = "gc/markers";
+pub const MARKER_DIRECTORY_KEY: &str = crate::layout::GC_MARKERS_KEY;
 
 /// How long a deletion marker stays after its deletion finished. A backup that takes longer
 /// than this from its start to its post-commit check is outside the safety argument.
@@ -90,7 +90,7 @@ pub struct PendingSet {
 impl PendingSet {
     /// Object key for a new pending set.
     pub fn new_key(created: i64) -> String {
-        format!("gc/pending/{created:012}-{}", random_suffix())
+        format!("{}{created:012}-{}", layout::GC_PENDING, random_suffix())
     }
 
     /// The creation time encoded in a key, if it is a pending-set key.
@@ -159,15 +159,15 @@ pub fn encode_pending_set(
         dead: SeqOnce(std::cell::RefCell::new(Some(dead))),
     };
     let encoder = zstd::stream::write::Encoder::new(Vec::new(), 3)
-        .map_err(|e| Error::Invalid(format!("cannot compress pending set: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot compress pending set: {e}")))?;
     let mut writer = std::io::BufWriter::with_capacity(1 << 16, encoder);
     serde_json::to_writer(&mut writer, &out)
-        .map_err(|e| Error::Invalid(format!("cannot encode pending set: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot encode pending set: {e}")))?;
     let compressed = writer
         .into_inner()
-        .map_err(|e| Error::Invalid(format!("cannot compress pending set: {}", e.error())))?
+        .map_err(|e| Error::Internal(format!("cannot compress pending set: {}", e.error())))?
         .finish()
-        .map_err(|e| Error::Invalid(format!("cannot compress pending set: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot compress pending set: {e}")))?;
     Ok(Bytes::from(repo.seal_object(
         pending_kind(key),
         key,
@@ -216,30 +216,26 @@ pub struct DeletionMarker {
     pub removed: Option<String>,
 }
 
+impl crate::layout::sealed::SealedRecord for DeletionMarker {
+    const KIND: ObjectKind = ObjectKind::GcMarker;
+    const NAME: &'static str = "deletion marker";
+}
+
 impl DeletionMarker {
     /// Object key for a new marker.
     pub fn new_key(began: i64) -> String {
-        format!("gc/deleting/{began:012}-{}", random_suffix())
+        format!("{}{began:012}-{}", layout::GC_DELETING, random_suffix())
     }
 
     /// Writes (or rewrites) the marker.
     pub async fn write(&self, repo: &Repository, key: &str) -> Result<()> {
-        let json = serde_json::to_vec(self)
-            .map_err(|e| Error::Invalid(format!("cannot encode deletion marker: {e}")))?;
-        let sealed = repo.seal_object(ObjectKind::GcMarker, key, &json);
-        repo.store().put(key, Bytes::from(sealed)).await?;
+        repo.write_record(key, self).await?;
         Ok(())
     }
 
     /// Reads a marker; `None` if it vanished meanwhile.
     pub async fn read(repo: &Repository, key: &str) -> Result<Option<DeletionMarker>> {
-        let Some(sealed) = repo.store().get_optional(key).await? else {
-            return Ok(None);
-        };
-        let json = repo.open_object(ObjectKind::GcMarker, key, &sealed)?;
-        serde_json::from_slice(&json)
-            .map(Some)
-            .map_err(|e| Error::Corrupt(format!("{key}: {e}")))
+        repo.read_record(key).await
     }
 
     /// True when this deletion may have removed data a backup started at `started` relies on:
@@ -258,6 +254,11 @@ struct MarkerDirectory {
     markers: Vec<String>,
 }
 
+impl crate::layout::sealed::SealedRecord for MarkerDirectory {
+    const KIND: ObjectKind = ObjectKind::GcMarkerDirectory;
+    const NAME: &'static str = "the marker directory";
+}
+
 /// Writes the marker directory: the keys of every deletion marker that exists or is about to.
 /// Only a prune holding the lease writes it: after tidying, with the markers it listed, and
 /// again, with its own marker's key added, **before** it writes that marker. So from before a
@@ -267,12 +268,7 @@ pub async fn write_marker_directory(repo: &Repository, markers: &[String]) -> Re
     let directory = MarkerDirectory {
         markers: markers.to_vec(),
     };
-    let json = serde_json::to_vec(&directory)
-        .map_err(|e| Error::Invalid(format!("cannot encode the marker directory: {e}")))?;
-    let sealed = repo.seal_object(ObjectKind::GcMarkerDirectory, MARKER_DIRECTORY_KEY, &json);
-    repo.store()
-        .put(MARKER_DIRECTORY_KEY, Bytes::from(sealed))
-        .await?;
+    repo.write_record(MARKER_DIRECTORY_KEY, &directory).await?;
     Ok(())
 }
 
@@ -291,7 +287,7 @@ async fn marker_keys(repo: &Repository) -> Result<Vec<String>> {
     }
     Ok(repo
         .store()
-        .list("gc/deleting/")
+        .list(layout::GC_DELETING)
         .await?
         .into_iter()
         .map(|o| o.key)
@@ -300,13 +296,8 @@ async fn marker_keys(repo: &Repository) -> Result<Vec<String>> {
 
 /// The marker directory's list of marker keys; `None` when there is no directory.
 pub async fn read_marker_directory(repo: &Repository) -> Result<Option<Vec<String>>> {
-    let Some(sealed) = repo.store().get_optional(MARKER_DIRECTORY_KEY).await? else {
-        return Ok(None);
-    };
-    let json = repo.open_object(ObjectKind::GcMarkerDirectory, MARKER_DIRECTORY_KEY, &sealed)?;
-    let directory: MarkerDirectory = serde_json::from_slice(&json)
-        .map_err(|e| Error::Corrupt(format!("{MARKER_DIRECTORY_KEY}: {e}")))?;
-    Ok(Some(directory.markers))
+    let directory: Option<MarkerDirectory> = repo.read_record(MARKER_DIRECTORY_KEY).await?;
+    Ok(directory.map(|d| d.markers))
 }
 
 /// Every deletion marker in the repository, with its key (markers named but already removed,
@@ -343,7 +334,7 @@ pub async fn check_after_commit(
 
 async fn withdraw(repo: &Repository, manifest: &Manifest, reason: &str) -> Result<()> {
     repo.store()
-        .delete(&format!("backups/{}", manifest.id))
+        .delete(&layout::manifest_key(&manifest.id))
         .await?;
     repo.store()
         .delete(&crate::tree_table::key(&manifest.id))
@@ -368,7 +359,7 @@ async fn overlapping_dead_ids(
         match &manifest.parent {
             Some(parent) => Ok(repo
                 .store()
-                .size_of(&format!("backups/{parent}"))
+                .size_of(&layout::manifest_key(parent))
                 .await?
                 .is_some()),
             None => Ok::<bool, Error>(true),
@@ -521,10 +512,15 @@ struct LeaseRecord {
     expires: i64,
 }
 
+impl crate::layout::sealed::SealedRecord for LeaseRecord {
+    const KIND: ObjectKind = ObjectKind::GcLease;
+    const NAME: &'static str = "lease";
+}
+
 async fn live_leases(repo: &Repository) -> Result<Vec<(String, LeaseRecord)>> {
     let keys: Vec<String> = repo
         .store()
-        .list("gc/lease/")
+        .list(layout::GC_LEASE)
         .await?
         .into_iter()
         .map(|o| o.key)
@@ -535,10 +531,7 @@ async fn live_leases(repo: &Repository) -> Result<Vec<(String, LeaseRecord)>> {
             let Some(sealed) = repo.store().get_optional(&key).await? else {
                 return Ok::<_, Error>(None);
             };
-            let record = repo
-                .open_object(ObjectKind::GcLease, &key, &sealed)
-                .ok()
-                .and_then(|json| serde_json::from_slice::<LeaseRecord>(&json).ok());
+            let record = repo.open_record::<LeaseRecord>(&key, &sealed).ok();
             Ok(match record {
                 Some(r) if r.expires > now && !holder_is_dead(&r) => Some((key, r)),
                 _ => {
@@ -554,16 +547,10 @@ async fn live_leases(repo: &Repository) -> Result<Vec<(String, LeaseRecord)>> {
     Ok(records.into_iter().flatten().collect())
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
-}
-
 /// A lease held by a process of this host that no longer exists is stale at once.
 fn holder_is_dead(record: &LeaseRecord) -> bool {
     !record.host.is_empty()
-        && record.host == hostname()
+        && record.host == crate::layout::session::hostname()
         && record.pid != std::process::id()
         && !std::path::Path::new(&format!("/proc/{}", record.pid)).exists()
 }
@@ -576,7 +563,7 @@ impl Lease {
             return Err(busy(&key, &other));
         }
         let mut lease = Lease {
-            key: format!("gc/lease/{:012}-{}", now_unix(), random_suffix()),
+            key: format!("{}{:012}-{}", layout::GC_LEASE, now_unix(), random_suffix()),
             expires: 0,
         };
         lease.write(repo).await?;
@@ -594,14 +581,11 @@ impl Lease {
     async fn write(&mut self, repo: &Repository) -> Result<()> {
         self.expires = now_unix() + LEASE_SECONDS;
         let record = LeaseRecord {
-            host: hostname(),
+            host: crate::layout::session::hostname(),
             pid: std::process::id(),
             expires: self.expires,
         };
-        let json = serde_json::to_vec(&record)
-            .map_err(|e| Error::Invalid(format!("cannot encode lease: {e}")))?;
-        let sealed = repo.seal_object(ObjectKind::GcLease, &self.key, &json);
-        repo.store().put(&self.key, Bytes::from(sealed)).await?;
+        repo.write_record(&self.key, &record).await?;
         Ok(())
     }
 

@@ -17,6 +17,7 @@ use futures::StreamExt;
 
 use crate::error::{Error, Result};
 use crate::id::ChunkId;
+use crate::layout;
 use crate::objects::{self, ObjectKind};
 use crate::pack::{self, BlobKind, PackEntry};
 use crate::repo::Repository;
@@ -69,7 +70,7 @@ impl PackIndex {
         loop {
             let keys: Vec<String> = repo
                 .store()
-                .list("index/")
+                .list(layout::INDEX)
                 .await?
                 .into_iter()
                 .map(|o| o.key)
@@ -268,7 +269,7 @@ impl SharedIndex {
 pub async fn list_packs(repo: &Repository) -> Result<Vec<(ChunkId, u64)>> {
     Ok(repo
         .store()
-        .list("packs/")
+        .list(layout::PACKS)
         .await?
         .into_iter()
         .filter_map(|o| {
@@ -364,9 +365,9 @@ pub async fn write_index_object(
 ) -> Result<(String, u64)> {
     let records = pack::encode_index_records(packs);
     let compressed = zstd::bulk::compress(&records, 3)
-        .map_err(|e| Error::Invalid(format!("cannot compress index: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot compress index: {e}")))?;
     let sealed = repo.seal_object(ObjectKind::Index, "", &compressed);
-    let key = format!("index/{}", blake3::hash(&sealed).to_hex());
+    let key = layout::index_key(&sealed);
     let size = sealed.len() as u64;
     repo.store().put(&key, Bytes::from(sealed)).await?;
     Ok((key, size))

@@ -10,6 +10,8 @@
 //! stores blobs ([`pack`], [`index`]), [`repo`] commits [`manifest`]s, [`restore`] and
 //! [`verify`] read them back. [`storage`] is the only door to the object store.
 
+#![warn(unreachable_pub)]
+
 pub mod backup;
 pub mod bitmap;
 pub mod check;
@@ -17,15 +19,13 @@ pub mod config;
 pub mod crypto;
 pub mod device;
 mod device_use;
-pub mod direct_io;
 pub mod error;
 pub mod gc;
 pub mod id;
 pub mod index;
+pub mod layout;
 pub mod manifest;
-pub mod objects;
 pub mod pack;
-pub mod pack_buffers;
 pub mod progress;
 pub mod prune;
 pub mod quarantine;
@@ -33,7 +33,6 @@ pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod retention;
-pub mod storage;
 pub mod time_util;
 pub mod tree;
 pub mod tree_table;
@@ -42,4 +41,9 @@ pub mod verify;
 pub mod xchacha;
 
 pub use error::{Error, Result};
+/// The AAD of sealed objects, under its earlier path.
+pub use layout::aad as objects;
 pub use repo::{InitOptions, LockedRepository, Repository};
+/// The object-store door (the `s3mover-storage` crate), under its earlier path.
+pub use s3mover_storage as storage;
+pub use s3mover_storage::{direct_io, pack_buffers, units};

@@ -119,3 +119,8 @@ pub struct Manifest {
     /// Figures of the run.
     pub stats: BackupStats,
 }
+
+impl crate::layout::sealed::SealedRecord for Manifest {
+    const KIND: crate::layout::aad::ObjectKind = crate::layout::aad::ObjectKind::Manifest;
+    const NAME: &'static str = "manifest";
+}

@@ -239,8 +239,7 @@ impl FinishedPack {
 
 /// The object key of a pack.
 pub fn pack_key(name: &ChunkId) -> String {
-    let hex = name.to_hex();
-    format!("packs/{}/{}", &hex[..2], hex)
+    crate::layout::pack_key(name)
 }
 
 impl PackBuilder {

@@ -26,15 +26,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use time::Duration;
 
 use crate::error::{Error, Result};
 use crate::gc::{self, DeletionMarker, Lease, PendingPack, PendingSet};
 use crate::id::ChunkId;
 use crate::index;
+use crate::layout;
 use crate::manifest::Manifest;
-use crate::objects::ObjectKind;
 use crate::pack::{self, BlobKind, PackBuilder, PackEntry};
 use crate::repo::Repository;
 use crate::storage::ObjectInfo;
@@ -44,9 +44,7 @@ use housekeeping::{consumed_sets, remove_leftovers, remove_orphan_tree_tables, t
 use idset::{MergeSorted, PrefixSet, PrefixSetBuilder};
 use pack_reads::{CopyStep, PackToCopy};
 
-/// Sessions updated within this many seconds (or within the grace, if shorter) protect the
-/// chunks they list.
-const SESSION_PROTECT_SECONDS: i64 = 13 * 3600;
+use crate::layout::session::{SessionRecord, SESSION_PROTECT_SECONDS};
 /// The least time a backup's uploads are protected whatever the grace: packs that no index
 /// object names are removed only once older than the grace and this, and a session protects
 /// its chunks for at least this after its last update. A running backup indexes its packs and
@@ -206,7 +204,7 @@ impl<'a> Marker<'a> {
         let keys: Vec<String> = self
             .repo
             .store()
-            .list("index/")
+            .list(layout::INDEX)
             .await?
             .into_iter()
             .map(|o| o.key)
@@ -309,18 +307,15 @@ impl<'a> Marker<'a> {
     async fn mark_sessions(&mut self, sessions: &[String], protect_seconds: i64) -> Result<()> {
         let now = gc::now_unix();
         for key in sessions {
-            let Some(sealed) = self.repo.store().get_optional(key).await? else {
-                continue;
+            let session = match self.repo.read_record::<SessionRecord>(key).await {
+                Ok(Some(session)) => session,
+                Ok(None) => continue,
+                Err(Error::Store(e)) => return Err(e.into()),
+                Err(_) => continue,
             };
-            let Ok(json) = self.repo.open_object(ObjectKind::Session, key, &sealed) else {
-                continue;
-            };
-            let Ok(session) = serde_json::from_slice::<SessionView>(&json) else {
-                continue;
-            };
-            let fresh = crate::time_util::parse_rfc3339(&session.updated_at)
-                .map(|t| now - t.unix_timestamp() < protect_seconds)
-                .unwrap_or(false);
+            let fresh = session
+                .age_seconds(now)
+                .is_some_and(|age| age < protect_seconds);
             if !fresh {
                 continue;
             }
@@ -339,14 +334,6 @@ impl<'a> Marker<'a> {
         }
         Ok(())
     }
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SessionView {
-    updated_at: String,
-    #[serde(default)]
-    index_objects: Vec<String>,
 }
 
 /// The repository as one listing saw it.
@@ -369,26 +356,26 @@ impl Listing {
         let mut listing = Listing::default();
         for object in repo.store().list("").await? {
             let key = object.key.clone();
-            if let Some(rest) = key.strip_prefix("packs/") {
+            if let Some(rest) = key.strip_prefix(layout::PACKS) {
                 if let Some(name) = rest.rsplit('/').next().and_then(ChunkId::from_hex) {
                     listing.packs.insert(name, object);
                 }
-            } else if key.starts_with("index/") {
+            } else if key.starts_with(layout::INDEX) {
                 listing.index.push(key);
-            } else if let Some(id) = key.strip_prefix("backups/") {
-                if id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            } else if let Some(id) = key.strip_prefix(layout::BACKUPS) {
+                if layout::is_backup_id(id) {
                     listing.backups.push(id.to_string());
                 }
-            } else if key.starts_with("sessions/") {
+            } else if key.starts_with(layout::SESSIONS) {
                 listing.sessions.push(key);
-            } else if key.starts_with("gc/pending/") {
+            } else if key.starts_with(layout::GC_PENDING) {
                 listing.pending.push(key);
-            } else if key.starts_with("gc/deleting/") {
+            } else if key.starts_with(layout::GC_DELETING) {
                 listing.markers.push(key);
-            } else if let Some(id) = key.strip_prefix("trees/") {
+            } else if let Some(id) = key.strip_prefix(layout::TREES) {
                 listing.tree_tables.push((id.to_string(), object));
             } else if let Some(name) = key
-                .strip_prefix(crate::quarantine::DAMAGED_PACKS_PREFIX)
+                .strip_prefix(layout::QUARANTINE_PACKS)
                 .and_then(ChunkId::from_hex)
             {
                 listing.damaged.insert(name);
@@ -881,13 +868,13 @@ impl Phase2<'_> {
         // Re-mark from backups the pending sets did not all see, and from fresh sessions.
         let mut fresh = PrefixSet::default();
         if !options.dry_run {
-            let ids: Vec<String> = list_keys(repo, "backups/")
+            let ids: Vec<String> = list_keys(repo, layout::BACKUPS)
                 .await?
                 .into_iter()
-                .filter_map(|k| k.strip_prefix("backups/").map(str::to_string))
+                .filter_map(|k| k.strip_prefix(layout::BACKUPS).map(str::to_string))
                 .filter(|id| !seen_by_all.contains(id))
                 .collect();
-            let sessions = list_keys(repo, "sessions/").await?;
+            let sessions = list_keys(repo, layout::SESSIONS).await?;
             marker.visited.clear();
             let result = async {
                 for manifest in read_manifests(repo, &ids).await? {
@@ -960,7 +947,7 @@ impl Phase2<'_> {
 
         let lease_ref = lease
             .as_mut()
-            .ok_or_else(|| Error::Invalid("internal error: sweeping without a lease".into()))?;
+            .ok_or_else(|| Error::Internal("sweeping without a lease".into()))?;
 
         // 0. Record exactly which ids go, before anything goes: per pack to delete or repack,
         //    its removable dead prefixes; the dead prefixes of other packs are dropped.
@@ -973,7 +960,7 @@ impl Phase2<'_> {
         }
         drop(dead_of);
         drop(fresh);
-        let removed_key = marker_key.replacen("gc/deleting/", "gc/removed/", 1);
+        let removed_key = layout::removed_key_of_marker(&marker_key);
         let removed_ids = MergeSorted::new(removed_of.values().map(|l| l.iter().copied()));
         let sealed =
             gc::encode_pending_set(repo, &removed_key, deletion.began, &[], &[], removed_ids)?;
@@ -1235,7 +1222,7 @@ async fn upload_pack(
     let sealer = Arc::clone(repo.sealer());
     let finished = tokio::task::spawn_blocking(move || builder.finish(&sealer))
         .await
-        .map_err(|e| Error::Invalid(format!("pack task failed: {e}")))?;
+        .map_err(|e| Error::Internal(format!("pack task failed: {e}")))?;
     let size = finished.bytes.len() as u64;
     repo.store()
         .put(&finished.key(), finished.bytes.clone())

@@ -16,14 +16,13 @@
 
 use std::collections::HashSet;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::id::ChunkId;
 use crate::index;
+use crate::layout::{self, aad::ObjectKind};
 use crate::manifest::Manifest;
-use crate::objects::ObjectKind;
 use crate::pack;
 use crate::repo::Repository;
 
@@ -36,6 +35,11 @@ pub struct Record {
     #[serde(default)]
     pub pack: Option<String>,
     pub time: String,
+}
+
+impl crate::layout::sealed::SealedRecord for Record {
+    const KIND: ObjectKind = ObjectKind::Quarantine;
+    const NAME: &'static str = "quarantine record";
 }
 
 /// The quarantined chunk ids, loaded with one listing of `quarantine/chunks/`.
@@ -62,12 +66,12 @@ impl Quarantine {
     pub async fn load(repo: &Repository) -> Result<Quarantine> {
         let chunks = repo
             .store()
-            .list("quarantine/chunks/")
+            .list(layout::QUARANTINE_CHUNKS)
             .await?
             .into_iter()
             .filter_map(|o| {
                 o.key
-                    .strip_prefix("quarantine/chunks/")
+                    .strip_prefix(layout::QUARANTINE_CHUNKS)
                     .and_then(ChunkId::from_hex)
             })
             .collect();
@@ -91,14 +95,14 @@ impl Quarantine {
 }
 
 fn chunk_key(id: &ChunkId) -> String {
-    format!("quarantine/chunks/{}", id.to_hex())
+    layout::quarantined_chunk_key(id)
 }
 
 fn backup_key(id: &str) -> String {
-    format!("quarantine/backups/{id}")
+    layout::quarantined_backup_key(id)
 }
 
-const VOLUMES_PREFIX: &str = "quarantine/volumes/";
+const VOLUMES_PREFIX: &str = layout::QUARANTINE_VOLUMES;
 
 fn volume_record_key(repo: &Repository, volume: &str) -> String {
     format!("{VOLUMES_PREFIX}{}", repo.volume_key(volume))
@@ -124,10 +128,7 @@ pub async fn clear_volume_records(repo: &Repository, min_age_seconds: i64) -> Re
         let Some(sealed) = repo.store().get_optional(&object.key).await? else {
             continue;
         };
-        let record: Option<Record> = repo
-            .open_object(ObjectKind::Quarantine, &object.key, &sealed)
-            .ok()
-            .and_then(|json| serde_json::from_slice(&json).ok());
+        let record: Option<Record> = repo.open_record(&object.key, &sealed).ok();
         let written = record
             .and_then(|r| crate::time_util::parse_rfc3339(&r.time))
             .map(|t| t.unix_timestamp());
@@ -141,10 +142,7 @@ pub async fn clear_volume_records(repo: &Repository, min_age_seconds: i64) -> Re
 }
 
 async fn put_record(repo: &Repository, key: &str, record: &Record) -> Result<()> {
-    let json = serde_json::to_vec(record)
-        .map_err(|e| Error::Invalid(format!("cannot encode quarantine record: {e}")))?;
-    let sealed = repo.seal_object(ObjectKind::Quarantine, key, &json);
-    repo.store().put(key, Bytes::from(sealed)).await?;
+    repo.write_record(key, record).await?;
     Ok(())
 }
 
@@ -166,11 +164,11 @@ pub async fn record_chunk(
 /// Where verify records a pack whose own header is damaged: an empty object named by the
 /// pack, which makes the next prune copy the pack's blobs (located through the index) into a
 /// new pack and delete it. A forged record costs only that copy.
-pub const DAMAGED_PACKS_PREFIX: &str = "quarantine/packs/";
+pub const DAMAGED_PACKS_PREFIX: &str = layout::QUARANTINE_PACKS;
 
 /// The record of a pack whose header is damaged.
 pub fn damaged_pack_key(pack: &ChunkId) -> String {
-    format!("{DAMAGED_PACKS_PREFIX}{}", pack.to_hex())
+    layout::damaged_pack_key(pack)
 }
 
 /// Records a pack whose header is damaged, for prune to rewrite.
@@ -204,12 +202,12 @@ pub async fn clear_backup(repo: &Repository, id: &str) -> Result<()> {
 pub async fn failed_backups(repo: &Repository) -> Result<HashSet<String>> {
     Ok(repo
         .store()
-        .list("quarantine/backups/")
+        .list(layout::QUARANTINE_BACKUPS)
         .await?
         .into_iter()
         .filter_map(|o| {
             o.key
-                .strip_prefix("quarantine/backups/")
+                .strip_prefix(layout::QUARANTINE_BACKUPS)
                 .map(str::to_string)
         })
         .collect())
@@ -255,7 +253,7 @@ pub async fn drop_index_entries(
 
 async fn rewrite(repo: &Repository, bad: &HashSet<(ChunkId, ChunkId)>) -> Result<usize> {
     let mut rewritten = 0;
-    for object in repo.store().list("index/").await? {
+    for object in repo.store().list(layout::INDEX).await? {
         let records = match index::read_index_object(repo, &object.key).await {
             Ok(r) => r,
             Err(Error::Store(e)) if e.is_not_found() => continue,

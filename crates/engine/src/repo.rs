@@ -12,6 +12,7 @@ use crate::config::{
 use crate::crypto::{self, KeySlot, Keys, Sealer, SlotContents};
 use crate::error::{Error, Result};
 use crate::id::IdHasher;
+use crate::layout;
 use crate::manifest::Manifest;
 use crate::objects::{Binding, ObjectKind};
 use crate::storage::Store;
@@ -77,7 +78,7 @@ impl Repository {
                 config::MAX_CHUNK_SIZE
             )));
         }
-        if store.get_optional("config").await?.is_some() {
+        if store.get_optional(layout::CONFIG_KEY).await?.is_some() {
             return Err(Error::AlreadyExists {
                 location: store.description().to_string(),
                 what: "an s3mover repository".into(),
@@ -106,10 +107,10 @@ impl Repository {
                     (version >= crate::objects::BOUND_FROM_VERSION).then_some(&repository_id);
                 let slot = KeySlot::create(&master, password.as_bytes(), options.kdf, bound)?;
                 let slot_json = serde_json::to_vec_pretty(&slot)
-                    .map_err(|e| Error::Invalid(format!("cannot encode key slot: {e}")))?;
+                    .map_err(|e| Error::Internal(format!("cannot encode key slot: {e}")))?;
                 let slot_id = hex::encode(&crypto::random_key()[..8]);
                 store
-                    .put(&format!("keys/{slot_id}"), Bytes::from(slot_json))
+                    .put(&layout::key_slot_key(&slot_id), Bytes::from(slot_json))
                     .await?;
                 key_slots.push(slot_id);
                 (Keys::from_master(&master), "xchacha20poly1305", None)
@@ -132,19 +133,22 @@ impl Repository {
         let binding = Binding::new(config.version, &config.id);
         if config.is_encrypted() && binding.binds_names() {
             let fields = serde_json::to_vec(&config.secured_fields())
-                .map_err(|e| Error::Invalid(format!("cannot encode config: {e}")))?;
-            let sealed = keys
-                .sealer()
-                .seal(&fields, &binding.aad(ObjectKind::Config, "config"));
+                .map_err(|e| Error::Internal(format!("cannot encode config: {e}")))?;
+            let sealed = keys.sealer().seal(
+                &fields,
+                &binding.aad(ObjectKind::Config, layout::CONFIG_KEY),
+            );
             config.sealed_fields = Some(hex::encode(sealed));
         }
         let config_json = serde_json::to_vec_pretty(&config)
-            .map_err(|e| Error::Invalid(format!("cannot encode config: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot encode config: {e}")))?;
         let repo = Repository::assemble(store, config, keys);
         // An empty marker directory, so that backups never list `gc/deleting/`.
         crate::gc::write_marker_directory(&repo, &[]).await?;
         // The config is written last: a repository exists once its config does.
-        repo.store().put("config", Bytes::from(config_json)).await?;
+        repo.store()
+            .put(layout::CONFIG_KEY, Bytes::from(config_json))
+            .await?;
         Ok(repo)
     }
 
@@ -204,7 +208,10 @@ impl Repository {
             .map_err(|_| refused("its sealed copy of its fields is not hex".into()))?;
         let json = self
             .sealer
-            .open(&sealed, &self.binding.aad(ObjectKind::Config, "config"))
+            .open(
+                &sealed,
+                &self.binding.aad(ObjectKind::Config, layout::CONFIG_KEY),
+            )
             .map_err(|e| refused(format!("its sealed copy of its fields does not open ({e})")))?;
         let kept: SecuredFields = serde_json::from_slice(&json)
             .map_err(|e| refused(format!("its sealed copy of its fields is not valid ({e})")))?;
@@ -248,13 +255,8 @@ impl Repository {
 
     /// Writes a manifest: the commit point of a backup.
     pub async fn write_manifest(&self, manifest: &Manifest) -> Result<u64> {
-        let json = serde_json::to_vec(manifest)
-            .map_err(|e| Error::Invalid(format!("cannot encode manifest: {e}")))?;
-        let key = manifest_key(&manifest.id);
-        let sealed = self.seal_object(ObjectKind::Manifest, &key, &json);
-        let size = sealed.len() as u64;
-        self.store.put(&key, Bytes::from(sealed)).await?;
-        Ok(size)
+        self.write_record(&manifest_key(&manifest.id), manifest)
+            .await
     }
 
     /// Reads one manifest by its full id.
@@ -289,11 +291,11 @@ impl Repository {
     pub async fn list_backup_ids(&self) -> Result<Vec<String>> {
         let mut ids: Vec<String> = self
             .store
-            .list("backups/")
+            .list(layout::BACKUPS)
             .await?
             .into_iter()
-            .filter_map(|o| o.key.strip_prefix("backups/").map(str::to_string))
-            .filter(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .filter_map(|o| o.key.strip_prefix(layout::BACKUPS).map(str::to_string))
+            .filter(|id| layout::is_backup_id(id))
             .collect();
         ids.sort();
         Ok(ids)
@@ -444,7 +446,7 @@ impl Repository {
 
     /// What the volume's `latest/` pointer says (a damaged one is logged and not followed).
     async fn latest_pointer(&self, volume: &str) -> Result<LatestPointer> {
-        let key = format!("latest/{}", self.volume_key(volume));
+        let key = layout::latest_key(&self.volume_key(volume));
         let bytes = match self.store.get_optional(&key).await {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return Ok(LatestPointer::Absent),
@@ -471,7 +473,7 @@ impl Repository {
 
     /// Points `latest/<volume>` at a backup.
     pub async fn set_latest(&self, volume: &str, id: &str) -> Result<u64> {
-        let key = format!("latest/{}", self.volume_key(volume));
+        let key = layout::latest_key(&self.volume_key(volume));
         let body = if self.binding.binds_names() {
             self.seal_object(ObjectKind::Latest, &key, id.as_bytes())
         } else {
@@ -573,7 +575,7 @@ pub struct ManifestScan {
 
 /// The object key of a backup's manifest.
 pub fn manifest_key(id: &str) -> String {
-    format!("backups/{id}")
+    layout::manifest_key(id)
 }
 
 /// A config that says "unencrypted" in a repository that has key slots was changed: using it
@@ -581,8 +583,13 @@ pub fn manifest_key(id: &str) -> String {
 /// unencrypted repository.
 async fn refuse_plaintext_over_key_slots(store: &Store, config: &RepoConfig) -> Result<()> {
     let slot = match config.key_slots.first() {
-        Some(id) => Some(format!("keys/{id}")),
-        None => store.list("keys/").await?.into_iter().next().map(|o| o.key),
+        Some(id) => Some(layout::key_slot_key(id)),
+        None => store
+            .list(layout::KEYS)
+            .await?
+            .into_iter()
+            .next()
+            .map(|o| o.key),
     };
     match slot {
         Some(slot) => Err(Error::Corrupt(format!(
@@ -626,7 +633,7 @@ fn check_slot_matches_config(
 
 async fn read_config(store: &Store) -> Result<RepoConfig> {
     let location = store.description().to_string();
-    let bytes = match store.get_optional("config").await? {
+    let bytes = match store.get_optional(layout::CONFIG_KEY).await? {
         Some(bytes) => bytes,
         None => {
             return Err(Error::NotARepository {
@@ -671,7 +678,7 @@ async fn unlock(
     let mut tried: Vec<String> = Vec::new();
     let mut missing: Vec<String> = Vec::new();
     for id in known_slots {
-        let key = format!("keys/{id}");
+        let key = layout::key_slot_key(id);
         match try_slot(store, &key, password).await? {
             SlotTry::Opened(contents) => return Ok((key, contents)),
             SlotTry::Refused => tried.push(key),
@@ -679,7 +686,7 @@ async fn unlock(
         }
     }
     let untried: Vec<String> = store
-        .list("keys/")
+        .list(layout::KEYS)
         .await?
         .into_iter()
         .map(|o| o.key)
@@ -732,7 +739,7 @@ async fn try_slot(store: &Store, key: &str, password: &str) -> Result<SlotTry> {
     let password = password.to_string();
     let opened = tokio::task::spawn_blocking(move || slot.unwrap_master(password.as_bytes()))
         .await
-        .map_err(|e| Error::Invalid(format!("key derivation task failed: {e}")))?
+        .map_err(|e| Error::Internal(format!("key derivation task failed: {e}")))?
         .map_err(|e| Error::Corrupt(format!("key slot {key}: {e}")))?;
     Ok(match opened {
         Some(contents) => SlotTry::Opened(contents),

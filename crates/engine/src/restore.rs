@@ -587,7 +587,7 @@ fn batch_ends(items: &[(u64, ChunkId, usize, usize)], batch_bytes: usize) -> Vec
 
 async fn join_write(task: tokio::task::JoinHandle<Result<(u64, u64)>>) -> Result<(u64, u64)> {
     task.await
-        .map_err(|e| Error::Invalid(format!("write task failed: {e}")))?
+        .map_err(|e| Error::Internal(format!("write task failed: {e}")))?
 }
 
 /// Opens, checks and writes `blobs` on a worker thread.
@@ -627,7 +627,7 @@ async fn write_blobs(
         })
     })
     .await
-    .map_err(|e| Error::Invalid(format!("write task failed: {e}")))?
+    .map_err(|e| Error::Internal(format!("write task failed: {e}")))?
 }
 
 /// Reads the chunks `wanted` (slot, id) of the pack `gone`, which a prune deleted after

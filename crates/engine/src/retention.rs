@@ -160,56 +160,11 @@ fn has_tag(tags: &[String], wanted: &str) -> bool {
     })
 }
 
-/// Parses durations like `0s`, `90s`, `10m`, `36h`, `7d`, `2w`, `1y` (365 days), or
-/// combinations such as `1d12h`.
+/// Parses a duration in the grammar of [`crate::units::parse_duration`] as a calendar span,
+/// which reaches about 292 billion years.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    if t.is_empty() {
-        return Err("empty duration".into());
-    }
-    let mut total = Duration::ZERO;
-    let mut number = String::new();
-    let mut rest = t;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        number.clear();
-        number.push_str(&rest[..digits]);
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let n: i64 = number.parse().map_err(|_| {
-            if number.is_empty() {
-                format!("{text:?} is not a duration; use e.g. 30s, 10m, 24h, 7d, 2w, 1y")
-            } else {
-                format!("duration {text:?} is too large")
-            }
-        })?;
-        let seconds: i64 = match unit {
-            "s" => 1,
-            "m" | "min" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            "w" => 7 * 86_400,
-            "y" => 365 * 86_400,
-            _ => {
-                return Err(format!(
-                    "unknown unit {unit:?} in duration {text:?}; use s, m, h, d, w or y"
-                ))
-            }
-        };
-        let part = n
-            .checked_mul(seconds)
-            .ok_or_else(|| format!("duration {text:?} is too large"))?;
-        total = total
-            .checked_add(Duration::seconds(part))
-            .ok_or_else(|| format!("duration {text:?} is too large"))?;
-    }
-    Ok(total)
+    let span = crate::units::parse_duration(text)?;
+    Duration::try_from(span).map_err(|_| format!("duration {text:?} is too large"))
 }
 
 /// Checks a `keep-tag` rule: `KEY=VALUE`, or `KEY` for any value. An empty rule, an empty
@@ -484,7 +439,7 @@ pub struct ForgetReport {
     pub calendar: String,
 }
 
-const PROTECTED_PREFIX: &str = "protected/";
+const PROTECTED_PREFIX: &str = crate::layout::PROTECTED;
 
 fn protected_key(id: &str) -> String {
     format!("{PROTECTED_PREFIX}{id}")
@@ -587,7 +542,9 @@ pub async fn forget(
     }
     if !dry_run {
         for id in &report.removed {
-            repo.store().delete(&format!("backups/{id}")).await?;
+            repo.store()
+                .delete(&crate::layout::manifest_key(id))
+                .await?;
             // The tree table goes with its manifest (a crash in between leaves it to prune).
             repo.store().delete(&crate::tree_table::key(id)).await?;
         }

@@ -2,7 +2,7 @@
 //!
 //! This module knows the tree's shape (how many levels, which slots a page covers), reads
 //! pages through the pack index with a small cache of whole tree packs (reloading the index when
-//! a concurrent prune moved a page), and walks a tree leaf by leaf. Building a tree is part of the backup (`backup.rs`), which shares its parent's
+//! a concurrent prune moved a page), and walks a tree leaf by leaf. Building a tree is part of the backup (`backup/build.rs`), which shares its parent's
 //! untouched subtrees.
 
 use std::collections::HashSet;

@@ -27,7 +27,7 @@ const ENTRY_BYTES: usize = 1 + 8 + 32 + 4 + 8 + 4;
 
 /// The object key of a backup's tree table.
 pub fn key(backup_id: &str) -> String {
-    format!("trees/{backup_id}")
+    crate::layout::tree_table_key(backup_id)
 }
 
 /// One stored page of a tree: where it sits in the tree and where it is stored.
@@ -65,7 +65,7 @@ impl TreeTable {
     /// Writes the table of `backup_id`; returns its size in bytes.
     pub async fn write(&self, repo: &Repository, backup_id: &str) -> Result<u64> {
         let compressed = zstd::bulk::compress(&self.encode(), 1)
-            .map_err(|e| Error::Invalid(format!("cannot compress a tree table: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot compress a tree table: {e}")))?;
         let key = key(backup_id);
         let sealed = repo.seal_object(ObjectKind::TreeTable, &key, &compressed);
         let size = sealed.len() as u64;

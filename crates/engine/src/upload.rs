@@ -193,7 +193,7 @@ impl Packer {
         };
         let sealed_blobs = handle
             .await
-            .map_err(|e| Error::Invalid(format!("sealing task failed: {e}")))?;
+            .map_err(|e| Error::Internal(format!("sealing task failed: {e}")))?;
         for (id, plaintext_len, sealed) in sealed_blobs {
             self.current.add(id, &sealed);
             self.packed_bytes += sealed.len() as u64;
@@ -223,7 +223,7 @@ impl Packer {
         self.uploads.spawn(async move {
             let finished = tokio::task::spawn_blocking(move || builder.finish(&sealer))
                 .await
-                .map_err(|e| Error::Invalid(format!("pack task failed: {e}")))?;
+                .map_err(|e| Error::Internal(format!("pack task failed: {e}")))?;
             let size = finished.bytes.len() as u64;
             store.put(&finished.key(), finished.bytes.clone()).await?;
             Ok(UploadedPack {
@@ -238,7 +238,7 @@ impl Packer {
     async fn reap_one(&mut self) -> Result<()> {
         if let Some(joined) = self.uploads.join_next().await {
             let uploaded =
-                joined.map_err(|e| Error::Invalid(format!("upload task failed: {e}")))??;
+                joined.map_err(|e| Error::Internal(format!("upload task failed: {e}")))??;
             self.packs_uploaded += 1;
             self.bytes_uploaded += uploaded.size;
             self.completed.push(uploaded);

@@ -665,7 +665,7 @@ async fn read_pack_blobs(
         }))
     })
     .await
-    .map_err(|e| Error::Invalid(format!("verify task failed: {e}")))?
+    .map_err(|e| Error::Internal(format!("verify task failed: {e}")))?
 }
 
 /// What a pack's own header says.

@@ -6,8 +6,7 @@ mod local_support;
 use s3mover_engine::backup::ParentChoice;
 use s3mover_engine::index::PackIndex;
 use s3mover_engine::pack::BlobKind;
-use s3mover_engine::storage::{open_store, StoreOptions};
-use s3mover_engine::{InitOptions, Repository};
+use s3mover_engine::InitOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_loads_only_tree_page_locations() {
@@ -19,23 +18,14 @@ async fn a_backup_loads_only_tree_page_locations() {
         block[..8].copy_from_slice(&(number as u64).to_le_bytes());
     }
     std::fs::write(&image, &data).expect("image");
-    let store = open_store(
-        &dir.path().join("repo").display().to_string(),
-        &StoreOptions {
-            create: true,
-            ..StoreOptions::default()
-        },
-    )
-    .expect("store");
-    let repo = Repository::init(
-        store,
+    let repo = local_support::init_repo(
+        &dir.path().join("repo"),
         InitOptions {
             chunk_size: 4096,
             ..InitOptions::default()
         },
     )
-    .await
-    .expect("init");
+    .await;
     local_support::backup_image(&repo, &image, "v", ParentChoice::None)
         .await
         .expect("backup");

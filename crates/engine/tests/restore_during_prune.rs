@@ -15,7 +15,7 @@ use s3mover_engine::index::PackIndex;
 use s3mover_engine::manifest::Manifest;
 use s3mover_engine::pack;
 use s3mover_engine::prune::{self, PruneOptions, PruneReport};
-use s3mover_engine::restore::{self, RestoreOptions};
+use s3mover_engine::restore;
 use s3mover_engine::retention::{self, KeepPolicy};
 use s3mover_engine::tree::{self, PageReader};
 use s3mover_engine::verify::{self, ReadData};
@@ -139,14 +139,7 @@ async fn restore_with(
     restore::restore_with_index(
         repo,
         manifest,
-        RestoreOptions {
-            target: target.to_path_buf(),
-            assume_zeroed: false,
-            overwrite: true,
-            concurrency: 4,
-            force: false,
-            progress: None,
-        },
+        local_support::restore_options(target),
         index,
     )
     .await

@@ -7,10 +7,9 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use local_support::runtime;
-use s3mover_engine::backup::{self, BackupOptions, ChangeInput, ParentChoice};
+use s3mover_engine::backup::ParentChoice;
 use s3mover_engine::manifest::Manifest;
-use s3mover_engine::restore::{self, RestoreOptions};
-use s3mover_engine::storage::{open_store, StoreOptions};
+use s3mover_engine::restore;
 use s3mover_engine::{InitOptions, Repository};
 
 /// 1 MiB + 1000 bytes.
@@ -43,56 +42,24 @@ fn make_volume(path: &Path, size: u64) -> Vec<u8> {
 }
 
 async fn backup_of(dir: &Path, chunk_size: u32, content_path: &Path) -> (Repository, Manifest) {
-    let store = open_store(
-        &dir.join(format!("repo-{chunk_size}")).display().to_string(),
-        &StoreOptions {
-            create: true,
-            ..StoreOptions::default()
-        },
-    )
-    .expect("store");
-    let repo = Repository::init(
-        store,
+    let repo = local_support::init_repo(
+        &dir.join(format!("repo-{chunk_size}")),
         InitOptions {
             chunk_size,
             ..InitOptions::default()
         },
     )
-    .await
-    .expect("init");
-    let report = backup::backup(
-        &repo,
-        BackupOptions {
-            volume: "odd".into(),
-            source: content_path.to_path_buf(),
-            parent: ParentChoice::None,
-            change: ChangeInput::Auto,
-            tags: vec![],
-            cbt: None,
-            upload_concurrency: 2,
-            progress: None,
-        },
-    )
-    .await
-    .expect("backup");
+    .await;
+    let report = local_support::backup_image(&repo, content_path, "odd", ParentChoice::None)
+        .await
+        .expect("backup");
     (repo, report.manifest)
 }
 
 async fn restore_and_compare(repo: &Repository, manifest: &Manifest, target: &Path, want: &[u8]) {
-    let report = restore::restore(
-        repo,
-        manifest,
-        RestoreOptions {
-            target: target.to_path_buf(),
-            assume_zeroed: false,
-            overwrite: true,
-            concurrency: 4,
-            force: false,
-            progress: None,
-        },
-    )
-    .await
-    .expect("restore");
+    let report = restore::restore(repo, manifest, local_support::restore_options(target))
+        .await
+        .expect("restore");
     assert_eq!(report.size_bytes, want.len() as u64);
     let got = std::fs::read(target).expect("read restored");
     assert_eq!(

@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use local_support::runtime;
 use proptest::prelude::*;
 use s3mover_engine::backup::{self, BackupOptions, ChangeInput, ParentChoice};
-use s3mover_engine::restore::{self, RestoreOptions};
-use s3mover_engine::storage::{open_store, StoreOptions};
+use s3mover_engine::restore;
 use s3mover_engine::{InitOptions, Repository};
 use s3mover_ranges::{BlockMetadataType, BlockRange, RangesFileWriter};
 
@@ -24,24 +23,15 @@ struct Round {
 }
 
 async fn new_repo(dir: &Path, chunk_size: u32, encrypted: bool) -> Repository {
-    let store = open_store(
-        &dir.display().to_string(),
-        &StoreOptions {
-            create: true,
-            ..StoreOptions::default()
-        },
-    )
-    .expect("store");
-    Repository::init(
-        store,
+    local_support::init_repo(
+        dir,
         InitOptions {
             chunk_size,
-            password: encrypted.then(|| zeroize::Zeroizing::new("pw".to_string())),
+            password: encrypted.then(|| zeroize::Zeroizing::new(local_support::PASSWORD.into())),
             ..InitOptions::default()
         },
     )
     .await
-    .expect("init")
 }
 
 fn write_ranges(path: &Path, size: u64, blocks: &std::collections::BTreeSet<u64>) {
@@ -57,16 +47,7 @@ fn write_ranges(path: &Path, size: u64, blocks: &std::collections::BTreeSet<u64>
 }
 
 fn options(source: &Path, parent: ParentChoice, change: ChangeInput) -> BackupOptions {
-    BackupOptions {
-        volume: "prop".into(),
-        source: source.to_path_buf(),
-        parent,
-        change,
-        tags: vec![],
-        cbt: None,
-        upload_concurrency: 2,
-        progress: None,
-    }
+    local_support::backup_options("prop", source, parent, change)
 }
 
 async fn restore_to(
@@ -75,20 +56,9 @@ async fn restore_to(
     target: &PathBuf,
 ) -> Vec<u8> {
     let _ = std::fs::remove_file(target);
-    restore::restore(
-        repo,
-        manifest,
-        RestoreOptions {
-            target: target.clone(),
-            assume_zeroed: false,
-            overwrite: true,
-            concurrency: 4,
-            force: false,
-            progress: None,
-        },
-    )
-    .await
-    .expect("restore");
+    restore::restore(repo, manifest, local_support::restore_options(target))
+        .await
+        .expect("restore");
     std::fs::read(target).expect("read restored")
 }
 

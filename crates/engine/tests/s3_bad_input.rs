@@ -195,7 +195,8 @@ async fn unknown_profile_and_bad_options() {
     for (name, value) in [
         ("S3MOVER_S3_STALL_TIMEOUT", "soon"),
         ("S3MOVER_S3_RETRY_BUDGET", "0"),
-        ("S3MOVER_S3_RETRY_BUDGET", "1h"),
+        // Hours are a duration like any other (the one grammar of `units`); fractions are not.
+        ("S3MOVER_S3_RETRY_BUDGET", "1.5h"),
     ] {
         env.set(name, value);
         let text = env

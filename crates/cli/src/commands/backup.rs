@@ -40,7 +40,7 @@ pub async fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<u8> {
         cbt,
         upload_concurrency: args
             .upload_concurrency
-            .unwrap_or_else(|| default_upload_concurrency(super::repo_url(global).unwrap_or(""))),
+            .unwrap_or_else(|| repo.store().uploads_in_flight()),
         progress: crate::output::progress_bar(
             "backup",
             global.quiet || global.output == OutputFormat::Json,
@@ -55,19 +55,6 @@ pub async fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<u8> {
     }
     print_report(global, &report)?;
     Ok(EXIT_OK)
-}
-
-/// Local disks gain nothing from many packs in flight (each holds 16 MiB); object stores hide
-/// their latency with more.
-/// Packs uploading at once by default. S3 requests wait on the network, so several run
-/// together. A local put is a direct write that takes a fraction of the time it takes to fill
-/// the next pack, so one in flight keeps the disk busy, and each pack fewer in flight is 16 MiB
-/// less memory.
-fn default_upload_concurrency(url: &str) -> usize {
-    match s3mover_engine::storage::RepoLocation::parse(url) {
-        Ok(s3mover_engine::storage::RepoLocation::S3 { .. }) => 8,
-        _ => 1,
-    }
 }
 
 /// Parses `--parent`.

@@ -26,14 +26,14 @@ use super::idset::PrefixSet;
 use super::{Listing, TreeLocator};
 
 /// Finds the marked ids that more than one index entry names.
-pub struct SeenTwice {
+pub(super) struct SeenTwice {
     seen: Vec<u64>,
     candidates: Vec<u64>,
 }
 
 impl SeenTwice {
     /// One flag per member of `marks`.
-    pub fn new(marks: &PrefixSet) -> Self {
+    pub(super) fn new(marks: &PrefixSet) -> Self {
         SeenTwice {
             seen: vec![0; marks.len().div_ceil(64)],
             candidates: Vec::new(),
@@ -41,7 +41,7 @@ impl SeenTwice {
     }
 
     /// Notes an index entry of the member at `position` (whose key is `key`).
-    pub fn note(&mut self, position: usize, key: u64) {
+    pub(super) fn note(&mut self, position: usize, key: u64) {
         let (word, bit) = (position / 64, 1u64 << (position % 64));
         if let Some(flags) = self.seen.get_mut(word) {
             if *flags & bit != 0 {
@@ -52,7 +52,7 @@ impl SeenTwice {
     }
 
     /// The keys (top 52 bits) named more than once, sorted.
-    pub fn finish(self) -> Vec<u64> {
+    pub(super) fn finish(self) -> Vec<u64> {
         let mut keys = self.candidates;
         keys.sort_unstable();
         keys.dedup();
@@ -62,7 +62,7 @@ impl SeenTwice {
 
 /// One index entry of a candidate id.
 #[derive(Debug, Clone, Copy)]
-pub struct BlobCopy {
+pub(super) struct BlobCopy {
     pub id: ChunkId,
     /// Pack number (prune's numbering).
     pub pack: u32,
@@ -72,7 +72,7 @@ pub struct BlobCopy {
 
 /// The copies to drop.
 #[derive(Debug, Default)]
-pub struct Duplicates {
+pub(super) struct Duplicates {
     /// Per pack, the sorted 64-bit prefixes of the copies to drop from it.
     pub of: HashMap<u32, Vec<u64>>,
     /// Per pack, the index entries and bytes those copies account for.
@@ -81,7 +81,7 @@ pub struct Duplicates {
 
 impl Duplicates {
     /// The sorted prefixes to drop from pack `n`.
-    pub fn of(&self, n: u32) -> &[u64] {
+    pub(super) fn of(&self, n: u32) -> &[u64] {
         self.of.get(&n).map(Vec::as_slice).unwrap_or(&[])
     }
 }
@@ -90,7 +90,7 @@ impl Duplicates {
 /// pack exists and holds them), the one of lowest rank. A copy is dropped only where every
 /// entry of its pack with the same 64-bit prefix is a dropped copy (pack contents are
 /// filtered by prefix).
-pub fn choose<K: Ord>(
+pub(super) fn choose<K: Ord>(
     mut copies: Vec<BlobCopy>,
     rank: impl Fn(&BlobCopy) -> Option<K>,
 ) -> Duplicates {

@@ -6,9 +6,10 @@ use std::collections::HashSet;
 
 use time::Duration;
 
-use super::{Listing, SESSION_PROTECT_SECONDS, UPLOAD_PROTECT_FLOOR_SECONDS};
+use super::{Listing, UPLOAD_PROTECT_FLOOR_SECONDS};
 use crate::error::{Error, Result};
 use crate::gc::{self, DeletionMarker};
+use crate::layout::{self, session::SESSION_PROTECT_SECONDS};
 use crate::repo::Repository;
 use crate::storage::abandoned::Removed;
 
@@ -82,14 +83,14 @@ pub(super) async fn tidy_markers(repo: &Repository, listing: &Listing) -> Result
 /// nothing (the removed set is written before anything is deleted). The pending sets it
 /// consumed are forgotten: a later sweep of them checks every id again.
 async fn rebuilt_marker(repo: &Repository, key: &str, reason: &str) -> Result<DeletionMarker> {
-    let removed_key = key.replacen("gc/deleting/", "gc/removed/", 1);
+    let removed_key = layout::removed_key_of_marker(key);
     let removed = repo
         .store()
         .size_of(&removed_key)
         .await?
         .map(|_| removed_key);
     let began = key
-        .strip_prefix("gc/deleting/")
+        .strip_prefix(layout::GC_DELETING)
         .and_then(|rest| rest.split('-').next())
         .and_then(|t| t.parse().ok())
         .unwrap_or_else(gc::now_unix);
@@ -124,6 +125,6 @@ pub(super) async fn remove_leftovers(
     let cutoff = std::time::SystemTime::now() - age;
     Ok(repo
         .store()
-        .remove_abandoned_writes("packs/", cutoff)
+        .remove_abandoned_writes(layout::PACKS, cutoff)
         .await?)
 }

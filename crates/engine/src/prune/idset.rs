@@ -23,7 +23,7 @@ const BUFFER_KEYS: usize = 1 << 20;
 
 /// A set of id prefixes, 4 bytes per member (plus a fixed 4 MiB table once non-empty).
 #[derive(Debug, Default)]
-pub struct PrefixSet {
+pub(super) struct PrefixSet {
     bucket_bits: u32,
     /// `starts[b]..starts[b + 1]` is bucket `b` of `keys`; empty until the first member.
     starts: Vec<u32>,
@@ -46,23 +46,23 @@ impl PrefixSet {
     }
 
     /// Number of distinct keys (ids whose prefixes differ in their top 52 bits).
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.keys.len()
     }
 
     /// True when the set has no member.
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
 
     /// True when some member shares the top 52 bits of `prefix` (always, for a member).
-    pub fn contains(&self, prefix: u64) -> bool {
+    pub(super) fn contains(&self, prefix: u64) -> bool {
         self.contains_key(self.key(prefix))
     }
 
     /// The position of the member sharing the top 52 bits of `prefix` among all members
     /// (`0..len()`), if there is one: a slot for per-member flags.
-    pub fn position(&self, prefix: u64) -> Option<usize> {
+    pub(super) fn position(&self, prefix: u64) -> Option<usize> {
         if self.keys.is_empty() {
             return None;
         }
@@ -79,7 +79,7 @@ impl PrefixSet {
     }
 
     /// The key (top 52 bits) this set compares `prefix` by.
-    pub fn key_of(&self, prefix: u64) -> u64 {
+    pub(super) fn key_of(&self, prefix: u64) -> u64 {
         self.key(prefix)
     }
 
@@ -147,7 +147,7 @@ impl PrefixSet {
 
 /// Builds a [`PrefixSet`] with bounded memory.
 #[derive(Debug)]
-pub struct PrefixSetBuilder {
+pub(super) struct PrefixSetBuilder {
     set: PrefixSet,
     buffer: Vec<u64>,
     buffer_limit: usize,
@@ -161,7 +161,7 @@ impl Default for PrefixSetBuilder {
 
 impl PrefixSetBuilder {
     /// An empty builder.
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self::with_params(BUCKET_BITS, BUFFER_KEYS)
     }
 
@@ -177,7 +177,7 @@ impl PrefixSetBuilder {
     }
 
     /// Adds the prefix of an id.
-    pub fn insert(&mut self, prefix: u64) {
+    pub(super) fn insert(&mut self, prefix: u64) {
         if self.buffer.capacity() == 0 {
             self.buffer.reserve_exact(self.buffer_limit);
         }
@@ -200,7 +200,7 @@ impl PrefixSetBuilder {
     }
 
     /// The set of everything inserted.
-    pub fn build(mut self) -> PrefixSet {
+    pub(super) fn build(mut self) -> PrefixSet {
         self.flush();
         self.set.keys.shrink_to_fit();
         self.set
@@ -208,7 +208,7 @@ impl PrefixSetBuilder {
 }
 
 /// Merges ascending iterators of prefixes into one ascending iterator without repeats.
-pub struct MergeSorted<I: Iterator<Item = u64>> {
+pub(super) struct MergeSorted<I: Iterator<Item = u64>> {
     sources: Vec<I>,
     heads: BinaryHeap<Reverse<(u64, usize)>>,
     last: Option<u64>,
@@ -216,7 +216,7 @@ pub struct MergeSorted<I: Iterator<Item = u64>> {
 
 impl<I: Iterator<Item = u64>> MergeSorted<I> {
     /// Merges `sources`, each ascending.
-    pub fn new(sources: impl IntoIterator<Item = I>) -> Self {
+    pub(super) fn new(sources: impl IntoIterator<Item = I>) -> Self {
         let mut sources: Vec<I> = sources.into_iter().collect();
         let mut heads = BinaryHeap::with_capacity(sources.len());
         for (n, source) in sources.iter_mut().enumerate() {

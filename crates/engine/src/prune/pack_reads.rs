@@ -21,7 +21,7 @@ use crate::repo::Repository;
 /// Three alignment blocks short of 4 MiB, so that a direct read's aligned buffer (the range
 /// widened to whole 4 KiB blocks, and one more block to align its start) is never over 4 MiB
 /// and every read reuses the same size of pooled buffer.
-pub const READ_BYTES: u64 = (4 << 20) - 3 * crate::direct_io::ALIGN as u64;
+pub(crate) const READ_BYTES: u64 = (4 << 20) - 3 * crate::direct_io::ALIGN as u64;
 /// Dead bytes between two live blobs that are read through rather than starting another read.
 const MAX_GAP_BYTES: u64 = 256 << 10;
 /// Reads in flight or done ahead of the one being copied.
@@ -34,7 +34,7 @@ const TAIL_BYTES: u64 = 64 << 10;
 
 /// A pack to repack: its name, listed size, the sorted prefixes of the ids removed from it,
 /// and the index objects that name it (read for its blobs when its own header is damaged).
-pub struct PackToCopy<'a> {
+pub(crate) struct PackToCopy<'a> {
     pub name: ChunkId,
     pub size: u64,
     pub removed: &'a [u64],
@@ -42,7 +42,7 @@ pub struct PackToCopy<'a> {
 }
 
 /// One step of copying a pack: a read of its live blobs, or the news that the pack is gone.
-pub enum CopyStep {
+pub(crate) enum CopyStep {
     /// Live blobs of pack number `pack` (its position in the list given to [`read_live_blobs`]),
     /// and the bytes of `range`, in which each blob's `offset` lies. `last` marks the pack's last
     /// read (a pack without live blobs has one read of nothing).
@@ -63,11 +63,9 @@ pub enum CopyStep {
 
 impl CopyStep {
     /// A blob's bytes within this step's read.
-    pub fn blob<'s>(&'s self, entry: &PackEntry, key: &str) -> Result<&'s [u8]> {
+    pub(crate) fn blob<'s>(&'s self, entry: &PackEntry, key: &str) -> Result<&'s [u8]> {
         let CopyStep::Blobs { range, bytes, .. } = self else {
-            return Err(Error::Invalid(
-                "internal error: no bytes in this step".into(),
-            ));
+            return Err(Error::Internal("no bytes in this step".into()));
         };
         let start = entry.offset.checked_sub(range.start);
         start
@@ -77,7 +75,7 @@ impl CopyStep {
 }
 
 /// The live blobs of `packs`, read in order, a few reads ahead of the caller.
-pub fn read_live_blobs<'a>(
+pub(crate) fn read_live_blobs<'a>(
     repo: &'a Repository,
     packs: Vec<PackToCopy<'a>>,
 ) -> BoxStream<'a, Result<CopyStep>> {
@@ -235,7 +233,7 @@ impl PlannedRead {
 /// Reads the entries of a pack from its own header and where its blobs end (the header's
 /// start); `None` when the pack does not exist. One read of the pack's end, and a second when
 /// the header is longer than that.
-pub async fn read_header_from_end(
+pub(crate) async fn read_header_from_end(
     repo: &Repository,
     key: &str,
     size: u64,

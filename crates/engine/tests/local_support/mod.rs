@@ -63,16 +63,8 @@ pub fn write_blocks(
 
 /// A new encrypted repository in `dir` with the given chunk and data-pack sizes.
 pub async fn new_repo(dir: &Path, chunk_size: u32, pack_size: u32) -> Repository {
-    let store = open_store(
-        &dir.display().to_string(),
-        &StoreOptions {
-            create: true,
-            ..StoreOptions::default()
-        },
-    )
-    .expect("store");
-    Repository::init(
-        store,
+    init_repo(
+        dir,
         InitOptions {
             chunk_size,
             password: Some(zeroize::Zeroizing::new(PASSWORD.to_string())),
@@ -81,7 +73,50 @@ pub async fn new_repo(dir: &Path, chunk_size: u32, pack_size: u32) -> Repository
         },
     )
     .await
-    .expect("init")
+}
+
+/// A new repository in `dir` (made if missing) with `options`.
+pub async fn init_repo(dir: &Path, options: InitOptions) -> Repository {
+    let store = open_store(
+        &dir.display().to_string(),
+        &StoreOptions {
+            create: true,
+            ..StoreOptions::default()
+        },
+    )
+    .expect("store");
+    Repository::init(store, options).await.expect("init")
+}
+
+/// The usual options of a backup of `source` as `volume`: no tags, no CBT, two uploads.
+pub fn backup_options(
+    volume: &str,
+    source: &Path,
+    parent: ParentChoice,
+    change: ChangeInput,
+) -> BackupOptions {
+    BackupOptions {
+        volume: volume.into(),
+        source: source.to_path_buf(),
+        parent,
+        change,
+        tags: vec![],
+        cbt: None,
+        upload_concurrency: 2,
+        progress: None,
+    }
+}
+
+/// The usual options of a restore to `target`: overwrite, no assumptions, four readers.
+pub fn restore_options(target: &Path) -> RestoreOptions {
+    RestoreOptions {
+        target: target.to_path_buf(),
+        assume_zeroed: false,
+        overwrite: true,
+        concurrency: 4,
+        force: false,
+        progress: None,
+    }
 }
 
 /// Backs up `image` as `volume` with the change source found on its own (holes or a full
@@ -94,16 +129,7 @@ pub async fn backup_image(
 ) -> s3mover_engine::Result<BackupReport> {
     backup::backup(
         repo,
-        BackupOptions {
-            volume: volume.into(),
-            source: image.to_path_buf(),
-            parent,
-            change: ChangeInput::Auto,
-            tags: vec![],
-            cbt: None,
-            upload_concurrency: 2,
-            progress: None,
-        },
+        backup_options(volume, image, parent, ChangeInput::Auto),
     )
     .await
 }
@@ -116,20 +142,9 @@ pub async fn assert_restores(
     expected: &[u8],
 ) {
     let _ = std::fs::remove_file(target);
-    restore::restore(
-        repo,
-        manifest,
-        RestoreOptions {
-            target: target.to_path_buf(),
-            assume_zeroed: false,
-            overwrite: true,
-            concurrency: 4,
-            force: false,
-            progress: None,
-        },
-    )
-    .await
-    .expect("restore");
+    restore::restore(repo, manifest, restore_options(target))
+        .await
+        .expect("restore");
     let restored = std::fs::read(target).expect("read restored");
     assert!(
         restored == expected,

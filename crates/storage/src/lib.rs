@@ -1,5 +1,10 @@
 //! Where a repository's objects live: one small interface over `object_store` backends.
 //!
+//! This crate is the storage half of s3mover and knows nothing of the repository format: keys
+//! are opaque strings, objects opaque bytes. Besides the [`Store`] door it holds what moves
+//! bytes between the machine and storage: [`direct_io`] and [`pack_buffers`] for the local
+//! backend and restore targets, and [`units`], the size and duration grammar of every setting.
+//!
 //! The engine talks to storage only through [`Store`]: put a whole object, get it or a byte
 //! range of it (whole, or streamed as it arrives), check that it exists, list a prefix, delete. Backends — a local directory, S3 —
 //! differ only in how [`open_store`] builds them; retries and timeouts are the backend's one
@@ -16,11 +21,16 @@
 //! cancelled, the upload is aborted (a DELETE) so that no parts are left stored — and billed —
 //! under an upload that will never complete.
 
+#![warn(unreachable_pub, missing_docs)]
+
 pub mod abandoned;
 mod attempts;
+pub mod direct_io;
 pub mod local;
+pub mod pack_buffers;
 pub mod s3;
 mod stall;
+pub mod units;
 mod url;
 
 use std::ops::Range;
@@ -40,13 +50,26 @@ pub use self::url::{open_store, open_store_with_env, RepoLocation, StoreOptions}
 pub enum StoreError {
     /// The object does not exist.
     #[error("object {key} not found in the repository")]
-    NotFound { key: String },
+    NotFound {
+        /// The key asked for.
+        key: String,
+    },
     /// The store refused or failed the request.
     #[error("storage request for {key} failed: {message}")]
-    Backend { key: String, message: String },
+    Backend {
+        /// The key of the request.
+        key: String,
+        /// What the store said, on one line.
+        message: String,
+    },
     /// The object is shorter than a read needs: missing data, not a storage failure.
     #[error("object {key} is truncated: {detail}")]
-    Truncated { key: String, detail: String },
+    Truncated {
+        /// The key of the object.
+        key: String,
+        /// How much was asked for and how much there is.
+        detail: String,
+    },
     /// The repository URL cannot be used.
     #[error("{0}")]
     Location(String),
@@ -84,7 +107,9 @@ impl StoreError {
     }
 }
 
-fn one_line(text: &str) -> String {
+/// The text with every run of white space (line breaks included) folded to one space: error
+/// messages from servers and libraries, fit for a one-line report.
+pub fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
@@ -105,8 +130,11 @@ pub struct ObjectInfo {
 pub struct RequestCounts {
     /// PUT requests: whole objects and the parts of multipart uploads.
     pub put: std::sync::atomic::AtomicU64,
+    /// GET requests, whole and ranged.
     pub get: std::sync::atomic::AtomicU64,
+    /// HEAD requests (sizes and existence).
     pub head: std::sync::atomic::AtomicU64,
+    /// LIST requests (each page of a listing).
     pub list: std::sync::atomic::AtomicU64,
     /// DELETE requests: deleted objects and aborted multipart uploads.
     pub delete: std::sync::atomic::AtomicU64,
@@ -114,6 +142,7 @@ pub struct RequestCounts {
     pub post: std::sync::atomic::AtomicU64,
     /// Objects written, by a single PUT or by a multipart upload (attempted, as `put` is).
     pub objects_put: std::sync::atomic::AtomicU64,
+    /// Bytes sent in PUT requests.
     pub bytes_put: std::sync::atomic::AtomicU64,
 }
 
@@ -143,13 +172,21 @@ impl RequestCounts {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestSnapshot {
+    /// See [`RequestCounts::put`].
     pub put: u64,
+    /// See [`RequestCounts::get`].
     pub get: u64,
+    /// See [`RequestCounts::head`].
     pub head: u64,
+    /// See [`RequestCounts::list`].
     pub list: u64,
+    /// See [`RequestCounts::delete`].
     pub delete: u64,
+    /// See [`RequestCounts::post`].
     pub post: u64,
+    /// See [`RequestCounts::objects_put`].
     pub objects_put: u64,
+    /// See [`RequestCounts::bytes_put`].
     pub bytes_put: u64,
     /// Attempts that failed (answers of 5xx, 429 or 408, timeouts, stalls, refused or broken
     /// connections), each sent again unless the retry policy's budget was spent. Counted
@@ -309,6 +346,8 @@ pub struct Store {
     failed_attempts: Option<Arc<attempts::FailedAttempts>>,
     multipart: Option<MultipartSettings>,
     stream_reads: bool,
+    /// Packs a backup uploads at once unless told otherwise ([`Self::uploads_in_flight`]).
+    uploads_in_flight: usize,
     /// A local directory's reader for [`Self::get_range_uncached`].
     uncached_reads: Option<Arc<local::LocalDirStore>>,
 }
@@ -333,6 +372,7 @@ impl Store {
             failed_attempts: None,
             multipart: None,
             stream_reads: false,
+            uploads_in_flight: 1,
             uncached_reads: None,
         }
     }
@@ -381,6 +421,21 @@ impl Store {
     pub fn with_stream_reads(mut self) -> Self {
         self.stream_reads = true;
         self
+    }
+
+    /// Sets how many packs a backup uploads at once by default (see
+    /// [`Self::uploads_in_flight`]).
+    pub fn with_uploads_in_flight(mut self, uploads: usize) -> Self {
+        self.uploads_in_flight = uploads.max(1);
+        self
+    }
+
+    /// Packs a backup uploads at once by default: 1 unless the backend says otherwise. A local
+    /// put is a direct write that takes a fraction of the time it takes to fill the next pack,
+    /// so one in flight keeps the disk busy, and each pack fewer in flight is 16 MiB less
+    /// memory; S3 requests wait on the network, so S3 stores run several together.
+    pub fn uploads_in_flight(&self) -> usize {
+        self.uploads_in_flight
     }
 
     /// True when [`Self::get_range_stream`] hands reads over as they arrive (network stores).
@@ -717,7 +772,7 @@ mod test_support {
 
     /// The error of a connection attempt that times out: to a listener whose queue is full, so
     /// that the kernel drops the handshake.
-    pub async fn connect_timeout_error() -> reqwest::Error {
+    pub(crate) async fn connect_timeout_error() -> reqwest::Error {
         use socket2::{Domain, Socket, Type};
         let listener = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
         let any_port: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");

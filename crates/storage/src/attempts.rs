@@ -15,11 +15,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The shortest time between two warnings about failed attempts.
-pub const WARNING_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How an attempt failed, as far as the warning policy cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// No connection could be made.
     Connect,
     /// Anything else: an error answer, a timeout or stall, a connection cut mid-request.
@@ -28,7 +28,7 @@ pub enum Failure {
 
 /// The failed attempts of one store's requests.
 #[derive(Debug, Default)]
-pub struct FailedAttempts {
+pub(crate) struct FailedAttempts {
     count: AtomicU64,
     server_answered: AtomicBool,
     unanswered_connect_failures: AtomicU64,
@@ -44,13 +44,13 @@ struct Warnings {
 
 impl FailedAttempts {
     /// Notes that the server answered a request (with any status).
-    pub fn answered(&self) {
+    pub(crate) fn answered(&self) {
         self.server_answered.store(true, Ordering::Relaxed);
     }
 
     /// Counts a failed attempt of the request `what` (`PUT /bucket/key`), and warns about it
     /// unless the policy above says not to.
-    pub fn failed(&self, what: &str, failure: Failure, reason: &dyn std::fmt::Display) {
+    pub(crate) fn failed(&self, what: &str, failure: Failure, reason: &dyn std::fmt::Display) {
         self.count.fetch_add(1, Ordering::Relaxed);
         if failure == Failure::Connect && !self.server_answered.load(Ordering::Relaxed) {
             self.unanswered_connect_failures
@@ -69,12 +69,12 @@ impl FailedAttempts {
     }
 
     /// Failed attempts so far.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
 
     /// Connections that could not be made while the server had not answered anything yet.
-    pub fn unanswered_connect_failures(&self) -> u64 {
+    pub(crate) fn unanswered_connect_failures(&self) -> u64 {
         self.unanswered_connect_failures.load(Ordering::Relaxed)
     }
 

@@ -16,8 +16,11 @@ pub enum RepoLocation {
     Local(std::path::PathBuf),
     /// An S3 bucket and a key prefix; the options carry the endpoint and credentials.
     S3 {
+        /// The bucket.
         bucket: String,
+        /// The key prefix within it (may be empty).
         prefix: String,
+        /// The URL's query options (`endpoint`, `region`, …), as given.
         query: Vec<(String, String)>,
     },
 }

@@ -134,8 +134,9 @@ pub fn open(options: &mut OpenOptions, path: &Path) -> io::Result<Option<File>> 
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests_support {
+#[cfg(any(test, feature = "test-support"))]
+#[doc(hidden)]
+pub mod tests_support {
     //! A filesystem that refuses `O_DIRECT`, for testing the fallbacks.
 
     use std::path::Path;

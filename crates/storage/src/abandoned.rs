@@ -14,7 +14,9 @@ use std::time::SystemTime;
 /// What [`remove_staged_files`] removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Removed {
+    /// Files removed.
     pub files: usize,
+    /// Their bytes.
     pub bytes: u64,
 }
 

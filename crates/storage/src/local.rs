@@ -631,8 +631,7 @@ mod tests {
     #[tokio::test]
     async fn works_through_the_store_interface() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store =
-            crate::storage::Store::new(Arc::new(store_in(dir.path())), "", "test".to_string());
+        let store = crate::Store::new(Arc::new(store_in(dir.path())), "", "test".to_string());
         let data = pattern(5 << 20, 9);
         store.put("packs/ab/cd", data.clone()).await.expect("put");
         assert_eq!(store.get("packs/ab/cd").await.expect("get"), data);

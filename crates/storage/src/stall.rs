@@ -38,7 +38,7 @@ use object_store::client::{
 /// `S3MOVER_S3_STALL_TIMEOUT` says otherwise. Far above what a working server takes to answer
 /// one request of the repository's (objects of at most a few tens of MiB), far below the
 /// whole-request timeout.
-pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Size of the slices a request body is handed to the connection in.
 const UPLOAD_PIECE: usize = 64 * 1024;
@@ -46,11 +46,11 @@ const UPLOAD_PIECE: usize = 64 * 1024;
 /// The error a stalled request ends with.
 #[derive(Debug, thiserror::Error)]
 #[error("no data moved for {0:?}: the connection stalled")]
-pub struct Stalled(pub Duration);
+pub(crate) struct Stalled(pub(crate) Duration);
 
 /// object_store's reqwest client, with the stall timeout around each request.
 #[derive(Debug)]
-pub struct StallGuardedClient {
+pub(crate) struct StallGuardedClient {
     client: reqwest::Client,
     limit: Duration,
     attempts: Arc<FailedAttempts>,
@@ -59,7 +59,7 @@ pub struct StallGuardedClient {
 impl StallGuardedClient {
     /// Sends requests through `client`, giving up any that moves no data for `limit`;
     /// answer bodies that break or stall are reported to `attempts`.
-    pub fn new(
+    pub(crate) fn new(
         client: reqwest::Client,
         limit: Duration,
         attempts: Arc<FailedAttempts>,
