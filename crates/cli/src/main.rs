@@ -5,6 +5,7 @@
 //! Exit codes are documented in `cli.rs` and the README.
 
 mod cli;
+mod cli_cluster;
 mod cli_k8s;
 mod commands;
 mod output;

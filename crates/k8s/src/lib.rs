@@ -12,6 +12,8 @@
 //! - [`manifests`]: the objects s3mover creates, built as plain values (unit-tested).
 //! - [`backup`], [`restore`]: the two flows; [`cleanup`]: what they leave when interrupted.
 //! - [`doctor`]: is a cluster ready for backups; [`record`]: what a backup records of its claim.
+//! - [`metadata`]: what `cluster backup` records of a cluster ([`yaml`] writes its objects for
+//!   `kubectl apply`); [`longhorn`]: Longhorn backup freshness for `health`.
 
 pub mod backup;
 pub mod cleanup;
@@ -20,12 +22,15 @@ pub mod discovery;
 pub mod doctor;
 pub mod error;
 pub mod labels;
+pub mod longhorn;
 pub mod manifests;
+pub mod metadata;
 pub mod mover;
 pub mod record;
 pub mod resources;
 pub mod restore;
 pub mod select;
+pub mod yaml;
 
 pub use connect::{ClientOptions, Cluster};
 pub use error::Error;
