@@ -97,21 +97,9 @@ impl CheckResult {
     /// A check that could not run.
     pub fn error(name: &str, max_age_seconds: Option<i64>, error: &anyhow::Error) -> CheckResult {
         let mut r = CheckResult::new(name, max_age_seconds);
-        r.message = crate::redact::redact(&one_line(error)).to_string();
+        r.message = crate::redact::redact(&crate::one_line(error)).to_string();
         r
     }
-}
-
-fn one_line(error: &anyhow::Error) -> String {
-    let mut text = error.to_string();
-    for cause in error.chain().skip(1) {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            text.push_str(": ");
-            text.push_str(&cause);
-        }
-    }
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Checks the `--check` list: known names, each once, in the order of [`CHECKS`]; none
