@@ -103,6 +103,10 @@ pub enum OutputFormat {
     Json,
     /// A table (same as text where a command has no table).
     Table,
+    /// YAML (`cluster show`: PV/PVC objects for `kubectl apply`).
+    Yaml,
+    /// The Prometheus text exposition format (`health`).
+    Prometheus,
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +142,11 @@ pub enum Command {
     /// Repair a damaged repository.
     #[command(subcommand)]
     Repair(RepairCommand),
+    /// Cluster metadata (PVs, PVCs, bindings, classes, nodes) and the k3s node token.
+    Cluster(crate::cli_cluster::ClusterCmdArgs),
+    /// Are etcd snapshots, Longhorn backups, s3mover's own backups, the node token and the
+    /// cluster metadata fresh? Exits non-zero when any check fails.
+    Health(crate::cli_cluster::HealthArgs),
 }
 
 #[derive(Debug, Subcommand)]

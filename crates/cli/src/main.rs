@@ -5,6 +5,7 @@
 //! Exit codes are documented in `cli.rs` and the README.
 
 mod cli;
+mod cli_cluster;
 mod cli_k8s;
 mod commands;
 mod output;
@@ -62,7 +63,7 @@ fn limit_malloc_arenas() {
 }
 
 /// The error and its causes on one line.
-fn one_line(error: &anyhow::Error) -> String {
+pub(crate) fn one_line(error: &anyhow::Error) -> String {
     let mut text = error.to_string();
     for cause in error.chain().skip(1) {
         let cause = cause.to_string();

@@ -79,6 +79,14 @@ impl IdHasher {
         hasher.update(name.as_bytes());
         hex::encode(&hasher.finalize().as_bytes()[..16])
     }
+
+    /// A short key for a cluster name (of cluster metadata documents), as hex, for object keys.
+    pub fn cluster_key(&self, name: &str) -> String {
+        let mut hasher = blake3::Hasher::new_keyed(&self.key);
+        hasher.update(b"cluster name\0");
+        hasher.update(name.as_bytes());
+        hex::encode(&hasher.finalize().as_bytes()[..16])
+    }
 }
 
 /// True when every byte is zero. Compares 64-byte blocks with an OR-fold, which the compiler

@@ -15,6 +15,7 @@
 pub mod backup;
 pub mod bitmap;
 pub mod check;
+pub mod cluster_docs;
 pub mod config;
 pub mod crypto;
 pub mod device;

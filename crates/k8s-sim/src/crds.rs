@@ -7,7 +7,11 @@ use serde_json::{json, Value};
 use crate::resources::{ResourceDef, RESOURCES};
 
 /// Groups whose kinds are CRDs on a real cluster.
-const CRD_GROUPS: &[&str] = &["snapshot.storage.k8s.io", "cbt.storage.k8s.io"];
+const CRD_GROUPS: &[&str] = &[
+    "snapshot.storage.k8s.io",
+    "cbt.storage.k8s.io",
+    "longhorn.io",
+];
 
 /// The name of the CustomResourceDefinition a kind comes from, if it is one.
 pub fn definition_name(def: &ResourceDef) -> Option<String> {

@@ -13,6 +13,8 @@
 //! - [`backup`], [`restore`]: the two flows; [`cleanup`]: what they leave when interrupted.
 //! - [`doctor`]: is a cluster ready for backups; [`record`]: what a backup records of its claim.
 //! - [`retry`]: reads and creates that ride out a failing API server.
+//! - [`metadata`]: what `cluster backup` records of a cluster ([`yaml`] writes its objects for
+//!   `kubectl apply`); [`longhorn`]: Longhorn backup freshness for `health`.
 
 pub mod backup;
 pub mod cleanup;
@@ -21,13 +23,16 @@ pub mod discovery;
 pub mod doctor;
 pub mod error;
 pub mod labels;
+pub mod longhorn;
 pub mod manifests;
+pub mod metadata;
 pub mod mover;
 pub mod record;
 pub mod resources;
 pub mod restore;
 pub mod retry;
 pub mod select;
+pub mod yaml;
 
 pub use connect::{ClientOptions, Cluster};
 pub use error::Error;

@@ -3,11 +3,14 @@
 mod backup;
 mod cbt;
 mod check;
+mod cluster;
 mod demo;
 mod forget;
+mod health;
 mod init;
 mod k8s;
 mod list;
+mod node_token;
 mod protect;
 mod prune;
 mod repair;
@@ -34,6 +37,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
 
 async fn run_command(cli: &Cli) -> Result<u8> {
     let global = &cli.global;
+    cluster::check_output_format(cli)?;
     match &cli.command {
         Command::Init(args) => init::run(global, args).await,
         Command::Backup(args) => backup::run(global, args).await,
@@ -49,6 +53,8 @@ async fn run_command(cli: &Cli) -> Result<u8> {
         Command::Check(args) => check::run(global, args).await,
         Command::K8s(args) => k8s::run(global, args).await,
         Command::Repair(command) => repair::run(global, command).await,
+        Command::Cluster(args) => cluster::run(global, args).await,
+        Command::Health(args) => health::run(global, args).await,
     }
 }
 

@@ -47,11 +47,13 @@ pub enum ObjectKind {
     GcLease,
     /// `gc/markers`: the marker directory.
     GcMarkerDirectory,
+    /// `clusters/<cluster key>/<id>`: a cluster metadata document.
+    ClusterMetadata,
 }
 
 impl ObjectKind {
     /// Every kind.
-    pub const ALL: [ObjectKind; 14] = [
+    pub const ALL: [ObjectKind; 15] = [
         ObjectKind::KeySlot,
         ObjectKind::Config,
         ObjectKind::Manifest,
@@ -66,6 +68,7 @@ impl ObjectKind {
         ObjectKind::GcMarker,
         ObjectKind::GcLease,
         ObjectKind::GcMarkerDirectory,
+        ObjectKind::ClusterMetadata,
     ];
 
     /// The label that names the kind in a format-2 AAD.
@@ -85,11 +88,14 @@ impl ObjectKind {
             ObjectKind::GcMarker => "gc deleting",
             ObjectKind::GcLease => "gc lease",
             ObjectKind::GcMarkerDirectory => "gc marker directory",
+            ObjectKind::ClusterMetadata => "cluster metadata",
         }
     }
 
     /// The fixed AAD of the kind in a format-1 repository. Kinds that format 1 did not seal
     /// (the config's sealed copy, `latest/`) have none: format 1 keeps them in plaintext.
+    /// Cluster metadata came after format 1 and has none either: it is sealed with the
+    /// format-2 AAD in every repository.
     pub const fn legacy_label(self) -> Option<&'static [u8]> {
         Some(match self {
             ObjectKind::KeySlot => b"s3mover key slot v1",
@@ -104,7 +110,7 @@ impl ObjectKind {
             ObjectKind::GcMarker => b"s3mover gc deleting v1",
             ObjectKind::GcLease => b"s3mover gc lease v1",
             ObjectKind::GcMarkerDirectory => b"s3mover gc marker directory v1",
-            ObjectKind::Config | ObjectKind::Latest => return None,
+            ObjectKind::Config | ObjectKind::Latest | ObjectKind::ClusterMetadata => return None,
         })
     }
 

@@ -52,7 +52,7 @@ fn check_mover_namespace(mover: &MoverArgs, namespace: &str) -> Result<()> {
 /// Opens the repository: `--repo`/`S3MOVER_REPO` when set, else the settings in Secret
 /// `secret` of `namespace` (the one the movers take their environment from). The Secret's
 /// `AWS_*` and `S3MOVER_*` keys become this process's environment where it has none of its own.
-async fn open_repository(
+pub(crate) async fn open_repository(
     global: &GlobalArgs,
     cluster: &Cluster,
     namespace: &str,
