@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::sandbox::bind_args;
 use super::volumes::Bind;
 
 /// The host's `bwrap`, found on the kubelet's own `PATH`: a container's environment (the
@@ -111,25 +112,7 @@ pub fn bwrap_args(
         "/etc/resolv.conf".into(),
         "/etc/resolv.conf".into(),
     ];
-    for b in binds {
-        match b {
-            Bind::Device { host, path } => {
-                a.extend([
-                    "--dev-bind".into(),
-                    host.display().to_string(),
-                    path.clone(),
-                ]);
-            }
-            Bind::Dir {
-                host,
-                path,
-                read_only,
-            } => {
-                let flag = if *read_only { "--ro-bind" } else { "--bind" };
-                a.extend([flag.into(), host.display().to_string(), path.clone()]);
-            }
-        }
-    }
+    a.extend(bind_args(binds, str::to_string));
     a.extend([
         "--bind".into(),
         termination_host.display().to_string(),
