@@ -328,3 +328,24 @@ fn broken_copy(
     broken.rootfs = Some(to);
     broken
 }
+
+/// Bad input to the build script is one line saying what is wrong, before anything is built.
+#[test]
+fn build_image_refuses_a_missing_binary_in_one_line() {
+    let work = tempfile::tempdir().expect("temporary directory");
+    let out = Command::new("bash")
+        .arg(k8s_support::repo_root().join("scripts/build-image.sh"))
+        .arg(work.path().join("image.tar"))
+        .env("S3MOVER_BIN", work.path().join("no-such-binary"))
+        .output()
+        .expect("bash runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("build-image.sh: "), "{stderr}");
+    assert!(
+        stderr.contains("no-such-binary is not an executable file") || stderr.contains("needs "),
+        "{stderr}"
+    );
+    assert!(!work.path().join("image.tar").exists());
+}
