@@ -3,11 +3,13 @@
 //!
 //! `kubectl`'s typed clients send protobuf for built-in kinds, with no fallback to JSON: the
 //! generator commands (`kubectl create namespace|configmap|secret|serviceaccount|role|
-//! rolebinding|clusterrole|clusterrolebinding|token`) and `kubectl auth can-i|whoami`. This module
-//! knows the wire schemas of exactly those kinds (field numbers from Kubernetes'
+//! rolebinding|clusterrole|clusterrolebinding|token|job`, `create job --from=cronjob/NAME`) and
+//! `kubectl auth can-i|whoami`. This module knows the wire schemas of exactly those kinds (field numbers from Kubernetes'
 //! `generated.proto` files). A field it does not know makes the request fail with 415 and
 //! a message naming it, never a silently incomplete object. Answers are always JSON, which
 //! every client accepts.
+
+mod jobs;
 
 use base64::Engine;
 use serde_json::{json, Map, Value};
@@ -23,7 +25,13 @@ enum Ty {
     Time,
     MapStr,
     MapBytes,
+    /// `resource.Quantity` (a message holding its string form), as that string.
+    Quantity,
+    /// `map<string, Quantity>` (resource requests and limits).
+    MapQuantity,
     Msg(&'static [Field]),
+    /// A Go struct embedded in its parent: its fields are the parent's in JSON (`json:",inline"`).
+    Inline(&'static [Field]),
 }
 
 #[derive(Clone, Copy)]
@@ -276,6 +284,7 @@ fn schema(kind: &str) -> Option<&'static [Field]> {
         "SelfSubjectRulesReview" => SELF_SUBJECT_RULES_REVIEW,
         "SelfSubjectReview" => SELF_SUBJECT_REVIEW,
         "TokenRequest" => TOKEN_REQUEST,
+        "Job" => jobs::JOB,
         _ => return None,
     })
 }
@@ -332,13 +341,15 @@ fn utf8(b: &[u8]) -> Result<String, String> {
     String::from_utf8(b.to_vec()).map_err(|_| "a string field is not UTF-8".to_string())
 }
 
-fn map_entry(b: &[u8], bytes_value: bool) -> Result<(String, Value), String> {
+fn map_entry(b: &[u8], value_ty: Ty) -> Result<(String, Value), String> {
     let mut r = Reader { buf: b, pos: 0 };
     let (mut k, mut v) = (String::new(), json!(""));
+    let bytes_value = matches!(value_ty, Ty::MapBytes);
     while !r.done() {
         let tag = r.varint()?;
         match (tag >> 3, tag & 7) {
             (1, 2) => k = utf8(r.bytes()?)?,
+            (2, 2) if matches!(value_ty, Ty::MapQuantity) => v = quantity(r.bytes()?)?,
             (2, 2) if bytes_value => {
                 v = json!(base64::engine::general_purpose::STANDARD.encode(r.bytes()?))
             }
@@ -347,6 +358,20 @@ fn map_entry(b: &[u8], bytes_value: bool) -> Result<(String, Value), String> {
         }
     }
     Ok((k, v))
+}
+
+/// A `resource.Quantity`: field 1 is its string form.
+fn quantity(b: &[u8]) -> Result<Value, String> {
+    let mut r = Reader { buf: b, pos: 0 };
+    let mut out = String::new();
+    while !r.done() {
+        let tag = r.varint()?;
+        match (tag >> 3, tag & 7) {
+            (1, 2) => out = utf8(r.bytes()?)?,
+            (_, w) => r.skip(w)?,
+        }
+    }
+    Ok(json!(out))
 }
 
 fn time(b: &[u8]) -> Result<Value, String> {
@@ -381,15 +406,27 @@ fn message(b: &[u8], fields: &[Field], path: &str) -> Result<Value, String> {
         let value = match (field.ty, wire) {
             (Ty::Int, 0) => json!(r.varint()? as i64),
             (Ty::Bool, 0) => json!(r.varint()? != 0),
-            (Ty::Str, 2) => json!(utf8(r.bytes()?)?),
             (Ty::Time, 2) => time(r.bytes()?)?,
-            (Ty::MapStr | Ty::MapBytes, 2) => {
-                let (k, v) = map_entry(r.bytes()?, matches!(field.ty, Ty::MapBytes))?;
+            (Ty::Quantity, 2) => quantity(r.bytes()?)?,
+            // Go's empty string is what JSON leaves out (`omitempty`); a list keeps its items.
+            (Ty::Str, 2) if !field.repeated => match utf8(r.bytes()?)? {
+                s if s.is_empty() => Value::Null,
+                s => json!(s),
+            },
+            (Ty::Str, 2) => json!(utf8(r.bytes()?)?),
+            (Ty::MapStr | Ty::MapBytes | Ty::MapQuantity, 2) => {
+                let (k, v) = map_entry(r.bytes()?, field.ty)?;
                 let m = out.entry(field.name).or_insert_with(|| json!({}));
                 m[k] = v;
                 continue;
             }
             (Ty::Msg(sub), 2) => message(r.bytes()?, sub, &here)?,
+            (Ty::Inline(sub), 2) => {
+                if let Value::Object(fields) = message(r.bytes()?, sub, &here)? {
+                    out.extend(fields);
+                }
+                continue;
+            }
             (_, w) => return Err(format!("{here}: unexpected wire type {w}")),
         };
         if field.repeated {

@@ -211,6 +211,8 @@ fn join_notes(a: Option<String>, b: Option<String>) -> Option<String> {
 /// The claim as the backup needs it.
 struct Source {
     record: ClaimRecord,
+    /// The claim's own snapshot class ([`labels::SNAPSHOT_CLASS_ANNOTATION`]).
+    snapshot_class: Option<String>,
 }
 
 async fn read_source(client: &Client, claim: &ClaimRef) -> Result<Source> {
@@ -221,6 +223,18 @@ async fn read_source(client: &Client, claim: &ClaimRef) -> Result<Source> {
     )
     .await?
     .ok_or_else(|| Error::Invalid(format!("claim {claim} does not exist")))?;
+    let snapshot_class = pvc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(labels::SNAPSHOT_CLASS_ANNOTATION))
+        .map(|c| c.trim().to_string());
+    if snapshot_class.as_deref() == Some("") {
+        return Err(Error::Invalid(format!(
+            "claim {claim}: annotation {} is empty: name a VolumeSnapshotClass or remove it",
+            labels::SNAPSHOT_CLASS_ANNOTATION
+        )));
+    }
     let spec = pvc.spec.unwrap_or_default();
     let status = pvc.status.unwrap_or_default();
     if status.phase.as_deref() != Some("Bound") {
@@ -264,6 +278,7 @@ async fn read_source(client: &Client, claim: &ClaimRef) -> Result<Source> {
             snapshot: None,
             snapshot_handle: None,
         },
+        snapshot_class,
     })
 }
 
@@ -361,8 +376,9 @@ async fn run(
     };
     let source = read_source(client, claim).await?;
     let mut record = source.record;
-    let class = match &settings.snapshot_class {
-        Some(class) => class.clone(),
+    // --snapshot-class, else the claim's annotation, else the driver's default class.
+    let class = match settings.snapshot_class.clone().or(source.snapshot_class) {
+        Some(class) => class,
         None => default_snapshot_class(client, &record.driver).await?,
     };
     // The base is chosen before the new snapshot exists, so that it is never the new one.

@@ -38,6 +38,9 @@ pub const TEMPORARY_ROLES: [&str; 4] = [ROLE_SNAPSHOT, ROLE_CLAIM, ROLE_MOVER, R
 /// on the VolumeSnapshotContent.
 pub const ALLOW_VOLUME_MODE_CHANGE: &str =
     "snapshot.storage.kubernetes.io/allow-volume-mode-change";
+/// A claim's annotation naming the VolumeSnapshotClass its backups use (over the driver's
+/// default class; `--snapshot-class` still wins).
+pub const SNAPSHOT_CLASS_ANNOTATION: &str = "s3mover.io/snapshot-class";
 /// Marks a VolumeSnapshotClass as its driver's default.
 pub const DEFAULT_SNAPSHOT_CLASS: &str = "snapshot.storage.kubernetes.io/is-default-class";
 

@@ -25,6 +25,7 @@ pub mod cbt;
 pub mod events;
 pub mod jobs;
 pub mod kubelet;
+pub mod oci;
 pub mod provisioner;
 pub mod snapshots;
 pub mod storage;
@@ -39,7 +40,8 @@ use tokio::task::JoinHandle;
 
 use crate::SimOptions;
 
-/// What a container image stands for on this machine: the host program its entrypoint runs.
+/// What a container image stands for on this machine: the host program its entrypoint runs, or
+/// an image's own root filesystem ([`oci::unpack_archive`]) its containers run in.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageConfig {
     /// The image's ENTRYPOINT (first element a host path), replaced by a container's `command`.
@@ -48,6 +50,10 @@ pub struct ImageConfig {
     pub cmd: Vec<String>,
     /// Environment the image sets (ENV), overridden by the container's.
     pub env: Vec<(String, String)>,
+    /// The image's unpacked root filesystem, the container's `/` (a fresh copy per container
+    /// run, as a runtime's writable layer); `None`: the host's root, with the entrypoint a
+    /// host path.
+    pub rootfs: Option<PathBuf>,
 }
 
 impl ImageConfig {

@@ -85,6 +85,7 @@ mod tests {
             entrypoint: v(&["/bin/s3mover"]),
             cmd: v(&["--help"]),
             env: vec![],
+            rootfs: None,
         };
         let env = BTreeMap::new();
         assert_eq!(argv(&[], &[], &img, &env), v(&["/bin/s3mover", "--help"]));
@@ -115,6 +116,7 @@ mod tests {
             entrypoint: v(&["/bin/echo"]),
             cmd: v(&["$(A)"]),
             env: vec![],
+            rootfs: None,
         };
         let env = BTreeMap::from([("A".to_string(), "1".to_string())]);
         assert_eq!(argv(&[], &[], &img, &env), v(&["/bin/echo", "$(A)"]));

@@ -10,6 +10,7 @@
 
 pub mod command;
 pub mod pod;
+pub mod rootfs;
 pub mod sandbox;
 pub mod volumes;
 

@@ -1,8 +1,10 @@
 //! One pod on a Node: volumes, then each container as a real process inside bubblewrap
 //! (`bwrap --bind / / --dev /dev --proc /proc`, claims' loop devices bound at their
 //! `devicePath`, files and directories at their `mountPath`, a host file at the
-//! `terminationMessagePath`), status reported as the kubelet reports it, and a kill switch that
-//! sends SIGTERM to the container's process group, then SIGKILL after the grace period.
+//! `terminationMessagePath`; an image with its own root filesystem runs in a copy of it instead
+//! of the host's root, see [`super::rootfs`]), status reported as the kubelet reports it, and a
+//! kill switch that sends SIGTERM to the container's process group, then SIGKILL after the
+//! grace period.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,6 +18,7 @@ use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use super::rootfs::{self, RootCopy};
 use super::sandbox::{
     bwrap_args, log_tail, mount_points_to_make, read_message, remove_mount_points, signal_group,
 };
@@ -478,7 +481,8 @@ impl PodRun {
                     now_rfc3339(),
                 ),
                 (Ok(binds), false) => {
-                    self.exec(c, slot, &argv, &env, &binds, restarts, &image_name)
+                    let root = image.rootfs.as_deref();
+                    self.exec(c, slot, &argv, &env, &binds, restarts, &image_name, root)
                         .await
                 }
             };
@@ -528,7 +532,8 @@ impl PodRun {
         }
     }
 
-    /// One run of a container: (exit code, reason, termination message, startedAt).
+    /// One run of a container: (exit code, reason, termination message, startedAt); `root`
+    /// is the image's root filesystem when it brings one.
     #[allow(clippy::too_many_arguments)]
     async fn exec(
         &self,
@@ -539,6 +544,7 @@ impl PodRun {
         binds: &[Bind],
         restart: i32,
         image: &str,
+        root: Option<&std::path::Path>,
     ) -> (i32, String, String, String) {
         let ns = self.pod.namespace().unwrap_or_default();
         // Each run's log replaces the last; `pods/log` serves it.
@@ -566,15 +572,41 @@ impl PodRun {
             .termination_message_path
             .clone()
             .unwrap_or_else(|| "/dev/termination-log".into());
-        let args = bwrap_args(
-            binds,
-            &term_host,
-            &term_path,
-            c.working_dir.as_deref(),
-            argv,
-        );
-        let made = mount_points_to_make(binds);
-        let mut cmd = tokio::process::Command::new("bwrap");
+        // An image with its own root filesystem runs in a fresh copy of it; mount points are
+        // made inside that copy, not on the host.
+        let root = match root.map(|r| RootCopy::make(r, &self.dir, &c.name, restart)) {
+            None => None,
+            Some(Ok(copy)) => Some(copy),
+            Some(Err(e)) => {
+                return fail(format!(
+                "failed to create containerd task: cannot prepare the image's root filesystem: {e}"
+            ))
+            }
+        };
+        let (args, made) = match &root {
+            Some(r) => (
+                rootfs::bwrap_args(
+                    r.path(),
+                    binds,
+                    &term_host,
+                    &term_path,
+                    c.working_dir.as_deref(),
+                    argv,
+                ),
+                Vec::new(),
+            ),
+            None => (
+                bwrap_args(
+                    binds,
+                    &term_host,
+                    &term_path,
+                    c.working_dir.as_deref(),
+                    argv,
+                ),
+                mount_points_to_make(binds),
+            ),
+        };
+        let mut cmd = tokio::process::Command::new(rootfs::bwrap_program());
         cmd.args(&args)
             .env_clear()
             .envs(env)

@@ -23,25 +23,7 @@ pub fn bwrap_args(
         .iter()
         .map(|s| s.to_string())
         .collect();
-    for b in binds {
-        match b {
-            Bind::Device { host, path } => {
-                a.extend([
-                    "--dev-bind".into(),
-                    host.display().to_string(),
-                    path.clone(),
-                ]);
-            }
-            Bind::Dir {
-                host,
-                path,
-                read_only,
-            } => {
-                let flag = if *read_only { "--ro-bind" } else { "--bind" };
-                a.extend([flag.into(), host.display().to_string(), through_links(path)]);
-            }
-        }
-    }
+    a.extend(bind_args(binds, through_links));
     a.extend([
         "--bind".into(),
         termination_host.display().to_string(),
@@ -53,6 +35,28 @@ pub fn bwrap_args(
     }
     a.push("--".into());
     a.extend(argv.iter().cloned());
+    a
+}
+
+/// bubblewrap's arguments for the claims' devices and the volumes, each mount path passed
+/// through `path` (the host's root: [`through_links`]; an image's root: as written).
+pub fn bind_args(binds: &[Bind], path: impl Fn(&str) -> String) -> Vec<String> {
+    let mut a = Vec::new();
+    for b in binds {
+        match b {
+            Bind::Device { host, path: at } => {
+                a.extend(["--dev-bind".into(), host.display().to_string(), at.clone()]);
+            }
+            Bind::Dir {
+                host,
+                path: at,
+                read_only,
+            } => {
+                let flag = if *read_only { "--ro-bind" } else { "--bind" };
+                a.extend([flag.into(), host.display().to_string(), path(at)]);
+            }
+        }
+    }
     a
 }
 
