@@ -352,6 +352,16 @@ pub static RESOURCES: &[ResourceDef] = &[
     res!(review "authorization.k8s.io", "v1", "selfsubjectrulesreviews", "selfsubjectrulesreview", "SelfSubjectRulesReview", false),
     res!(review "authentication.k8s.io", "v1", "tokenreviews", "tokenreview", "TokenReview", false),
     res!(review "authentication.k8s.io", "v1", "selfsubjectreviews", "selfsubjectreview", "SelfSubjectReview", false),
+    res!(
+        "apps",
+        "v1",
+        "controllerrevisions",
+        "controllerrevision",
+        "ControllerRevision",
+        true,
+        NONE,
+        NONE
+    ),
 ];
 
 /// Index of a resource in [`RESOURCES`].

@@ -12,6 +12,7 @@
 //! - [`manifests`]: the objects s3mover creates, built as plain values (unit-tested).
 //! - [`backup`], [`restore`]: the two flows; [`cleanup`]: what they leave when interrupted.
 //! - [`doctor`]: is a cluster ready for backups; [`record`]: what a backup records of its claim.
+//! - [`rollout`]: `s3mover rollout-test`, a StatefulSet rolling update measured.
 
 pub mod backup;
 pub mod cleanup;
@@ -25,6 +26,7 @@ pub mod mover;
 pub mod record;
 pub mod resources;
 pub mod restore;
+pub mod rollout;
 pub mod select;
 
 pub use connect::{ClientOptions, Cluster};
