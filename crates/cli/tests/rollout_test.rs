@@ -259,6 +259,7 @@ async fn a_slow_detach_on_a_node_move_fails_as_multi_attach() {
     let gone = f(p, "/goneAtSeconds");
     let detached = f(p, "/volumes/0/detachedAtSeconds");
     assert!(detached - gone >= 3.5, "{p:#}");
+    assert!(f(p, "/volumes/0/detachSeconds") >= 3.5, "{p:#}");
     assert!(f(p, "/unavailableSeconds") >= 3.5, "{p:#}");
     assert!(f(p, "/volumes/0/detachToAttachSeconds") >= 0.0, "{p:#}");
     let events = p["events"].as_array().expect("events");

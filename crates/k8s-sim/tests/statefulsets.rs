@@ -59,7 +59,8 @@ async fn rig(test: &str, nodes: &[&str]) -> Option<Rig> {
     })
 }
 
-/// A StatefulSet `web` of `replicas` busybox pods, each with a 16Mi claim at /data.
+/// A StatefulSet `web` of `replicas` busybox pods, each with a 16Mi claim at /data where the
+/// main process writes its pid (`$$$$`: Kubernetes turns `$$` into `$` in commands).
 fn web(replicas: i32, policy: &str, image: &str, grace: i64, pre_stop: Option<&str>) -> String {
     let hook = match pre_stop {
         Some(cmd) => format!(
@@ -88,7 +89,7 @@ spec:
       containers:
       - name: app
         image: {image}
-        command: ["/bin/sh", "-c", "echo $$ > /data/pid; trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+        command: ["/bin/sh", "-c", "echo $$$$ > /data/pid; trap 'exit 0' TERM; while true; do sleep 0.1; done"]
         volumeMounts:
         - name: data
           mountPath: /data{hook}
@@ -409,6 +410,9 @@ async fn pre_stop_hooks_run_before_sigterm_and_one_that_kills_pid_1_fails_with_1
     // The rig's hook: stop the main process, then go on working; it dies with the container.
     let bad = "kill -TERM $(cat /data/pid); sleep 5; echo never";
     r.apply(&web(1, "OrderedReady", "busybox", 30, Some(bad)));
+    r.kubectl(&["rollout", "status", "statefulset/web", "--timeout=120s"])
+        .await;
+    r.kubectl(&["rollout", "restart", "statefulset/web"]).await;
     let msg = event_text(&r, "web-0", "FailedPreStopHook", "exited with 137").await;
     assert!(msg.contains("kill -TERM"), "{msg}");
     let out = r

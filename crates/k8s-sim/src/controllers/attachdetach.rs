@@ -201,7 +201,12 @@ async fn reconcile(
 
     // (pv, node) → the pods that need it there.
     let mut wanted: BTreeMap<(String, String), (Vec<&Pod>, &PersistentVolume)> = BTreeMap::new();
-    for pod in pods.iter().filter(|p| !terminal(p)) {
+    // A deleted pod keeps its volumes until the kubelet has unmounted them and removed it (the
+    // controller waits for the node to report them unused); a finished one lets them go.
+    for pod in pods
+        .iter()
+        .filter(|p| !terminal(p) || p.metadata.deletion_timestamp.is_some())
+    {
         let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
             continue;
         };
