@@ -139,6 +139,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Kubernetes: back up and restore PersistentVolumeClaims (see `s3mover k8s --help`).
     K8s(crate::cli_k8s::K8sArgs),
+    /// Measure a StatefulSet's rolling update: termination, unavailability, node moves,
+    /// Multi-Attach, data (see docs/rollout-test.md).
+    RolloutTest(crate::cli_rollout::RolloutTestArgs),
     /// Repair a damaged repository.
     #[command(subcommand)]
     Repair(RepairCommand),

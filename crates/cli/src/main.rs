@@ -7,6 +7,7 @@
 mod cli;
 mod cli_cluster;
 mod cli_k8s;
+mod cli_rollout;
 mod commands;
 mod output;
 mod password;

@@ -127,6 +127,7 @@ pub fn on_create(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
         }
         ("", "secrets") => set_default(obj, &["type"], json!("Opaque")),
         ("batch", "jobs") => default_job(obj, &name, &uid),
+        ("apps", "statefulsets") => default_statefulset(obj),
         ("storage.k8s.io", "storageclasses") => {
             set_default(obj, &["reclaimPolicy"], json!("Delete"));
             set_default(obj, &["volumeBindingMode"], json!("Immediate"));
@@ -137,6 +138,33 @@ pub fn on_create(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
         _ => {}
     }
     Ok(())
+}
+
+/// The API server's defaults for a StatefulSet (`kubectl rollout status` reads the strategy).
+fn default_statefulset(obj: &mut Value) {
+    set_default(obj, &["spec", "replicas"], json!(1));
+    set_default(obj, &["spec", "podManagementPolicy"], json!("OrderedReady"));
+    set_default(obj, &["spec", "revisionHistoryLimit"], json!(10));
+    set_default(
+        obj,
+        &["spec", "updateStrategy", "type"],
+        json!("RollingUpdate"),
+    );
+    if obj.pointer("/spec/updateStrategy/type") == Some(&json!("RollingUpdate")) {
+        set_default(
+            obj,
+            &["spec", "updateStrategy", "rollingUpdate", "partition"],
+            json!(0),
+        );
+    }
+    set_default(
+        obj,
+        &["spec", "persistentVolumeClaimRetentionPolicy"],
+        json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+    );
+    if let Some(spec) = obj.pointer_mut("/spec/template/spec") {
+        default_pod_spec(spec);
+    }
 }
 
 fn default_job(obj: &mut Value, name: &str, uid: &str) {

@@ -362,6 +362,16 @@ pub static RESOURCES: &[ResourceDef] = &[
         &["lhbv"],
         STATUS
     ),
+    res!(
+        "apps",
+        "v1",
+        "controllerrevisions",
+        "controllerrevision",
+        "ControllerRevision",
+        true,
+        NONE,
+        NONE
+    ),
 ];
 
 /// Index of a resource in [`RESOURCES`].

@@ -15,6 +15,7 @@
 //! - [`retry`]: reads and creates that ride out a failing API server.
 //! - [`metadata`]: what `cluster backup` records of a cluster ([`yaml`] writes its objects for
 //!   `kubectl apply`); [`longhorn`]: Longhorn backup freshness for `health`.
+//! - [`rollout`]: `s3mover rollout-test`, a StatefulSet rolling update measured.
 
 pub mod backup;
 pub mod cleanup;
@@ -31,6 +32,7 @@ pub mod record;
 pub mod resources;
 pub mod restore;
 pub mod retry;
+pub mod rollout;
 pub mod select;
 pub mod yaml;
 

@@ -15,6 +15,7 @@ mod protect;
 mod prune;
 mod repair;
 mod restore;
+mod rollout_test;
 mod verify;
 
 use std::sync::Mutex;
@@ -52,6 +53,7 @@ async fn run_command(cli: &Cli) -> Result<u8> {
         Command::Protect(args) => protect::run(global, args).await,
         Command::Check(args) => check::run(global, args).await,
         Command::K8s(args) => k8s::run(global, args).await,
+        Command::RolloutTest(args) => rollout_test::run(global, args).await,
         Command::Repair(command) => repair::run(global, command).await,
         Command::Cluster(args) => cluster::run(global, args).await,
         Command::Health(args) => health::run(global, args).await,

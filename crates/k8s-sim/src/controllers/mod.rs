@@ -21,6 +21,7 @@
 //! deleted pod again with `gracePeriodSeconds=0` once its containers have stopped, and its
 //! logs go where `pods/log` reads them ([`crate::api::pod_log_path`]).
 
+pub mod attachdetach;
 pub mod cbt;
 pub mod events;
 pub mod jobs;
@@ -28,6 +29,7 @@ pub mod kubelet;
 pub mod oci;
 pub mod provisioner;
 pub mod snapshots;
+pub mod statefulsets;
 pub mod storage;
 mod util;
 
@@ -118,6 +120,9 @@ pub struct ControllerOptions {
     /// The API server's address, given to containers as `KUBERNETES_SERVICE_HOST` and
     /// `KUBERNETES_SERVICE_PORT` (in-cluster configuration); set by [`crate::SimCluster::start`].
     pub api_server: Option<std::net::SocketAddr>,
+    /// VolumeAttachments and the attach/detach controller ([`attachdetach`]) with these fault
+    /// settings; `None` = not simulated (the kubelet attaches claims by itself).
+    pub volume_attach: Option<attachdetach::AttachFaults>,
 }
 
 impl Default for ControllerOptions {
@@ -133,6 +138,7 @@ impl Default for ControllerOptions {
             kubelet_backoff: Duration::from_secs(10),
             state_dir: None,
             api_server: None,
+            volume_attach: None,
         }
     }
 }
@@ -196,5 +202,7 @@ pub async fn start_all(client: kube::Client, cfg: &SimOptions) -> Vec<JoinHandle
     handles.extend(jobs::start(ctx.clone()));
     handles.extend(kubelet::start(ctx.clone()));
     handles.extend(cbt::start(ctx.clone()));
+    handles.extend(statefulsets::start(ctx.clone()));
+    handles.extend(attachdetach::start(ctx.clone()));
     handles
 }

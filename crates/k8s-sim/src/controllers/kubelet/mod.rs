@@ -9,9 +9,11 @@
 //! the grace period.
 
 pub mod command;
+pub mod lifecycle;
 pub mod pod;
 pub mod rootfs;
 pub mod sandbox;
+pub mod staging;
 pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
@@ -142,6 +144,25 @@ async fn register_node(ctx: &Ctx, name: &str) {
     }
 }
 
+/// The Nodes new pods may go to: not cordoned (`spec.unschedulable`, `kubectl cordon`).
+async fn schedulable_nodes(ctx: &Ctx) -> Result<Vec<String>, kube::Error> {
+    let cordoned: Vec<String> = Api::<Node>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|n| n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true))
+        .map(|n| n.name_any())
+        .collect();
+    Ok(ctx
+        .opts
+        .nodes
+        .iter()
+        .filter(|n| !cordoned.contains(n))
+        .cloned()
+        .collect())
+}
+
 fn node_name(pod: &Pod) -> Option<&str> {
     pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
 }
@@ -174,6 +195,7 @@ async fn schedule(ctx: &Ctx) -> Result<(), kube::Error> {
         .into_iter()
         .map(|c| (c.name_any(), c.volume_binding_mode.unwrap_or_default()))
         .collect();
+    let schedulable = schedulable_nodes(ctx).await?;
     for pod in pods
         .iter()
         .filter(|p| node_name(p).is_none() && p.metadata.deletion_timestamp.is_none())
@@ -193,7 +215,7 @@ async fn schedule(ctx: &Ctx) -> Result<(), kube::Error> {
                 None if classes.get(&class_of(claim)).map(String::as_str)
                     == Some("WaitForFirstConsumer") =>
                 {
-                    let Some(node) = ctx.opts.nodes.iter().min_by_key(|n| busy(n)) else {
+                    let Some(node) = schedulable.iter().min_by_key(|n| busy(n)) else {
                         continue;
                     };
                     let _ = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns)
@@ -272,7 +294,7 @@ async fn schedule(ctx: &Ctx) -> Result<(), kube::Error> {
                 .filter(|n| ctx.opts.nodes.contains(n))
         }) {
             Some(n) => n,
-            None => match ctx.opts.nodes.iter().min_by_key(|n| busy(n)) {
+            None => match schedulable.iter().min_by_key(|n| busy(n)) {
                 Some(n) => n.clone(),
                 None => continue,
             },

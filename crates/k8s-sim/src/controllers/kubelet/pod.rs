@@ -23,7 +23,7 @@ use super::sandbox::{
     bwrap_args, log_tail, mount_points_to_make, read_message, remove_mount_points, signal_group,
 };
 use super::volumes::{self, Attached, Bind};
-use super::{command, pod_dir};
+use super::{command, lifecycle, pod_dir};
 use crate::controllers::events::{reference, Kind};
 use crate::controllers::util::now_rfc3339;
 use crate::controllers::{Ctx, ImageConfig};
@@ -154,6 +154,7 @@ pub async fn run(ctx: Ctx, pod: Pod, kill: watch::Receiver<Option<i64>>) {
         });
         futures::future::join_all(futs).await;
     }
+    lifecycle::hold_unmount(&run.ctx, run.killed().is_some()).await;
     attached.release();
     run.push().await;
     run.finish_deleted().await;
@@ -194,9 +195,14 @@ impl PodRun {
             if self.killed().is_some() {
                 return None;
             }
+            if !lifecycle::wait_attached(&self.ctx, &self.pod, &self.kill).await {
+                return None;
+            }
             match volumes::setup(&self.ctx, &self.pod, &self.dir).await {
                 Ok(a) => {
-                    for pv in a.pv_names.values() {
+                    // With VolumeAttachments the attach/detach controller reports attaches.
+                    let own = self.ctx.opts.volume_attach.is_none();
+                    for pv in a.pv_names.values().filter(|_| own) {
                         self.ctx
                             .events
                             .record(
@@ -654,12 +660,20 @@ impl PodRun {
             s = child.wait() => s,
             g = async { rx.wait_for(|v| v.is_some()).await.map(|v| v.unwrap_or(0)).unwrap_or(0) } => {
                 self.event(Some(c), Kind::Normal, "Killing", &format!("Stopping container {}", c.name)).await;
-                signal_group(pid, libc::SIGTERM);
-                match tokio::time::timeout(Duration::from_secs(g.max(0) as u64), child.wait()).await {
-                    Ok(s) => s,
-                    Err(_) => {
-                        signal_group(pid, libc::SIGKILL);
-                        child.wait().await
+                let sandbox = lifecycle::Sandbox { binds, env, termination: (term_host.as_path(), term_path.as_str()) };
+                match lifecycle::pre_stop(&self.ctx, &self.pod, c, &sandbox, g, &mut child).await {
+                    (Some(s), _) => s,
+                    (None, left) => {
+                        signal_group(pid, libc::SIGTERM);
+                        // As the kubelet: at least 2 s after a hook used the grace period up.
+                        let left = if left < g { left.max(2) } else { g.max(0) };
+                        match tokio::time::timeout(Duration::from_secs(left as u64), child.wait()).await {
+                            Ok(s) => s,
+                            Err(_) => {
+                                signal_group(pid, libc::SIGKILL);
+                                child.wait().await
+                            }
+                        }
                     }
                 }
             }

@@ -53,6 +53,8 @@ struct Attachment {
     loop_dev: String,
     mount: Option<PathBuf>,
     block: bool,
+    /// A Filesystem volume's node-wide mount ([`super::staging`]).
+    shared: Option<super::staging::Key>,
 }
 
 /// Everything set up for a pod.
@@ -127,6 +129,12 @@ impl Attached {
     /// Unmounts and detaches the claims' loop devices.
     pub fn release(&mut self) {
         for (_, a) in std::mem::take(&mut self.claims) {
+            if a.shared
+                .as_ref()
+                .is_some_and(|k| !super::staging::release(k))
+            {
+                continue;
+            }
             if let Some(m) = &a.mount {
                 let _ = Command::new("umount").arg(m).output();
             }
@@ -313,6 +321,22 @@ async fn attach_claim(
     };
     let image = ctx.storage.volume_path(&csi.volume_handle);
     let block = spec.volume_mode.as_deref() == Some("Block");
+    let node = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap_or_default();
+    if !block {
+        if let Some((loop_dev, m, key)) = super::staging::acquire(&node, &image) {
+            let a = Attachment {
+                loop_dev,
+                mount: Some(m),
+                block,
+                shared: Some(key),
+            };
+            return Ok((a, pv_name));
+        }
+    }
     let img = image.clone();
     let dev = tokio::task::spawn_blocking(move || losetup(&img, ro))
         .await
@@ -326,6 +350,7 @@ async fn attach_claim(
         loop_dev: dev.clone(),
         mount: None,
         block,
+        shared: None,
     };
     if !block {
         let m = dir.join("volumes").join(&v.name);
@@ -337,7 +362,10 @@ async fn attach_claim(
         }
         let out = cmd.arg(&dev).arg(&m).output();
         match out {
-            Ok(o) if o.status.success() => a.mount = Some(m),
+            Ok(o) if o.status.success() => {
+                a.shared = Some(super::staging::register(&node, &image, &dev, &m));
+                a.mount = Some(m);
+            }
             Ok(o) => {
                 let _ = Command::new("losetup").arg("-d").arg(&dev).output();
                 return Err(mount_failed(
