@@ -214,7 +214,7 @@ pub fn mover_job(spec: &MoverJob<'_>) -> Job {
                         "env": [{"name": RESULT_FILE_ENV, "value": TERMINATION_LOG}],
                         "securityContext": {"privileged": false, "allowPrivilegeEscalation": false},
                         "terminationMessagePath": TERMINATION_LOG,
-                        "terminationMessagePolicy": "File",
+                        "terminationMessagePolicy": "FallbackToLogsOnError",
                         "volumeDevices": [{"name": "volume", "devicePath": DEVICE_PATH}],
                         "volumeMounts": mounts
                     }],
@@ -291,6 +291,10 @@ mod tests {
         assert_eq!(container["volumeDevices"][0]["devicePath"], DEVICE_PATH);
         assert_eq!(container["envFrom"][0]["secretRef"]["name"], "s3mover-repo");
         assert_eq!(container["terminationMessagePath"], TERMINATION_LOG);
+        assert_eq!(
+            container["terminationMessagePolicy"], "FallbackToLogsOnError",
+            "a mover that dies before writing its result is explained by its log"
+        );
         assert_eq!(pod["restartPolicy"], "Never");
         let sources = &pod["volumes"][1]["projected"]["sources"];
         assert_eq!(sources[0]["serviceAccountToken"]["audience"], "aud");

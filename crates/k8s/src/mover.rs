@@ -299,33 +299,41 @@ fn termination_message(pod: &Pod) -> Option<String> {
         .filter(|m| !m.trim().is_empty())
 }
 
-/// Why the newest failed pod failed: the `error` of its JSON result, else its termination
-/// reason and exit code.
+/// Why the newest failed pod failed: the `error` of its JSON result, else the last line it
+/// logged (the termination message falls back to the log tail) with its exit code, else its
+/// termination reason and exit code.
 fn newest_failed_pod_reason(pods: &[Pod]) -> Option<String> {
     let pod = pods
         .iter()
         .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed"))
         .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
+    let terminated = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.iter().find_map(|c| c.state.as_ref()?.terminated.clone()));
+    let exit_code = terminated
+        .as_ref()
+        .map(|t| format!(" (exit code {})", t.exit_code))
+        .unwrap_or_default();
     if let Some(message) = termination_message(pod) {
         if let Ok(value) = serde_json::from_str::<serde_json::Value>(&message) {
             if let Some(error) = value.get("error").and_then(|e| e.as_str()) {
                 return Some(error.to_string());
             }
         }
-        return Some(message.trim().to_string());
+        let last_line = message
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or_default();
+        return Some(format!("{last_line}{exit_code}"));
     }
-    let terminated = pod
-        .status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .iter()
-        .find_map(|c| c.state.as_ref()?.terminated.clone());
     match terminated {
         Some(t) => Some(format!(
-            "{} (exit code {})",
-            t.reason.unwrap_or_else(|| "terminated".into()),
-            t.exit_code
+            "{}{exit_code}",
+            t.reason.unwrap_or_else(|| "terminated".into())
         )),
         None => pod.status.as_ref()?.reason.clone(),
     }
@@ -383,6 +391,24 @@ mod tests {
         let error = judge(&failed, &pods).expect_err("failed").to_string();
         assert!(
             error.starts_with("mover failed after 2 attempts: "),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_mover_that_died_before_its_result_is_explained_by_its_last_log_line() {
+        let failed =
+            job(json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]));
+        let pods = [pod(
+            "Failed",
+            json!({"terminated": {"exitCode": 127, "reason": "Error",
+                   "message": "starting\ns3mover: error while loading shared libraries: libc.so.6\n\n"}}),
+        )];
+        let error = judge(&failed, &pods).expect_err("failed").to_string();
+        assert!(
+            error.ends_with(
+                "s3mover: error while loading shared libraries: libc.so.6 (exit code 127)"
+            ),
             "{error}"
         );
     }
