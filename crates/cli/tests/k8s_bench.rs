@@ -166,6 +166,8 @@ async fn k8s_backup_orchestration_split() {
             "directSeconds": direct_seconds,
             "overheadSeconds": k8s_seconds - direct_seconds,
             "phases": k8s_out["phases"],
+            "moverSeconds": k8s_out["moverSeconds"],
+            "directBackupSeconds": direct_out["seconds"],
             "bytesRead": k8s_out["bytesRead"],
             "bytesUploaded": k8s_out["bytesUploaded"],
         }));
@@ -204,6 +206,8 @@ async fn k8s_backup_orchestration_split() {
             "claimAndPodStart": phase("claimAndPodStart"),
             "data": phase("data"),
             "cleanup": phase("cleanup"),
+            "moverSeconds": column("moverSeconds"),
+            "directBackupSeconds": column("directBackupSeconds"),
         },
     });
     println!("{}", serde_json::to_string_pretty(&report).expect("JSON"));

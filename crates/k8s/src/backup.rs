@@ -84,6 +84,8 @@ pub struct BackupOutcome {
     pub phases: BTreeMap<&'static str, f64>,
     /// Seconds in all.
     pub seconds: f64,
+    /// The `seconds` of the mover's own result (its `s3mover backup`), inside the data phase.
+    pub mover_seconds: Option<f64>,
     /// Objects that could not be removed (with why).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub leftovers: Vec<String>,
@@ -185,6 +187,7 @@ pub async fn backup_claim(
                 .map(str::to_string);
             outcome.bytes_read = result.get("bytesRead").and_then(|v| v.as_u64());
             outcome.bytes_uploaded = result.get("bytesUploaded").and_then(|v| v.as_u64());
+            outcome.mover_seconds = result.get("seconds").and_then(|v| v.as_f64());
             let mover_note = result
                 .get("note")
                 .and_then(|v| v.as_str())
