@@ -95,6 +95,15 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Two different ports that were free a moment ago: both listeners are held while the second
+/// is picked, so the kernel cannot hand out the same port twice (the S3 API would then fail to
+/// bind while the RPC listener on that port answered the readiness probe).
+fn two_free_ports() -> std::io::Result<(u16, u16)> {
+    let first = TcpListener::bind("127.0.0.1:0")?;
+    let second = TcpListener::bind("127.0.0.1:0")?;
+    Ok((first.local_addr()?.port(), second.local_addr()?.port()))
+}
+
 fn random_hex(bytes: usize) -> String {
     use rand::RngCore;
     let mut buf = vec![0u8; bytes];
@@ -122,8 +131,7 @@ impl Garage {
             .prefix("s3mover-garage-")
             .tempdir()
             .map_err(|e| format!("cannot create a temp dir: {e}"))?;
-        let s3_port = free_port().map_err(|e| format!("no free port: {e}"))?;
-        let rpc_port = free_port().map_err(|e| format!("no free port: {e}"))?;
+        let (s3_port, rpc_port) = two_free_ports().map_err(|e| format!("no free port: {e}"))?;
         let root = dir.path();
         let compression = match std::env::var("GARAGE_COMPRESSION_LEVEL") {
             Ok(level) if level == "none" => "compression_level = \"none\"\n".to_string(),
@@ -196,6 +204,14 @@ root_domain = ".s3.garage.localhost"
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!(
                     "garage exited with {status} before it was ready; log:\n{}",
+                    self.log_tail()
+                ));
+            }
+            if self.log_tail().contains("S3 API server exited with error") {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Err(format!(
+                    "garage's S3 API did not start; log:\n{}",
                     self.log_tail()
                 ));
             }
