@@ -353,3 +353,80 @@ async fn a_job_past_its_active_deadline_fails_and_its_pod_is_stopped() {
     })
     .await;
 }
+
+/// A cluster shut down while a pod runs with a Block claim leaves neither the container's
+/// processes nor its loop device behind (the kubelet kills the container's whole process
+/// group, and the claim's attachment is released).
+#[tokio::test]
+async fn shutting_down_with_a_running_pod_leaves_no_process_or_loop_device() {
+    if !require(
+        "shutting_down_with_a_running_pod_leaves_no_process_or_loop_device",
+        DEVICE_TOOLS,
+    ) {
+        return;
+    }
+    let sim = start(|_| {}).await;
+    let c = &sim.client;
+    claim(c, "default", "held", "8Mi", "Block", None).await;
+    wait_bound(c, "default", "held").await;
+    let image = sim.image_of("default", "held").await;
+    let marker = format!("held-until-shutdown-{}", std::process::id());
+    job(
+        c,
+        "default",
+        "holder",
+        &format!("while :; do sleep 0.1; done # {marker}"),
+        Some("held"),
+        0,
+    )
+    .await;
+    let pods = Api::<Pod>::namespaced(c.clone(), "default");
+    wait_for("the pod running", || {
+        let pods = pods.clone();
+        async move {
+            let l = pods
+                .list(&ListParams::default().labels("job-name=holder"))
+                .await
+                .map_err(|e| e.to_string())?;
+            l.items
+                .iter()
+                .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                .map(|_| ())
+                .ok_or_else(|| format!("{} pods", l.items.len()))
+        }
+    })
+    .await;
+    let attached = || {
+        let out = std::process::Command::new("losetup")
+            .args(["-j"])
+            .arg(&image)
+            .output()
+            .expect("losetup runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let running = || {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .any(|cmdline| String::from_utf8_lossy(&cmdline).contains(&marker))
+    };
+    assert!(
+        !attached().is_empty(),
+        "the claim is attached while the pod runs"
+    );
+    assert!(running(), "the container runs");
+
+    sim.cluster.shutdown().await;
+    let mut left = (attached(), running());
+    for _ in 0..50 {
+        if left.0.is_empty() && !left.1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        left = (attached(), running());
+    }
+    assert_eq!(left.0, "", "no loop device is left attached");
+    assert!(!left.1, "no container process is left running");
+}

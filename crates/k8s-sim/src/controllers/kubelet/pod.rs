@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use super::rootfs::{self, RootCopy};
 use super::sandbox::{
     bwrap_args, log_tail, mount_points_to_make, read_message, remove_mount_points, signal_group,
+    GroupGuard,
 };
 use super::volumes::{self, Attached, Bind};
 use super::{command, lifecycle, pod_dir};
@@ -631,6 +632,9 @@ impl PodRun {
             }
         };
         let pid = child.id().unwrap_or(0);
+        // Declared after `child`, so dropped before it: the leader is not reaped yet and its
+        // group id cannot have been reused.
+        let mut group = GroupGuard::new(pid);
         let mut st = self.get(slot);
         st["state"] = json!({"running": {"startedAt": started_at}});
         st["ready"] = json!(true);
@@ -678,6 +682,7 @@ impl PodRun {
                 }
             }
         };
+        group.disarm();
         // Whatever the container left behind in its group goes with it.
         signal_group(pid, libc::SIGKILL);
         remove_mount_points(&made);

@@ -136,6 +136,32 @@ pub fn signal_group(pid: u32, sig: i32) {
     }
 }
 
+/// Kills a container's whole process group when dropped before it is disarmed: a kubelet
+/// task aborted while its container runs (the cluster shutting down) leaves nothing behind.
+/// `kill_on_drop` alone kills only bubblewrap's first process, and the sandbox it forked
+/// would go on holding the pod's loop devices.
+pub struct GroupGuard {
+    pid: u32,
+}
+
+impl GroupGuard {
+    /// Guards the group `pid` leads.
+    pub fn new(pid: u32) -> Self {
+        GroupGuard { pid }
+    }
+
+    /// The container has ended the ordinary way: nothing to kill.
+    pub fn disarm(&mut self) {
+        self.pid = 0;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        signal_group(self.pid, libc::SIGKILL);
+    }
+}
+
 /// The termination message file's first 4096 bytes.
 pub fn read_message(p: &Path) -> String {
     let raw = std::fs::read(p).unwrap_or_default();
