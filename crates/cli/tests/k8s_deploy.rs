@@ -236,11 +236,7 @@ async fn deployed_cronjobs_back_up_forget_and_verify() {
     let log = run_cronjob(&k8s, "s3mover-verify", "verify-1");
     assert!(log.contains("verified 1 backups"), "{log}");
     assert!(log.contains(", 0 problems"), "{log}");
-    assert!(
-        k8s.leftovers().await.is_empty(),
-        "left: {:?}",
-        k8s.leftovers().await
-    );
+    k8s.assert_no_leftovers().await;
 
     // An empty class annotation is a one-line error naming it, before anything is created.
     k8s.kubectl(

@@ -55,11 +55,7 @@ async fn block_claim_full_delta_disaster_and_restore() {
         read > 0 && read <= 5 * 64 * 1024,
         "a delta reads only changed chunks: {second}"
     );
-    assert!(
-        k8s.leftovers().await.is_empty(),
-        "left: {:?}",
-        k8s.leftovers().await
-    );
+    k8s.assert_no_leftovers().await;
     assert_eq!(
         k8s.bases("db", "data").await,
         vec![second["snapshot"].as_str().expect("snapshot").to_string()],
@@ -79,11 +75,7 @@ async fn block_claim_full_delta_disaster_and_restore() {
         got == expected,
         "the restored volume differs from the backed-up one"
     );
-    assert!(
-        k8s.leftovers().await.is_empty(),
-        "left: {:?}",
-        k8s.leftovers().await
-    );
+    k8s.assert_no_leftovers().await;
 
     // An existing claim is not overwritten unless asked.
     let (code, _, stderr) = k8s.s3mover(&["k8s", "restore", "data", "-n", "db"]);
@@ -144,11 +136,7 @@ async fn filesystem_claim_round_trip_with_the_orchestrator_role() {
         got == expected,
         "the restored volume differs from the backed-up one"
     );
-    assert!(
-        k8s.leftovers().await.is_empty(),
-        "left: {:?}",
-        k8s.leftovers().await
-    );
+    k8s.assert_no_leftovers().await;
 }
 
 /// A driver without a SnapshotMetadataService: the whole volume is read, only what differs
@@ -242,11 +230,7 @@ async fn failures_are_one_line_and_leave_nothing() {
         out[0]["phases"]["data"].as_f64().expect("data phase") < 60.0,
         "detected at once: {out}"
     );
-    assert!(
-        k8s.leftovers().await.is_empty(),
-        "left: {:?}",
-        k8s.leftovers().await
-    );
+    k8s.assert_no_leftovers().await;
     assert_eq!(
         k8s.bases("db", "data").await,
         vec![good[0]["snapshot"].as_str().expect("snapshot").to_string()],
@@ -341,11 +325,7 @@ async fn a_snapshot_that_never_becomes_ready_times_out() {
     let (code, _, stderr) = k8s.s3mover(&["k8s", "backup", "data", "-n", "db", "--timeout", "3s"]);
     assert_eq!(code, 1, "{stderr}");
     assert_one_line_reason(&stderr, "did not become ready");
-    assert!(
-        k8s.leftovers().await.is_empty(),
-        "left: {:?}",
-        k8s.leftovers().await
-    );
+    k8s.assert_no_leftovers().await;
 }
 
 /// Twenty claims selected by label, four at a time, with the orchestrator's RBAC: all backed
@@ -385,11 +365,7 @@ async fn twenty_claims_by_label_four_at_a_time() {
         assert_eq!(row["namespace"], "fleet");
     }
     assert!(rows.iter().all(|r| r["pvc"] != "other"));
-    assert!(
-        k8s.leftovers().await.is_empty(),
-        "left: {:?}",
-        k8s.leftovers().await
-    );
+    k8s.assert_no_leftovers().await;
 }
 
 /// A mover that fails every time is retried `--backoff-limit` times, no more; the claim fails
@@ -421,11 +397,7 @@ async fn a_failing_mover_is_retried_a_bounded_number_of_times() {
     ]);
     assert_eq!(code, 1, "{stderr}");
     assert_one_line_reason(&stderr, "mover failed after 2 attempts");
-    assert!(
-        k8s.leftovers().await.is_empty(),
-        "left: {:?}",
-        k8s.leftovers().await
-    );
+    k8s.assert_no_leftovers().await;
     assert!(
         k8s.bases("db", "data").await.is_empty(),
         "a failed backup keeps no snapshot"
@@ -472,11 +444,7 @@ async fn a_temporary_claim_that_stays_pending_says_why() {
         &stderr,
         "stayed Pending: ProvisioningFailed: failed to provision",
     );
-    assert!(
-        k8s.leftovers().await.is_empty(),
-        "left: {:?}",
-        k8s.leftovers().await
-    );
+    k8s.assert_no_leftovers().await;
     assert_eq!(
         k8s.bases("db", "data").await,
         vec![good[0]["snapshot"].as_str().expect("snapshot").to_string()],
@@ -543,11 +511,7 @@ async fn api_errors_and_dropped_watches_are_retried() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(result[0]["status"], "ok", "{result}");
-    assert!(
-        k8s.leftovers().await.is_empty(),
-        "left: {:?}",
-        k8s.leftovers().await
-    );
+    k8s.assert_no_leftovers().await;
 
     let expected = std::fs::read(k8s.image_of("db", "data").await).expect("image");
     k8s.kubectl(&["delete", "pvc", "data", "-n", "db", "--wait=true"], None);
@@ -564,11 +528,7 @@ async fn api_errors_and_dropped_watches_are_retried() {
     k8s.wait_bound("db", "data").await;
     let got = std::fs::read(k8s.image_of("db", "data").await).expect("restored image");
     assert!(got == expected, "the restored volume differs");
-    assert!(
-        k8s.leftovers().await.is_empty(),
-        "left: {:?}",
-        k8s.leftovers().await
-    );
+    k8s.assert_no_leftovers().await;
 }
 
 /// The mover pod is deleted while it runs: the Job's bounded retry runs another pod and the
@@ -656,11 +616,7 @@ async fn a_mover_pod_killed_mid_run_is_retried_by_its_job() {
         !k8s.mover_pods("db").await.iter().any(|(n, _)| *n == killed),
         "the killed pod {killed} is gone"
     );
-    assert!(
-        k8s.leftovers().await.is_empty(),
-        "left: {:?}",
-        k8s.leftovers().await
-    );
+    k8s.assert_no_leftovers().await;
 }
 
 /// Ctrl-C once the mover Job exists: a non-zero exit, and everything the run created (the
@@ -706,10 +662,6 @@ async fn ctrl_c_removes_everything_the_backup_created() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_one_line_reason(&stderr, "interrupted");
-    assert!(
-        k8s.leftovers().await.is_empty(),
-        "left: {:?}",
-        k8s.leftovers().await
-    );
+    k8s.assert_no_leftovers().await;
     assert!(k8s.bases("db", "data").await.is_empty(), "no base is kept");
 }

@@ -201,11 +201,7 @@ async fn the_image_runs_backup_and_restore_as_mover_pods() {
         got == expected,
         "the restored volume differs from the backed-up one"
     );
-    assert!(
-        k8s.leftovers().await.is_empty(),
-        "left: {:?}",
-        k8s.leftovers().await
-    );
+    k8s.assert_no_leftovers().await;
 }
 
 /// Without S3: the image runs `s3mover --version` as a pod, with nothing of the host but

@@ -313,6 +313,12 @@ impl K8s {
             .collect()
     }
 
+    /// Fails the test, naming them, if s3mover left temporary objects behind.
+    pub async fn assert_no_leftovers(&self) {
+        let left = self.leftovers().await;
+        assert!(left.is_empty(), "left: {left:?}");
+    }
+
     /// The VolumeSnapshots s3mover keeps as bases in `ns`.
     pub async fn bases(&self, ns: &str, pvc: &str) -> Vec<String> {
         let claim = s3mover_k8s::select::ClaimRef {
