@@ -121,7 +121,9 @@ pub fn walk_allocated(
 }
 
 /// Calls `emit(block_index)` for each block at or after `first_block` whose bytes differ
-/// between `base` and `target` (blocks past the shorter file's end count as changed).
+/// between `base` and `target` (blocks past the shorter file's end count as changed). Blocks
+/// the two files share on a reflink filesystem are known equal without being read
+/// ([`crate::extents`]); every other block is compared byte for byte.
 pub fn walk_delta(
     base: &Path,
     target: &Path,
@@ -140,7 +142,8 @@ pub fn walk_delta(
     let short = la.min(lb);
     let mut a = vec![0u8; (bs * CHUNK_BLOCKS) as usize];
     let mut b = vec![0u8; (bs * CHUNK_BLOCKS) as usize];
-    for (s, e) in block_regions(regions, bs) {
+    let shared = crate::extents::shared_ranges(&fa, &fb)?;
+    for (s, e) in crate::extents::subtract_shared(block_regions(regions, bs), &shared, bs) {
         let mut blk = s.max(first_block);
         while blk < e {
             let n = (e - blk).min(CHUNK_BLOCKS);

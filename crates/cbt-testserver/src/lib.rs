@@ -9,6 +9,7 @@
 //! audience and RBAC checks with the sidecar's status codes, injected protocol violations.
 
 pub mod certs;
+pub mod extents;
 pub mod image;
 pub mod service;
 

@@ -11,7 +11,11 @@
 //!   into a second repository holding the same previous state.
 //!
 //! Caches are dropped before each timed command. Knobs: `BENCH_K8S_SIZE` (bytes),
-//! `BENCH_K8S_WRITES`, `BENCH_K8S_ROUNDS`. The report goes to stdout and, as JSON, to the file
+//! `BENCH_K8S_WRITES`, `BENCH_K8S_ROUNDS`, and `BENCH_K8S_STORAGE`: `copy` (default) keeps the
+//! simulated driver's images on the temporary directory's filesystem, where a snapshot and a
+//! claim from it are full copies and changed blocks are found by comparing images; `reflink`
+//! puts them on a loop-mounted XFS with reflinks, where snapshots and clones share blocks as on
+//! copy-on-write storage and the comparison skips the shared ones. The report goes to stdout and, as JSON, to the file
 //! `BENCH_K8S_JSON` names when set.
 
 mod k8s_support;
@@ -89,7 +93,17 @@ async fn k8s_backup_orchestration_split() {
     let size = knob("BENCH_K8S_SIZE", 1024 * MIB);
     let writes = knob("BENCH_K8S_WRITES", 2000);
     let rounds = knob("BENCH_K8S_ROUNDS", 3).max(1);
-    let k8s = start(|_| {}).await;
+    let storage = std::env::var("BENCH_K8S_STORAGE").unwrap_or_else(|_| "copy".into());
+    let reflink = match storage.as_str() {
+        "copy" => None,
+        "reflink" => Some(
+            s3mover_testkit::ReflinkFs::mount(size * 4 + 512 * MIB, None)
+                .expect("BENCH_K8S_STORAGE=reflink needs root and mkfs.xfs"),
+        ),
+        other => panic!("BENCH_K8S_STORAGE={other}: use copy or reflink"),
+    };
+    let driver_dir = reflink.as_ref().map(|fs| fs.path().join("csi"));
+    let k8s = start(|c| c.state_dir = driver_dir).await;
     k8s.namespace("bench");
     k8s.claim("bench", "vol", size, "Block", &[]).await;
     let image = k8s.image_of("bench", "vol").await;
@@ -194,6 +208,7 @@ async fn k8s_backup_orchestration_split() {
         )
     };
     let report = json!({
+        "storage": storage,
         "sizeBytes": size,
         "writes": writes,
         "rounds": per_round,

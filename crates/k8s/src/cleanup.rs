@@ -163,6 +163,7 @@ pub async fn delete_and_wait(client: &Client, object: &ObjectRef, wait: Duration
         delete_pods_of_job(client, &object.namespace, &object.name).await?;
     }
     let start = Instant::now();
+    let mut poll = crate::retry::Poll::new();
     loop {
         match objects.get_opt(&object.name).await {
             Ok(None) => return Ok(()),
@@ -178,7 +179,7 @@ pub async fn delete_and_wait(client: &Client, object: &ObjectRef, wait: Duration
             }
             Err(_) => {}
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        poll.wait().await;
     }
 }
 

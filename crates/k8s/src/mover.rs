@@ -16,7 +16,7 @@ use crate::resources::{self, ContentInfo, SnapshotStatus};
 use crate::{Error, Result};
 
 use crate::retry::ErrorBudget;
-pub use crate::retry::{create, POLL};
+pub use crate::retry::{create, Poll, POLL};
 
 /// Container waiting reasons that do not heal by waiting.
 const FATAL_WAITING: [&str; 6] = [
@@ -40,6 +40,7 @@ pub async fn wait_snapshot_ready(
     let start = Instant::now();
     let mut budget = ErrorBudget::new();
     let mut last = SnapshotStatus::default();
+    let mut poll = Poll::new();
     loop {
         match snapshots.get(name).await {
             Ok(vs) => {
@@ -75,7 +76,7 @@ pub async fn wait_snapshot_ready(
                 after: timeout,
             });
         }
-        tokio::time::sleep(POLL).await;
+        poll.wait().await;
     }
 }
 
@@ -163,6 +164,7 @@ pub async fn run_job(
     let start = Instant::now();
     let mut budget = ErrorBudget::new();
     let mut running_seen = 0u32;
+    let mut poll = Poll::new();
     loop {
         let state = async {
             let job = jobs
@@ -220,7 +222,7 @@ pub async fn run_job(
                 after: timeout,
             });
         }
-        tokio::time::sleep(POLL).await;
+        poll.wait().await;
     }
 }
 

@@ -432,6 +432,7 @@ async fn check_storage_class(client: &Client, class: Option<&str>) -> Result<()>
 pub async fn wait_bound(client: &Client, claim: &ClaimRef, timeout: Duration) -> Result<()> {
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &claim.namespace);
     let start = Instant::now();
+    let mut poll = mover::Poll::new();
     loop {
         if let Ok(pvc) = claims.get(&claim.name).await {
             if pvc.status.and_then(|s| s.phase).as_deref() == Some("Bound") {
@@ -444,6 +445,6 @@ pub async fn wait_bound(client: &Client, claim: &ClaimRef, timeout: Duration) ->
                 after: timeout,
             });
         }
-        tokio::time::sleep(mover::POLL).await;
+        poll.wait().await;
     }
 }

@@ -10,8 +10,44 @@ use kube::Resource;
 
 use crate::{Error, Result};
 
-/// How often the cluster is asked again.
+/// How often the cluster is asked again after an error, and at most while waiting.
 pub const POLL: Duration = Duration::from_millis(250);
+/// The first wait of a [`Poll`]: a snapshot or a Job step often ends within a fraction of a
+/// second, and asking again only after [`POLL`] would add up to that much to each phase.
+pub const FIRST_POLL: Duration = Duration::from_millis(40);
+
+/// The waits between reads of an object expected to change: [`FIRST_POLL`] at first, half as
+/// long again each time, then [`POLL`] — quick to notice a fast step, no busier than [`POLL`]
+/// for a long one.
+#[derive(Debug)]
+pub struct Poll {
+    next: Duration,
+}
+
+impl Poll {
+    /// A new sequence, starting at [`FIRST_POLL`].
+    pub fn new() -> Self {
+        Poll { next: FIRST_POLL }
+    }
+
+    /// Sleeps for the next interval.
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.interval()).await;
+    }
+
+    /// The next interval.
+    fn interval(&mut self) -> Duration {
+        let now = self.next;
+        self.next = (self.next * 3 / 2).min(POLL);
+        now
+    }
+}
+
+impl Default for Poll {
+    fn default() -> Self {
+        Poll::new()
+    }
+}
 /// How long API errors may go on in a row before an operation gives up.
 pub const API_ERROR_BUDGET: Duration = Duration::from_secs(30);
 
@@ -102,5 +138,17 @@ where
             !wanted.is_empty() && wanted.iter().all(|(k, v)| found.get(k) == Some(v))
         }
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_start_quick_and_settle_at_the_steady_interval() {
+        let mut poll = Poll::new();
+        let waits: Vec<u128> = (0..8).map(|_| poll.interval().as_millis()).collect();
+        assert_eq!(waits, [40, 60, 90, 135, 202, 250, 250, 250]);
     }
 }

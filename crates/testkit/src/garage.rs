@@ -86,7 +86,7 @@ pub fn garage_or_skip(test: &str) -> Option<Garage> {
     }
 }
 
-fn in_ci() -> bool {
+pub(crate) fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }
 

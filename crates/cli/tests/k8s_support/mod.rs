@@ -58,6 +58,8 @@ pub struct K8s {
     pub repo: PathBuf,
     /// The orchestrator's kubeconfig when it runs with its RBAC role.
     pub orchestrator_kubeconfig: Option<PathBuf>,
+    /// The simulated CSI driver's state directory (its `volumes/` hold the claims' images).
+    pub driver_dir: PathBuf,
 }
 
 /// Starts a cluster whose controllers `tweak` configures, and initializes the repository.
@@ -73,6 +75,7 @@ pub async fn start(tweak: impl FnOnce(&mut ControllerOptions)) -> K8s {
     controllers.kubelet_backoff = Duration::from_millis(500);
     tweak(&mut controllers);
     options.controllers = controllers;
+    let driver_dir = s3mover_k8s_sim::controllers::state_dir(&options);
     let sim = SimCluster::start(options)
         .await
         .expect("the simulated cluster starts");
@@ -88,6 +91,7 @@ pub async fn start(tweak: impl FnOnce(&mut ControllerOptions)) -> K8s {
         kubeconfig,
         repo,
         orchestrator_kubeconfig: None,
+        driver_dir,
     };
     let out = Command::new(env!("CARGO_BIN_EXE_s3mover"))
         .args(["init", "--kdf-memory", "8M", "--kdf-passes", "1"])
@@ -284,7 +288,7 @@ impl K8s {
             .spec
             .and_then(|s| s.volume_name)
             .expect("bound claim");
-        let volumes = self.dir.path().join("cluster/csi/volumes");
+        let volumes = self.driver_dir.join("volumes");
         let direct = volumes.join(format!("{pv}.img"));
         if direct.exists() {
             return direct;
