@@ -46,6 +46,9 @@ pub struct RepoSecretArgs {
         value_name = "NAME"
     )]
     pub repo_secret: String,
+    /// The repository's S3 TLS settings.
+    #[command(flatten)]
+    pub store: crate::cli::StoreArgs,
 }
 
 #[derive(Debug, Args)]

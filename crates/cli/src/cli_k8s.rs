@@ -139,6 +139,9 @@ pub struct K8sRestoreArgs {
     pub overwrite: bool,
     #[command(flatten)]
     pub mover: MoverArgs,
+    /// The repository's S3 TLS settings, for this command's own reads of it.
+    #[command(flatten)]
+    pub store: crate::cli::StoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +157,9 @@ pub struct K8sBackupsArgs {
     /// Secret to read the repository settings from when --repo and S3MOVER_REPO are not set.
     #[arg(long, default_value = "s3mover-repo", value_name = "NAME")]
     pub repo_secret: String,
+    /// The repository's S3 TLS settings.
+    #[command(flatten)]
+    pub store: crate::cli::StoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -167,6 +173,9 @@ pub struct K8sStatusArgs {
     /// Secret to read the repository settings from when --repo and S3MOVER_REPO are not set.
     #[arg(long, default_value = "s3mover-repo", value_name = "NAME")]
     pub repo_secret: String,
+    /// The repository's S3 TLS settings.
+    #[command(flatten)]
+    pub store: crate::cli::StoreArgs,
 }
 
 #[derive(Debug, Args)]

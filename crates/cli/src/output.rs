@@ -63,9 +63,22 @@ impl Write for LogWriter {
     }
 }
 
-/// A progress bar on stderr, or nothing when stderr is not a terminal or output is quiet.
-pub fn progress_bar(label: &str, quiet: bool) -> Option<Arc<dyn Progress>> {
-    if quiet || !std::io::stderr().is_terminal() {
+/// `S3MOVER_PROGRESS=lines`: progress as plain `progress: DONE/TOTAL bytes` lines on stderr
+/// (at the start, at most once a second, and at the end) instead of a bar — what a mover pod's
+/// log carries for the orchestrator to show.
+pub const PROGRESS_ENV: &str = "S3MOVER_PROGRESS";
+
+/// A progress bar on stderr, or nothing when stderr is not a terminal, output is quiet or
+/// the result goes out as JSON; progress lines instead when [`PROGRESS_ENV`] asks for them
+/// (and output is not quiet), JSON or not.
+pub fn progress_bar(label: &str, quiet: bool, json: bool) -> Option<Arc<dyn Progress>> {
+    if quiet {
+        return None;
+    }
+    if std::env::var(PROGRESS_ENV).is_ok_and(|v| v == "lines") {
+        return Some(Arc::new(ProgressLines::default()));
+    }
+    if json || !std::io::stderr().is_terminal() {
         return None;
     }
     Some(Arc::new(Bar {
@@ -98,6 +111,51 @@ impl Progress for Bar {
     fn finish(&self) {
         set_bar_on_screen(None);
         self.bar.finish_and_clear();
+    }
+}
+
+/// Progress as lines on stderr, for logs ([`PROGRESS_ENV`]).
+#[derive(Default)]
+struct ProgressLines {
+    state: Mutex<LinesState>,
+}
+
+#[derive(Default)]
+struct LinesState {
+    total: u64,
+    done: u64,
+    last_line: Option<std::time::Instant>,
+}
+
+impl ProgressLines {
+    fn line(state: &mut LinesState) {
+        eprintln!("progress: {}/{} bytes", state.done, state.total);
+        state.last_line = Some(std::time::Instant::now());
+    }
+}
+
+impl Progress for ProgressLines {
+    fn start(&self, total: u64) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        *state = LinesState {
+            total,
+            ..LinesState::default()
+        };
+        Self::line(&mut state);
+    }
+    fn advance(&self, bytes: u64) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.done = state.done.saturating_add(bytes);
+        if state
+            .last_line
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1))
+        {
+            Self::line(&mut state);
+        }
+    }
+    fn finish(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        Self::line(&mut state);
     }
 }
 

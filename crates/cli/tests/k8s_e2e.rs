@@ -130,8 +130,19 @@ async fn filesystem_claim_round_trip_with_the_orchestrator_role() {
     let expected = std::fs::read(&image).expect("image");
     k8s.use_orchestrator_role();
 
-    let out = k8s.s3mover_json(&["k8s", "backup", "files", "-n", "app"]);
+    let (code, stdout, stderr) =
+        k8s.s3mover(&["k8s", "backup", "files", "-n", "app", "-o", "json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let out: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
     assert_eq!(out[0]["status"], "ok", "{out}");
+    // The mover's progress, read from its log with the orchestrator's own permissions: the
+    // last figure is the whole read.
+    let read = out[0]["bytesRead"].as_u64().expect("bytesRead") as f64 / MIB as f64;
+    assert!(
+        stderr.contains(&format!("app/files: data read: {read:.1} of "))
+            && stderr.contains("(100%)"),
+        "{stderr}"
+    );
     k8s.kubectl(
         &["delete", "pvc", "files", "-n", "app", "--wait=true"],
         None,
@@ -685,4 +696,39 @@ async fn ctrl_c_removes_everything_the_backup_created() {
     assert_one_line_reason(&stderr, "interrupted");
     k8s.assert_no_leftovers().await;
     assert!(k8s.bases("db", "data").await.is_empty(), "no base is kept");
+}
+
+/// The repository's private CA (`--ca-cert`, `S3MOVER_CA_CERT`) reaches the commands that read
+/// the repository themselves: a CA file that cannot be read is named in one line, before any
+/// object is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_repository_ca_certificate_reaches_k8s_commands() {
+    if !require("the_repository_ca_certificate_reaches_k8s_commands") {
+        return;
+    }
+    let k8s = start(|_| {}).await;
+    k8s.namespace("db");
+    let repo = ["--repo", "s3://127.0.0.1:9/bucket"];
+    let ca = "/nonexistent/private-ca.pem";
+    for command in [
+        vec!["k8s", "restore", "data", "-n", "db", "--ca-cert", ca],
+        vec!["k8s", "backups", "-n", "db", "--ca-cert", ca],
+        vec!["k8s", "status", "-n", "db", "--ca-cert", ca],
+    ] {
+        let args: Vec<&str> = command.iter().chain(repo.iter()).copied().collect();
+        let (code, _, stderr) = k8s.s3mover(&args);
+        assert_ne!(code, 0, "{args:?}");
+        assert_one_line_reason(&stderr, &format!("cannot read --ca-cert {ca}"));
+    }
+    let out = k8s
+        .s3mover_command(&["k8s", "restore", "data", "-n", "db", repo[0], repo[1]])
+        .env("S3MOVER_CA_CERT", ca)
+        .output()
+        .expect("s3mover runs");
+    assert_ne!(out.status.code(), Some(0));
+    assert_one_line_reason(
+        &String::from_utf8_lossy(&out.stderr),
+        &format!("cannot read --ca-cert {ca}"),
+    );
+    k8s.assert_no_leftovers().await;
 }

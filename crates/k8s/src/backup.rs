@@ -552,6 +552,9 @@ async fn run(
                 progress(claim, "mover running: reading the volume");
             }
         }
+        JobPhase::Progress { done, total } => {
+            progress(claim, &mover::describe_progress("read", done, total))
+        }
     };
     let result = mover::run_job(
         client,

@@ -23,6 +23,9 @@ pub const CBT_CA: &str = "/var/run/s3mover/cbt/ca.crt";
 pub const TERMINATION_LOG: &str = "/dev/termination-log";
 /// The environment variable that makes `s3mover` write its result there.
 pub const RESULT_FILE_ENV: &str = "S3MOVER_RESULT_FILE";
+/// The environment variable that makes `s3mover` log its progress as lines
+/// (`progress: DONE/TOTAL bytes`), which the orchestrator reads from the pod's log.
+pub const PROGRESS_ENV: &str = "S3MOVER_PROGRESS";
 /// Lifetime asked for the projected CBT token; the kubelet rotates it before it expires.
 pub const TOKEN_SECONDS: i64 = 3600;
 
@@ -211,7 +214,10 @@ pub fn mover_job(spec: &MoverJob<'_>) -> Job {
                         "imagePullPolicy": spec.pull_policy,
                         "args": spec.args,
                         "envFrom": [{"secretRef": {"name": spec.repo_secret}}],
-                        "env": [{"name": RESULT_FILE_ENV, "value": TERMINATION_LOG}],
+                        "env": [
+                            {"name": RESULT_FILE_ENV, "value": TERMINATION_LOG},
+                            {"name": PROGRESS_ENV, "value": "lines"}
+                        ],
                         "securityContext": {"privileged": false, "allowPrivilegeEscalation": false},
                         "terminationMessagePath": TERMINATION_LOG,
                         "terminationMessagePolicy": "FallbackToLogsOnError",

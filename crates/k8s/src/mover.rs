@@ -133,6 +133,61 @@ pub enum JobPhase {
     Created,
     /// A pod is running (attempt number, from 1).
     Running(u32),
+    /// The running mover has moved `done` of `total` bytes (from its log's progress lines).
+    Progress {
+        /// Bytes done.
+        done: u64,
+        /// Bytes to do.
+        total: u64,
+    },
+}
+
+/// How often a running mover's log is read for progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// The last `progress: DONE/TOTAL bytes` line in `log` (see [`crate::manifests::PROGRESS_ENV`]).
+pub fn last_progress(log: &str) -> Option<(u64, u64)> {
+    log.lines().rev().find_map(|line| {
+        let rest = line
+            .trim()
+            .strip_prefix("progress: ")?
+            .strip_suffix(" bytes")?;
+        let (done, total) = rest.split_once('/')?;
+        Some((done.parse().ok()?, total.parse().ok()?))
+    })
+}
+
+/// A progress line for people: `data read: 512.0 of 1024.0 MiB (50%)`.
+pub fn describe_progress(verb: &str, done: u64, total: u64) -> String {
+    let percent = if total == 0 {
+        100
+    } else {
+        (u128::from(done.min(total)) * 100 / u128::from(total)) as u64
+    };
+    let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
+    format!(
+        "data {verb}: {:.1} of {:.1} MiB ({percent}%)",
+        mib(done),
+        mib(total)
+    )
+}
+
+/// Reads the mover's progress from the tail of its pod's log. Progress is only shown, so a log
+/// that cannot be read (a missing `pods/log` permission, a pod gone) is passed over.
+async fn read_progress(pods: &Api<Pod>, pod: &Pod) -> Option<(u64, u64)> {
+    let name = pod.metadata.name.as_deref()?;
+    // The result JSON the mover prints at the end comes after its last progress line.
+    let params = kube::api::LogParams {
+        tail_lines: Some(200),
+        ..kube::api::LogParams::default()
+    };
+    match pods.logs(name, &params).await {
+        Ok(log) => last_progress(&log),
+        Err(e) => {
+            tracing::debug!("cannot read the progress of pod {name}: {e}");
+            None
+        }
+    }
 }
 
 /// Creates the mover Job, tracks it, and waits for its end. Returns the JSON result the
@@ -152,6 +207,7 @@ pub async fn run_job(
     let name = job.metadata.name.clone().unwrap_or_default();
     let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let pods_api = pods.clone();
     create(&jobs, job, &format!("mover Job {namespace}/{name}")).await?;
     tracker.add(ObjectRef {
         kind: Kind::Job,
@@ -165,6 +221,7 @@ pub async fn run_job(
     let mut budget = ErrorBudget::new();
     let mut running_seen = 0u32;
     let mut poll = Poll::new();
+    let mut progress = ProgressWatch::default();
     loop {
         let state = async {
             let job = jobs
@@ -184,8 +241,12 @@ pub async fn run_job(
             Err(e) => budget.check(e)?,
             Ok((job, pods)) => {
                 budget.ok();
+                progress.check(&pods_api, &pods, on_phase).await;
                 match judge(&job, &pods) {
-                    Ok(Some(outcome)) => return Ok(outcome),
+                    Ok(Some(outcome)) => {
+                        progress.last_word(&pods_api, &pods, on_phase).await;
+                        return Ok(outcome);
+                    }
                     Ok(None) => {}
                     // A Job that ran out of time or retries while its claim never bound
                     // (its deadline can come just before ours) failed because of the claim.
@@ -224,6 +285,56 @@ pub async fn run_job(
         }
         poll.wait().await;
     }
+}
+
+/// Follows a mover's progress: its running pod's log is read every [`PROGRESS_EVERY`], and
+/// the succeeded pod's once more at the end, so the last figure shown is the final one.
+#[derive(Default)]
+struct ProgressWatch {
+    last_read: Option<Instant>,
+    shown: Option<(u64, u64)>,
+}
+
+impl ProgressWatch {
+    async fn check(
+        &mut self,
+        api: &Api<Pod>,
+        pods: &[Pod],
+        on_phase: &(dyn Fn(JobPhase) + Send + Sync),
+    ) {
+        if self.last_read.is_some_and(|t| t.elapsed() < PROGRESS_EVERY) {
+            return;
+        }
+        let Some(pod) = pods.iter().find(|p| phase_of(p) == Some("Running")) else {
+            return;
+        };
+        self.last_read = Some(Instant::now());
+        self.show(read_progress(api, pod).await, on_phase);
+    }
+
+    async fn last_word(
+        &mut self,
+        api: &Api<Pod>,
+        pods: &[Pod],
+        on_phase: &(dyn Fn(JobPhase) + Send + Sync),
+    ) {
+        if let Some(pod) = pods.iter().find(|p| phase_of(p) == Some("Succeeded")) {
+            self.show(read_progress(api, pod).await, on_phase);
+        }
+    }
+
+    fn show(&mut self, seen: Option<(u64, u64)>, on_phase: &(dyn Fn(JobPhase) + Send + Sync)) {
+        if let Some((done, total)) = seen {
+            if self.shown != seen {
+                self.shown = seen;
+                on_phase(JobPhase::Progress { done, total });
+            }
+        }
+    }
+}
+
+fn phase_of(pod: &Pod) -> Option<&str> {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref())
 }
 
 /// Decides from a Job and its pods whether the run is over: `Some(result)` on success, an
@@ -344,6 +455,22 @@ fn newest_failed_pod_reason(pods: &[Pod]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_progress_line_of_a_log_is_read() {
+        let log = "starting\nprogress: 0/4096 bytes\nprogress: 2048/4096 bytes\nwarning: slow\n";
+        assert_eq!(last_progress(log), Some((2048, 4096)));
+        assert_eq!(last_progress("progress: x/1 bytes\n"), None);
+        assert_eq!(last_progress("nothing here"), None);
+        assert_eq!(
+            describe_progress("read", 3 << 19, 3 << 20),
+            "data read: 1.5 of 3.0 MiB (50%)"
+        );
+        assert_eq!(
+            describe_progress("written", 0, 0),
+            "data written: 0.0 of 0.0 MiB (100%)"
+        );
+    }
     use serde_json::json;
 
     fn job(conditions: serde_json::Value) -> Job {

@@ -217,6 +217,9 @@ async fn run(
     let on_phase = |phase: JobPhase| match phase {
         JobPhase::Created => progress(&format!("mover Job {job_name} created")),
         JobPhase::Running(_) => progress("mover running: writing the volume"),
+        JobPhase::Progress { done, total } => {
+            progress(&mover::describe_progress("written", done, total))
+        }
     };
     let result = mover::run_job(
         client,

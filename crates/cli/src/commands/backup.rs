@@ -43,7 +43,8 @@ pub async fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<u8> {
             .unwrap_or_else(|| repo.store().uploads_in_flight()),
         progress: crate::output::progress_bar(
             "backup",
-            global.quiet || global.output == OutputFormat::Json,
+            global.quiet,
+            global.output == OutputFormat::Json,
         ),
     };
     let mut report = backup::backup(&repo, options).await?;

@@ -61,7 +61,7 @@ pub async fn open_repo(
     cluster: Option<&Cluster>,
 ) -> Result<Repository> {
     if super::repo_url(global).is_ok() {
-        return super::open_repository(global, &crate::cli::StoreArgs::default()).await;
+        return super::open_repository(global, &secret.store).await;
     }
     let connected;
     let cluster = match cluster {
@@ -73,6 +73,7 @@ pub async fn open_repo(
     };
     super::k8s::open_repository(
         global,
+        &secret.store,
         cluster,
         &cluster.default_namespace,
         &secret.repo_secret,

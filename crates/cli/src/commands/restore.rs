@@ -34,7 +34,8 @@ pub async fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<u8> {
         force: args.force,
         progress: crate::output::progress_bar(
             "restore",
-            global.quiet || global.output == OutputFormat::Json,
+            global.quiet,
+            global.output == OutputFormat::Json,
         ),
     };
     let mut report = restore::restore(&repo, &manifest, options).await?;

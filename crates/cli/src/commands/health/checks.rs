@@ -27,7 +27,7 @@ pub async fn etcd(ctx: &mut Context<'_>, max_age: i64) -> Result<CheckResult> {
     };
     let store = crate::commands::open_and_remember(
         url,
-        &crate::commands::store_options(&crate::cli::StoreArgs::default(), false),
+        &crate::commands::store_options(&ctx.args.repo.store, false),
     )?;
     let objects = store
         .list("")

@@ -23,7 +23,8 @@ fn claim_of(manifest: &Manifest) -> Option<ClaimRef> {
 
 pub async fn backups(global: &GlobalArgs, cluster: &Cluster, args: &K8sBackupsArgs) -> Result<u8> {
     let namespace = super::namespace(cluster, &args.namespace);
-    let repo = super::open_repository(global, cluster, &namespace, &args.repo_secret).await?;
+    let repo =
+        super::open_repository(global, &args.store, cluster, &namespace, &args.repo_secret).await?;
     let manifests = repo.list_manifests(None).await?;
     let selected: Vec<(ClaimRef, &Manifest)> = manifests
         .iter()
@@ -81,7 +82,8 @@ pub async fn status(global: &GlobalArgs, cluster: &Cluster, args: &K8sStatusArgs
         ),
     };
     let claims = selection.resolve(&cluster.client).await?;
-    let repo = super::open_repository(global, cluster, &namespace, &args.repo_secret).await?;
+    let repo =
+        super::open_repository(global, &args.store, cluster, &namespace, &args.repo_secret).await?;
     let manifests = repo.list_manifests(None).await?;
     let now = time::OffsetDateTime::now_utc();
     let mut rows = Vec::new();

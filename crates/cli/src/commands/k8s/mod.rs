@@ -54,12 +54,13 @@ fn check_mover_namespace(mover: &MoverArgs, namespace: &str) -> Result<()> {
 /// `AWS_*` and `S3MOVER_*` keys become this process's environment where it has none of its own.
 pub(crate) async fn open_repository(
     global: &GlobalArgs,
+    store_args: &StoreArgs,
     cluster: &Cluster,
     namespace: &str,
     secret: &str,
 ) -> Result<Repository> {
     if crate::commands::repo_url(global).is_ok() {
-        return crate::commands::open_repository(global, &StoreArgs::default()).await;
+        return crate::commands::open_repository(global, store_args).await;
     }
     let secrets: kube::Api<Secret> = kube::Api::namespaced(cluster.client.clone(), namespace);
     let found = secrets
@@ -87,7 +88,7 @@ pub(crate) async fn open_repository(
         url.with_context(|| format!("Secret {namespace}/{secret} has no S3MOVER_REPO key"))?;
     let store = crate::commands::open_and_remember(
         &url,
-        &crate::commands::store_options(&StoreArgs::default(), false),
+        &crate::commands::store_options(store_args, false),
     )?;
     let locked = LockedRepository::read(store).await?;
     crate::commands::unlock_repository(global, locked).await

@@ -37,7 +37,14 @@ pub async fn run(global: &GlobalArgs, cluster: &Cluster, args: &K8sRestoreArgs) 
     };
     super::check_mover_namespace(&args.mover, &target.namespace)?;
     let volume = ClaimRecord::volume_name(&namespace, &args.pvc);
-    let repo = super::open_repository(global, cluster, &namespace, &args.mover.repo_secret).await?;
+    let repo = super::open_repository(
+        global,
+        &args.store,
+        cluster,
+        &namespace,
+        &args.mover.repo_secret,
+    )
+    .await?;
     let manifest = repo
         .resolve_backup(args.backup.as_deref().unwrap_or("latest"), Some(&volume))
         .await?;
