@@ -445,17 +445,17 @@ async fn resource(
         ("create", "") => {
             let (obj, warnings) = typed_body(def, req, parse_body(req)?)?;
             let ns = if def.namespaced { t.ns.as_str() } else { "" };
-            let created = state
-                .store
-                .write(|txn| crud::create(txn, t.res, ns, obj, &state.ca_pem))?;
+            let created = state.store.write_or_dry_run(dry_run(req)?, |txn| {
+                crud::create(txn, t.res, ns, obj, &state.ca_pem)
+            })?;
             Ok(server::warn(server::json(201, &created), &warnings))
         }
         ("update", sub) => {
             let (obj, warnings) = typed_body(def, req, parse_body(req)?)?;
             let status_only = sub == "status";
-            let updated = state
-                .store
-                .write(|txn| crud::update(txn, &t.key(), obj, status_only))?;
+            let updated = state.store.write_or_dry_run(dry_run(req)?, |txn| {
+                crud::update(txn, &t.key(), obj, status_only)
+            })?;
             Ok(server::warn(server::json(200, &updated), &warnings))
         }
         ("patch", sub) => patch_object(state, req, &t, sub == "status"),
@@ -463,28 +463,58 @@ async fn resource(
             let opts = DeleteOptions::parse(&req.body, &|k| req.q(k))?;
             let gone = state
                 .store
-                .write(|txn| crud::delete(txn, &t.key(), &opts))?;
+                .write_or_dry_run(delete_dry_run(req, &opts)?, |txn| {
+                    crud::delete(txn, &t.key(), &opts)
+                })?;
             Ok(server::json(200, &gone))
         }
         ("deletecollection", "") => {
             let opts = DeleteOptions::parse(&req.body, &|k| req.q(k))?;
             let (labels, fields) = selectors(req)?;
             let ns = (!t.ns.is_empty()).then_some(t.ns.as_str());
-            let deleted = state.store.write(|txn| {
-                let mut out = Vec::new();
-                for (key, obj) in txn.list(t.res, ns) {
-                    if labels.matches(&obj) && fields.matches(&obj) {
-                        if let Ok(o) = crud::delete(txn, &key, &opts) {
-                            out.push(o);
+            let deleted = state
+                .store
+                .write_or_dry_run(delete_dry_run(req, &opts)?, |txn| {
+                    let mut out = Vec::new();
+                    for (key, obj) in txn.list(t.res, ns) {
+                        if labels.matches(&obj) && fields.matches(&obj) {
+                            if let Ok(o) = crud::delete(txn, &key, &opts) {
+                                out.push(o);
+                            }
                         }
                     }
-                }
-                (out, txn.rv())
-            });
+                    (out, txn.rv())
+                });
             Ok(server::json(200, &list_object(t.res, deleted.0, deleted.1)))
         }
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+/// Whether a write is a dry run: `dryRun=All` is, no `dryRun` is not, and any other value is
+/// refused as the API server refuses it.
+fn dry_run(req: &Request) -> Result<bool, ApiError> {
+    dry_run_of(req.q("dryRun").as_slice())
+}
+
+/// The same for a delete, whose `DeleteOptions` body may carry `dryRun` too.
+fn delete_dry_run(req: &Request, opts: &DeleteOptions) -> Result<bool, ApiError> {
+    Ok(dry_run(req)? || dry_run_of(&opts.dry_run)?)
+}
+
+fn dry_run_of(values: &[String]) -> Result<bool, ApiError> {
+    let mut dry = false;
+    for value in values {
+        match value.as_str() {
+            "All" => dry = true,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid value: \"{other}\": supported values: \"All\""
+                )))
+            }
+        }
+    }
+    Ok(dry)
 }
 
 /// The label and field selectors of a list or watch.
@@ -562,7 +592,7 @@ fn patch_object(
         )
     })?;
     let key = t.key();
-    let (code, obj, warnings) = state.store.write(|txn| {
+    let (code, obj, warnings) = state.store.write_or_dry_run(dry_run(req)?, |txn| {
         let Some(current) = txn.get(&key).cloned() else {
             if ty == PatchType::Apply && !status_only {
                 let obj = patch::apply(ty, &json!({}), &req.body).map_err(ApiError::bad_request)?;
@@ -667,4 +697,22 @@ fn pod_log(state: &ApiState, req: &Request, t: &Target) -> Result<http::Response
         None => text,
     };
     Ok(server::text(200, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_all_is_a_dry_run_value() {
+        assert_eq!(dry_run_of(&[]).ok(), Some(false));
+        assert_eq!(dry_run_of(&["All".into()]).ok(), Some(true));
+        let e = dry_run_of(&["Server".into()]).unwrap_err();
+        assert_eq!(e.code, 400);
+        assert!(
+            e.message.contains("supported values: \"All\""),
+            "{}",
+            e.message
+        );
+    }
 }

@@ -37,6 +37,9 @@ pub struct DeleteOptions {
     pub uid: Option<String>,
     /// `preconditions.resourceVersion`.
     pub resource_version: Option<String>,
+    /// `dryRun` of the body (`["All"]`), which is where kubectl puts it for a delete; the
+    /// query's `dryRun` is read with every other write's.
+    pub dry_run: Vec<String>,
 }
 
 impl DeleteOptions {
@@ -83,6 +86,14 @@ impl DeleteOptions {
             resource_version: v["preconditions"]["resourceVersion"]
                 .as_str()
                 .map(str::to_string),
+            dry_run: v["dryRun"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|d| d.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 }

@@ -77,6 +77,7 @@ pub struct Event {
     pub old: Option<Value>,
 }
 
+#[derive(Clone)]
 struct Inner {
     rv: u64,
     objects: BTreeMap<Key, Value>,
@@ -149,6 +150,23 @@ impl Store {
             self.changed.send_replace(rv);
         }
         out
+    }
+
+    /// Runs `f` as [`Store::write`] does when `dry_run` is false; when true, on a copy of the
+    /// store that is then thrown away, so the caller sees what the write would have done and
+    /// nothing is stored, published or watched (`dryRun=All`).
+    pub fn write_or_dry_run<R>(&self, dry_run: bool, f: impl FnOnce(&mut Txn<'_>) -> R) -> R {
+        if !dry_run {
+            return self.write(f);
+        }
+        let copy = Mutex::new(self.lock().clone());
+        let (events, _) = broadcast::channel(1);
+        let mut txn = Txn {
+            inner: copy.lock().unwrap_or_else(|p| p.into_inner()),
+            events: &events,
+            changed: false,
+        };
+        f(&mut txn)
     }
 
     /// Runs `f` on a read-only view.

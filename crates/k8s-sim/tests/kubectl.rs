@@ -1,5 +1,5 @@
 //! The real `kubectl` against the simulated API server: get, list, apply (create, then
-//! update), watch, delete with each cascade, label selectors, and `auth can-i` and a
+//! update), server-side dry runs and `kubectl diff`, watch, delete with each cascade, label selectors, and `auth can-i` and a
 //! forbidden create for a service account under RBAC.
 
 mod sim_api;
@@ -102,6 +102,71 @@ async fn kubectl_apply_get_list_and_delete() {
         assert!(err.contains("configmaps \"settings\" not found"), "{err}");
         let err = kubectl_err(&k, &kc, &["get", "configmap", "x", "-n", "nowhere-ns"]);
         assert!(err.contains("not found"), "{err}");
+    })
+    .await
+    .unwrap();
+}
+
+/// `--dry-run=server` (the API's `dryRun=All`) answers as the write would and stores nothing;
+/// `kubectl diff` compares against such a dry run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_server_dry_runs_change_nothing() {
+    let Some(k) = kubectl_or_skip("kubectl_server_dry_runs_change_nothing") else {
+        return;
+    };
+    let sim = sim_api::start().await;
+    let kc = sim.kubeconfig.clone();
+    let dir = sim.dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        kubectl_ok(&k, &kc, &["create", "namespace", "apps"]);
+        let (f1, f2) = (dir.join("v1.yaml"), dir.join("v2.yaml"));
+        std::fs::write(&f1, CM_V1).unwrap();
+        std::fs::write(&f2, CM_V2).unwrap();
+        let (f1, f2) = (f1.to_str().unwrap(), f2.to_str().unwrap());
+        let out = kubectl_ok(
+            &k,
+            &kc,
+            &["apply", "-n", "apps", "--dry-run=server", "-f", f1],
+        );
+        assert!(
+            out.contains("configmap/settings created (server dry run)"),
+            "{out}"
+        );
+        let err = kubectl_err(&k, &kc, &["get", "configmap", "settings", "-n", "apps"]);
+        assert!(err.contains("not found"), "{err}");
+
+        kubectl_ok(&k, &kc, &["apply", "-n", "apps", "-f", f1]);
+        let diff = sim_api::kubectl(&k, &kc, &["diff", "-n", "apps", "-f", f2]);
+        let shown = String::from_utf8_lossy(&diff.stdout);
+        assert_eq!(diff.status.code(), Some(1), "differences found: {shown}");
+        assert!(
+            shown.contains("-  mode: one") && shown.contains("+  mode: two"),
+            "{shown}"
+        );
+        let mode = |k: &std::path::Path| {
+            kubectl_ok(
+                k,
+                &kc,
+                &[
+                    "get",
+                    "cm",
+                    "settings",
+                    "-n",
+                    "apps",
+                    "-o",
+                    "jsonpath={.data.mode}",
+                ],
+            )
+        };
+        assert_eq!(mode(&k), "one", "diff changed nothing");
+
+        let out = kubectl_ok(
+            &k,
+            &kc,
+            &["delete", "cm", "settings", "-n", "apps", "--dry-run=server"],
+        );
+        assert!(out.contains("deleted (server dry run)"), "{out}");
+        assert_eq!(mode(&k), "one", "the dry-run delete kept it");
     })
     .await
     .unwrap();
