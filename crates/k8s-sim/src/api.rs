@@ -52,6 +52,8 @@ pub struct ApiState {
     pub logs: RwLock<Option<LogSource>>,
     /// The cluster's state directory.
     pub state_dir: std::path::PathBuf,
+    /// The rests of paginated lists.
+    pub pages: crate::pages::Pages,
 }
 
 /// One request, read whole, with its authenticated user.
@@ -540,25 +542,53 @@ pub fn list_object(res: ResId, items: Vec<Value>, rv: u64) -> Value {
 fn list(state: &ApiState, req: &Request, t: &Target) -> Result<http::Response<Body>, ApiError> {
     let (labels, fields) = selectors(req)?;
     let ns = (!t.ns.is_empty()).then_some(t.ns.as_str());
-    let (items, rv) = state.store.read(|view| {
-        let items: Vec<Value> = view
-            .list(t.res, ns)
-            .into_iter()
-            .map(|(_, o)| o)
-            .filter(|o| labels.matches(o) && fields.matches(o))
-            .cloned()
-            .collect();
-        (items, view.rv())
-    });
+    let limit = match req.q("limit") {
+        None => 0,
+        Some(n) => n
+            .parse::<usize>()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit {n:?}")))?,
+    };
+    let scope = format!(
+        "{}/{}?{}&{}",
+        t.res,
+        t.ns,
+        req.q("labelSelector").unwrap_or_default(),
+        req.q("fieldSelector").unwrap_or_default()
+    );
+    let page = match req.q("continue") {
+        Some(token) => state.pages.next(scope, &token, limit)?,
+        None => {
+            let (items, rv) = state.store.read(|view| {
+                let items: Vec<Value> = view
+                    .list(t.res, ns)
+                    .into_iter()
+                    .map(|(_, o)| o)
+                    .filter(|o| labels.matches(o) && fields.matches(o))
+                    .cloned()
+                    .collect();
+                (items, view.rv())
+            });
+            state.pages.first(scope, items, rv, limit)
+        }
+    };
     let def = &RESOURCES[t.res];
-    Ok(match As::from_accept(&req.accept) {
-        As::Table => server::json(
-            200,
-            &table::table(def, &items, rv, &req.q("includeObject").unwrap_or_default()),
+    let mut body = match As::from_accept(&req.accept) {
+        As::Table => table::table(
+            def,
+            &page.items,
+            page.rv,
+            &req.q("includeObject").unwrap_or_default(),
         ),
-        As::Metadata => server::json(200, &table::partial_list(&items, rv)),
-        As::Object => server::json(200, &list_object(t.res, items, rv)),
-    })
+        As::Metadata => table::partial_list(&page.items, page.rv),
+        As::Object => list_object(t.res, page.items, page.rv),
+    };
+    if let Some(token) = page.continue_token {
+        body["metadata"]["continue"] = token.into();
+        if labels.is_empty() && fields.is_empty() {
+            body["metadata"]["remainingItemCount"] = page.remaining.into();
+        }
+    }
+    Ok(server::json(200, &body))
 }
 
 fn get(state: &ApiState, req: &Request, t: &Target) -> Result<http::Response<Body>, ApiError> {

@@ -20,6 +20,7 @@ pub mod faults;
 pub mod gc;
 pub mod meta;
 pub mod openapi;
+pub mod pages;
 pub mod patch;
 pub mod proto;
 pub mod rbac;
@@ -199,6 +200,7 @@ impl SimCluster {
             bookmark_interval: opts.bookmark_interval,
             logs: RwLock::new(None),
             state_dir: opts.state_dir.clone(),
+            pages: pages::Pages::default(),
         });
         seed(&state)?;
         let url = format!("https://{address}");

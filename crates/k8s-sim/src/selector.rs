@@ -116,6 +116,11 @@ impl LabelSelector {
         Ok(LabelSelector(reqs))
     }
 
+    /// Whether it selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Whether the object's labels match.
     pub fn matches(&self, obj: &Value) -> bool {
         let labels = meta::labels(obj);
@@ -174,6 +179,11 @@ impl FieldSelector {
             terms.push(term);
         }
         Ok(FieldSelector(terms))
+    }
+
+    /// Whether it selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// Whether the object's fields match.

@@ -1,7 +1,7 @@
 //! kube-rs against the simulated API server: CRUD and its errors, optimistic concurrency,
 //! the patch types, status subresources, finalizers, garbage collection and propagation
 //! defaults, pvc-protection, list/watch (kube-rs' watcher, re-watch after dropped watches,
-//! 410 after compaction), TokenRequest/TokenReview, RBAC and injected faults.
+//! 410 after compaction), paginated lists, TokenRequest/TokenReview, RBAC and injected faults.
 
 mod sim_api;
 
@@ -455,6 +455,73 @@ async fn watcher_follows_changes_across_dropped_watches() {
     }
     assert!(seen.contains(&("apply", "two".to_string())), "{seen:?}");
     assert!(seen.contains(&("delete", "one".to_string())), "{seen:?}");
+}
+
+/// `limit` and `continue`: every page comes from the first page's moment, so an object deleted
+/// between pages is still listed once; a spent or foreign token is refused.
+#[tokio::test]
+async fn lists_page_from_one_moment() {
+    let sim = sim_api::start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(sim.cluster.client(), "default");
+    for i in 0..6 {
+        cms.create(
+            &PostParams::default(),
+            &obj(json!({"metadata": {"name": format!("page-{i}"), "labels": {"paged": "yes"}}})),
+        )
+        .await
+        .unwrap();
+    }
+    let selected = ListParams::default().labels("paged=yes");
+    let first = cms.list(&selected.clone().limit(4)).await.unwrap();
+    assert_eq!(first.items.len(), 4);
+    let token = first.metadata.continue_.clone().expect("a continue token");
+    assert_eq!(
+        first.metadata.remaining_item_count, None,
+        "not told under a selector"
+    );
+    cms.delete("page-5", &DeleteParams::default())
+        .await
+        .unwrap();
+    let second = cms
+        .list(&selected.clone().limit(4).continue_token(&token))
+        .await
+        .unwrap();
+    let names: Vec<String> = first
+        .items
+        .iter()
+        .chain(&second.items)
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    assert_eq!(
+        names,
+        (0..6).map(|i| format!("page-{i}")).collect::<Vec<_>>()
+    );
+    assert_eq!(second.metadata.continue_, None);
+    assert_eq!(
+        second.metadata.resource_version,
+        first.metadata.resource_version
+    );
+
+    let spent = cms
+        .list(&selected.clone().limit(4).continue_token(&token))
+        .await
+        .unwrap_err();
+    assert_eq!(api_err(spent).code, 410);
+    let all = cms.list(&ListParams::default().limit(2)).await.unwrap();
+    assert!(
+        all.metadata.remaining_item_count.is_some_and(|n| n >= 4),
+        "{:?}",
+        all.metadata
+    );
+    let foreign = cms
+        .list(
+            &selected
+                .limit(2)
+                .continue_token(all.metadata.continue_.as_deref().unwrap()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(api_err(foreign).code, 400);
 }
 
 #[tokio::test]

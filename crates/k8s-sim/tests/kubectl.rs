@@ -172,6 +172,42 @@ async fn kubectl_server_dry_runs_change_nothing() {
     .unwrap();
 }
 
+/// kubectl reads long lists in chunks (`--chunk-size`, 500 by default) and follows the
+/// continue tokens to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_reads_lists_in_chunks() {
+    let Some(k) = kubectl_or_skip("kubectl_reads_lists_in_chunks") else {
+        return;
+    };
+    let sim = sim_api::start().await;
+    let kc = sim.kubeconfig.clone();
+    tokio::task::spawn_blocking(move || {
+        kubectl_ok(&k, &kc, &["create", "namespace", "many"]);
+        for i in 0..7 {
+            kubectl_ok(
+                &k,
+                &kc,
+                &["create", "configmap", &format!("c{i}"), "-n", "many"],
+            );
+        }
+        for format in ["name", "json"] {
+            let out = kubectl_ok(
+                &k,
+                &kc,
+                &["get", "cm", "-n", "many", "--chunk-size=3", "-o", format],
+            );
+            for i in 0..7 {
+                assert!(out.contains(&format!("c{i}")), "{out}");
+            }
+            assert!(out.contains("kube-root-ca.crt"), "{out}");
+        }
+        let table = kubectl_ok(&k, &kc, &["get", "cm", "-n", "many", "--chunk-size=2"]);
+        assert_eq!(table.lines().count(), 1 + 8, "{table}");
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_label_selectors() {
     let Some(k) = kubectl_or_skip("kubectl_label_selectors") else {
