@@ -11,11 +11,9 @@ use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use k8s_openapi::api::core::v1::{
     PersistentVolume, PersistentVolumeClaim, Pod, Secret, ServiceAccount,
 };
-use kube::api::{Api, DynamicObject, ListParams, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use kube::Client;
 use serde::Serialize;
-
-use crate::resources;
 
 /// A check's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -149,36 +147,41 @@ pub async fn run(client: &Client, options: &DoctorOptions) -> Vec<Check> {
             return checks;
         }
     }
-    checks.extend(crd_checks(client, ns).await);
+    checks.extend(crd_checks(client).await);
     checks.push(snapshot_controller(client).await);
     checks.extend(permission_checks(client, ns, &options.repo_secret).await);
+    checks.push(progress_permission(client, ns).await);
     checks.push(repo_secret(client, ns, &options.repo_secret).await);
     checks.push(mover_account(client, ns, &options.mover_service_account).await);
     checks.extend(claim_checks(client, options).await);
     checks
 }
 
-async fn crd_checks(client: &Client, ns: &str) -> Vec<Check> {
-    let mut out = Vec::new();
-    let probes: [(&str, Api<DynamicObject>, Status, &str); 4] = [
-        ("crd volumesnapshots.snapshot.storage.k8s.io", resources::snapshots(client, ns), Status::Fail,
+/// The kinds a backup needs, from API discovery (which every authenticated identity may read,
+/// so the answer does not depend on list permissions).
+async fn crd_checks(client: &Client) -> Vec<Check> {
+    let snapshotter = "install the external-snapshotter CRDs (client/config/crd)";
+    let probes: [(&str, &str, &str, Status, &str); 4] = [
+        ("snapshot.storage.k8s.io/v1", "volumesnapshots", "crd volumesnapshots.snapshot.storage.k8s.io", Status::Fail,
          "install the external-snapshotter CRDs (client/config/crd) and the snapshot controller"),
-        ("crd volumesnapshotcontents.snapshot.storage.k8s.io", resources::contents(client), Status::Fail,
-         "install the external-snapshotter CRDs (client/config/crd)"),
-        ("crd volumesnapshotclasses.snapshot.storage.k8s.io", resources::snapshot_classes(client), Status::Fail,
-         "install the external-snapshotter CRDs (client/config/crd)"),
-        ("crd snapshotmetadataservices.cbt.storage.k8s.io (v1beta1)", resources::metadata_services(client), Status::Warn,
+        ("snapshot.storage.k8s.io/v1", "volumesnapshotcontents", "crd volumesnapshotcontents.snapshot.storage.k8s.io", Status::Fail, snapshotter),
+        ("snapshot.storage.k8s.io/v1", "volumesnapshotclasses", "crd volumesnapshotclasses.snapshot.storage.k8s.io", Status::Fail, snapshotter),
+        ("cbt.storage.k8s.io/v1beta1", "snapshotmetadataservices", "crd snapshotmetadataservices.cbt.storage.k8s.io (v1beta1)", Status::Warn,
          "install external-snapshot-metadata v1.0+ (CRD cbt.storage.k8s.io/v1beta1) and the driver's sidecar; until then every backup reads whole volumes"),
     ];
-    for (name, api, missing, fix) in probes {
-        out.push(match api.list(&ListParams::default().limit(1)).await {
-            Ok(_) => check(name, Status::Pass, "served", None),
+    let mut out = Vec::new();
+    for (group_version, plural, name, missing, fix) in probes {
+        out.push(match client.list_api_group_resources(group_version).await {
+            Ok(list) if list.resources.iter().any(|r| r.name == plural) => {
+                check(name, Status::Pass, "served", None)
+            }
+            Ok(_) => check(name, missing, "not served", Some(fix)),
             Err(e) if crate::error::not_found(&e) => check(name, missing, "not served", Some(fix)),
             Err(e) => check(
                 name,
                 Status::Warn,
-                format!("cannot tell: {}", crate::Error::api("list", e)),
-                Some("grant list on it, or check as a cluster administrator"),
+                format!("cannot tell: {}", crate::Error::api("API discovery", e)),
+                Some("check as a cluster administrator: kubectl api-resources"),
             ),
         });
     }
@@ -270,6 +273,43 @@ async fn permission_checks(client: &Client, ns: &str, repo_secret: &str) -> Vec<
             format!("denied: {}", denied.join(", ")),
             Some("apply deploy/rbac/orchestrator.yaml and bind it to this identity"),
         )]
+    }
+}
+
+/// `get pods/log`: only for showing the movers' progress, so a denial is a warning.
+async fn progress_permission(client: &Client, ns: &str) -> Check {
+    let name = format!("mover progress in {ns}");
+    let review: SelfSubjectAccessReview = match serde_json::from_value(serde_json::json!({
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": {"verb": "get", "resource": "pods",
+                 "subresource": "log", "namespace": ns}}
+    })) {
+        Ok(r) => r,
+        Err(e) => return check(name, Status::Warn, format!("cannot check: {e}"), None),
+    };
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    match reviews.create(&PostParams::default(), &review).await {
+        Ok(answer) if answer.status.as_ref().is_some_and(|s| s.allowed) => check(
+            name,
+            Status::Pass,
+            "get pods/log is granted: backups and restores show bytes moved",
+            None,
+        ),
+        Ok(_) => check(
+            name,
+            Status::Warn,
+            "get pods/log is denied: backups and restores work but show no byte counts",
+            Some("apply deploy/rbac/orchestrator.yaml, which grants it"),
+        ),
+        Err(e) => check(
+            name,
+            Status::Warn,
+            format!(
+                "cannot check: {}",
+                crate::Error::api("SelfSubjectAccessReview", e)
+            ),
+            None,
+        ),
     }
 }
 
