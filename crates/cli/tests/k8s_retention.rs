@@ -191,3 +191,34 @@ async fn each_claim_keeps_what_its_annotation_says() {
         .is_some_and(|r| r.is_empty()));
     k8s.assert_no_leftovers().await;
 }
+
+/// Rules given as a `--tag` are checked when the backup starts, by `backup` and `k8s backup`
+/// alike, before anything is read or created.
+#[test]
+fn bad_rules_in_a_tag_are_refused_at_once() {
+    for args in [
+        vec!["backup", "/dev/null", "--volume", "v"],
+        vec!["k8s", "backup", "data", "--kubeconfig", "/nonexistent"],
+    ] {
+        for (rules, says) in [
+            (
+                "keep-daily=0",
+                "keep-daily=0: the count must be a whole number from 1",
+            ),
+            ("keep-dialy=7", "unknown rule \"keep-dialy\""),
+            ("", "no rules"),
+        ] {
+            let tag = format!("s3mover.retention={rules}");
+            let out = Command::new(env!("CARGO_BIN_EXE_s3mover"))
+                .args(&args)
+                .args(["--tag", &tag])
+                .env("S3MOVER_REPO", "/nonexistent/repo")
+                .output()
+                .expect("s3mover runs");
+            assert_eq!(out.status.code(), Some(2), "{args:?} {tag}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let line = format!("tag s3mover.retention: {says}");
+            assert!(stderr.contains(&line), "{args:?} {tag}: {stderr}");
+        }
+    }
+}
