@@ -103,7 +103,7 @@ pub struct K8sBackupArgs {
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub parallel: usize,
     /// KEY=VALUE tag to record on each backup (repeatable).
-    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = crate::cli::parse_tag)]
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<String>,
     #[command(flatten)]
     pub mover: MoverArgs,

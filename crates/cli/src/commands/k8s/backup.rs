@@ -27,6 +27,7 @@ pub fn check_flags(args: &K8sBackupArgs) -> Result<()> {
             ))
             .into());
         }
+        crate::cli::parse_tag(tag).map_err(s3mover_k8s::Error::Invalid)?;
     }
     if args.parallel == 0 {
         return Err(s3mover_k8s::Error::Invalid("--parallel must be at least 1".into()).into());
