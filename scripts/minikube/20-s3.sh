@@ -5,7 +5,8 @@
 #
 # The repository is the in-cluster Garage of deploy/overlays/garage-demo (keys and password made
 # here once and kept in the cluster's Secrets), or, when S3MOVER_REPO is set, that repository
-# (with S3MOVER_PASSWORD and the AWS_* settings the pods need) and deploy/overlays/external-s3.
+# (with S3MOVER_PASSWORD and the AWS_* settings the pods need; on minikube with
+# deploy/overlays/external-s3).
 # shellcheck source-path=SCRIPTDIR source=00-env.sh
 source "$(dirname "$0")/00-env.sh"
 
@@ -22,14 +23,27 @@ secret_key() {
 }
 random_hex() { od -An -N"$1" -tx1 /dev/urandom | tr -d ' \n'; }
 
+# s3mover-system is installed from an overlay on the demo's own minikube, and wherever Garage
+# is to run in it; an existing cluster's installation is otherwise left as it is (the demo runs
+# s3mover from this machine and needs only the demo namespace).
+namespaces=("$DEMO_NS")
 if garage_repo; then
     overlay=garage-demo
-else
+elif [[ "$S3MOVER_DEMO_CLUSTER" == minikube ]]; then
     overlay=external-s3
+else
+    overlay=""
+fi
+if ! garage_repo; then
     : "${S3MOVER_PASSWORD:?S3MOVER_REPO is set: set S3MOVER_PASSWORD too}"
 fi
-say "s3mover (deploy/overlays/$overlay)"
-k apply -k "$ROOT/deploy/overlays/$overlay"
+if [[ -n "$overlay" ]]; then
+    say "s3mover (deploy/overlays/$overlay)"
+    k apply -k "$ROOT/deploy/overlays/$overlay"
+    namespaces+=("$SYSTEM_NS")
+else
+    say "s3mover-system: left as it is on an existing cluster"
+fi
 
 say "namespace $DEMO_NS with the mover identity"
 k create namespace "$DEMO_NS" --dry-run=client -o yaml | apply
@@ -60,8 +74,8 @@ else
     done
 fi
 
-say "the repository Secret s3mover-repo in $SYSTEM_NS and $DEMO_NS"
-for ns in "$SYSTEM_NS" "$DEMO_NS"; do
+say "the repository Secret s3mover-repo in ${namespaces[*]}"
+for ns in "${namespaces[@]}"; do
     secret s3mover-repo "$ns" "${settings[@]}"
 done
 

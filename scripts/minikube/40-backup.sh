@@ -9,4 +9,6 @@ source "$(dirname "$0")/00-env.sh"
 say "doctor"
 s3m_k8s doctor -n "$DEMO_NS" --pvc "$PVC"
 say "backup of $DEMO_NS/$PVC"
-s3m_k8s backup "$PVC" -n "$DEMO_NS" -o json | tee /dev/stderr | grep -q '"status": "ok"'
+result="$(s3m_k8s backup "$PVC" -n "$DEMO_NS" -o json)"
+echo "$result"
+grep -q '"status": "ok"' <<<"$result" || die "the backup failed"

@@ -132,6 +132,10 @@ async fn the_demo_scripts_back_up_lose_and_restore_a_claim() {
         if round == 2 {
             assert!(out.contains("already initialized"), "{out}");
         }
+        // An existing cluster's s3mover installation is not the demo's to change.
+        let namespaces = k8s.kubectl(&["get", "namespaces", "-o", "name"], None);
+        let namespaces = String::from_utf8_lossy(&namespaces.stdout).into_owned();
+        assert!(!namespaces.contains("s3mover-system"), "{namespaces}");
         let out = demo.step("30-workload.sh");
         if round == 2 {
             // The restored claim does not carry the demo's mark: the writer fills it again.
