@@ -129,7 +129,8 @@ pub enum Command {
     #[command(subcommand)]
     Cbt(CbtCommand),
     /// Remove backups by retention rules (per volume; --dry-run shows which rule keeps each), or
-    /// by id.
+    /// by id. A volume whose newest backup records its own rules (tag
+    /// s3mover.retention=keep-daily=7,…) is judged by those instead of the --keep-* counts.
     Forget(ForgetArgs),
     /// Delete data no backup references, never blocking backups (see docs/format.md).
     Prune(PruneArgs),
