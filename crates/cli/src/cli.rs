@@ -129,7 +129,8 @@ pub enum Command {
     #[command(subcommand)]
     Cbt(CbtCommand),
     /// Remove backups by retention rules (per volume; --dry-run shows which rule keeps each), or
-    /// by id.
+    /// by id. A volume whose newest backup records its own rules (tag
+    /// s3mover.retention=keep-daily=7,…) is judged by those instead of the --keep-* counts.
     Forget(ForgetArgs),
     /// Delete data no backup references, never blocking backups (see docs/format.md).
     Prune(PruneArgs),
@@ -501,11 +502,16 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     s3mover_engine::units::parse_size(text)
 }
 
-fn parse_tag(text: &str) -> Result<String, String> {
+pub(crate) fn parse_tag(text: &str) -> Result<String, String> {
+    use s3mover_engine::retention_spec::{parse_spec, to_spec, RETENTION_TAG};
     match text.split_once('=') {
         _ if text.chars().any(char::is_control) => {
             Err(format!("tag {text:?} holds a control character"))
         }
+        // Retention rules are checked now, not when `forget` reads them.
+        Some((RETENTION_TAG, rules)) => parse_spec(rules)
+            .map(|policy| format!("{RETENTION_TAG}={}", to_spec(&policy)))
+            .map_err(|e| format!("tag {RETENTION_TAG}: {e}")),
         Some((key, _)) if !key.trim().is_empty() => Ok(text.to_string()),
         _ => Err(format!("tag {text:?} must look like KEY=VALUE")),
     }

@@ -8,9 +8,8 @@
 mod k8s_support;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use k8s_support::{pattern, repo_root, require, start, write_at, K8s, PASSWORD, PATIENCE};
+use k8s_support::{pattern, repo_root, require, start, write_at, K8s};
 use s3mover_k8s_sim::controllers::ImageConfig;
 
 const MIB: u64 = 1 << 20;
@@ -34,63 +33,12 @@ fn kustomize(overlay: &str) -> String {
 
 /// Runs a CronJob now, as an operator would, and waits for the Job to finish; its log.
 fn run_cronjob(k8s: &K8s, cronjob: &str, job: &str) -> String {
-    let from = format!("--from=cronjob/{cronjob}");
-    k8s.kubectl(&["create", "job", job, &from, "-n", SYSTEM], None);
-    let start = Instant::now();
-    loop {
-        let out = k8s.kubectl(
-            &[
-                "get",
-                "job",
-                job,
-                "-n",
-                SYSTEM,
-                "-o",
-                "jsonpath={range .status.conditions[?(@.status==\"True\")]}{.type} {end}",
-            ],
-            None,
-        );
-        let conditions = String::from_utf8_lossy(&out.stdout).into_owned();
-        let selector = format!("job-name={job}");
-        let log = || {
-            let out = k8s.kubectl(&["logs", "-n", SYSTEM, "-l", &selector, "--tail=-1"], None);
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        };
-        if conditions.split_whitespace().any(|c| c == "Complete") {
-            return log();
-        }
-        if conditions.split_whitespace().any(|c| c == "Failed") {
-            panic!("job {job} failed: {conditions}\n{}", log());
-        }
-        assert!(start.elapsed() < PATIENCE, "job {job} never finished");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    k8s.run_cronjob(SYSTEM, cronjob, job)
 }
 
 /// The repository's backups (id, volume), read directly.
 fn backups(repo: &std::path::Path) -> Vec<(String, String)> {
-    let out = Command::new(env!("CARGO_BIN_EXE_s3mover"))
-        .args(["backups", "-o", "json"])
-        .env("S3MOVER_REPO", repo)
-        .env("S3MOVER_PASSWORD", PASSWORD)
-        .output()
-        .expect("s3mover backups");
-    assert!(
-        out.status.success(),
-        "backups: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    rows.as_array()
-        .expect("a list")
-        .iter()
-        .map(|r| {
-            (
-                r["id"].as_str().unwrap_or_default().to_string(),
-                r["volume"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
+    k8s_support::repository_backups(repo)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -134,45 +82,9 @@ async fn deployed_cronjobs_back_up_forget_and_verify() {
             "cronjob.batch/s3mover-verify"
         ]
     );
-    // The operator's part: the repository (here a local one: the simulated kubelet's
-    // containers see the host's files, except under /tmp, where the CronJobs mount an
-    // emptyDir), its Secret, and an application namespace with the mover identity and the same
-    // Secret.
-    let repo_dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("repository dir");
-    let repo_path = repo_dir.path().join("repo");
-    let init = Command::new(env!("CARGO_BIN_EXE_s3mover"))
-        .args(["init", "--kdf-memory", "8M", "--kdf-passes", "1"])
-        .env("S3MOVER_REPO", &repo_path)
-        .env("S3MOVER_PASSWORD", PASSWORD)
-        .output()
-        .expect("s3mover init");
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    k8s.kubectl(&["create", "namespace", "shop"], None);
-    let mover = std::fs::read_to_string(repo_root().join("deploy/rbac/mover.yaml"))
-        .expect("deploy/rbac/mover.yaml")
-        .replace("namespace: default", "namespace: shop");
-    k8s.kubectl(&["apply", "-f", "-"], Some(&mover));
-    let repo = format!("--from-literal=S3MOVER_REPO={}", repo_path.display());
-    let password = format!("--from-literal=S3MOVER_PASSWORD={PASSWORD}");
-    for ns in [SYSTEM, "shop"] {
-        k8s.kubectl(
-            &[
-                "create",
-                "secret",
-                "generic",
-                "s3mover-repo",
-                "-n",
-                ns,
-                &repo,
-                &password,
-            ],
-            None,
-        );
-    }
+    // The operator's part: the repository, its Secret, and an application namespace with
+    // the mover identity and the same Secret.
+    let (_repo_dir, repo_path) = k8s.deployed_repository("shop");
     k8s.claim(
         "shop",
         "orders",

@@ -9,8 +9,10 @@
 //! profile): CI builds it anyway, and a release build would add minutes. The release image's
 //! size is measured by running the script itself (docs/benchmarks-k8s.md).
 //!
-//! Needs root, bubblewrap, losetup, kubectl, buildah, umoci and garage: `SKIPPED` outside CI
-//! without them, a failure in CI.
+//! `skopeo copy` takes the archive as a registry client would.
+//!
+//! Needs root, bubblewrap, losetup, kubectl, buildah, umoci, skopeo and garage: `SKIPPED`
+//! outside CI without them, a failure in CI.
 
 mod k8s_support;
 
@@ -26,8 +28,14 @@ const MIB: u64 = 1 << 20;
 
 /// The image tools, besides what every cluster test needs.
 fn require_image_tools(test: &str) -> bool {
-    let missing: Vec<&str> = ["buildah", "umoci"]
-        .into_iter()
+    require_tools(test, &["buildah", "umoci"])
+}
+
+/// `SKIPPED` outside CI, a failure in CI, when one of `tools` is not on PATH.
+fn require_tools(test: &str, tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
         .filter(|t| {
             !std::env::var_os("PATH")
                 .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(t).is_file()))
@@ -323,6 +331,79 @@ fn broken_copy(
     let mut broken = image.clone();
     broken.rootfs = Some(to);
     broken
+}
+
+/// A registry client takes the archive as it is: `skopeo copy oci-archive:… oci:…` (what a
+/// user runs with `docker://REGISTRY/…` as the destination) copies the image, and the copy's
+/// manifest names a configuration and layers that are all there, each with the digest it is
+/// stored under.
+#[test]
+fn skopeo_copies_the_archive() {
+    let test = "skopeo_copies_the_archive";
+    if !require_tools(test, &["buildah", "skopeo"]) {
+        return;
+    }
+    let work = tempfile::tempdir().expect("temporary directory");
+    let archive = work.path().join("s3mover-image.tar");
+    build_image(&archive, Path::new("/etc/ssl/certs/ca-certificates.crt"));
+    let layout = work.path().join("layout");
+    let out = Command::new("skopeo")
+        .arg("copy")
+        .arg(format!("oci-archive:{}", archive.display()))
+        .arg(format!("oci:{}:s3mover:copied", layout.display()))
+        .output()
+        .expect("skopeo runs");
+    assert!(
+        out.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = |path: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).expect("read")).expect("JSON")
+    };
+    let blob = |digest: &str| {
+        let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+        layout.join("blobs/sha256").join(hex)
+    };
+    let index = json(&layout.join("index.json"));
+    let manifests = index["manifests"].as_array().expect("manifests");
+    assert_eq!(manifests.len(), 1, "{index}");
+    assert_eq!(
+        manifests[0]["annotations"]["org.opencontainers.image.ref.name"],
+        "s3mover:copied"
+    );
+    let manifest = json(&blob(manifests[0]["digest"].as_str().expect("digest")));
+    let layers = manifest["layers"].as_array().expect("layers");
+    assert!(!layers.is_empty(), "{manifest}");
+    let mut digests = vec![manifest["config"]["digest"]
+        .as_str()
+        .expect("config digest")];
+    digests.extend(
+        layers
+            .iter()
+            .map(|l| l["digest"].as_str().expect("layer digest")),
+    );
+    for digest in digests {
+        let path = blob(digest);
+        let sum = Command::new("sha256sum")
+            .arg(&path)
+            .output()
+            .expect("sha256sum");
+        let got = String::from_utf8_lossy(&sum.stdout);
+        assert_eq!(
+            got.split_whitespace().next(),
+            digest.strip_prefix("sha256:"),
+            "{} is not what its digest says",
+            path.display()
+        );
+    }
+    let config = json(&blob(
+        manifest["config"]["digest"].as_str().expect("digest"),
+    ));
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        serde_json::json!(["/usr/local/bin/s3mover"])
+    );
 }
 
 /// Bad input to the build script is one line saying what is wrong, before anything is built.

@@ -34,6 +34,7 @@ pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod retention;
+pub mod retention_spec;
 pub mod time_util;
 pub mod tree;
 pub mod tree_table;

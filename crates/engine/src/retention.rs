@@ -437,6 +437,9 @@ pub struct ForgetReport {
     pub removed: Vec<String>,
     /// Calendar the period rules used.
     pub calendar: String,
+    /// The rules each volume was judged by: recorded with its newest backup, or the command
+    /// line's ([`crate::retention_spec`]).
+    pub policies: Vec<crate::retention_spec::VolumePolicy>,
 }
 
 const PROTECTED_PREFIX: &str = crate::layout::PROTECTED;
@@ -503,6 +506,7 @@ pub async fn forget(
             Some(o) if o != UtcOffset::UTC => format!("UTC{o}"),
             _ => "UTC".into(),
         },
+        policies: Vec::new(),
     };
     for name in volumes {
         let of_volume: Vec<&crate::manifest::Manifest> =
@@ -519,7 +523,10 @@ pub async fn forget(
                 protected: protected.contains(&m.id),
             });
         }
-        for decision in apply(policy, &candidates) {
+        let (volume_policy, shown) =
+            crate::retention_spec::volume_policy(policy, &name, &candidates);
+        report.policies.push(shown);
+        for decision in apply(&volume_policy, &candidates) {
             let time = of_volume
                 .iter()
                 .find(|m| m.id == decision.id)
@@ -609,6 +616,7 @@ pub async fn forget_ids(
         backups: Vec::new(),
         removed: Vec::new(),
         calendar: "UTC".into(),
+        policies: Vec::new(),
     };
     for id in ids {
         let (volume, time, reason) = match repo.read_manifest(&id).await {

@@ -50,7 +50,13 @@ pub struct BackupSettings {
     pub tags: Vec<String>,
     /// Pod retries of a mover Job.
     pub backoff_limit: i32,
+    /// Checks the rules of a claim's [`labels::RETENTION_ANNOTATION`] and returns the text to
+    /// record, or why they are wrong (one line).
+    pub retention_rules: RetentionCheck,
 }
+
+/// See [`BackupSettings::retention_rules`].
+pub type RetentionCheck = fn(&str) -> std::result::Result<String, String>;
 
 /// One claim's outcome, as `k8s backup -o json` prints it.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -216,9 +222,15 @@ struct Source {
     record: ClaimRecord,
     /// The claim's own snapshot class ([`labels::SNAPSHOT_CLASS_ANNOTATION`]).
     snapshot_class: Option<String>,
+    /// The claim's retention rules ([`labels::RETENTION_ANNOTATION`]), as checked.
+    retention: Option<String>,
 }
 
-async fn read_source(client: &Client, claim: &ClaimRef) -> Result<Source> {
+async fn read_source(
+    client: &Client,
+    claim: &ClaimRef,
+    retention_rules: RetentionCheck,
+) -> Result<Source> {
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &claim.namespace);
     let pvc = retry::read(
         || format!("cannot read claim {claim}"),
@@ -238,6 +250,19 @@ async fn read_source(client: &Client, claim: &ClaimRef) -> Result<Source> {
             labels::SNAPSHOT_CLASS_ANNOTATION
         )));
     }
+    let retention = pvc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(labels::RETENTION_ANNOTATION))
+        .map(|rules| retention_rules(rules))
+        .transpose()
+        .map_err(|e| {
+            Error::Invalid(format!(
+                "claim {claim}: annotation {}: {e}",
+                labels::RETENTION_ANNOTATION
+            ))
+        })?;
     let spec = pvc.spec.unwrap_or_default();
     let status = pvc.status.unwrap_or_default();
     if status.phase.as_deref() != Some("Bound") {
@@ -282,6 +307,7 @@ async fn read_source(client: &Client, claim: &ClaimRef) -> Result<Source> {
             snapshot_handle: None,
         },
         snapshot_class,
+        retention,
     })
 }
 
@@ -377,7 +403,7 @@ async fn run(
         tracker.add(object.clone());
         object
     };
-    let source = read_source(client, claim).await?;
+    let source = read_source(client, claim, settings.retention_rules).await?;
     let mut record = source.record;
     // --snapshot-class, else the claim's annotation, else the driver's default class.
     let class = match settings.snapshot_class.clone().or(source.snapshot_class) {
@@ -516,9 +542,18 @@ async fn run(
         "-o".into(),
         "json".into(),
     ];
+    // The claim's retention rules, unless a --tag gives them.
+    let retention_tag = source
+        .retention
+        .filter(|_| {
+            let prefix = format!("{}=", labels::RETENTION_TAG);
+            !settings.tags.iter().any(|t| t.starts_with(&prefix))
+        })
+        .map(|rules| format!("{}={rules}", labels::RETENTION_TAG));
     for tag in record
         .to_tags()
         .into_iter()
+        .chain(retention_tag)
         .chain(settings.tags.iter().cloned())
     {
         args.extend(["--tag".to_string(), tag]);

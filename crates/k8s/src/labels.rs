@@ -41,6 +41,12 @@ pub const ALLOW_VOLUME_MODE_CHANGE: &str =
 /// A claim's annotation naming the VolumeSnapshotClass its backups use (over the driver's
 /// default class; `--snapshot-class` still wins).
 pub const SNAPSHOT_CLASS_ANNOTATION: &str = "s3mover.io/snapshot-class";
+/// A claim's annotation with its retention rules (`keep-daily=7,keep-weekly=4`), recorded with
+/// each backup as the tag [`RETENTION_TAG`] for `forget` to apply to the claim's volume.
+pub const RETENTION_ANNOTATION: &str = "s3mover.io/retention";
+/// The backup tag the retention rules are recorded under (the engine's
+/// `retention_spec::RETENTION_TAG`).
+pub const RETENTION_TAG: &str = "s3mover.retention";
 /// Marks a VolumeSnapshotClass as its driver's default.
 pub const DEFAULT_SNAPSHOT_CLASS: &str = "snapshot.storage.kubernetes.io/is-default-class";
 

@@ -79,11 +79,23 @@ pub async fn run(global: &GlobalArgs, args: &ForgetArgs) -> Result<u8> {
         for entry in report.backups.iter().filter(|_| args.backups.is_empty()) {
             if entry.volume != volume {
                 volume = &entry.volume;
+                let policy = report.policies.iter().find(|p| p.volume == volume);
+                let recorded = match policy {
+                    Some(p) if p.source == "recorded" => format!(
+                        "; its own rules {}, recorded by backup {}",
+                        p.rules,
+                        p.backup.as_deref().unwrap_or("?")
+                    ),
+                    _ => String::new(),
+                };
                 println!(
-                    "volume {} (calendar {}):",
+                    "volume {} (calendar {}{recorded}):",
                     crate::output::shown(volume),
                     report.calendar
                 );
+                if let Some(note) = policy.and_then(|p| p.note.as_deref()) {
+                    println!("  note: {note}");
+                }
             }
             println!(
                 "  {} {}  {}  {}",

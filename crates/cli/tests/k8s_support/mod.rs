@@ -93,9 +93,15 @@ pub async fn start(tweak: impl FnOnce(&mut ControllerOptions)) -> K8s {
         orchestrator_kubeconfig: None,
         driver_dir,
     };
+    init_repository(&k8s.repo);
+    k8s
+}
+
+/// Creates a local repository at `path` (with a cheap key derivation).
+pub fn init_repository(path: &Path) {
     let out = Command::new(env!("CARGO_BIN_EXE_s3mover"))
         .args(["init", "--kdf-memory", "8M", "--kdf-passes", "1"])
-        .env("S3MOVER_REPO", &k8s.repo)
+        .env("S3MOVER_REPO", path)
         .env("S3MOVER_PASSWORD", PASSWORD)
         .output()
         .expect("s3mover init");
@@ -104,7 +110,32 @@ pub async fn start(tweak: impl FnOnce(&mut ControllerOptions)) -> K8s {
         "init: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    k8s
+}
+
+/// The backups of a local repository, (id, volume), read directly.
+pub fn repository_backups(repo: &Path) -> Vec<(String, String)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_s3mover"))
+        .args(["backups", "-o", "json"])
+        .env("S3MOVER_REPO", repo)
+        .env("S3MOVER_PASSWORD", PASSWORD)
+        .output()
+        .expect("s3mover backups");
+    assert!(
+        out.status.success(),
+        "backups: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    rows.as_array()
+        .expect("a list")
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap_or_default().to_string(),
+                r["volume"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
 }
 
 impl K8s {
@@ -162,21 +193,7 @@ impl K8s {
             .expect("deploy/rbac/mover.yaml")
             .replace("namespace: default", &format!("namespace: {ns}"));
         self.kubectl(&["apply", "-f", "-"], Some(&mover));
-        let repo = format!("--from-literal=S3MOVER_REPO={}", self.repo.display());
-        let password = format!("--from-literal=S3MOVER_PASSWORD={PASSWORD}");
-        self.kubectl(
-            &[
-                "create",
-                "secret",
-                "generic",
-                "s3mover-repo",
-                "-n",
-                ns,
-                &repo,
-                &password,
-            ],
-            None,
-        );
+        self.repo_secret(ns, &self.repo);
     }
 
     /// Runs `s3mover` as the orchestrator (kubeconfig, no repository settings of its own: it
@@ -205,6 +222,81 @@ impl K8s {
             .env_remove("S3MOVER_PASSWORD")
             .env("S3MOVER_MOVER_IMAGE", IMAGE);
         command
+    }
+
+    /// Runs a CronJob of namespace `ns` now, as an operator would (`kubectl create job
+    /// --from=cronjob/…`), and waits for the Job to finish; its log. Panics if it fails.
+    pub fn run_cronjob(&self, ns: &str, cronjob: &str, job: &str) -> String {
+        let from = format!("--from=cronjob/{cronjob}");
+        self.kubectl(&["create", "job", job, &from, "-n", ns], None);
+        let start = Instant::now();
+        loop {
+            let out = self.kubectl(
+                &[
+                    "get",
+                    "job",
+                    job,
+                    "-n",
+                    ns,
+                    "-o",
+                    "jsonpath={range .status.conditions[?(@.status==\"True\")]}{.type} {end}",
+                ],
+                None,
+            );
+            let conditions = String::from_utf8_lossy(&out.stdout).into_owned();
+            let selector = format!("job-name={job}");
+            let log = || {
+                let out = self.kubectl(&["logs", "-n", ns, "-l", &selector, "--tail=-1"], None);
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            };
+            if conditions.split_whitespace().any(|c| c == "Complete") {
+                return log();
+            }
+            if conditions.split_whitespace().any(|c| c == "Failed") {
+                panic!("job {job} failed: {conditions}\n{}", log());
+            }
+            assert!(start.elapsed() < PATIENCE, "job {job} never finished");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The operator's part of a deployment (deploy/): a repository the CronJobs' pods can
+    /// open (a local one outside /tmp: the simulated kubelet's containers see the host's files,
+    /// except under /tmp, where the CronJobs mount an emptyDir), its `s3mover-repo` Secret in
+    /// s3mover-system, and namespace `app_ns` with the mover identity and the same Secret.
+    /// Returns the directory that holds it (removed when dropped) and the repository's path.
+    pub fn deployed_repository(&self, app_ns: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("repository dir");
+        let repo = dir.path().join("repo");
+        init_repository(&repo);
+        self.kubectl(&["create", "namespace", app_ns], None);
+        let mover = std::fs::read_to_string(repo_root().join("deploy/rbac/mover.yaml"))
+            .expect("deploy/rbac/mover.yaml")
+            .replace("namespace: default", &format!("namespace: {app_ns}"));
+        self.kubectl(&["apply", "-f", "-"], Some(&mover));
+        for ns in ["s3mover-system", app_ns] {
+            self.repo_secret(ns, &repo);
+        }
+        (dir, repo)
+    }
+
+    /// Secret `s3mover-repo` in `ns` for the local repository `repo`.
+    pub fn repo_secret(&self, ns: &str, repo: &Path) {
+        let repo = format!("--from-literal=S3MOVER_REPO={}", repo.display());
+        let password = format!("--from-literal=S3MOVER_PASSWORD={PASSWORD}");
+        self.kubectl(
+            &[
+                "create",
+                "secret",
+                "generic",
+                "s3mover-repo",
+                "-n",
+                ns,
+                &repo,
+                &password,
+            ],
+            None,
+        );
     }
 
     /// The pods of the mover Jobs in `ns`, with their phases.

@@ -27,6 +27,7 @@ pub fn check_flags(args: &K8sBackupArgs) -> Result<()> {
             ))
             .into());
         }
+        crate::cli::parse_tag(tag).map_err(s3mover_k8s::Error::Invalid)?;
     }
     if args.parallel == 0 {
         return Err(s3mover_k8s::Error::Invalid("--parallel must be at least 1".into()).into());
@@ -65,6 +66,7 @@ pub async fn run(global: &GlobalArgs, cluster: &Cluster, args: &K8sBackupArgs) -
         timeout: args.mover.timeout,
         tags: args.tags.clone(),
         backoff_limit: args.mover.backoff_limit,
+        retention_rules,
     };
     let tracker = Arc::new(Tracker::default());
     let quiet = global.quiet;
@@ -148,4 +150,10 @@ fn print(global: &GlobalArgs, outcomes: &[BackupOutcome]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A claim's `s3mover.io/retention` rules, checked, in the form the backup records.
+fn retention_rules(text: &str) -> Result<String, String> {
+    let rules = s3mover_engine::retention_spec::parse_spec(text)?;
+    Ok(s3mover_engine::retention_spec::to_spec(&rules))
 }

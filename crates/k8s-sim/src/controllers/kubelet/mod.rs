@@ -386,6 +386,11 @@ fn terminal(pod: &Pod) -> bool {
 
 impl Kubelet {
     async fn sync(&self) -> Result<(), kube::Error> {
+        // Finished workers are forgotten before the pods are listed, never after: a worker
+        // that ends after the list was read would otherwise be gone while the list still shows
+        // its pod running, and the pod would be started again.
+        let mut workers = self.workers.lock().await;
+        workers.retain(|_, w| !w.task.is_finished());
         let pods = Api::<Pod>::all(self.ctx.client.clone())
             .list(&ListParams::default())
             .await?
@@ -394,8 +399,6 @@ impl Kubelet {
             .iter()
             .filter(|p| node_name(p) == Some(self.node.as_str()))
             .collect();
-        let mut workers = self.workers.lock().await;
-        workers.retain(|_, w| !w.task.is_finished());
         for pod in &mine {
             let uid = pod.uid().unwrap_or_default();
             let deleting = pod.metadata.deletion_timestamp.is_some();
