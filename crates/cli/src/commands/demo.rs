@@ -196,8 +196,7 @@ fn options(image: &Path, parent: ParentChoice, change: ChangeInput) -> BackupOpt
         parent,
         change,
         tags: vec!["demo=true".into()],
-        cbt: None,
-        upload_concurrency: 4,
+        upload_concurrency: Some(4),
         progress: None,
     }
 }
