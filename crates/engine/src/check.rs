@@ -22,10 +22,15 @@ use crate::tree::{self, Leaf, PageReader};
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckReport {
+    /// Backups read.
     pub backups: usize,
+    /// Index objects read.
     pub index_objects: usize,
+    /// Packs in the store.
     pub packs: usize,
+    /// Blobs the pack index holds.
     pub blobs_indexed: usize,
+    /// Chunk references found walking the backups' trees.
     pub chunks_referenced: u64,
     /// Backups with a tree table.
     pub tree_tables: usize,

@@ -17,13 +17,28 @@ pub enum Error {
     Crypto(#[from] CryptoError),
     /// No repository at the given location.
     #[error("no s3mover repository at {location}: {reason}; check the repository URL, or create a repository in an empty location with `s3mover init`")]
-    NotARepository { location: String, reason: String },
+    NotARepository {
+        /// The store's location, as given.
+        location: String,
+        /// Why it is not a repository.
+        reason: String,
+    },
     /// A repository already exists where `init` was asked to make one.
     #[error("{location} already holds {what}; choose an empty location")]
-    AlreadyExists { location: String, what: String },
+    AlreadyExists {
+        /// The store's location, as given.
+        location: String,
+        /// What it holds.
+        what: String,
+    },
     /// A repository written by a newer s3mover.
     #[error("repository format version {found} is newer than this s3mover understands ({supported}); upgrade s3mover")]
-    NewerFormat { found: u32, supported: u32 },
+    NewerFormat {
+        /// The repository's format version.
+        found: u32,
+        /// The newest version this s3mover reads.
+        supported: u32,
+    },
     /// Stored data failed an integrity check.
     #[error("corrupt data: {0}")]
     Corrupt(String),

@@ -82,6 +82,7 @@ pub struct PendingSet {
     pub created: i64,
     /// The backups phase 1 marked from.
     pub seen_backups: Vec<String>,
+    /// The packs proposed for deletion.
     pub packs: Vec<PendingPack>,
     /// Sorted prefixes of the dead chunk and page ids in those packs.
     pub dead: Vec<u64>,

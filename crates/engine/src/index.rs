@@ -27,8 +27,11 @@ use crate::repo::Repository;
 pub struct Location {
     /// Position of the pack in [`PackIndex::packs`].
     pub pack: u32,
+    /// Data chunk or tree page.
     pub kind: BlobKind,
+    /// Byte offset of the sealed blob in the pack.
     pub offset: u64,
+    /// Length of the sealed blob.
     pub length: u32,
 }
 

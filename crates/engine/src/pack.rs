@@ -44,9 +44,13 @@ impl BlobKind {
 /// One blob's place in a pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PackEntry {
+    /// The chunk or tree page id.
     pub id: ChunkId,
+    /// Data chunk or tree page.
     pub kind: BlobKind,
+    /// Byte offset of the sealed blob in the pack.
     pub offset: u64,
+    /// Length of the sealed blob.
     pub length: u32,
 }
 
@@ -226,7 +230,9 @@ impl Drop for PackBuilder {
 pub struct FinishedPack {
     /// BLAKE3 of the pack's bytes.
     pub name: ChunkId,
+    /// The pack's bytes: the sealed blobs, then the sealed header that lists them.
     pub bytes: Bytes,
+    /// The blobs in the pack, in order.
     pub entries: Vec<PackEntry>,
 }
 

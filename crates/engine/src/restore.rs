@@ -49,6 +49,7 @@ const DECODE_BATCH_BYTES: usize = 1 << 20;
 
 /// Where and how to restore.
 pub struct RestoreOptions {
+    /// The device or file written.
     pub target: PathBuf,
     /// The device already reads as zeros: skip zeroing zero slots.
     pub assume_zeroed: bool,
@@ -58,6 +59,7 @@ pub struct RestoreOptions {
     pub concurrency: usize,
     /// Write to a block device even when it is mounted or held (see [`Volume::open_target`]).
     pub force: bool,
+    /// Told of the bytes as they are written.
     pub progress: Option<Arc<dyn Progress>>,
 }
 
@@ -65,15 +67,21 @@ pub struct RestoreOptions {
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreReport {
+    /// The backup restored.
     pub id: String,
+    /// Its volume.
     pub volume: String,
+    /// The target, as given.
     pub target: String,
+    /// The volume's size.
     pub size_bytes: u64,
     /// Bytes of non-zero chunks written.
     pub bytes_written: u64,
     /// Bytes left as holes or zeroed.
     pub zero_bytes: u64,
+    /// Chunks written.
     pub chunks: u64,
+    /// Seconds the restore took.
     pub seconds: f64,
     /// Bytes of the volume per second.
     pub throughput_bytes_per_second: f64,

@@ -232,7 +232,9 @@ struct Gone {
 /// One leaf page's ids and the slot of its first entry.
 #[derive(Debug)]
 pub struct Leaf {
+    /// The slot of the page's first entry.
     pub first_slot: u64,
+    /// The page's chunk ids, one per slot ([`ChunkId::ZERO`] for a zero slot).
     pub ids: Vec<ChunkId>,
 }
 
