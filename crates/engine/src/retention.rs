@@ -530,7 +530,10 @@ pub async fn forget(
         let mut candidates = Vec::new();
         for m in &of_volume {
             let time = crate::time_util::parse_rfc3339(&m.time).ok_or_else(|| {
-                crate::Error::Corrupt(format!("backup {} has an invalid time {:?}", m.id, m.time))
+                crate::Error::corrupt_object(
+                    &crate::layout::manifest_key(&m.id),
+                    format!("backup {} has an invalid time {:?}", m.id, m.time),
+                )
             })?;
             candidates.push(Candidate {
                 id: m.id.clone(),
@@ -633,9 +636,9 @@ pub async fn forget_ids(
     for id in ids {
         let (volume, time, reason) = match repo.read_manifest(&id).await {
             Ok(m) => (m.volume, m.time, "named".to_string()),
-            Err(crate::Error::Corrupt(problem)) => {
-                (String::new(), String::new(), format!("named ({problem})"))
-            }
+            Err(crate::Error::Corrupt {
+                reason: problem, ..
+            }) => (String::new(), String::new(), format!("named ({problem})")),
             Err(e) => return Err(e),
         };
         if !dry_run {

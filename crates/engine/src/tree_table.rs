@@ -63,10 +63,10 @@ impl TreeTable {
         };
         let compressed = repo.open_object(ObjectKind::TreeTable, &key, &sealed)?;
         let bytes = zstd::stream::decode_all(&compressed[..])
-            .map_err(|e| Error::Corrupt(format!("{key}: cannot decompress: {e}")))?;
+            .map_err(|e| Error::corrupt_object(&key, format!("{key}: cannot decompress: {e}")))?;
         Self::decode(&bytes)
             .map(Some)
-            .map_err(|e| Error::Corrupt(format!("{key}: {e}")))
+            .map_err(|e| Error::corrupt_object(&key, format!("{key}: {e}")))
     }
 
     /// Writes the table of `backup_id`; returns its size in bytes.

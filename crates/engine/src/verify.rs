@@ -151,7 +151,7 @@ async fn verify_from(
         if let Err(e) = result {
             tree_problems.push(Problem {
                 chunk: String::new(),
-                kind: if matches!(e, Error::Missing(_)) {
+                kind: if matches!(e, Error::Missing { .. }) {
                     "missing"
                 } else {
                     "corrupt"
@@ -706,7 +706,7 @@ pub(crate) async fn check_pack_header(
     let entries = match crate::prune::pack_reads::read_header_from_end(repo, key, size).await {
         Ok(Some((entries, _))) => entries,
         Ok(None) => return Ok(HeaderCheck::Gone),
-        Err(Error::Corrupt(reason)) => {
+        Err(Error::Corrupt { reason, .. }) => {
             return Ok(HeaderCheck::Damaged(format!(
                 "{reason} (the pack's header is damaged; {advice})"
             )))

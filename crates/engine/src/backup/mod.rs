@@ -205,7 +205,7 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
                 Ok(Some(table)) => Ok((Arc::new(table.to_index()), Some(table))),
                 Ok(None) => Ok((Arc::new(PackIndex::load_tree_pages(repo).await?), None)),
                 // The table is only a hint: a damaged one costs the listing it would have saved.
-                Err(Error::Corrupt(reason)) => {
+                Err(Error::Corrupt { reason, .. }) => {
                     tracing::warn!(
                         "the tree table of backup {} is damaged ({reason}); reading the pack index instead",
                         parent.id
