@@ -139,7 +139,7 @@ impl fmt::Display for BackupNote {
 }
 
 /// The notes as one line, `; `-separated, or `None` when there are none.
-pub fn joined_notes(notes: &[BackupNote]) -> Option<String> {
+pub(super) fn joined_notes(notes: &[BackupNote]) -> Option<String> {
     (!notes.is_empty()).then(|| {
         notes
             .iter()

@@ -1,9 +1,12 @@
 //! Backing up a volume: change source → slot bitmap → read and hash → deduplicate against the
 //! parent → pack and upload → build the tree → commit the manifest.
 //!
-//! The stages live in their own files: [`plan`] (parent and slot bitmap), [`read`] (slots
-//! read and hashed ahead), [`build`] (the tree builder, deduplication, packers, session
-//! checkpoints); [`backup`] here runs them and commits.
+//! The stages live in their own files: `change.rs` (the change inputs, the [`ChangeTracker`]
+//! door a change-tracking service comes through, the [`BackupNote`]s a backup returns),
+//! `plan.rs` (parent and slot bitmap, and every fallback to a wider read), `read.rs` (slots
+//! read and hashed ahead), `build.rs` (the tree builder, deduplication, packers, session
+//! checkpoints); [`backup`] here runs them and commits, and [`unlock_and_backup`] starts what
+//! can start before the repository is unlocked.
 //!
 //! Reads run ahead of the tree builder by a bounded number of batches; new chunks are sealed
 //! on worker threads and uploaded in parallel packs (see `upload.rs`). The tree builder walks
@@ -38,7 +41,8 @@ mod plan;
 mod read;
 
 use build::*;
-pub use change::{joined_notes, BackupNote, ChangeInput, ChangeTracker, TrackedRanges};
+use change::joined_notes;
+pub use change::{BackupNote, ChangeInput, ChangeTracker, TrackedRanges};
 use plan::*;
 pub use read::prefetch_ranges;
 use read::*;
