@@ -559,7 +559,7 @@ pub fn exit_code_for(error: &anyhow::Error) -> u8 {
         if let Some(engine) = cause.downcast_ref::<EngineError>() {
             return match engine {
                 EngineError::Invalid(_) | EngineError::NoSuchBackup(_) => EXIT_USAGE,
-                EngineError::Corrupt(_) | EngineError::Missing(_) => EXIT_INTEGRITY,
+                EngineError::Corrupt { .. } | EngineError::Missing { .. } => EXIT_INTEGRITY,
                 EngineError::Store(e) if e.is_truncated() => EXIT_INTEGRITY,
                 EngineError::PasswordRequired => EXIT_AUTH,
                 // s3mover's own fault: not bad usage, whatever the operation was.

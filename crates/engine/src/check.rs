@@ -22,10 +22,15 @@ use crate::tree::{self, Leaf, PageReader};
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckReport {
+    /// Backups read.
     pub backups: usize,
+    /// Index objects read.
     pub index_objects: usize,
+    /// Packs in the store.
     pub packs: usize,
+    /// Blobs the pack index holds.
     pub blobs_indexed: usize,
+    /// Chunk references found walking the backups' trees.
     pub chunks_referenced: u64,
     /// Backups with a tree table.
     pub tree_tables: usize,
@@ -164,7 +169,7 @@ async fn check_tree_table(
     let table = match crate::tree_table::TreeTable::read(repo, &manifest.id).await {
         Ok(Some(table)) => table,
         Ok(None) => return Ok(()),
-        Err(Error::Corrupt(reason)) => {
+        Err(Error::Corrupt { reason, .. }) => {
             report.problems.push(format!(
                 "backup {}: its tree table is damaged ({reason}); the next incremental of the \
                  volume reads the pack index instead",
@@ -232,7 +237,7 @@ async fn page_ids_by_position(
 /// (the directory) or withdraw (the others) until `prune` rewrites it.
 async fn check_gc_objects(repo: &Repository, report: &mut CheckReport) -> Result<()> {
     const WAY_OUT: &str = "`s3mover prune` rewrites it";
-    if let Err(Error::Corrupt(reason)) = crate::gc::read_marker_directory(repo).await {
+    if let Err(Error::Corrupt { reason, .. }) = crate::gc::read_marker_directory(repo).await {
         report.problems.push(format!(
             "{reason} (backups list gc/deleting/ instead; {WAY_OUT})"
         ));
@@ -241,7 +246,7 @@ async fn check_gc_objects(repo: &Repository, report: &mut CheckReport) -> Result
         let marker = match crate::gc::DeletionMarker::read(repo, &object.key).await {
             Ok(Some(marker)) => marker,
             Ok(None) => continue,
-            Err(Error::Corrupt(reason)) => {
+            Err(Error::Corrupt { reason, .. }) => {
                 report.problems.push(format!(
                     "deletion marker {reason} (backups that overlap it are withdrawn; {WAY_OUT})"
                 ));
@@ -254,7 +259,7 @@ async fn check_gc_objects(repo: &Repository, report: &mut CheckReport) -> Result
             match crate::gc::PendingSet::read(repo, key).await {
                 Ok(_) => {}
                 Err(Error::Store(e)) if e.is_not_found() => {}
-                Err(Error::Corrupt(reason)) => report.problems.push(format!(
+                Err(Error::Corrupt { reason, .. }) => report.problems.push(format!(
                     "{reason}, named by deletion marker {} (backups that started before that \
                      sweep finished are withdrawn; later ones do not read it)",
                     object.key

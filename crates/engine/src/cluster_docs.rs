@@ -164,13 +164,16 @@ pub async fn read(repo: &Repository, key: &str) -> Result<StoredDocument> {
     let sealed = repo.store().get(key).await?;
     let json = repo.open_object(ObjectKind::ClusterMetadata, key, &sealed)?;
     let document: ClusterDocument = serde_json::from_slice(&json)
-        .map_err(|e| Error::Corrupt(format!("{key}: not a cluster document ({e})")))?;
+        .map_err(|e| Error::corrupt_object(key, format!("{key}: not a cluster document ({e})")))?;
     let expected = format!("{}{}", cluster_prefix(repo, &document.cluster), document.id);
     if expected != key {
-        return Err(Error::Corrupt(format!(
-            "{key}: it holds document {} of cluster {:?}, which belongs under another name",
-            document.id, document.cluster
-        )));
+        return Err(Error::corrupt_object(
+            key,
+            format!(
+                "{key}: it holds document {} of cluster {:?}, which belongs under another name",
+                document.id, document.cluster
+            ),
+        ));
     }
     Ok(StoredDocument {
         document,
@@ -201,7 +204,9 @@ pub async fn scan(repo: &Repository, cluster: Option<&str>) -> Result<DocumentSc
             .map(|key| async move {
                 match read(repo, &key).await {
                     Ok(doc) => Ok(Ok(doc)),
-                    Err(Error::Corrupt(problem)) => Ok(Err(DamagedDocument { key, problem })),
+                    Err(Error::Corrupt {
+                        reason: problem, ..
+                    }) => Ok(Err(DamagedDocument { key, problem })),
                     Err(Error::Store(e)) if e.is_not_found() => Ok(Err(DamagedDocument {
                         problem: format!("{key}: removed while listing"),
                         key,

@@ -13,6 +13,7 @@ pub use crate::layout::{FORMAT_NAME, FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 pub const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
 /// Smallest and largest chunk sizes `init` accepts.
 pub const MIN_CHUNK_SIZE: u32 = 4 * 1024;
+/// See [`MIN_CHUNK_SIZE`].
 pub const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
 /// Default target size of data packs.
 pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;

@@ -624,7 +624,7 @@ mod tests {
                 if *offset == 65536 {
                     let failed = writer.write_in_place(failing_offset, 65536, |out| {
                         out.fill(0xAB);
-                        Err(Error::Corrupt("a fill that fails".into()))
+                        Err(Error::corrupt("a fill that fails"))
                     });
                     assert!(failed.is_err());
                 }

@@ -17,19 +17,44 @@ pub enum Error {
     Crypto(#[from] CryptoError),
     /// No repository at the given location.
     #[error("no s3mover repository at {location}: {reason}; check the repository URL, or create a repository in an empty location with `s3mover init`")]
-    NotARepository { location: String, reason: String },
+    NotARepository {
+        /// The store's location, as given.
+        location: String,
+        /// Why it is not a repository.
+        reason: String,
+    },
     /// A repository already exists where `init` was asked to make one.
     #[error("{location} already holds {what}; choose an empty location")]
-    AlreadyExists { location: String, what: String },
+    AlreadyExists {
+        /// The store's location, as given.
+        location: String,
+        /// What it holds.
+        what: String,
+    },
     /// A repository written by a newer s3mover.
     #[error("repository format version {found} is newer than this s3mover understands ({supported}); upgrade s3mover")]
-    NewerFormat { found: u32, supported: u32 },
+    NewerFormat {
+        /// The repository's format version.
+        found: u32,
+        /// The newest version this s3mover reads.
+        supported: u32,
+    },
     /// Stored data failed an integrity check.
-    #[error("corrupt data: {0}")]
-    Corrupt(String),
-    /// A chunk or page the repository should hold is missing.
-    #[error("missing data: {0}")]
-    Missing(String),
+    #[error("corrupt data: {reason}")]
+    Corrupt {
+        /// The object that failed, when it is known (see [`Error::with_key`]).
+        key: Option<String>,
+        /// What is wrong, as a sentence naming the object.
+        reason: String,
+    },
+    /// A chunk, page or object the repository should hold is missing.
+    #[error("missing data: {reason}")]
+    Missing {
+        /// The object that is missing or that should hold what is missing, when it is known.
+        key: Option<String>,
+        /// What is missing, as a sentence.
+        reason: String,
+    },
     /// A source or target device or file could not be used.
     #[error("{0}")]
     Io(String),
@@ -69,6 +94,63 @@ impl Error {
         }
     }
 
+    /// Corrupt data in the object `key`.
+    pub fn corrupt_object(key: &str, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            key: Some(key.to_string()),
+            reason: reason.into(),
+        }
+    }
+
+    /// Corrupt data where the object is not known here (a caller that knows it adds it with
+    /// [`Error::with_key`]).
+    pub fn corrupt(reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            key: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// Something missing from, or because of, the object `key`.
+    pub fn missing_object(key: &str, reason: impl Into<String>) -> Self {
+        Error::Missing {
+            key: Some(key.to_string()),
+            reason: reason.into(),
+        }
+    }
+
+    /// Something missing where the object is not known here.
+    pub fn missing(reason: impl Into<String>) -> Self {
+        Error::Missing {
+            key: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// Names the object of a corruption or missing-object error that does not name one yet;
+    /// other errors are returned as they are.
+    pub fn with_key(self, object: &str) -> Self {
+        match self {
+            Error::Corrupt { key: None, reason } => Error::Corrupt {
+                key: Some(object.to_string()),
+                reason,
+            },
+            Error::Missing { key: None, reason } => Error::Missing {
+                key: Some(object.to_string()),
+                reason,
+            },
+            other => other,
+        }
+    }
+
+    /// The object a corruption or missing-object error is about, when it is known.
+    pub fn object_key(&self) -> Option<&str> {
+        match self {
+            Error::Corrupt { key, .. } | Error::Missing { key, .. } => key.as_deref(),
+            _ => None,
+        }
+    }
+
     /// An internal failure (see [`Error::Internal`]).
     pub fn internal(what: impl Into<String>) -> Self {
         Error::Internal(what.into())
@@ -78,6 +160,25 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A corruption or missing-object error reads as before, and takes the key of its object
+    /// from the caller that knows it, once.
+    #[test]
+    fn object_errors_carry_their_key() {
+        let codec = Error::corrupt("chunk 00: empty blob");
+        assert_eq!(codec.to_string(), "corrupt data: chunk 00: empty blob");
+        assert_eq!(codec.object_key(), None);
+        let keyed = codec.with_key("packs/ab/ab01");
+        assert_eq!(keyed.object_key(), Some("packs/ab/ab01"));
+        assert_eq!(keyed.to_string(), "corrupt data: chunk 00: empty blob");
+        let kept = keyed.with_key("packs/cd/cd01");
+        assert_eq!(kept.object_key(), Some("packs/ab/ab01"));
+
+        let missing = Error::missing_object("packs/ab/ab02", "chunk 01 is in no pack");
+        assert_eq!(missing.to_string(), "missing data: chunk 01 is in no pack");
+        assert_eq!(missing.object_key(), Some("packs/ab/ab02"));
+        assert_eq!(Error::Invalid("x".into()).with_key("k").object_key(), None);
+    }
 
     /// An I/O error keeps its path and the operating system's error as its source.
     #[test]

@@ -82,6 +82,7 @@ pub struct PendingSet {
     pub created: i64,
     /// The backups phase 1 marked from.
     pub seen_backups: Vec<String>,
+    /// The packs proposed for deletion.
     pub packs: Vec<PendingPack>,
     /// Sorted prefixes of the dead chunk and page ids in those packs.
     pub dead: Vec<u64>,
@@ -122,10 +123,10 @@ impl PendingSet {
         let compressed = repo.open_object(pending_kind(key), key, &sealed)?;
         drop(sealed);
         let decoder = zstd::stream::read::Decoder::new(&compressed[..])
-            .map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
+            .map_err(|e| Error::corrupt_object(key, format!("{key}: {e}")))?;
         let reader = std::io::BufReader::with_capacity(1 << 16, decoder);
-        let mut set: PendingSet =
-            serde_json::from_reader(reader).map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
+        let mut set: PendingSet = serde_json::from_reader(reader)
+            .map_err(|e| Error::corrupt_object(key, format!("{key}: {e}")))?;
         set.dead.sort_unstable();
         set.dead.shrink_to_fit();
         Ok(set)
@@ -280,7 +281,7 @@ async fn marker_keys(repo: &Repository) -> Result<Vec<String>> {
         Ok(None) => {}
         // A listing shows every marker the directory would (see `docs/format.md`): a damaged
         // directory costs one listing until a prune rewrites it.
-        Err(Error::Corrupt(reason)) => tracing::warn!(
+        Err(Error::Corrupt { reason, .. }) => tracing::warn!(
             "{reason}; listing gc/deleting/ instead (`s3mover prune` rewrites {MARKER_DIRECTORY_KEY})"
         ),
         Err(e) => return Err(e),
@@ -468,8 +469,12 @@ async fn tree_hits(
     mut hit: impl FnMut(&ChunkId) -> bool,
 ) -> Result<()> {
     let reader = crate::tree::PageReader::new(repo.clone(), index);
-    let root = ChunkId::from_hex(&manifest.root)
-        .ok_or_else(|| Error::Corrupt(format!("backup {}: bad root", manifest.id)))?;
+    let root = ChunkId::from_hex(&manifest.root).ok_or_else(|| {
+        Error::corrupt_object(
+            &layout::manifest_key(&manifest.id),
+            format!("backup {}: bad root", manifest.id),
+        )
+    })?;
     let mut visited = HashSet::new();
     let mut stack = vec![(root, manifest.depth.saturating_sub(1), 0u64)];
     while let Some((id, level, index_no)) = stack.pop() {

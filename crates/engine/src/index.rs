@@ -27,8 +27,11 @@ use crate::repo::Repository;
 pub struct Location {
     /// Position of the pack in [`PackIndex::packs`].
     pub pack: u32,
+    /// Data chunk or tree page.
     pub kind: BlobKind,
+    /// Byte offset of the sealed blob in the pack.
     pub offset: u64,
+    /// Length of the sealed blob.
     pub length: u32,
 }
 
@@ -112,7 +115,7 @@ impl PackIndex {
             });
             match decoded {
                 Ok(()) => {}
-                Err(Error::Corrupt(reason)) => index.damaged.push((key, reason)),
+                Err(Error::Corrupt { reason, .. }) => index.damaged.push((key, reason)),
                 Err(e) => return Err(e),
             }
         }
@@ -282,7 +285,8 @@ pub async fn list_packs(repo: &Repository) -> Result<Vec<(ChunkId, u64)>> {
 /// Reads and opens one index object, returning its records.
 pub async fn read_index_object(repo: &Repository, key: &str) -> Result<Vec<u8>> {
     let compressed = read_compressed_object_or_advise(repo, key).await?;
-    zstd::stream::decode_all(&compressed[..]).map_err(|e| Error::Corrupt(format!("{key}: {e}")))
+    zstd::stream::decode_all(&compressed[..])
+        .map_err(|e| Error::corrupt_object(key, format!("{key}: {e}")))
 }
 
 /// Reads one index object and calls `each` for every (pack, entry) as the records are
@@ -295,7 +299,9 @@ pub async fn read_index_entries(
 ) -> Result<()> {
     let compressed = read_compressed_object_or_advise(repo, key).await?;
     decode_compressed_records(key, &compressed, each).map_err(|e| match e {
-        Error::Corrupt(reason) => Error::Corrupt(format!("{reason}; {DAMAGED_INDEX_ADVICE}")),
+        Error::Corrupt { reason, .. } => {
+            Error::corrupt_object(key, format!("{reason}; {DAMAGED_INDEX_ADVICE}"))
+        }
         other => other,
     })
 }
@@ -303,7 +309,8 @@ pub async fn read_index_entries(
 /// Reads and opens one index object, leaving its records compressed.
 async fn read_compressed_object(repo: &Repository, key: &str) -> Result<Vec<u8>> {
     let sealed = repo.store().get(key).await?;
-    objects::check_content_name(key, &sealed).map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
+    objects::check_content_name(key, &sealed)
+        .map_err(|e| Error::corrupt_object(key, format!("{key}: {e}")))?;
     repo.open_object(ObjectKind::Index, key, &sealed)
 }
 
@@ -313,7 +320,9 @@ async fn read_compressed_object_or_advise(repo: &Repository, key: &str) -> Resul
     read_compressed_object(repo, key)
         .await
         .map_err(|e| match e {
-            Error::Corrupt(reason) => Error::Corrupt(format!("{reason}; {DAMAGED_INDEX_ADVICE}")),
+            Error::Corrupt { reason, .. } => {
+                Error::corrupt_object(key, format!("{reason}; {DAMAGED_INDEX_ADVICE}"))
+            }
             other => other,
         })
 }
@@ -329,7 +338,7 @@ fn decode_compressed_records(
     mut each: impl FnMut(&ChunkId, PackEntry),
 ) -> Result<()> {
     use std::io::Read;
-    let bad = |e: String| Error::Corrupt(format!("{key}: {e}"));
+    let bad = |e: String| Error::corrupt_object(key, format!("{key}: {e}"));
     let decoder = zstd::stream::read::Decoder::new(compressed).map_err(|e| bad(e.to_string()))?;
     let mut reader = std::io::BufReader::with_capacity(1 << 16, decoder);
     let mut group: Vec<u8> = Vec::new();

@@ -44,9 +44,13 @@ impl BlobKind {
 /// One blob's place in a pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PackEntry {
+    /// The chunk or tree page id.
     pub id: ChunkId,
+    /// Data chunk or tree page.
     pub kind: BlobKind,
+    /// Byte offset of the sealed blob in the pack.
     pub offset: u64,
+    /// Length of the sealed blob.
     pub length: u32,
 }
 
@@ -136,7 +140,7 @@ pub fn decode_blob_into(
     sealed: &[u8],
     out: &mut [u8],
 ) -> Result<()> {
-    let corrupt = |what: String| Error::Corrupt(format!("chunk {id}: {what}"));
+    let corrupt = |what: String| Error::corrupt(format!("chunk {id}: {what}"));
     let opened = sealer
         .open_into(sealed, &id.0, out)
         .map_err(|e| corrupt(e.to_string()))?;
@@ -182,24 +186,24 @@ pub fn decode_blob(
 ) -> Result<Bytes> {
     let framed = sealer
         .open(sealed, &id.0)
-        .map_err(|e| Error::Corrupt(format!("chunk {id}: {e}")))?;
+        .map_err(|e| Error::corrupt(format!("chunk {id}: {e}")))?;
     let (flag, payload) = framed
         .split_first()
-        .ok_or_else(|| Error::Corrupt(format!("chunk {id}: empty blob")))?;
+        .ok_or_else(|| Error::corrupt(format!("chunk {id}: empty blob")))?;
     let plaintext = match *flag {
         FLAG_RAW => Bytes::from(framed).slice(1..),
         FLAG_ZSTD => zstd_decompress(payload, max_len)
             .map(Bytes::from)
-            .map_err(|e| Error::Corrupt(format!("chunk {id}: cannot decompress: {e}")))?,
+            .map_err(|e| Error::corrupt(format!("chunk {id}: cannot decompress: {e}")))?,
         other => {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "chunk {id}: unknown blob flag {other}"
             )))
         }
     };
     let actual = hasher.hash(&plaintext);
     if actual != *id {
-        return Err(Error::Corrupt(format!(
+        return Err(Error::corrupt(format!(
             "chunk {id}: content hashes to {actual}; the stored data is damaged"
         )));
     }
@@ -226,7 +230,9 @@ impl Drop for PackBuilder {
 pub struct FinishedPack {
     /// BLAKE3 of the pack's bytes.
     pub name: ChunkId,
+    /// The pack's bytes: the sealed blobs, then the sealed header that lists them.
     pub bytes: Bytes,
+    /// The blobs in the pack, in order.
     pub entries: Vec<PackEntry>,
 }
 
@@ -303,7 +309,7 @@ pub const TRAILER_LEN: usize = 4 + PACK_MAGIC.len();
 /// [`TRAILER_LEN`] of them).
 pub fn sealed_header_len(tail: &[u8]) -> Result<usize> {
     if tail.len() < TRAILER_LEN || &tail[tail.len() - PACK_MAGIC.len()..] != PACK_MAGIC {
-        return Err(Error::Corrupt("pack has no s3mover trailer".into()));
+        return Err(Error::corrupt("pack has no s3mover trailer"));
     }
     let len_at = tail.len() - TRAILER_LEN;
     let mut header_len = [0u8; 4];
@@ -317,19 +323,19 @@ pub fn read_pack_header(sealer: &Sealer, pack: &[u8]) -> Result<Vec<PackEntry>> 
     let len_at = pack.len() - TRAILER_LEN;
     let start = len_at
         .checked_sub(header_len)
-        .ok_or_else(|| Error::Corrupt("pack header length exceeds the pack".into()))?;
+        .ok_or_else(|| Error::corrupt("pack header length exceeds the pack"))?;
     let header = sealer
         .open(&pack[start..len_at], HEADER_AAD)
-        .map_err(|e| Error::Corrupt(format!("pack header: {e}")))?;
+        .map_err(|e| Error::corrupt(format!("pack header: {e}")))?;
     if header.len() % ENTRY_LEN != 0 {
-        return Err(Error::Corrupt("pack header has a partial entry".into()));
+        return Err(Error::corrupt("pack header has a partial entry"));
     }
     header
         .chunks_exact(ENTRY_LEN)
         .map(|raw| {
             let id = ChunkId::from_slice(raw).unwrap_or_default();
             let kind = BlobKind::from_u8(raw[32]).ok_or_else(|| {
-                Error::Corrupt(format!("pack header: unknown blob kind {}", raw[32]))
+                Error::corrupt(format!("pack header: unknown blob kind {}", raw[32]))
             })?;
             let offset = u64::from_le_bytes(raw[33..41].try_into().unwrap_or_default());
             let length = u32::from_le_bytes(raw[41..45].try_into().unwrap_or_default());
@@ -364,7 +370,7 @@ pub fn decode_index_records(
     mut data: &[u8],
     mut each: impl FnMut(&ChunkId, PackEntry),
 ) -> Result<()> {
-    let bad = || Error::Corrupt("index object is truncated".into());
+    let bad = || Error::corrupt("index object is truncated");
     while !data.is_empty() {
         let name = ChunkId::from_slice(data).ok_or_else(bad)?;
         let count_bytes: [u8; 4] = data
@@ -378,7 +384,7 @@ pub fn decode_index_records(
         let records = data.get(..need).ok_or_else(bad)?;
         for raw in records.chunks_exact(ENTRY_LEN) {
             let kind = BlobKind::from_u8(raw[32])
-                .ok_or_else(|| Error::Corrupt(format!("index: unknown blob kind {}", raw[32])))?;
+                .ok_or_else(|| Error::corrupt(format!("index: unknown blob kind {}", raw[32])))?;
             each(
                 &name,
                 PackEntry {
@@ -448,7 +454,7 @@ mod tests {
                 let middle = damaged.len() / 2;
                 damaged[middle] ^= 0x08;
                 let err = decode_blob_into(&sealer, &hasher, &id, &damaged, &mut out);
-                assert!(matches!(err, Err(Error::Corrupt(_))), "{err:?}");
+                assert!(matches!(err, Err(Error::Corrupt { .. })), "{err:?}");
             }
         }
     }
@@ -464,7 +470,7 @@ mod tests {
         let n = blob.len();
         blob[n / 2] ^= 1;
         let err = decode_blob(&sealer, &hasher, &id, &blob, 4096).unwrap_err();
-        assert!(matches!(err, Error::Corrupt(_)));
+        assert!(matches!(err, Error::Corrupt { .. }));
     }
 
     #[test]

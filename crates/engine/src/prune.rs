@@ -237,7 +237,7 @@ impl<'a> Marker<'a> {
             location = self.locator.find(id);
         }
         let (pack_no, offset, length) = location.ok_or_else(|| {
-            Error::Missing(format!(
+            Error::missing(format!(
                 "tree page {id} is in no pack of the repository index"
             ))
         })?;
@@ -256,7 +256,7 @@ impl<'a> Marker<'a> {
         let start = offset as usize;
         let sealed = bytes
             .get(start..start + length as usize)
-            .ok_or_else(|| Error::Corrupt(format!("tree pack holding page {id} is truncated")))?;
+            .ok_or_else(|| Error::corrupt(format!("tree pack holding page {id} is truncated")))?;
         let plain = pack::decode_blob(
             self.repo.sealer(),
             self.repo.hasher(),
@@ -265,7 +265,7 @@ impl<'a> Marker<'a> {
             tree::PAGE_BYTES,
         )?;
         if plain.len() != entries * 32 {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "tree page {id} holds {} bytes, expected {entries} ids",
                 plain.len()
             )));
@@ -279,7 +279,7 @@ impl<'a> Marker<'a> {
     /// Marks every page and chunk of a backup's tree; shared subtrees are walked once.
     async fn mark_backup(&mut self, manifest: &Manifest) -> Result<()> {
         let root = ChunkId::from_hex(&manifest.root)
-            .ok_or_else(|| Error::Corrupt(format!("backup {} has an invalid root", manifest.id)))?;
+            .ok_or_else(|| Error::corrupt(format!("backup {} has an invalid root", manifest.id)))?;
         let mut stack = vec![(root, manifest.depth.saturating_sub(1), 0u64)];
         while let Some((id, level, index_no)) = stack.pop() {
             if id.is_zero() || !self.visited.insert(id) {
@@ -405,7 +405,7 @@ async fn read_manifests(repo: &Repository, ids: &[String]) -> Result<Vec<Manifes
                 Ok(m) => Ok(Some(m)),
                 Err(Error::NoSuchBackup(_)) => Ok(None),
                 // Its data cannot be marked: deleting anything could take what it uses.
-                Err(Error::Corrupt(problem)) => Err(Error::Corrupt(format!(
+                Err(Error::Corrupt { reason: problem, .. }) => Err(Error::corrupt(format!(
                     "{problem}; prune cannot tell which data that backup uses and deletes nothing: remove it with `s3mover forget {id}` and prune again"
                 ))),
                 Err(e) => Err(e),
@@ -495,7 +495,7 @@ async fn run(
     let mut marker = Marker::new(repo, locator);
     for manifest in &manifests {
         marker.mark_backup(manifest).await.map_err(|e| {
-            Error::Corrupt(format!(
+            Error::corrupt(format!(
                 "cannot read the tree of backup {} ({e}); prune deletes nothing while a backup's \
                  references are unknown — run `s3mover verify {}` and forget it if it is damaged",
                 manifest.id, manifest.id
@@ -633,7 +633,7 @@ async fn run(
                 Ok(set) => ripe.add_older(key.clone(), set),
                 // No marker names it, so no backup reads it: a damaged proposal is dropped and
                 // this run's own set proposes its packs again.
-                Err(Error::Corrupt(reason)) => {
+                Err(Error::Corrupt { reason, .. }) => {
                     tracing::warn!("{reason}; deleting the damaged pending set");
                     if !options.dry_run {
                         repo.store().delete(key).await?;
@@ -890,7 +890,7 @@ impl Phase2<'_> {
             if let Err(e) = result {
                 deletion.finished = Some(gc::now_unix());
                 deletion.write(repo, &marker_key).await?;
-                return Err(Error::Corrupt(format!(
+                return Err(Error::corrupt(format!(
                     "prune stopped before deleting anything: a backup committed meanwhile \
                      cannot be read ({e})"
                 )));

@@ -30,10 +30,12 @@ use crate::repo::Repository;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Record {
+    /// What was wrong with the copy.
     pub detail: String,
     /// The pack the bad copy was in, hex, if known.
     #[serde(default)]
     pub pack: Option<String>,
+    /// When the bad copy was found (RFC 3339).
     pub time: String,
 }
 

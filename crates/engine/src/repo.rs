@@ -186,7 +186,7 @@ impl Repository {
     pub fn open_object(&self, kind: ObjectKind, key: &str, sealed: &[u8]) -> Result<Vec<u8>> {
         self.sealer
             .open(sealed, &self.binding.aad(kind, key))
-            .map_err(|e| Error::Corrupt(format!("{key}: {e}")))
+            .map_err(|e| Error::corrupt_object(key, format!("{key}: {e}")))
     }
 
     /// What binds this repository's objects.
@@ -197,9 +197,12 @@ impl Repository {
     /// Checks the config's plaintext against its sealed copy (format 2, encrypted).
     fn check_sealed_fields(&self) -> Result<()> {
         let refused = |why: String| {
-            Error::Corrupt(format!(
+            Error::corrupt_object(
+                layout::CONFIG_KEY,
+                format!(
                 "config: {why}; the config was changed or damaged, and the repository is not used"
-            ))
+            ),
+            )
         };
         let Some(text) = &self.config.sealed_fields else {
             return Err(refused("it has no sealed copy of its fields".into()));
@@ -274,12 +277,17 @@ impl Repository {
         let json = self
             .sealer
             .open(&sealed, &self.binding.aad(ObjectKind::Manifest, &key))
-            .map_err(|e| Error::Corrupt(format!("manifest of backup {id} ({key}): {e}")))?;
+            .map_err(|e| {
+                Error::corrupt_object(&key, format!("manifest of backup {id} ({key}): {e}"))
+            })?;
         let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| {
-            Error::Corrupt(format!("manifest of backup {id} ({key}) is not valid: {e}"))
+            Error::corrupt_object(
+                &key,
+                format!("manifest of backup {id} ({key}) is not valid: {e}"),
+            )
         })?;
         if manifest.id != id {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt_object(&key, format!(
                 "manifest of backup {id} ({key}) is the manifest of backup {}: it was moved or copied from another backup's name",
                 manifest.id
             )));
@@ -323,7 +331,9 @@ impl Repository {
                         Ok(m) => Ok(Ok(Some(m))),
                         // Forgotten since the listing.
                         Err(Error::NoSuchBackup(_)) => Ok(Ok(None)),
-                        Err(Error::Corrupt(problem)) => Ok(Err(DamagedBackup { id, problem })),
+                        Err(Error::Corrupt {
+                            reason: problem, ..
+                        }) => Ok(Err(DamagedBackup { id, problem })),
                         Err(e) => Err(e),
                     }
                 })
@@ -417,7 +427,9 @@ impl Repository {
             Ok(m) if m.volume == volume => return Ok(Some(m)),
             Ok(_) | Err(Error::NoSuchBackup(_)) => {}
             // A damaged parent is not used; the listing finds the newest readable one.
-            Err(Error::Corrupt(problem)) => tracing::warn!("{problem}"),
+            Err(Error::Corrupt {
+                reason: problem, ..
+            }) => tracing::warn!("{problem}"),
             Err(e) => return Err(e),
         }
         Ok(self.list_manifests(Some(volume)).await?.pop())
@@ -433,7 +445,7 @@ impl Repository {
             LatestPointer::Absent | LatestPointer::Damaged => None,
         };
         if let Some(bad) = damaged.iter().find(|d| Some(&d.id) == named.as_ref()) {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt_object(&layout::manifest_key(&bad.id), format!(
                 "the newest backup of volume {volume:?} is damaged: {}; restore an older backup by its id (`s3mover backups --volume {volume}`)",
                 bad.problem
             )));
@@ -526,7 +538,10 @@ impl LockedRepository {
                 .and_then(|text| hex::decode(text).ok())
                 .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
                 .ok_or_else(|| {
-                    Error::Corrupt("config of an unencrypted repository has no valid idKey".into())
+                    Error::corrupt_object(
+                        layout::CONFIG_KEY,
+                        "config of an unencrypted repository has no valid idKey",
+                    )
                 })?;
             Keys::plain(id_key)
         };
@@ -592,7 +607,7 @@ async fn refuse_plaintext_over_key_slots(store: &Store, config: &RepoConfig) -> 
             .map(|o| o.key),
     };
     match slot {
-        Some(slot) => Err(Error::Corrupt(format!(
+        Some(slot) => Err(Error::corrupt_object(layout::CONFIG_KEY, format!(
             "config: it says the repository is unencrypted, but the repository has key slots ({slot}): the config was changed, and the repository is not used"
         ))),
         None => Ok(()),
@@ -626,9 +641,12 @@ fn check_slot_matches_config(
             hex::encode(id)
         ),
     };
-    Err(Error::Corrupt(format!(
-        "config: {problem}; the config was changed or damaged, and the repository is not used"
-    )))
+    Err(Error::corrupt_object(
+        layout::CONFIG_KEY,
+        format!(
+            "config: {problem}; the config was changed or damaged, and the repository is not used"
+        ),
+    ))
 }
 
 async fn read_config(store: &Store) -> Result<RepoConfig> {
@@ -661,12 +679,13 @@ async fn read_config(store: &Store) -> Result<RepoConfig> {
         });
     }
     if version < u64::from(OLDEST_FORMAT_VERSION) {
-        return Err(Error::Corrupt(format!(
+        return Err(Error::corrupt_object(layout::CONFIG_KEY, format!(
             "config: format version {} is not one s3mover ever wrote; the config was changed or damaged",
             value.get("version").map(|v| v.to_string()).unwrap_or_else(|| "(none)".into())
         )));
     }
-    serde_json::from_value(value).map_err(|e| Error::Corrupt(format!("config object: {e}")))
+    serde_json::from_value(value)
+        .map_err(|e| Error::corrupt_object(layout::CONFIG_KEY, format!("config object: {e}")))
 }
 
 async fn unlock(
@@ -708,12 +727,12 @@ async fn unlock(
                 missing.join(", ")
             )
         };
-        return Err(Error::Missing(format!(
+        return Err(Error::missing(format!(
             "the repository is encrypted but has no key slots under keys/{named}: it cannot be unlocked with any password"
         )));
     }
     if !missing.is_empty() {
-        return Err(Error::Missing(format!(
+        return Err(Error::missing(format!(
             "the password opens none of the repository's {} key slot(s), and key slot(s) {} named by the config are missing: the password may be the right one for a missing slot",
             tried.len(),
             missing.join(", ")
@@ -735,12 +754,12 @@ async fn try_slot(store: &Store, key: &str, password: &str) -> Result<SlotTry> {
         return Ok(SlotTry::Missing);
     };
     let slot: KeySlot = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Corrupt(format!("key slot {key}: {e}")))?;
+        .map_err(|e| Error::corrupt_object(key, format!("key slot {key}: {e}")))?;
     let password = password.to_string();
     let opened = tokio::task::spawn_blocking(move || slot.unwrap_master(password.as_bytes()))
         .await
         .map_err(|e| Error::Internal(format!("key derivation task failed: {e}")))?
-        .map_err(|e| Error::Corrupt(format!("key slot {key}: {e}")))?;
+        .map_err(|e| Error::corrupt_object(key, format!("key slot {key}: {e}")))?;
     Ok(match opened {
         Some(contents) => SlotTry::Opened(contents),
         None => SlotTry::Refused,

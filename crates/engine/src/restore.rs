@@ -49,6 +49,7 @@ const DECODE_BATCH_BYTES: usize = 1 << 20;
 
 /// Where and how to restore.
 pub struct RestoreOptions {
+    /// The device or file written.
     pub target: PathBuf,
     /// The device already reads as zeros: skip zeroing zero slots.
     pub assume_zeroed: bool,
@@ -58,6 +59,7 @@ pub struct RestoreOptions {
     pub concurrency: usize,
     /// Write to a block device even when it is mounted or held (see [`Volume::open_target`]).
     pub force: bool,
+    /// Told of the bytes as they are written.
     pub progress: Option<Arc<dyn Progress>>,
 }
 
@@ -65,15 +67,21 @@ pub struct RestoreOptions {
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreReport {
+    /// The backup restored.
     pub id: String,
+    /// Its volume.
     pub volume: String,
+    /// The target, as given.
     pub target: String,
+    /// The volume's size.
     pub size_bytes: u64,
     /// Bytes of non-zero chunks written.
     pub bytes_written: u64,
     /// Bytes left as holes or zeroed.
     pub zero_bytes: u64,
+    /// Chunks written.
     pub chunks: u64,
+    /// Seconds the restore took.
     pub seconds: f64,
     /// Bytes of the volume per second.
     pub throughput_bytes_per_second: f64,
@@ -167,8 +175,12 @@ async fn restore_to_target(
         );
     }
     let reader = PageReader::shared(repo.clone(), index.clone());
-    let root = ChunkId::from_hex(&manifest.root)
-        .ok_or_else(|| Error::Corrupt(format!("manifest {} has an invalid root", manifest.id)))?;
+    let root = ChunkId::from_hex(&manifest.root).ok_or_else(|| {
+        Error::corrupt_object(
+            &crate::layout::manifest_key(&manifest.id),
+            format!("manifest {} has an invalid root", manifest.id),
+        )
+    })?;
     if let Some(progress) = &options.progress {
         progress.start(manifest.size_bytes);
     }
@@ -213,8 +225,14 @@ async fn restore_to_target(
         });
     let (walk_result, plan_result, write_result) = tokio::join!(walker, plan_and_send, written);
     walk_result.map_err(|e| match e {
-        Error::Missing(why) => Error::Missing(format!("tree of backup {}: {why}", manifest.id)),
-        Error::Corrupt(why) => Error::Corrupt(format!("tree of backup {}: {why}", manifest.id)),
+        Error::Missing { key, reason } => Error::Missing {
+            key,
+            reason: format!("tree of backup {}: {reason}", manifest.id),
+        },
+        Error::Corrupt { key, reason } => Error::Corrupt {
+            key,
+            reason: format!("tree of backup {}: {reason}", manifest.id),
+        },
         other => other,
     })?;
     plan_result?;
@@ -351,7 +369,7 @@ impl Planner<'_> {
 }
 
 fn in_no_pack(id: &ChunkId, slot: u64, manifest: &Manifest) -> Error {
-    Error::Missing(format!(
+    Error::missing(format!(
         "chunk {id} (volume offset {}) of backup {} is in no pack; run `s3mover verify`",
         slot * manifest.chunk_size,
         manifest.id
@@ -513,9 +531,10 @@ async fn fetch_and_write(
         chunks += c;
     }
     if cutter.next != items.len() {
-        return Err(Error::Corrupt(format!(
-            "pack {key} ended before the chunks the index places in it"
-        )));
+        return Err(Error::corrupt_object(
+            &key,
+            format!("pack {key} ended before the chunks the index places in it"),
+        ));
     }
     Ok((written, chunks))
 }
@@ -614,7 +633,12 @@ async fn write_blobs(
                 let expected = chunk_size.min(size - offset) as usize;
                 writer.write_in_place(offset, expected, |out| {
                     pack::decode_blob_into(repo.sealer(), repo.hasher(), id, sealed, out).map_err(
-                        |e| Error::Corrupt(format!("{e} (volume offset {offset}, pack {key})")),
+                        |e| {
+                            Error::corrupt_object(
+                                key,
+                                format!("{e} (volume offset {offset}, pack {key})"),
+                            )
+                        },
                     )
                 })?;
                 written += expected as u64;
@@ -692,13 +716,16 @@ async fn read_moved(
     }
     let (slot, id) = wanted[0];
     let packs: Vec<String> = gone.iter().map(pack::pack_key).collect();
-    Err(Error::Missing(format!(
+    Err(Error::Missing {
+        key: (packs.len() == 1).then(|| packs[0].clone()),
+        reason: format!(
         "chunk {id} (volume offset {}) of backup {} is in a pack that does not exist ({}), even \
          after reloading the repository index; run `s3mover verify`",
         slot * manifest.chunk_size,
         manifest.id,
         packs.join(", ")
-    )))
+    ),
+    })
 }
 
 /// Zeroes the slots whose id is `ZERO` (on devices, or on files that were not created empty).

@@ -20,13 +20,21 @@ use time::{Duration, OffsetDateTime, UtcOffset};
 /// The keep rules. `None` (or 0) means the rule is not used.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct KeepPolicy {
+    /// Keep the newest N backups.
     pub last: Option<u32>,
+    /// Keep the newest backup of each of the N newest hours that have one.
     pub hourly: Option<u32>,
+    /// … days.
     pub daily: Option<u32>,
+    /// … weeks.
     pub weekly: Option<u32>,
+    /// … months.
     pub monthly: Option<u32>,
+    /// … years.
     pub yearly: Option<u32>,
+    /// Keep every backup no older than this before the newest.
     pub within: Option<Duration>,
+    /// Keep every backup carrying one of these tags.
     pub tags: Vec<String>,
     /// The calendar's offset from UTC (UTC when zero).
     pub offset: Option<UtcOffset>,
@@ -53,9 +61,13 @@ impl KeepPolicy {
 /// What retention needs to know of one backup.
 #[derive(Debug, Clone)]
 pub struct Candidate {
+    /// The backup id.
     pub id: String,
+    /// When it was taken.
     pub time: OffsetDateTime,
+    /// Its tags.
     pub tags: Vec<String>,
+    /// Protected backups are always kept.
     pub protected: bool,
 }
 
@@ -63,7 +75,9 @@ pub struct Candidate {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Decision {
+    /// The backup id.
     pub id: String,
+    /// True when a rule keeps it.
     pub keep: bool,
     /// The rules that kept it (`last`, `hourly`, `daily`, `weekly`, `monthly`, `yearly`,
     /// `within`, `tag`, `protected`); empty when it goes.
@@ -419,10 +433,15 @@ mod tests {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ForgetEntry {
+    /// The backup id.
     pub id: String,
+    /// Its volume.
     pub volume: String,
+    /// When it was taken (RFC 3339).
     pub time: String,
+    /// True when a rule keeps it.
     pub keep: bool,
+    /// The rules that keep it (see [`Decision::reasons`]).
     pub reasons: Vec<String>,
 }
 
@@ -430,6 +449,7 @@ pub struct ForgetEntry {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ForgetReport {
+    /// True when nothing was removed because only a plan was asked for.
     pub dry_run: bool,
     /// Every backup considered, grouped by volume, newest first within a volume.
     pub backups: Vec<ForgetEntry>,
@@ -514,7 +534,10 @@ pub async fn forget(
         let mut candidates = Vec::new();
         for m in &of_volume {
             let time = crate::time_util::parse_rfc3339(&m.time).ok_or_else(|| {
-                crate::Error::Corrupt(format!("backup {} has an invalid time {:?}", m.id, m.time))
+                crate::Error::corrupt_object(
+                    &crate::layout::manifest_key(&m.id),
+                    format!("backup {} has an invalid time {:?}", m.id, m.time),
+                )
             })?;
             candidates.push(Candidate {
                 id: m.id.clone(),
@@ -621,9 +644,9 @@ pub async fn forget_ids(
     for id in ids {
         let (volume, time, reason) = match repo.read_manifest(&id).await {
             Ok(m) => (m.volume, m.time, "named".to_string()),
-            Err(crate::Error::Corrupt(problem)) => {
-                (String::new(), String::new(), format!("named ({problem})"))
-            }
+            Err(crate::Error::Corrupt {
+                reason: problem, ..
+            }) => (String::new(), String::new(), format!("named ({problem})")),
             Err(e) => return Err(e),
         };
         if !dry_run {

@@ -63,7 +63,7 @@ pub fn encode_page(ids: &[ChunkId]) -> Vec<u8> {
 
 fn decode_page(bytes: &[u8], expected: usize, id: &ChunkId) -> Result<Vec<ChunkId>> {
     if bytes.len() != expected * 32 {
-        return Err(Error::Corrupt(format!(
+        return Err(Error::corrupt(format!(
             "tree page {id} holds {} bytes, expected {} ids",
             bytes.len(),
             expected
@@ -157,7 +157,7 @@ impl PageReader {
             });
         };
         if location.kind != BlobKind::Tree {
-            return Ok(Err(Error::Corrupt(format!(
+            return Ok(Err(Error::corrupt(format!(
                 "{id} is indexed as data, not a tree page"
             ))));
         }
@@ -170,9 +170,10 @@ impl PageReader {
         let start = location.offset as usize;
         let end = start + location.length as usize;
         let Some(sealed) = pack_bytes.get(start..end) else {
-            return Ok(Err(Error::Corrupt(format!(
-                "tree pack {name} is shorter than its index says; run `s3mover verify`"
-            ))));
+            return Ok(Err(Error::corrupt_object(
+                &pack::pack_key(&name),
+                format!("tree pack {name} is shorter than its index says; run `s3mover verify`"),
+            )));
         };
         Ok(pack::decode_blob(
             self.repo.sealer(),
@@ -181,7 +182,8 @@ impl PageReader {
             sealed,
             PAGE_BYTES,
         )
-        .and_then(|plain| decode_page(&plain, entries, id)))
+        .and_then(|plain| decode_page(&plain, entries, id))
+        .map_err(|e| e.with_key(&pack::pack_key(&name))))
     }
 
     /// True when `what` (a pack or a page) was already found missing after a reload.
@@ -217,7 +219,7 @@ impl PageReader {
 }
 
 fn not_indexed(id: &ChunkId) -> Error {
-    Error::Missing(format!(
+    Error::missing(format!(
         "tree page {id} is in no pack of the repository index; run `s3mover verify`"
     ))
 }
@@ -232,7 +234,9 @@ struct Gone {
 /// One leaf page's ids and the slot of its first entry.
 #[derive(Debug)]
 pub struct Leaf {
+    /// The slot of the page's first entry.
     pub first_slot: u64,
+    /// The page's chunk ids, one per slot ([`ChunkId::ZERO`] for a zero slot).
     pub ids: Vec<ChunkId>,
 }
 

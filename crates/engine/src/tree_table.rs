@@ -33,17 +33,24 @@ pub fn key(backup_id: &str) -> String {
 /// One stored page of a tree: where it sits in the tree and where it is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TablePage {
+    /// The page's level in the tree (0 for leaves).
     pub level: u8,
+    /// The page's position within its level.
     pub index: u64,
+    /// The page's id.
     pub id: ChunkId,
+    /// The pack holding it.
     pub pack: ChunkId,
+    /// Byte offset of the sealed page in the pack.
     pub offset: u64,
+    /// Length of the sealed page.
     pub length: u32,
 }
 
 /// The stored pages of one backup's tree.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TreeTable {
+    /// Every stored page, in tree order.
     pub pages: Vec<TablePage>,
 }
 
@@ -56,10 +63,10 @@ impl TreeTable {
         };
         let compressed = repo.open_object(ObjectKind::TreeTable, &key, &sealed)?;
         let bytes = zstd::stream::decode_all(&compressed[..])
-            .map_err(|e| Error::Corrupt(format!("{key}: cannot decompress: {e}")))?;
+            .map_err(|e| Error::corrupt_object(&key, format!("{key}: cannot decompress: {e}")))?;
         Self::decode(&bytes)
             .map(Some)
-            .map_err(|e| Error::Corrupt(format!("{key}: {e}")))
+            .map_err(|e| Error::corrupt_object(&key, format!("{key}: {e}")))
     }
 
     /// Writes the table of `backup_id`; returns its size in bytes.

@@ -29,8 +29,11 @@ use crate::repo::Repository;
 /// A pack that reached the store.
 #[derive(Debug, Clone)]
 pub struct UploadedPack {
+    /// BLAKE3 of the pack's bytes: its name in `packs/`.
     pub name: ChunkId,
+    /// The blobs in the pack.
     pub entries: Vec<PackEntry>,
+    /// The pack's size in bytes.
     pub size: u64,
 }
 
@@ -53,7 +56,9 @@ pub const MIN_TAIL_PACK: usize = 4 << 20;
 /// what it has packed per byte seen.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Outlook {
+    /// Input bytes seen so far.
     pub input_seen: u64,
+    /// Input bytes still to come, at most.
     pub input_remaining: u64,
 }
 

@@ -43,8 +43,11 @@ pub enum ReadData {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChunkUse {
+    /// The backup.
     pub backup: String,
+    /// Its volume.
     pub volume: String,
+    /// The byte offset in the volume.
     pub offset: u64,
 }
 
@@ -52,9 +55,11 @@ pub struct ChunkUse {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Problem {
+    /// The chunk or tree page id, hex (empty for a damaged index object).
     pub chunk: String,
     /// `missing` or `corrupt`.
     pub kind: String,
+    /// What is wrong.
     pub detail: String,
     /// Backups (and offsets) that use it.
     pub uses: Vec<ChunkUse>,
@@ -81,11 +86,17 @@ fn damaged_index_problems(index: &PackIndex) -> Vec<Problem> {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifyReport {
+    /// Backups checked.
     pub backups_checked: usize,
+    /// Distinct chunks and pages the backups reference.
     pub chunks_checked: u64,
+    /// Chunks read and checked against their ids.
     pub chunks_read: u64,
+    /// Bytes read from the store.
     pub bytes_read: u64,
+    /// Packs read.
     pub packs_read: u64,
+    /// The chunks and pages that are missing or damaged.
     pub problems: Vec<Problem>,
     /// Chunks newly quarantined by this run.
     pub quarantined_chunks: usize,
@@ -140,7 +151,7 @@ async fn verify_from(
         if let Err(e) = result {
             tree_problems.push(Problem {
                 chunk: String::new(),
-                kind: if matches!(e, Error::Missing(_)) {
+                kind: if matches!(e, Error::Missing { .. }) {
                     "missing"
                 } else {
                     "corrupt"
@@ -695,7 +706,7 @@ pub(crate) async fn check_pack_header(
     let entries = match crate::prune::pack_reads::read_header_from_end(repo, key, size).await {
         Ok(Some((entries, _))) => entries,
         Ok(None) => return Ok(HeaderCheck::Gone),
-        Err(Error::Corrupt(reason)) => {
+        Err(Error::Corrupt { reason, .. }) => {
             return Ok(HeaderCheck::Damaged(format!(
                 "{reason} (the pack's header is damaged; {advice})"
             )))

@@ -90,7 +90,7 @@ async fn a_document_moved_to_another_cluster_does_not_open() {
     let sealed = repo.store().get(&prod.key).await.expect("get");
     repo.store().put(&dev.key, sealed).await.expect("put");
     match cluster_docs::read(&repo, &dev.key).await {
-        Err(Error::Corrupt(why)) => assert!(why.contains(&dev.key), "{why}"),
+        Err(Error::Corrupt { reason: why, .. }) => assert!(why.contains(&dev.key), "{why}"),
         other => panic!("a moved document opened: {other:?}"),
     }
     let scan = cluster_docs::scan(&repo, None).await.expect("scan");

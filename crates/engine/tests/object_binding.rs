@@ -36,9 +36,30 @@ async fn every_kind_opens_only_as_itself_under_its_own_key() {
     let key = DeletionMarker::new_key(1);
     repo.store().put(&key, directory).await.expect("put");
     match DeletionMarker::read(&repo, &key).await {
-        Err(Error::Corrupt(reason)) => assert!(reason.contains(&key), "{reason}"),
+        Err(Error::Corrupt { reason, .. }) => assert!(reason.contains(&key), "{reason}"),
         other => panic!("a moved object opened: {other:?}"),
     }
+}
+
+/// A corruption error names its object as a field, not only in its message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corruption_errors_carry_the_objects_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = local_support::new_repo(&dir.path().join("repo"), 4096, 1 << 20).await;
+    let sealed = repo.seal_object(ObjectKind::ALL[0], "some/key", b"payload");
+    let moved = repo
+        .open_object(ObjectKind::ALL[0], "some/other", &sealed)
+        .expect_err("a moved object opens");
+    assert!(matches!(moved, Error::Corrupt { .. }), "{moved:?}");
+    assert_eq!(moved.object_key(), Some("some/other"));
+
+    let directory = repo.store().get("gc/markers").await.expect("directory");
+    let key = DeletionMarker::new_key(2);
+    repo.store().put(&key, directory).await.expect("put");
+    let error = DeletionMarker::read(&repo, &key)
+        .await
+        .expect_err("a moved marker opens");
+    assert_eq!(error.object_key(), Some(key.as_str()), "{error:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,7 +128,7 @@ async fn a_format_1_repository_opens_backs_up_and_restores() {
     std::fs::write(&path, serde_json::to_vec(&config).expect("json")).expect("write");
     let store = open_store(&location, &options).expect("store");
     match Repository::open(store, Some(local_support::PASSWORD)).await {
-        Err(Error::Corrupt(reason)) => assert!(reason.contains("key slots"), "{reason}"),
+        Err(Error::Corrupt { reason, .. }) => assert!(reason.contains("key slots"), "{reason}"),
         other => panic!("a plaintext config over key slots opened: {other:?}"),
     }
 }

@@ -348,8 +348,30 @@ pub struct Store {
     stream_reads: bool,
     /// Packs a backup uploads at once unless told otherwise ([`Self::uploads_in_flight`]).
     uploads_in_flight: usize,
-    /// A local directory's reader for [`Self::get_range_uncached`].
-    uncached_reads: Option<Arc<local::LocalDirStore>>,
+    /// What the backend does beyond the object-store interface, if anything.
+    extras: Option<Arc<dyn BackendExtras>>,
+}
+
+/// What a backend can do beyond the [`ObjectStore`] interface, for the [`Store`] methods
+/// that use it ([`Store::get_range_uncached`], [`Store::remove_abandoned_writes`]); a store
+/// whose backend has none falls back to the plain interface. Locations are the backend's, the
+/// repository prefix included.
+#[async_trait::async_trait]
+pub trait BackendExtras: Send + Sync {
+    /// Reads `range` of an object that will be read once, around the backend's caches.
+    async fn get_range_uncached(
+        &self,
+        location: &ObjectPath,
+        range: Range<u64>,
+    ) -> object_store::Result<Bytes>;
+
+    /// Deletes what writes killed midway left under `location` (files no listing shows),
+    /// once last modified before `older_than`.
+    async fn remove_abandoned_writes(
+        &self,
+        location: &ObjectPath,
+        older_than: std::time::SystemTime,
+    ) -> object_store::Result<abandoned::Removed>;
 }
 
 impl std::fmt::Debug for Store {
@@ -373,40 +395,31 @@ impl Store {
             multipart: None,
             stream_reads: false,
             uploads_in_flight: 1,
-            uncached_reads: None,
+            extras: None,
         }
     }
 
     /// Deletes what writes killed midway left under `prefix` (a local directory's staged
     /// files, which no listing shows) once last modified before `older_than`; nothing for
-    /// other stores.
+    /// stores whose backend leaves none ([`BackendExtras`]).
     pub async fn remove_abandoned_writes(
         &self,
         prefix: &str,
         older_than: std::time::SystemTime,
     ) -> Result<abandoned::Removed, StoreError> {
-        let Some(local) = &self.uncached_reads else {
+        let Some(extras) = &self.extras else {
             return Ok(abandoned::Removed::default());
         };
-        let dir = local
-            .filesystem_path(&self.path(prefix.trim_end_matches('/')))
-            .map_err(|e| StoreError::from_backend(prefix, e))?;
-        let generic = |e: std::io::Error| object_store::Error::Generic {
-            store: "LocalDirStore",
-            source: Box::new(e),
-        };
-        tokio::task::spawn_blocking(move || abandoned::remove_staged_files(&dir, older_than))
+        extras
+            .remove_abandoned_writes(&self.path(prefix.trim_end_matches('/')), older_than)
             .await
-            .map_err(|e| StoreError::from_backend(prefix, generic(std::io::Error::other(e))))?
-            .map_err(|e| StoreError::from_backend(prefix, generic(e)))
+            .map_err(|e| StoreError::from_backend(prefix, e))
     }
 
-    /// A store over a local directory, whose [`Self::get_range_uncached`] reads around the
-    /// page cache.
-    pub(crate) fn local(backend: Arc<local::LocalDirStore>, description: String) -> Self {
-        let mut store = Store::new(backend.clone(), "", description);
-        store.uncached_reads = Some(backend);
-        store
+    /// Gives the store what its backend does beyond the object-store interface.
+    pub fn with_extras(mut self, extras: Arc<dyn BackendExtras>) -> Self {
+        self.extras = Some(extras);
+        self
     }
 
     /// Uploads objects of at least `settings.threshold` bytes in parts (without this, every
@@ -636,20 +649,21 @@ impl Store {
     }
 
     /// Reads `range` of an object that will be read once and not again soon (prune copying
-    /// packs): a local directory reads it with `O_DIRECT` into a reused buffer, whatever its
-    /// size, so it neither fills the page cache nor pays the cache's system time; other stores
-    /// read it as [`Self::get_range`] does, with the same check of its length.
+    /// packs): a backend that can read around its caches does ([`BackendExtras`]: a local
+    /// directory reads with `O_DIRECT` into a reused buffer, whatever the size, so it neither
+    /// fills the page cache nor pays the cache's system time); other stores read it as
+    /// [`Self::get_range`] does. Either way its length is checked.
     pub async fn get_range_uncached(
         &self,
         key: &str,
         range: Range<u64>,
     ) -> Result<Bytes, StoreError> {
-        let Some(local) = &self.uncached_reads else {
+        let Some(extras) = &self.extras else {
             return self.get_range(key, range).await;
         };
         RequestCounts::bump(&self.counts.get, 1);
         let wanted = range.end - range.start;
-        let bytes = match local
+        let bytes = match extras
             .get_range_uncached(&self.path(key), range.clone())
             .await
         {
@@ -841,6 +855,46 @@ mod tests {
             count += 1;
         }
         Ok((count, bytes))
+    }
+
+    /// A local directory's store removes old staged files through its backend's extras; a
+    /// backend without extras has none to remove.
+    #[tokio::test]
+    async fn abandoned_writes_go_through_the_backends_extras() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let local = open_store(
+            dir.path().to_str().expect("path"),
+            &StoreOptions {
+                create: true,
+                ..StoreOptions::default()
+            },
+        )
+        .expect("local store");
+        local
+            .put("packs/ab/ab01", Bytes::from_static(b"pack"))
+            .await
+            .expect("put");
+        let staged = dir.path().join("packs/ab/ab02#1");
+        std::fs::write(&staged, b"12345").expect("staged file");
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        let removed = local
+            .remove_abandoned_writes("packs/", later)
+            .await
+            .expect("remove");
+        assert_eq!(removed, abandoned::Removed { files: 1, bytes: 5 });
+        assert!(!staged.exists());
+        assert_eq!(local.get("packs/ab/ab01").await.expect("get"), &b"pack"[..]);
+
+        let memory = Store::new(
+            Arc::new(object_store::memory::InMemory::new()),
+            "",
+            "memory".into(),
+        );
+        let none = memory
+            .remove_abandoned_writes("packs/", later)
+            .await
+            .expect("remove");
+        assert_eq!(none, abandoned::Removed::default());
     }
 
     #[tokio::test]

@@ -27,7 +27,9 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
 
+use crate::abandoned::{self, Removed};
 use crate::direct_io::{self, ALIGN};
+use crate::BackendExtras;
 
 /// Payloads smaller than this go through the page cache: for manifests, index objects and
 /// config the extra open and the alignment handling cost more than caching saves.
@@ -65,14 +67,30 @@ impl LocalDirStore {
     pub fn filesystem_path(&self, location: &Path) -> Result<PathBuf> {
         self.inner.path_to_filesystem(location)
     }
+}
 
+#[async_trait::async_trait]
+impl BackendExtras for LocalDirStore {
     /// Reads `range` with `O_DIRECT` into a pooled buffer whatever its size (buffered where the
     /// filesystem refuses direct reads): for data read once, such as packs a prune copies.
-    pub async fn get_range_uncached(&self, location: &Path, range: Range<u64>) -> Result<Bytes> {
+    async fn get_range_uncached(&self, location: &Path, range: Range<u64>) -> Result<Bytes> {
         let path = self.inner.path_to_filesystem(location)?;
         tokio::task::spawn_blocking(move || read_range_pooled(&path, range))
             .await
             .map_err(|e| generic(io::Error::other(format!("the read task failed: {e}"))))?
+    }
+
+    /// Deletes the staged files of direct puts that were killed midway.
+    async fn remove_abandoned_writes(
+        &self,
+        location: &Path,
+        older_than: std::time::SystemTime,
+    ) -> Result<Removed> {
+        let dir = self.filesystem_path(location)?;
+        tokio::task::spawn_blocking(move || abandoned::remove_staged_files(&dir, older_than))
+            .await
+            .map_err(|e| generic(io::Error::other(e)))?
+            .map_err(generic)
     }
 }
 

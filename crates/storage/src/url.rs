@@ -140,10 +140,8 @@ fn open_local(dir: &std::path::Path, options: &StoreOptions) -> Result<Store, St
     })?;
     let backend = LocalFileSystem::new_with_prefix(&dir)
         .map_err(|e| StoreError::Location(format!("cannot open {}: {e}", dir.display())))?;
-    Ok(Store::local(
-        Arc::new(LocalDirStore::new(backend)),
-        dir.display().to_string(),
-    ))
+    let backend = Arc::new(LocalDirStore::new(backend));
+    Ok(Store::new(backend.clone(), "", dir.display().to_string()).with_extras(backend))
 }
 
 /// Sets the process's umask to 077: files are created 0600 and directories 0700 by every

@@ -8,28 +8,11 @@ use crate::output::{human_bytes, print_json};
 
 pub async fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<u8> {
     let locked = super::read_repository(global, &args.store).await?;
-    // The source's reads start while the password is resolved and the key derived.
-    let ranges_file = match (&args.changed_ranges, &args.allocated_ranges) {
-        (Some(file), _) => Some(ChangeInput::ChangedRangesFile(file.clone())),
-        (None, Some(file)) => Some(ChangeInput::AllocatedRangesFile(file.clone())),
-        (None, None) => None,
-    };
-    if let Some(change) = &ranges_file {
-        let chunk_size = u64::from(locked.config().chunk_size);
-        drop(backup::prefetch_ranges(&args.source, change, chunk_size));
-    }
-    let repo = super::unlock_repository(global, locked).await?;
-    let mut cbt = None;
-    let mut cbt_note = None;
-    let change = match ranges_file {
-        Some(change) => change,
-        None if args.cbt.is_set() => {
-            let (change, info, note) = super::cbt::backup_change_input(&args.cbt).await?;
-            cbt = Some(info);
-            cbt_note = note;
-            change
-        }
-        None => ChangeInput::Auto,
+    let change = match (&args.changed_ranges, &args.allocated_ranges) {
+        (Some(file), _) => ChangeInput::ChangedRangesFile(file.clone()),
+        (None, Some(file)) => ChangeInput::AllocatedRangesFile(file.clone()),
+        (None, None) if args.cbt.is_set() => super::cbt::backup_change_input(&args.cbt)?,
+        (None, None) => ChangeInput::Auto,
     };
     let options = BackupOptions {
         volume: args.volume.clone(),
@@ -37,23 +20,17 @@ pub async fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<u8> {
         parent: parent_choice(&args.parent),
         change,
         tags: args.tags.clone(),
-        cbt,
-        upload_concurrency: args
-            .upload_concurrency
-            .unwrap_or_else(|| repo.store().uploads_in_flight()),
+        upload_concurrency: args.upload_concurrency,
         progress: crate::output::progress_bar(
             "backup",
             global.quiet,
             global.output == OutputFormat::Json,
         ),
     };
-    let mut report = backup::backup(&repo, options).await?;
-    if let Some(note) = cbt_note {
-        report.parent_note = Some(match report.parent_note.take() {
-            Some(other) => format!("{note}; {other}"),
-            None => note,
-        });
-    }
+    let report = backup::unlock_and_backup(locked, options, |locked| {
+        super::unlock_repository(global, locked)
+    })
+    .await?;
     print_report(global, &report)?;
     Ok(EXIT_OK)
 }
@@ -90,12 +67,12 @@ pub fn print_report(global: &GlobalArgs, report: &BackupReport) -> Result<()> {
             "seconds": s.seconds,
             "time": m.time,
             "digest": m.root,
-            "note": report.parent_note,
+            "note": report.note(),
             "warnings": report.warnings,
             "requests": report.requests,
         }));
     }
-    if let Some(note) = &report.parent_note {
+    if let Some(note) = report.note() {
         eprintln!("note: {note}");
     }
 

@@ -2,6 +2,7 @@
 //! engine's range stream.
 
 use anyhow::Result;
+use futures::future::BoxFuture;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +12,8 @@ use s3mover_cbt::{
     Client, Endpoint, FetchedToken, KubernetesEndpoint, ListFormat, Query, RefreshingToken,
     Selection, SelectionArgs, StreamOptions,
 };
-use s3mover_engine::backup::ChangeInput;
-use s3mover_engine::manifest::{CbtInfo, ChangeSource};
+use s3mover_engine::backup::{ChangeInput, ChangeTracker, TrackedRanges};
+use s3mover_engine::manifest::CbtInfo;
 
 use crate::cli::{
     BackupCbtArgs, CbtCommand, CbtDiscoveryArgs, CbtListArgs, GlobalArgs, OutputFormat, EXIT_OK,
@@ -92,17 +93,15 @@ fn warn_of_token_on_command_line(selection: &SelectionArgs, flag: &str) {
     }
 }
 
-/// Connects to the CBT service named by `backup`'s flags and returns the change input and the
-/// handles to record. A service that cannot be reached, or says this snapshot has no change
-/// tracking, gives a full read instead (with the reason), never a wrong incremental.
-pub async fn backup_change_input(
-    args: &BackupCbtArgs,
-) -> Result<(ChangeInput, CbtInfo, Option<String>)> {
+/// The change input of `backup`'s CBT flags: the CBT service they name, as the engine's
+/// [`ChangeTracker`]. Bad flags are an error here; a service that cannot be reached or that
+/// fails later is the engine's to handle (it reads more, and says why).
+pub fn backup_change_input(args: &BackupCbtArgs) -> Result<ChangeInput> {
     let selection_args = args.selection();
     warn_of_token_on_command_line(&selection_args, "--cbt-token");
     let selection = selection_args.resolve()?;
     let record = selection.record();
-    let info = CbtInfo {
+    let snapshots = CbtInfo {
         snapshot: Some(record.snapshot.clone()),
         snapshot_handle: args
             .cbt_snapshot_handle
@@ -110,50 +109,40 @@ pub async fn backup_change_input(
             .or(record.snapshot_handle.clone()),
         base_snapshot_handle: record.base_handle.clone(),
     };
-    let source = if selection.query.base.is_some() {
-        ChangeSource::CbtDelta
-    } else {
-        ChangeSource::CbtAllocated
-    };
-    let client = match Client::connect(&selection.endpoint).await {
-        Ok(client) => client,
-        Err(e) => {
-            return Ok((
-                ChangeInput::Auto,
-                info,
-                Some(format!(
-                    "change tracking unavailable ({e}); reading the whole volume"
-                )),
-            ))
-        }
-    };
-    let mut stream = client.ranges(selection.query.clone(), StreamOptions::default());
-    let header = match stream.header().await {
-        Ok(header) => header,
-        Err(e) => {
-            return Ok((
-                ChangeInput::Auto,
-                info,
-                Some(format!(
-                    "change tracking unavailable ({e}); reading the whole volume"
-                )),
-            ))
-        }
-    };
-    let ranges = stream
-        .into_ranges()
-        .map(|r| r.map_err(|e| e.to_string()))
-        .boxed();
-    Ok((
-        ChangeInput::RangeStream {
-            source,
-            kind: header.map(|h| h.0),
-            capacity: header.map(|h| h.1),
-            ranges,
-        },
-        info,
-        None,
-    ))
+    Ok(ChangeInput::Tracker(Box::new(CbtService {
+        selection,
+        snapshots,
+    })))
+}
+
+/// A CBT service over gRPC, for the engine.
+struct CbtService {
+    selection: Selection,
+    snapshots: CbtInfo,
+}
+
+impl ChangeTracker for CbtService {
+    fn snapshots(&self) -> CbtInfo {
+        self.snapshots.clone()
+    }
+
+    fn open(self: Box<Self>) -> BoxFuture<'static, std::result::Result<TrackedRanges, String>> {
+        Box::pin(async move {
+            let client = Client::connect(&self.selection.endpoint)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut stream = client.ranges(self.selection.query.clone(), StreamOptions::default());
+            let header = stream.header().await.map_err(|e| e.to_string())?;
+            Ok(TrackedRanges {
+                kind: header.map(|h| h.0),
+                capacity: header.map(|h| h.1),
+                ranges: stream
+                    .into_ranges()
+                    .map(|r| r.map_err(|e| e.to_string()))
+                    .boxed(),
+            })
+        })
+    }
 }
 
 /// Finds the snapshot's CBT service from the cluster, as the upstream lister does:

@@ -172,7 +172,7 @@ pub async fn run(global: &GlobalArgs, args: &DemoArgs) -> Result<u8> {
             if ok { "matches" } else { "DOES NOT match" }
         ));
         if !ok {
-            bail!(s3mover_engine::Error::Corrupt(format!(
+            bail!(s3mover_engine::Error::corrupt(format!(
                 "demo: restored {label} backup differs from the original"
             )));
         }
@@ -196,8 +196,7 @@ fn options(image: &Path, parent: ParentChoice, change: ChangeInput) -> BackupOpt
         parent,
         change,
         tags: vec!["demo=true".into()],
-        cbt: None,
-        upload_concurrency: 4,
+        upload_concurrency: Some(4),
         progress: None,
     }
 }

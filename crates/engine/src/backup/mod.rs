@@ -1,9 +1,12 @@
 //! Backing up a volume: change source → slot bitmap → read and hash → deduplicate against the
 //! parent → pack and upload → build the tree → commit the manifest.
 //!
-//! The stages live in their own files: [`plan`] (parent and slot bitmap), [`read`] (slots
-//! read and hashed ahead), [`build`] (the tree builder, deduplication, packers, session
-//! checkpoints); [`backup`] here runs them and commits.
+//! The stages live in their own files: `change.rs` (the change inputs, the [`ChangeTracker`]
+//! door a change-tracking service comes through, the [`BackupNote`]s a backup returns),
+//! `plan.rs` (parent and slot bitmap, and every fallback to a wider read), `read.rs` (slots
+//! read and hashed ahead), `build.rs` (the tree builder, deduplication, packers, session
+//! checkpoints); [`backup`] here runs them and commits, and [`unlock_and_backup`] starts what
+//! can start before the repository is unlocked.
 //!
 //! Reads run ahead of the tree builder by a bounded number of batches; new chunks are sealed
 //! on worker threads and uploaded in parallel packs (see `upload.rs`). The tree builder walks
@@ -16,7 +19,7 @@ use std::time::Instant;
 
 use futures::stream::{BoxStream, StreamExt};
 
-use s3mover_ranges::{read_ranges_file, BlockMetadataType, BlockRange, RangeValidator};
+use s3mover_ranges::{read_ranges_file, BlockMetadataType, RangeValidator};
 
 use crate::bitmap::SlotBitmap;
 use crate::device::Volume;
@@ -27,16 +30,19 @@ use crate::layout::{self, session::SessionRecord, session::SESSION_REUSE_SECONDS
 use crate::manifest::{BackupStats, CbtInfo, ChangeSource, Manifest};
 use crate::pack::BlobKind;
 use crate::progress::Progress;
-use crate::repo::Repository;
+use crate::repo::{LockedRepository, Repository};
 use crate::tree::{self, PageReader, FANOUT};
 use crate::tree_table::{TablePage, TreeTable};
 use crate::upload::{Outlook, Packer, UploadedPack};
 
 mod build;
+mod change;
 mod plan;
 mod read;
 
 use build::*;
+use change::joined_notes;
+pub use change::{BackupNote, ChangeInput, ChangeTracker, TrackedRanges};
 use plan::*;
 pub use read::prefetch_ranges;
 use read::*;
@@ -68,48 +74,33 @@ pub enum ParentChoice {
     Id(String),
 }
 
-/// Where the backup learns what to read.
-pub enum ChangeInput {
-    /// Decide from the source: sparse extents for files, everything for devices.
-    Auto,
-    /// A ranges file of changes since the parent.
-    ChangedRangesFile(PathBuf),
-    /// A ranges file of allocated ranges.
-    AllocatedRangesFile(PathBuf),
-    /// Ranges streamed from a CBT service. Any failure of the stream — an error, a range that
-    /// breaks the rules, a capacity that is not the source's — makes the backup read the whole
-    /// volume instead (deduplicated against the parent), never a wrong incremental.
-    RangeStream {
-        /// `CbtAllocated` or `CbtDelta`.
-        source: ChangeSource,
-        /// FIXED_LENGTH or VARIABLE_LENGTH, as the service said; `None` when it sent nothing.
-        kind: Option<BlockMetadataType>,
-        /// The volume capacity the service reported; `None` when it sent nothing.
-        capacity: Option<u64>,
-        /// The ranges.
-        ranges: BoxStream<'static, std::result::Result<BlockRange, String>>,
-    },
-}
-
 /// What to back up and how.
 pub struct BackupOptions {
+    /// The volume name the backup is filed under.
     pub volume: String,
+    /// The device or image file to read.
     pub source: PathBuf,
+    /// Which backup to build on.
     pub parent: ParentChoice,
+    /// Where the backup learns what to read.
     pub change: ChangeInput,
+    /// Tags recorded in the manifest.
     pub tags: Vec<String>,
-    pub cbt: Option<CbtInfo>,
-    /// Packs uploading at once.
-    pub upload_concurrency: usize,
+    /// Packs uploading at once; `None` for what the store does best
+    /// ([`crate::storage::Store::uploads_in_flight`]).
+    pub upload_concurrency: Option<usize>,
+    /// Told of the bytes as they are read.
     pub progress: Option<Arc<dyn Progress>>,
 }
 
 /// The outcome of a backup.
 #[derive(Debug, Clone)]
 pub struct BackupReport {
+    /// The committed manifest.
     pub manifest: Manifest,
-    /// Why a parent was not used, if one was asked for and not used.
-    pub parent_note: Option<String>,
+    /// Why the backup read more than its change source said, or did not build on the parent
+    /// asked for ([`BackupReport::note`] has them as one line).
+    pub notes: Vec<BackupNote>,
     /// Chunks reused from an interrupted earlier run of this volume.
     pub resumed_chunks: u64,
     /// Requests made to the store, counted after the commit (exact, unlike the manifest's
@@ -119,6 +110,40 @@ pub struct BackupReport {
     pub data_pack_bytes: u64,
     /// Problems after the commit that did not undo it (the backup is committed).
     pub warnings: Vec<String>,
+}
+
+impl BackupReport {
+    /// The notes as one line, or `None` when there are none.
+    pub fn note(&self) -> Option<String> {
+        joined_notes(&self.notes)
+    }
+}
+
+/// Runs a backup on a repository whose config is read but which is not unlocked yet: what
+/// needs only the config starts first (the kernel's reads of a ranges file's ranges, see
+/// [`prefetch_ranges`]), so that it overlaps the key derivation `unlock` runs; then the
+/// repository is unlocked and backed up.
+pub async fn unlock_and_backup<F, Fut, E>(
+    locked: LockedRepository,
+    options: BackupOptions,
+    unlock: F,
+) -> std::result::Result<BackupReport, E>
+where
+    F: FnOnce(LockedRepository) -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<Repository, E>>,
+    E: From<Error>,
+{
+    if options.change.ranges_file().is_some() {
+        let chunk_size = u64::from(locked.config().chunk_size);
+        // Only a hint: the backup reports any error the prefetch met.
+        drop(prefetch_ranges(
+            &options.source,
+            &options.change,
+            chunk_size,
+        ));
+    }
+    let repo = unlock(locked).await?;
+    Ok(backup(&repo, options).await?)
 }
 
 /// Runs a backup.
@@ -136,36 +161,24 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
     }
     let chunk_size = repo.chunk_size();
 
-    let (parent, mut parent_note) = choose_parent(repo, &options, size, chunk_size).await?;
-    tracing::debug!(
-        "backup: parent chosen after {:.3}s",
-        started.elapsed().as_secs_f64()
-    );
-    let mut bitmap = SlotBitmap::new(size, chunk_size);
-    let (mut change_source, fallback_note) =
-        fold_change_source(options.change, &volume, &mut bitmap).await?;
-    if let Some(note) = fallback_note {
-        parent_note = Some(note);
-    }
-    if let (ChangeSource::CbtDelta, Some(p)) = (change_source, &parent) {
-        if let Some(note) = delta_base_mismatch(p, options.cbt.as_ref()) {
-            bitmap.mark_all();
-            change_source = ChangeSource::Full;
-            parent_note = Some(note);
-        }
-    }
-    if change_source.inherits_from_parent() && parent.is_none() {
-        // Changes relative to nothing: read everything rather than make a wrong incremental.
-        bitmap.mark_all();
-        parent_note.get_or_insert_with(|| {
-            "no usable parent backup: the changed ranges were ignored and the whole volume read"
-                .into()
-        });
-        change_source = ChangeSource::Full;
-    }
-    if change_source == ChangeSource::Full && parent.is_some() {
-        change_source = ChangeSource::HashCompare;
-    }
+    let Plan {
+        parent,
+        bitmap,
+        change_source,
+        cbt,
+        notes,
+    } = plan(
+        repo,
+        &options.volume,
+        &options.parent,
+        options.change,
+        &volume,
+        chunk_size,
+    )
+    .await?;
+    let upload_concurrency = options
+        .upload_concurrency
+        .unwrap_or_else(|| repo.store().uploads_in_flight());
     let inherit = change_source.inherits_from_parent();
     tracing::debug!(
         "backup: change source folded after {:.3}s",
@@ -196,7 +209,7 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
                 Ok(Some(table)) => Ok((Arc::new(table.to_index()), Some(table))),
                 Ok(None) => Ok((Arc::new(PackIndex::load_tree_pages(repo).await?), None)),
                 // The table is only a hint: a damaged one costs the listing it would have saved.
-                Err(Error::Corrupt(reason)) => {
+                Err(Error::Corrupt { reason, .. }) => {
                     tracing::warn!(
                         "the tree table of backup {} is damaged ({reason}); reading the pack index instead",
                         parent.id
@@ -258,13 +271,13 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
             repo.clone(),
             BlobKind::Data,
             repo.config().pack_size as usize,
-            options.upload_concurrency,
+            upload_concurrency,
         ),
         tree_packer: Packer::new(
             repo.clone(),
             BlobKind::Tree,
             repo.config().tree_pack_size as usize,
-            options.upload_concurrency,
+            upload_concurrency,
         ),
         known,
         session,
@@ -312,7 +325,7 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
         root: root.to_hex(),
         depth,
         change_source,
-        cbt: options.cbt,
+        cbt,
         tags: options.tags,
         source: options.source.display().to_string(),
         host: crate::layout::session::hostname(),
@@ -356,7 +369,7 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
     }
     Ok(BackupReport {
         manifest,
-        parent_note,
+        notes,
         resumed_chunks,
         requests: repo.store().counts().since(&requests_before),
         data_pack_bytes,

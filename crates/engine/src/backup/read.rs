@@ -74,12 +74,7 @@ pub fn prefetch_ranges(
     change: &ChangeInput,
     chunk_size: u64,
 ) -> tokio::task::JoinHandle<Option<u64>> {
-    let ranges = match change {
-        ChangeInput::ChangedRangesFile(path) | ChangeInput::AllocatedRangesFile(path) => {
-            Some(path.clone())
-        }
-        _ => None,
-    };
+    let ranges = change.ranges_file().map(std::path::Path::to_path_buf);
     let source = source.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let ranges = ranges?;

@@ -31,7 +31,7 @@ impl Repository {
     /// data naming `key`.
     pub(crate) fn open_record<T: SealedRecord>(&self, key: &str, sealed: &[u8]) -> Result<T> {
         let json = self.open_object(T::KIND, key, sealed)?;
-        serde_json::from_slice(&json).map_err(|e| Error::Corrupt(format!("{key}: {e}")))
+        serde_json::from_slice(&json).map_err(|e| Error::corrupt_object(key, format!("{key}: {e}")))
     }
 
     /// Reads the record at `key`; `None` when there is none.

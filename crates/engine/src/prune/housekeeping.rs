@@ -39,7 +39,7 @@ pub(super) async fn consumed_sets(repo: &Repository, listing: &Listing) -> Resul
             Ok(Some(marker)) => consumed.extend(marker.pending),
             Ok(None) => {}
             // Rewritten by tidying (not in a dry run); its sets are swept again, checked anew.
-            Err(Error::Corrupt(_)) => {}
+            Err(Error::Corrupt { .. }) => {}
             Err(e) => return Err(e),
         }
     }
@@ -56,7 +56,7 @@ pub(super) async fn tidy_markers(repo: &Repository, listing: &Listing) -> Result
         let mut marker = match DeletionMarker::read(repo, key).await {
             Ok(Some(marker)) => marker,
             Ok(None) => continue,
-            Err(Error::Corrupt(reason)) => rebuilt_marker(repo, key, &reason).await?,
+            Err(Error::Corrupt { reason, .. }) => rebuilt_marker(repo, key, &reason).await?,
             Err(e) => return Err(e),
         };
         match marker.finished {

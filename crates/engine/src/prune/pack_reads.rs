@@ -70,7 +70,7 @@ impl CopyStep {
         let start = entry.offset.checked_sub(range.start);
         start
             .and_then(|start| bytes.get(start as usize..start as usize + entry.length as usize))
-            .ok_or_else(|| Error::Corrupt(format!("{key}: blob beyond its read")))
+            .ok_or_else(|| Error::corrupt(format!("{key}: blob beyond its read")))
     }
 }
 
@@ -136,7 +136,7 @@ async fn locate_blobs(
 ) -> Result<Option<(Vec<PackEntry>, u64, Option<String>)>> {
     let reason = match read_header_from_end(repo, key, pack.size).await {
         Ok(found) => return Ok(found.map(|(entries, end)| (entries, end, None))),
-        Err(Error::Corrupt(reason)) => reason,
+        Err(Error::Corrupt { reason, .. }) => reason,
         Err(e) => return Err(e),
     };
     let mut entries = Vec::new();
@@ -156,7 +156,7 @@ async fn locate_blobs(
     entries.sort_by_key(|e| (e.offset, e.id));
     entries.dedup();
     if entries.is_empty() {
-        return Err(Error::Corrupt(format!(
+        return Err(Error::corrupt(format!(
             "{reason}; no index object lists its blobs either"
         )));
     }
@@ -240,7 +240,7 @@ pub(crate) async fn read_header_from_end(
 ) -> Result<Option<(Vec<PackEntry>, u64)>> {
     let trailer = pack::TRAILER_LEN as u64;
     if size < trailer {
-        return Err(Error::Corrupt(format!("{key} is too short to be a pack")));
+        return Err(Error::corrupt(format!("{key} is too short to be a pack")));
     }
     let tail_start = size.saturating_sub(TAIL_BYTES);
     let tail = match repo.store().get_range(key, tail_start..size).await {
@@ -249,10 +249,10 @@ pub(crate) async fn read_header_from_end(
         Err(e) => return Err(e.into()),
     };
     let header_len =
-        pack::sealed_header_len(&tail).map_err(|e| Error::Corrupt(format!("{key}: {e}")))? as u64;
+        pack::sealed_header_len(&tail).map_err(|e| Error::corrupt(format!("{key}: {e}")))? as u64;
     let body_end = (size - trailer)
         .checked_sub(header_len)
-        .ok_or_else(|| Error::Corrupt(format!("{key}: header length exceeds the pack")))?;
+        .ok_or_else(|| Error::corrupt(format!("{key}: header length exceeds the pack")))?;
     let suffix = if body_end >= tail_start {
         tail
     } else {
@@ -264,7 +264,7 @@ pub(crate) async fn read_header_from_end(
     };
     // The header parser reads from the end, so a suffix holding the header will do.
     let entries = pack::read_pack_header(repo.sealer(), &suffix)
-        .map_err(|e| Error::Corrupt(format!("{key}: {e}")))?;
+        .map_err(|e| Error::corrupt(format!("{key}: {e}")))?;
     Ok(Some((entries, body_end)))
 }
 
@@ -286,7 +286,7 @@ fn plan_reads(
             .offset
             .checked_add(u64::from(entry.length))
             .filter(|end| *end <= body_end)
-            .ok_or_else(|| Error::Corrupt(format!("{key}: blob beyond the pack")))?;
+            .ok_or_else(|| Error::corrupt(format!("{key}: blob beyond the pack")))?;
         match reads.last_mut() {
             Some((range, blobs))
                 if entry.offset >= range.end

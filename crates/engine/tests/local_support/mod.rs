@@ -101,8 +101,7 @@ pub fn backup_options(
         parent,
         change,
         tags: vec![],
-        cbt: None,
-        upload_concurrency: 2,
+        upload_concurrency: Some(2),
         progress: None,
     }
 }
