@@ -37,7 +37,10 @@ async fn doctor_passes_a_ready_cluster_and_names_what_is_missing() {
     k8s.use_orchestrator_role();
 
     let (code, stdout, stderr) = k8s.s3mover(&["k8s", "doctor", "-n", "db", "-o", "json"]);
-    assert!(stderr.is_empty() || !stderr.contains("s3mover:"), "{stderr}");
+    assert!(
+        stderr.is_empty() || !stderr.contains("s3mover:"),
+        "{stderr}"
+    );
     let found = checks(&stdout);
     assert_eq!(code, 0, "no FAIL on a ready cluster: {found:?}");
     let status = |prefix: &str| -> Vec<&str> {
@@ -49,10 +52,22 @@ async fn doctor_passes_a_ready_cluster_and_names_what_is_missing() {
     };
     // The kinds come from API discovery, which the orchestrator's role may read.
     assert_eq!(status("crd "), ["pass"; 4], "{found:?}");
-    assert_eq!(status("snapshot class for hostpath.csi.k8s.io"), ["pass"], "{found:?}");
-    assert_eq!(status("SnapshotMetadataService hostpath.csi.k8s.io"), ["pass"], "{found:?}");
+    assert_eq!(
+        status("snapshot class for hostpath.csi.k8s.io"),
+        ["pass"],
+        "{found:?}"
+    );
+    assert_eq!(
+        status("SnapshotMetadataService hostpath.csi.k8s.io"),
+        ["pass"],
+        "{found:?}"
+    );
     assert_eq!(status("claim db/data"), ["pass"], "{found:?}");
-    assert_eq!(status("claim db/files"), ["warn"], "a Filesystem claim is read through a Block claim");
+    assert_eq!(
+        status("claim db/files"),
+        ["warn"],
+        "a Filesystem claim is read through a Block claim"
+    );
     assert_eq!(status("permissions in db"), ["pass"], "{found:?}");
     assert_eq!(status("mover progress in db"), ["pass"], "{found:?}");
     assert_eq!(

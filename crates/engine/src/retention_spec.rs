@@ -120,6 +120,7 @@ fn duration_text(d: Duration) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumePolicy {
+    /// The volume (`NAMESPACE/PVC` for a claim).
     pub volume: String,
     /// The counting rules applied, in the text form.
     pub rules: String,
