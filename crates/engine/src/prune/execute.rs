@@ -16,7 +16,7 @@ use std::time::Instant;
 use futures::{StreamExt, TryStreamExt};
 
 use super::idset::{MergeSorted, PrefixSet};
-use super::listing::Listing;
+use super::listing::{list_keys, Listing};
 use super::mark::{ObjectsOfPack, TreeLocator};
 use super::pack_reads::PackToCopy;
 use super::plan::{PlannedPack, PrunePlan, RipeSets, Selection};
@@ -70,19 +70,8 @@ async fn write_pending_set(plan: &PrunePlan<'_>) -> Result<()> {
 async fn sweep(mut plan: PrunePlan<'_>, lease: &mut Lease) -> Result<PruneReport> {
     let repo = plan.repo;
     let clock = Instant::now();
-    let seen_by_all = plan.ripe.seen_by_all.clone().unwrap_or_default();
     let mut deletion = Deletion::begin(&plan, lease).await?;
-    let protect = session_protect_seconds(plan.grace);
-    let fresh = match plan.marker.mark_again(&seen_by_all, protect).await {
-        Ok(fresh) => fresh,
-        Err(e) => {
-            deletion.finish(repo).await?;
-            return Err(Error::Corrupt(format!(
-                "prune stopped before deleting anything: a backup committed meanwhile \
-                 cannot be read ({e})"
-            )));
-        }
-    };
+    let fresh = mark_again(&mut plan, &mut deletion).await?;
     plan.report.resurrected = plan.resurrected(&fresh);
     let selection = plan.select(&fresh);
     let PrunePlan {
@@ -124,6 +113,7 @@ async fn sweep(mut plan: PrunePlan<'_>, lease: &mut Lease) -> Result<PruneReport
     rewrite_index_objects(repo, &listing, objects, &removed, lease, &mut report).await?;
     lease.ensure(repo).await?;
     rewrite_tree_tables(repo, &listing, &removed, &copied.moved_pages).await?;
+    drop(copied.moved_pages);
     debug_step("index rewritten", &clock);
 
     // 3. Only now delete packs: nothing in the index names them any more.
@@ -140,6 +130,32 @@ async fn sweep(mut plan: PrunePlan<'_>, lease: &mut Lease) -> Result<PruneReport
 
     deletion.finish(repo).await?;
     Ok(report)
+}
+
+/// Marks anew, under the deletion marker, from the backups the ripe sets did not all see and
+/// from fresh sessions, listed now. A backup that cannot be read stops the sweep before it
+/// deletes anything, its marker finished.
+async fn mark_again(plan: &mut PrunePlan<'_>, deletion: &mut Deletion) -> Result<PrefixSet> {
+    let repo = plan.repo;
+    let seen_by_all = plan.ripe.seen_by_all.clone().unwrap_or_default();
+    let ids: Vec<String> = list_keys(repo, layout::BACKUPS)
+        .await?
+        .into_iter()
+        .filter_map(|k| k.strip_prefix(layout::BACKUPS).map(str::to_string))
+        .filter(|id| !seen_by_all.contains(id))
+        .collect();
+    let sessions = list_keys(repo, layout::SESSIONS).await?;
+    let protect = session_protect_seconds(plan.grace);
+    match plan.marker.mark_again(&ids, &sessions, protect).await {
+        Ok(fresh) => Ok(fresh),
+        Err(e) => {
+            deletion.finish(repo).await?;
+            Err(Error::Corrupt(format!(
+                "prune stopped before deleting anything: a backup committed meanwhile \
+                 cannot be read ({e})"
+            )))
+        }
+    }
 }
 
 fn debug_step(step: &str, clock: &Instant) {

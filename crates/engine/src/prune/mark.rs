@@ -155,26 +155,20 @@ impl<'a> Marker<'a> {
         })
     }
 
-    /// Marks anew, from nothing, what listing `backups/` and `sessions/` again finds: the
-    /// backups not in `seen_by_all`, and the sessions updated within `protect_seconds`.
+    /// Marks anew, from nothing, from the backups `ids` (a manifest gone meanwhile is
+    /// skipped) and from the `sessions` updated within `protect_seconds`.
     pub(super) async fn mark_again(
         &mut self,
-        seen_by_all: &HashSet<String>,
+        ids: &[String],
+        sessions: &[String],
         protect_seconds: i64,
     ) -> Result<PrefixSet> {
         self.visited.clear();
         let result = async {
-            let ids: Vec<String> = list_keys(self.repo, layout::BACKUPS)
-                .await?
-                .into_iter()
-                .filter_map(|k| k.strip_prefix(layout::BACKUPS).map(str::to_string))
-                .filter(|id| !seen_by_all.contains(id))
-                .collect();
-            let sessions = list_keys(self.repo, layout::SESSIONS).await?;
-            for manifest in read_manifests(self.repo, &ids).await? {
+            for manifest in read_manifests(self.repo, ids).await? {
                 self.mark_backup(&manifest).await?;
             }
-            self.mark_sessions(&sessions, protect_seconds).await
+            self.mark_sessions(sessions, protect_seconds).await
         }
         .await;
         let fresh = self.take_marks();
