@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt};
 
+use super::duplicates::Duplicates;
 use super::idset::{MergeSorted, PrefixSet};
 use super::listing::{list_keys, Listing};
 use super::mark::{ObjectsOfPack, TreeLocator};
@@ -69,7 +70,6 @@ async fn write_pending_set(plan: &PrunePlan<'_>) -> Result<()> {
 /// Phase 2: marks again under a deletion marker, then removes what is still removable.
 async fn sweep(mut plan: PrunePlan<'_>, lease: &mut Lease) -> Result<PruneReport> {
     let repo = plan.repo;
-    let clock = Instant::now();
     let mut deletion = Deletion::begin(&plan, lease).await?;
     let fresh = mark_again(&mut plan, &mut deletion).await?;
     plan.report.resurrected = plan.resurrected(&fresh);
@@ -83,6 +83,7 @@ async fn sweep(mut plan: PrunePlan<'_>, lease: &mut Lease) -> Result<PruneReport
         mut report,
         ..
     } = plan;
+    // 0. Record exactly which ids go, before anything goes.
     let removed_of = record_removed(
         repo,
         &selection,
@@ -93,43 +94,63 @@ async fn sweep(mut plan: PrunePlan<'_>, lease: &mut Lease) -> Result<PruneReport
         &mut report,
     )
     .await?;
+    let read = WhatWasRead {
+        listing: &listing,
+        locator: &marker.locator,
+        objects_of_pack: &objects_of_pack,
+    };
+    remove(repo, read, &selection, removed_of, lease, &mut report).await?;
+    deletion.finish(repo).await?;
+    Ok(report)
+}
 
+/// What the plan read that the steps after the selection need.
+#[derive(Clone, Copy)]
+struct WhatWasRead<'p> {
+    listing: &'p Listing,
+    locator: &'p TreeLocator,
+    objects_of_pack: &'p ObjectsOfPack,
+}
+
+/// Steps 1 to 3 of a sweep: copies live blobs, rewrites the index and the tree tables, and
+/// only then deletes packs. `removed_of` holds, per pack to repack, the prefixes that stay
+/// behind.
+async fn remove(
+    repo: &Repository,
+    read: WhatWasRead<'_>,
+    selection: &Selection,
+    removed_of: HashMap<u32, Vec<u64>>,
+    lease: &mut Lease,
+    report: &mut PruneReport,
+) -> Result<()> {
+    let clock = Instant::now();
     // 1. Copy the live blobs of partly dead packs into new packs, and index them.
-    let to_copy = packs_to_copy(&listing, &objects_of_pack, &selection.repack, &removed_of);
-    let copied =
-        repack::copy_live_blobs(repo, &selection.repack, to_copy, lease, &mut report).await?;
+    let to_copy = packs_to_copy(read, &selection.repack, &removed_of);
+    let copied = repack::copy_live_blobs(repo, &selection.repack, to_copy, lease, report).await?;
     drop(removed_of);
     debug_step("live blobs copied", &clock);
 
     // 2. Rewrite the index objects that name a removed pack, and the tree tables.
-    let removed: HashSet<ChunkId> = selection
-        .delete
-        .iter()
-        .map(|p| p.name)
-        .chain(copied.repacked.iter().map(|(n, _)| *n))
-        .collect();
-    let locator = &marker.locator;
-    let objects = objects_naming(locator, &objects_of_pack, &removed);
-    rewrite_index_objects(repo, &listing, objects, &removed, lease, &mut report).await?;
-    lease.ensure(repo).await?;
-    rewrite_tree_tables(repo, &listing, &removed, &copied.moved_pages).await?;
-    drop(copied.moved_pages);
-    debug_step("index rewritten", &clock);
-
-    // 3. Only now delete packs: nothing in the index names them any more.
     let doomed: Vec<(ChunkId, u64)> = selection
         .delete
         .iter()
         .map(|p| (p.name, p.size))
         .chain(copied.repacked.iter().copied())
         .collect();
-    let freed = delete_packs(repo, &listing, &doomed, lease).await?;
+    let removed: HashSet<ChunkId> = doomed.iter().map(|(name, _)| *name).collect();
+    let objects = objects_naming(read, &removed);
+    rewrite_index_objects(repo, read.listing, objects, &removed, lease, report).await?;
+    lease.ensure(repo).await?;
+    rewrite_tree_tables(repo, read.listing, &removed, &copied.moved_pages).await?;
+    drop(copied.moved_pages);
+    debug_step("index rewritten", &clock);
+
+    // 3. Only now delete packs: nothing in the index names them any more.
+    let freed = delete_packs(repo, read.listing, &doomed, lease).await?;
     report.deleted_packs = selection.delete.len();
     report.freed_bytes = freed.saturating_sub(copied.written_bytes);
     debug_step("packs deleted", &clock);
-
-    deletion.finish(repo).await?;
-    Ok(report)
+    Ok(())
 }
 
 /// Marks anew, under the deletion marker, from the backups the ripe sets did not all see and
@@ -201,9 +222,9 @@ impl Deletion {
 
 /// Step 0: records exactly which ids go, before anything goes — per pack to delete or repack,
 /// its dead prefixes that are removable (dead in a ripe set and not in the sweep's `fresh`
-/// marks) — as the removed set the marker names. Returns, per
-/// pack to repack, the prefixes of the blobs that stay behind: its removed ids and its second
-/// copies of live ids (deleted packs go whole).
+/// marks) — as the removed set the marker names. Returns, per pack to repack, the prefixes of
+/// the blobs that stay behind: its removed ids and its second copies of live ids (deleted
+/// packs go whole).
 async fn record_removed(
     repo: &Repository,
     selection: &Selection,
@@ -234,10 +255,23 @@ async fn record_removed(
     repo.store().put(&removed_key, sealed).await?;
     deletion.marker.removed = Some(removed_key);
     deletion.marker.write(repo, &deletion.key).await?;
+    // Deleted packs go whole; only repacked ones are filtered blob by blob, leaving
+    // behind their removed ids and their second copies of live ids.
     for p in &selection.delete {
         removed_of.remove(&p.number);
     }
-    report.copies_dropped = selection
+    report.copies_dropped = add_copies(selection, &duplicates, &mut removed_of);
+    Ok(removed_of)
+}
+
+/// Adds the second copies of live blobs in the packs to repack to what stays behind of them;
+/// returns how many copies the sweep drops.
+fn add_copies(
+    selection: &Selection,
+    duplicates: &Duplicates,
+    removed_of: &mut HashMap<u32, Vec<u64>>,
+) -> usize {
+    let dropped = selection
         .delete
         .iter()
         .chain(selection.repack.iter())
@@ -252,14 +286,13 @@ async fn record_removed(
             list.dedup();
         }
     }
-    Ok(removed_of)
+    dropped
 }
 
 /// What step 1 reads: each pack to repack, the prefixes that stay behind and the index
 /// objects that name it.
 fn packs_to_copy<'r>(
-    listing: &Listing,
-    objects_of_pack: &ObjectsOfPack,
+    read: WhatWasRead<'_>,
     repack: &[PlannedPack],
     removed_of: &'r HashMap<u32, Vec<u64>>,
 ) -> Vec<PackToCopy<'r>> {
@@ -269,26 +302,23 @@ fn packs_to_copy<'r>(
             name: p.name,
             size: p.size,
             removed: removed_of.get(&p.number).map(Vec::as_slice).unwrap_or(&[]),
-            index_objects: objects_of_pack
+            index_objects: read
+                .objects_of_pack
                 .get(&p.number)
                 .into_iter()
                 .flatten()
-                .map(|o| listing.index[*o as usize].clone())
+                .map(|o| read.listing.index[*o as usize].clone())
                 .collect(),
         })
         .collect()
 }
 
 /// The index objects (by position in the listing) that name a pack of `removed`.
-fn objects_naming(
-    locator: &TreeLocator,
-    objects_of_pack: &ObjectsOfPack,
-    removed: &HashSet<ChunkId>,
-) -> BTreeSet<u32> {
+fn objects_naming(read: WhatWasRead<'_>, removed: &HashSet<ChunkId>) -> BTreeSet<u32> {
     let mut objects: BTreeSet<u32> = BTreeSet::new();
     for name in removed {
-        if let Some(n) = locator.pack_numbers.get(name) {
-            if let Some(list) = objects_of_pack.get(n) {
+        if let Some(n) = read.locator.pack_numbers.get(name) {
+            if let Some(list) = read.objects_of_pack.get(n) {
                 objects.extend(list.iter().copied());
             }
         }
