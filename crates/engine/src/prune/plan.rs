@@ -107,6 +107,10 @@ impl<'a> PrunePlan<'a> {
             damaged_headers,
         )
         .await?;
+        tracing::debug!(
+            "prune: marked and counted after {:.3}s",
+            clock.elapsed().as_secs_f64()
+        );
         let mut plan = PrunePlan {
             repo,
             grace,
