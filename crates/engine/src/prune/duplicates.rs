@@ -23,7 +23,8 @@ use crate::index;
 use crate::repo::Repository;
 
 use super::idset::PrefixSet;
-use super::{Listing, TreeLocator};
+use super::listing::Listing;
+use super::mark::TreeLocator;
 
 /// Finds the marked ids that more than one index entry names.
 pub(super) struct SeenTwice {

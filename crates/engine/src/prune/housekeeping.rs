@@ -6,7 +6,8 @@ use std::collections::HashSet;
 
 use time::Duration;
 
-use super::{Listing, UPLOAD_PROTECT_FLOOR_SECONDS};
+use super::listing::Listing;
+use super::UPLOAD_PROTECT_FLOOR_SECONDS;
 use crate::error::{Error, Result};
 use crate::gc::{self, DeletionMarker};
 use crate::layout::{self, session::SESSION_PROTECT_SECONDS};
