@@ -1,4 +1,5 @@
-//! Every shell script under `scripts/` passes `shellcheck` (following what each one sources).
+//! Every shell script under `scripts/`, `deploy/` and `.ci/` passes `shellcheck` (following
+//! what each one sources).
 //! Needs shellcheck (Debian `shellcheck`): `SKIPPED` outside CI without it, a failure in CI.
 
 use std::path::{Path, PathBuf};
@@ -36,11 +37,19 @@ fn every_script_is_shellcheck_clean() {
         return;
     }
     let mut found = Vec::new();
-    scripts(&repo_root().join("scripts"), &mut found);
-    assert!(
-        found.iter().any(|p| p.ends_with("minikube/00-env.sh")),
-        "{found:?}"
-    );
+    for dir in ["scripts", "deploy", ".ci"] {
+        scripts(&repo_root().join(dir), &mut found);
+    }
+    for expected in [
+        "minikube/00-env.sh",
+        "rollout-test/scripts/prestop.sh",
+        ".ci/install-garage.sh",
+    ] {
+        assert!(
+            found.iter().any(|p| p.ends_with(expected)),
+            "{expected}: {found:?}"
+        );
+    }
     let out = Command::new("shellcheck")
         .args(["--external-sources", "--severity=style"])
         .args(&found)

@@ -5,8 +5,9 @@
 # KEEP_CYCLES cycles are deleted so the database stays bounded.
 set -u
 export ETCDCTL_API=3
-export ETCDCTL_ENDPOINTS=${ETCDCTL_ENDPOINTS:-http://127.0.0.1:2379}
+export ETCDCTL_ENDPOINTS="${ETCDCTL_ENDPOINTS:-http://127.0.0.1:2379}"
 KEEP_CYCLES=${KEEP_CYCLES:-600}
+# shellcheck disable=SC3028 # the container runtime sets HOSTNAME (the pod name)
 host=${HOSTNAME:-$(hostname)}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -8,6 +8,7 @@ export ETCDCTL_API=3
 : "${MEMBERS:?MEMBERS must list the member endpoints, comma-separated}"
 KEEP_CYCLES=${KEEP_CYCLES:-20}
 VALUE_KIB=${VALUE_KIB:-512}
+# shellcheck disable=SC3028 # the container runtime sets HOSTNAME (the pod name)
 host=${HOSTNAME:-$(hostname)}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -7,16 +7,18 @@
 set -u
 export ETCDCTL_API=3
 local_ep=http://127.0.0.1:2379
-echo "$(date -u +%FT%TZ) preStop: $HOSTNAME"
+# shellcheck disable=SC3028 # the container runtime sets HOSTNAME (the pod name)
+echo "$(date -u +%FT%TZ) preStop: ${HOSTNAME:-$(hostname)}"
 # endpoint status: ENDPOINT, ID, VERSION, DB SIZE, IS LEADER, ...
 status=$(etcdctl --endpoints="$local_ep" --command-timeout=5s endpoint status 2>/dev/null | tr -d ',')
 if [ -n "$status" ]; then
+    # shellcheck disable=SC2086 # split into its fields on purpose
     set -- $status
     me=$2
     leader=$5
     if [ "$leader" = "true" ]; then
         target=$(etcdctl --endpoints="$local_ep" --command-timeout=5s member list 2>/dev/null |
-            tr -d ',' | while read -r id state name rest; do
+            tr -d ',' | while read -r id state _; do
                 if [ "$state" = "started" ] && [ "$id" != "$me" ]; then echo "$id"; fi
             done | head -n 1)
         if [ -n "$target" ]; then

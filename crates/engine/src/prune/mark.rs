@@ -137,14 +137,17 @@ impl<'a> Marker<'a> {
         let manifests = read_manifests(self.repo, &listing.backups).await?;
         let backups: Vec<String> = manifests.iter().map(|m| m.id.clone()).collect();
         for manifest in &manifests {
-            self.mark_backup(manifest).await.map_err(|e| {
-                Error::corrupt(format!(
-                    "cannot read the tree of backup {} ({e}); prune deletes nothing while a \
+            self.mark_backup(manifest)
+                .await
+                .map_err(|e| Error::Corrupt {
+                    key: e.object_key().map(str::to_string),
+                    reason: format!(
+                        "cannot read the tree of backup {} ({e}); prune deletes nothing while a \
                      backup's references are unknown — run `s3mover verify {}` and forget it if \
                      it is damaged",
-                    manifest.id, manifest.id
-                ))
-            })?;
+                        manifest.id, manifest.id
+                    ),
+                })?;
         }
         drop(manifests);
         self.mark_sessions(&listing.sessions, protect_seconds)
@@ -332,9 +335,12 @@ async fn read_manifests(repo: &Repository, ids: &[String]) -> Result<Vec<Manifes
                 Ok(m) => Ok(Some(m)),
                 Err(Error::NoSuchBackup(_)) => Ok(None),
                 // Its data cannot be marked: deleting anything could take what it uses.
-                Err(Error::Corrupt { reason: problem, .. }) => Err(Error::corrupt(format!(
-                    "{problem}; prune cannot tell which data that backup uses and deletes nothing: remove it with `s3mover forget {id}` and prune again"
-                ))),
+                Err(Error::Corrupt { reason: problem, key }) => Err(Error::Corrupt {
+                    key,
+                    reason: format!(
+                        "{problem}; prune cannot tell which data that backup uses and deletes nothing: remove it with `s3mover forget {id}` and prune again"
+                    ),
+                }),
                 Err(e) => Err(e),
             }
         })

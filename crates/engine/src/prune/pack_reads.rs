@@ -70,7 +70,7 @@ impl CopyStep {
         let start = entry.offset.checked_sub(range.start);
         start
             .and_then(|start| bytes.get(start as usize..start as usize + entry.length as usize))
-            .ok_or_else(|| Error::corrupt(format!("{key}: blob beyond its read")))
+            .ok_or_else(|| Error::corrupt(format!("{key}: blob beyond its read")).with_key(key))
     }
 }
 
@@ -240,7 +240,7 @@ pub(crate) async fn read_header_from_end(
 ) -> Result<Option<(Vec<PackEntry>, u64)>> {
     let trailer = pack::TRAILER_LEN as u64;
     if size < trailer {
-        return Err(Error::corrupt(format!("{key} is too short to be a pack")));
+        return Err(Error::corrupt(format!("{key} is too short to be a pack")).with_key(key));
     }
     let tail_start = size.saturating_sub(TAIL_BYTES);
     let tail = match repo.store().get_range(key, tail_start..size).await {
@@ -248,11 +248,12 @@ pub(crate) async fn read_header_from_end(
         Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let header_len =
-        pack::sealed_header_len(&tail).map_err(|e| Error::corrupt(format!("{key}: {e}")))? as u64;
-    let body_end = (size - trailer)
-        .checked_sub(header_len)
-        .ok_or_else(|| Error::corrupt(format!("{key}: header length exceeds the pack")))?;
+    let header_len = pack::sealed_header_len(&tail)
+        .map_err(|e| Error::corrupt(format!("{key}: {e}")).with_key(key))?
+        as u64;
+    let body_end = (size - trailer).checked_sub(header_len).ok_or_else(|| {
+        Error::corrupt(format!("{key}: header length exceeds the pack")).with_key(key)
+    })?;
     let suffix = if body_end >= tail_start {
         tail
     } else {
@@ -264,7 +265,7 @@ pub(crate) async fn read_header_from_end(
     };
     // The header parser reads from the end, so a suffix holding the header will do.
     let entries = pack::read_pack_header(repo.sealer(), &suffix)
-        .map_err(|e| Error::corrupt(format!("{key}: {e}")))?;
+        .map_err(|e| Error::corrupt(format!("{key}: {e}")).with_key(key))?;
     Ok(Some((entries, body_end)))
 }
 
@@ -286,7 +287,7 @@ fn plan_reads(
             .offset
             .checked_add(u64::from(entry.length))
             .filter(|end| *end <= body_end)
-            .ok_or_else(|| Error::corrupt(format!("{key}: blob beyond the pack")))?;
+            .ok_or_else(|| Error::corrupt(format!("{key}: blob beyond the pack")).with_key(key))?;
         match reads.last_mut() {
             Some((range, blobs))
                 if entry.offset >= range.end
@@ -368,6 +369,11 @@ mod tests {
     fn a_blob_past_the_header_is_corruption() {
         let err = plan_reads(vec![entry(1, 0, 2000)], &[], 1500, "packs/ab/x").unwrap_err();
         assert!(err.to_string().contains("beyond the pack"), "{err}");
+        assert_eq!(
+            err.object_key(),
+            Some("packs/ab/x"),
+            "the pack is named as a field"
+        );
         let err = plan_reads(vec![entry(1, u64::MAX, 2)], &[], 1500, "p").unwrap_err();
         assert!(err.to_string().contains("beyond the pack"), "{err}");
     }
