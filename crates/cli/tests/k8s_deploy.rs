@@ -8,6 +8,7 @@
 mod k8s_support;
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use k8s_support::{pattern, repo_root, require, start, write_at, K8s};
 use s3mover_k8s_sim::controllers::ImageConfig;
@@ -60,11 +61,13 @@ async fn deployed_cronjobs_back_up_forget_and_verify() {
         );
     }
 
+    let clock = s3mover_k8s_sim::controllers::cronjobs::CronClock::default();
     let k8s = start(|c| {
         c.images.insert(
             DEPLOYED_IMAGE.into(),
             ImageConfig::entrypoint(env!("CARGO_BIN_EXE_s3mover")),
         );
+        c.cron_clock = clock.clone();
     })
     .await;
     for overlay in ["garage-demo", "external-s3"] {
@@ -148,6 +151,38 @@ async fn deployed_cronjobs_back_up_forget_and_verify() {
     let log = run_cronjob(&k8s, "s3mover-verify", "verify-1");
     assert!(log.contains("verified 1 backups"), "{log}");
     assert!(log.contains(", 0 problems"), "{log}");
+
+    // The schedule itself: with forget and verify paused, the CronJob controller's clock is
+    // moved past 01:00 and the nightly backup starts on its own.
+    for cronjob in ["s3mover-forget", "s3mover-verify"] {
+        let suspend = r#"{"spec":{"suspend":true}}"#;
+        k8s.kubectl(
+            &["patch", "cronjob", cronjob, "-n", SYSTEM, "-p", suspend],
+            None,
+        );
+    }
+    write_at(&volume, 5 * MIB, &pattern(50, 64 * 1024));
+    clock.advance(clock.seconds_until_next(1) + 30);
+    let started = Instant::now();
+    let scheduled = loop {
+        let out = k8s.kubectl(&["get", "jobs", "-n", SYSTEM, "-o", "name"], None);
+        let names = String::from_utf8_lossy(&out.stdout).into_owned();
+        if let Some(name) = names
+            .lines()
+            .filter_map(|l| l.strip_prefix("job.batch/"))
+            .find(|n| n.starts_with("s3mover-backup-"))
+        {
+            break name.to_string();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no scheduled run: {names}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let log = k8s.wait_job_log(SYSTEM, &scheduled);
+    assert!(log.contains("\"status\": \"ok\""), "{log}");
+    assert_eq!(backups(&repo_path).len(), 2, "the kept one and tonight's");
     k8s.assert_no_leftovers().await;
 
     // An empty class annotation is a one-line error naming it, before anything is created.

@@ -127,6 +127,7 @@ pub fn on_create(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
         }
         ("", "secrets") => set_default(obj, &["type"], json!("Opaque")),
         ("batch", "jobs") => default_job(obj, &name, &uid),
+        ("batch", "cronjobs") => validate_cronjob(def, &name, obj)?,
         ("apps", "statefulsets") => default_statefulset(obj),
         ("storage.k8s.io", "storageclasses") => {
             set_default(obj, &["reclaimPolicy"], json!("Delete"));
@@ -137,6 +138,33 @@ pub fn on_create(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
         }
         _ => {}
     }
+    Ok(())
+}
+
+/// The API server's check of a CronJob's schedule (and its defaults for the policy fields).
+fn validate_cronjob(def: &ResourceDef, name: &str, obj: &mut Value) -> Result<(), ApiError> {
+    let schedule = obj["spec"]["schedule"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if schedule.is_empty() {
+        return Err(ApiError::invalid(
+            def,
+            name,
+            "spec.schedule: Required value",
+        ));
+    }
+    if let Err(why) = crate::controllers::cronjobs::parse_schedule(&schedule) {
+        return Err(ApiError::invalid(
+            def,
+            name,
+            &format!("spec.schedule: Invalid value: {schedule:?}: {why}"),
+        ));
+    }
+    set_default(obj, &["spec", "concurrencyPolicy"], json!("Allow"));
+    set_default(obj, &["spec", "suspend"], json!(false));
+    set_default(obj, &["spec", "successfulJobsHistoryLimit"], json!(3));
+    set_default(obj, &["spec", "failedJobsHistoryLimit"], json!(1));
     Ok(())
 }
 

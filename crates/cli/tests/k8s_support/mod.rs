@@ -229,6 +229,12 @@ impl K8s {
     pub fn run_cronjob(&self, ns: &str, cronjob: &str, job: &str) -> String {
         let from = format!("--from=cronjob/{cronjob}");
         self.kubectl(&["create", "job", job, &from, "-n", ns], None);
+        self.wait_job_log(ns, job)
+    }
+
+    /// Waits until Job `job` completes and returns its pods' log; panics with the log when it
+    /// fails.
+    pub fn wait_job_log(&self, ns: &str, job: &str) -> String {
         let start = Instant::now();
         loop {
             let out = self.kubectl(

@@ -23,6 +23,7 @@
 
 pub mod attachdetach;
 pub mod cbt;
+pub mod cronjobs;
 pub mod events;
 pub mod jobs;
 pub mod kubelet;
@@ -123,6 +124,8 @@ pub struct ControllerOptions {
     /// VolumeAttachments and the attach/detach controller ([`attachdetach`]) with these fault
     /// settings; `None` = not simulated (the kubelet attaches claims by itself).
     pub volume_attach: Option<attachdetach::AttachFaults>,
+    /// The CronJob controller's clock: the wall clock plus an offset tests move forward.
+    pub cron_clock: cronjobs::CronClock,
 }
 
 impl Default for ControllerOptions {
@@ -139,6 +142,7 @@ impl Default for ControllerOptions {
             state_dir: None,
             api_server: None,
             volume_attach: None,
+            cron_clock: cronjobs::CronClock::default(),
         }
     }
 }
@@ -204,5 +208,6 @@ pub async fn start_all(client: kube::Client, cfg: &SimOptions) -> Vec<JoinHandle
     handles.extend(cbt::start(ctx.clone()));
     handles.extend(statefulsets::start(ctx.clone()));
     handles.extend(attachdetach::start(ctx.clone()));
+    handles.extend(cronjobs::start(ctx.clone()));
     handles
 }
