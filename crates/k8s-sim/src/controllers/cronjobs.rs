@@ -258,9 +258,7 @@ async fn sync(ctx: &Ctx, cronjob: &CronJob, owned: &[&Job]) -> Result<(), kube::
                 )
                 .await;
             let mut status = status;
-            status["lastScheduleTime"] = due
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                .into();
+            status["lastScheduleTime"] = api_time(due);
             return patch_status(&api, cronjob, status).await;
         }
     }
@@ -285,13 +283,16 @@ async fn sync(ctx: &Ctx, cronjob: &CronJob, owned: &[&Job]) -> Result<(), kube::
         )
         .await;
     let mut status = status;
-    status["lastScheduleTime"] = due
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        .into();
+    status["lastScheduleTime"] = api_time(due);
     if let Some(list) = status["active"].as_array_mut() {
         list.push(job_ref(&job));
     }
     patch_status(&api, cronjob, status).await
+}
+
+/// A time as the API writes it: RFC 3339 in whole seconds, UTC.
+fn api_time(t: DateTime<Utc>) -> Value {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into()
 }
 
 fn background() -> DeleteParams {
@@ -338,9 +339,7 @@ async fn create_job(ctx: &Ctx, cronjob: &CronJob, due: DateTime<Utc>) -> Result<
     });
     job["metadata"]["name"] = name.clone().into();
     job["metadata"]["namespace"] = ns.clone().into();
-    job["metadata"]["annotations"][SCHEDULED_ANNOTATION] = due
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        .into();
+    job["metadata"]["annotations"][SCHEDULED_ANNOTATION] = api_time(due);
     job["metadata"]["ownerReferences"] = json!([{
         "apiVersion": "batch/v1", "kind": "CronJob", "name": cronjob.name_any(),
         "uid": cronjob.uid(), "controller": true, "blockOwnerDeletion": true,
