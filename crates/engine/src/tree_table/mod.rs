@@ -12,15 +12,14 @@
 //! the full pack index, as does a missing table (backups made before tables existed); the new
 //! table then takes the fresh locations. Tables of forgotten backups are deleted by `forget`,
 //! and orphans by `prune`.
+//!
+//! This module is the table and its encoding, without I/O; `stored.rs` reads and writes it.
 
-use bytes::Bytes;
+mod stored;
 
-use crate::error::{Error, Result};
 use crate::id::ChunkId;
 use crate::index::PackIndex;
-use crate::objects::ObjectKind;
 use crate::pack::{BlobKind, PackEntry};
-use crate::repo::Repository;
 
 /// Bytes of one entry: level (1), index (8), id (32), pack number (4), offset (8), length (4).
 const ENTRY_BYTES: usize = 1 + 8 + 32 + 4 + 8 + 4;
@@ -55,31 +54,6 @@ pub struct TreeTable {
 }
 
 impl TreeTable {
-    /// Reads the table of `backup_id`; `None` when it has none.
-    pub async fn read(repo: &Repository, backup_id: &str) -> Result<Option<TreeTable>> {
-        let key = key(backup_id);
-        let Some(sealed) = repo.store().get_optional(&key).await? else {
-            return Ok(None);
-        };
-        let compressed = repo.open_object(ObjectKind::TreeTable, &key, &sealed)?;
-        let bytes = zstd::stream::decode_all(&compressed[..])
-            .map_err(|e| Error::corrupt_object(&key, format!("{key}: cannot decompress: {e}")))?;
-        Self::decode(&bytes)
-            .map(Some)
-            .map_err(|e| Error::corrupt_object(&key, format!("{key}: {e}")))
-    }
-
-    /// Writes the table of `backup_id`; returns its size in bytes.
-    pub async fn write(&self, repo: &Repository, backup_id: &str) -> Result<u64> {
-        let compressed = zstd::bulk::compress(&self.encode(), 1)
-            .map_err(|e| Error::Internal(format!("cannot compress a tree table: {e}")))?;
-        let key = key(backup_id);
-        let sealed = repo.seal_object(ObjectKind::TreeTable, &key, &compressed);
-        let size = sealed.len() as u64;
-        repo.store().put(&key, Bytes::from(sealed)).await?;
-        Ok(size)
-    }
-
     /// The pages' locations as a pack index of tree pages.
     pub fn to_index(&self) -> PackIndex {
         let mut index = PackIndex::default();
