@@ -5,42 +5,6 @@
 
 use super::*;
 
-pub(super) async fn resume_session(
-    repo: &Repository,
-    session_key: &str,
-) -> Result<(KnownSet, Vec<String>)> {
-    let mut known = KnownSet::default();
-    let record = match repo.read_record::<SessionRecord>(session_key).await {
-        Ok(Some(record)) => record,
-        Ok(None) => return Ok((known, Vec::new())),
-        Err(Error::Store(e)) => return Err(e.into()),
-        Err(_) => {
-            tracing::warn!("ignoring an unreadable session object {session_key}");
-            return Ok((known, Vec::new()));
-        }
-    };
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let fresh = record
-        .age_seconds(now)
-        .is_some_and(|age| age < SESSION_REUSE_SECONDS);
-    if !fresh {
-        return Ok((known, Vec::new()));
-    }
-    let mut usable = Vec::new();
-    for key in &record.index_objects {
-        if let Ok(records) = index::read_index_object(repo, key).await {
-            crate::pack::decode_index_records(&records, |_, entry| known.insert(entry.id))?;
-            usable.push(key.clone());
-        }
-    }
-    tracing::info!(
-        "resuming: {} chunks from an interrupted run of {} are reused",
-        known.len(),
-        record.volume
-    );
-    Ok((known, usable))
-}
-
 /// Ids stored by this run (or an interrupted run being resumed).
 #[derive(Default)]
 pub(super) struct KnownSet {
@@ -70,7 +34,10 @@ pub(super) struct TreeBuilder<'a> {
     pub(super) planned_slots: u64,
     pub(super) chunk_size: u64,
     pub(super) inherit: bool,
-    pub(super) parent_reader: Option<&'a PageReader>,
+    pub(super) parent_reader: Option<PageReader>,
+    /// The parent's root (zero for none) and tree table, which the new tree's table extends.
+    pub(super) parent_root: ChunkId,
+    pub(super) parent_table: Option<TreeTable>,
     pub(super) data: DataFeed,
     pub(super) data_packer: Packer,
     pub(super) tree_packer: Packer,
@@ -87,7 +54,89 @@ pub(super) struct TreeBuilder<'a> {
     pub(super) tree_locations: HashMap<ChunkId, (ChunkId, u64, u32)>,
 }
 
+/// What the build stage hands the commit.
+pub(super) struct Built {
+    /// The new tree's root.
+    pub(super) root: ChunkId,
+    /// The new tree's depth.
+    pub(super) depth: u32,
+    /// Slots the tree covers.
+    pub(super) slots: u64,
+    /// What was read and stored (the commit adds the uploads and the time).
+    pub(super) stats: BackupStats,
+    /// Bytes of data packs uploaded.
+    pub(super) data_pack_bytes: u64,
+}
+
 impl<'a> TreeBuilder<'a> {
+    /// A builder for the slots `plan` marks, reading them from `data`, comparing with the
+    /// parent's tree and storing what is new with what `loaded` says is stored already.
+    pub(super) fn new(
+        repo: &'a Repository,
+        plan: &'a Plan,
+        data: DataFeed,
+        loaded: Loaded,
+        session_key: String,
+        upload_concurrency: usize,
+        progress: Option<Arc<dyn Progress>>,
+    ) -> Self {
+        TreeBuilder {
+            repo,
+            bitmap: &plan.bitmap,
+            slots: plan.bitmap.slots(),
+            planned_slots: plan.bitmap.count(),
+            chunk_size: repo.chunk_size(),
+            inherit: plan.change_source.inherits_from_parent(),
+            parent_reader: loaded.parent_reader,
+            parent_root: loaded.parent_root,
+            parent_table: loaded.parent_table,
+            data,
+            data_packer: Packer::new(
+                repo.clone(),
+                BlobKind::Data,
+                repo.config().pack_size as usize,
+                upload_concurrency,
+            ),
+            tree_packer: Packer::new(
+                repo.clone(),
+                BlobKind::Tree,
+                repo.config().tree_pack_size as usize,
+                upload_concurrency,
+            ),
+            known: loaded.known,
+            session: loaded.session,
+            session_key,
+            stats: BackupStats::default(),
+            progress,
+            pending_index: Vec::new(),
+            quarantine: loaded.quarantine,
+            new_pages: Vec::new(),
+            tree_locations: HashMap::new(),
+        }
+    }
+
+    /// The build stage: builds the tree on the parent's, waits for every upload, and writes
+    /// the last index object and the tree table of backup `manifest_id`.
+    pub(super) async fn run(mut self, manifest_id: &str, clock: &Clock) -> Result<Built> {
+        let slots = self.slots;
+        let depth = tree::depth_for(slots);
+        let root = self.build(depth - 1, 0, self.parent_root).await?;
+        clock.log("tree built");
+        self.finish_packers().await?;
+        let table = self.tree_table();
+        // The last index object and the tree table are independent: write them together.
+        let repo = self.repo;
+        tokio::try_join!(self.write_index(), table.write(repo, manifest_id))?;
+        clock.log("uploads finished");
+        Ok(Built {
+            root,
+            depth,
+            slots,
+            stats: self.stats,
+            data_pack_bytes: self.data_packer.bytes_uploaded,
+        })
+    }
+
     /// Builds page `index` at `level`; `parent` is the parent tree's id for the same page.
     pub(super) fn build(
         &mut self,
@@ -101,7 +150,7 @@ impl<'a> TreeBuilder<'a> {
                 return Ok(if self.inherit { parent } else { ChunkId::ZERO });
             }
             let entries = tree::page_entries(level, index, self.slots);
-            let parent_ids = match self.parent_reader {
+            let parent_ids = match &self.parent_reader {
                 Some(reader) if !parent.is_zero() => reader.page(&parent, entries).await?,
                 _ => vec![ChunkId::ZERO; entries],
             };
@@ -252,8 +301,8 @@ impl<'a> TreeBuilder<'a> {
     /// pages it built, each located where this backup uploaded it or, failing that, where the
     /// reader's newest index puts it (after a reload, fresher than the parent's table). A page
     /// located nowhere is left out: the next backup then falls back to the pack index for it.
-    pub(super) fn tree_table(&self, parent_table: Option<&TreeTable>) -> TreeTable {
-        let index = self.parent_reader.map(PageReader::index);
+    pub(super) fn tree_table(&self) -> TreeTable {
+        let index = self.parent_reader.as_ref().map(PageReader::index);
         let locate = |id: &ChunkId| -> Option<(ChunkId, u64, u32)> {
             if let Some(found) = self.tree_locations.get(id) {
                 return Some(*found);
@@ -266,7 +315,7 @@ impl<'a> TreeBuilder<'a> {
                 location.length,
             ))
         };
-        let inherited = parent_table
+        let inherited = (self.parent_table.as_ref())
             .filter(|_| self.inherit)
             .into_iter()
             .flat_map(|table| table.pages.iter())
