@@ -6,18 +6,30 @@ use super::*;
 
 /// What the load stage hands the build.
 pub(super) struct Loaded {
+    /// The tree the new one is built on.
+    pub(super) parent: ParentTree,
+    /// What an interrupted run of the volume stored.
+    pub(super) resumed: Resumed,
+}
+
+/// The parent's tree, as the tree builder compares with it.
+pub(super) struct ParentTree {
     /// Reads the parent's tree pages (`None` for a full backup).
-    pub(super) parent_reader: Option<PageReader>,
+    pub(super) reader: Option<PageReader>,
     /// The parent's root (zero for a full backup).
-    pub(super) parent_root: ChunkId,
+    pub(super) root: ChunkId,
     /// The parent's tree table, when it has a readable one.
-    pub(super) parent_table: Option<TreeTable>,
+    pub(super) table: Option<TreeTable>,
+    /// Chunks never taken from a parent, however it names them.
+    pub(super) quarantine: crate::quarantine::Quarantine,
+}
+
+/// What the chunk writer goes on from.
+pub(super) struct Resumed {
     /// Chunks an interrupted run of this volume stored, reused instead of uploaded again.
     pub(super) known: KnownSet,
     /// The session record this run checkpoints, carrying on a resumed run's index objects.
     pub(super) session: SessionRecord,
-    /// Chunks never taken from a parent, however it names them.
-    pub(super) quarantine: crate::quarantine::Quarantine,
 }
 
 /// Only an incremental reads the parent's tree pages, so only it needs their locations: from
@@ -67,15 +79,16 @@ pub(super) async fn load(
         host: crate::layout::session::hostname(),
         index_objects: resumed_objects,
     };
+    let reader = parent.map(|_| PageReader::new(repo.clone(), index));
+    let root = parent.and_then(|p| ChunkId::from_hex(&p.root));
     Ok(Loaded {
-        parent_reader: parent.map(|_| PageReader::new(repo.clone(), index)),
-        parent_root: parent
-            .and_then(|p| ChunkId::from_hex(&p.root))
-            .unwrap_or(ChunkId::ZERO),
-        parent_table,
-        known,
-        session,
-        quarantine,
+        parent: ParentTree {
+            reader,
+            root: root.unwrap_or(ChunkId::ZERO),
+            table: parent_table,
+            quarantine,
+        },
+        resumed: Resumed { known, session },
     })
 }
 

@@ -6,8 +6,8 @@
 //! service comes through, the [`BackupNote`]s a backup returns), `plan.rs` (parent and slot
 //! bitmap, and every fallback to a wider read), `load.rs` (the parent's page locations, an
 //! interrupted run's session, the quarantine), `read.rs` (the source opened, slots read and
-//! hashed ahead), `build.rs` (the tree builder, deduplication, packers, session checkpoints,
-//! the tree table), `commit.rs` (manifest, post-commit check, `latest/` pointer).
+//! hashed ahead), `build.rs` (the tree builder and the tree table), `writer.rs` (the
+//! `ChunkWriter`: deduplication, packers, index objects, session checkpoints), `commit.rs` (manifest, post-commit check, `latest/` pointer).
 //! [`unlock_and_backup`] starts what can start before the repository is unlocked.
 //!
 //! Reads run ahead of the tree builder by a bounded number of batches; new chunks are sealed
@@ -43,6 +43,7 @@ mod commit;
 mod load;
 mod plan;
 mod read;
+mod writer;
 
 use build::*;
 use change::joined_notes;
@@ -52,6 +53,7 @@ use load::*;
 use plan::*;
 pub use read::prefetch_ranges;
 use read::*;
+use writer::*;
 
 /// Slots read (one positional read each) and hashed by one task on the blocking pool.
 const SLOTS_PER_READ: u64 = 16;
@@ -163,15 +165,9 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
     clock.log("change source folded");
     let advised = advise_in_background(&volume, &plan.bitmap, chunk_size);
     let session_key = layout::session_key(&repo.volume_key(name));
-    let loaded = load(
-        repo,
-        name,
-        plan.parent.as_ref(),
-        &session_key,
-        &clock.started_at,
-    )
-    .await?;
-    let resumed_chunks = loaded.known.len() as u64;
+    let (parent, started_at) = (plan.parent.as_ref(), &clock.started_at);
+    let Loaded { parent, resumed } = load(repo, name, parent, &session_key, started_at).await?;
+    let resumed_chunks = resumed.known.len() as u64;
     clock.log("index and session loaded");
     if let Some(progress) = &options.progress {
         progress.start(plan.bitmap.count().saturating_mul(chunk_size).min(size));
@@ -182,16 +178,9 @@ pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupR
     let data = DataFeed::new(volume, bitmap, chunk_size, repo.hasher().clone());
     let uploads = options.upload_concurrency;
     let uploads = uploads.unwrap_or_else(|| repo.store().uploads_in_flight());
-    let key = session_key.clone();
-    let builder = TreeBuilder::new(
-        repo,
-        &plan,
-        data,
-        loaded,
-        key,
-        uploads,
-        options.progress.clone(),
-    );
+    let writer = ChunkWriter::new(repo, resumed, session_key.clone(), uploads);
+    let progress = options.progress.clone();
+    let builder = TreeBuilder::new(repo, &plan, parent, data, writer, progress);
     let id = hex::encode(&crate::crypto::random_key()[..8]);
     let built = builder.run(&id, &clock).await?;
     let commit = Commit {
