@@ -32,6 +32,8 @@ pub(super) struct Resumed {
     pub(super) session: SessionRecord,
 }
 
+/// The load stage: the parent's tree, an interrupted run's session and the quarantine.
+///
 /// Only an incremental reads the parent's tree pages, so only it needs their locations: from
 /// the parent's tree table, or (a parent without one) from the pack index, of tree pages only
 /// (data chunks are compared by id, never looked up). Quarantine matters only when chunks are
