@@ -81,6 +81,9 @@ pub struct GlobalArgs {
         value_name = "FILE"
     )]
     pub password_file: Option<PathBuf>,
+    /// The stores the command opened, for its closing note on failed attempts (not a flag).
+    #[arg(skip)]
+    pub opened_stores: crate::commands::OpenedStores,
 }
 
 /// How to reach the repository's store (S3 TLS settings); taken by every repository command.

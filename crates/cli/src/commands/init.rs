@@ -29,7 +29,7 @@ pub async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<u8> {
     };
     kdf.validate()
         .map_err(|e| s3mover_engine::Error::Invalid(format!("--kdf-memory/--kdf-passes: {e}")))?;
-    let store = super::open_and_remember(url, &super::store_options(&args.store, true))?;
+    let store = super::open_and_remember(global, url, &super::store_options(&args.store, true))?;
     let options = InitOptions {
         kdf,
         chunk_size,

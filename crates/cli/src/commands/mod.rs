@@ -31,7 +31,7 @@ use crate::cli::{Cli, Command, GlobalArgs, StoreArgs};
 pub async fn run(cli: Cli) -> Result<u8> {
     let code = run_command(&cli).await?;
     if !cli.global.quiet {
-        crate::output::note_failed_attempts(failed_attempts_of_opened_stores());
+        crate::output::note_failed_attempts(cli.global.opened_stores.failed_attempts());
     }
     Ok(code)
 }
@@ -60,26 +60,41 @@ async fn run_command(cli: &Cli) -> Result<u8> {
     }
 }
 
-/// The stores the command opened, for the closing note on failed attempts.
-static OPENED_STORES: Mutex<Vec<Store>> = Mutex::new(Vec::new());
+/// The stores a command opened, kept with its flags ([`GlobalArgs::opened_stores`]) for the
+/// closing note on failed attempts.
+#[derive(Default)]
+pub struct OpenedStores(Mutex<Vec<Store>>);
 
-/// Opens the store at `url`, and keeps it for the closing note.
-pub fn open_and_remember(url: &str, options: &StoreOptions) -> Result<Store> {
-    let store = open_store(url, options)?;
-    OPENED_STORES
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .push(store.clone());
-    Ok(store)
+impl OpenedStores {
+    fn push(&self, store: Store) {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(store);
+    }
+
+    /// Failed request attempts across the stores opened so far.
+    pub fn failed_attempts(&self) -> u64 {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .map(|store| store.counts().failed_attempts)
+            .sum()
+    }
 }
 
-fn failed_attempts_of_opened_stores() -> u64 {
-    OPENED_STORES
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .iter()
-        .map(|store| store.counts().failed_attempts)
-        .sum()
+impl std::fmt::Debug for OpenedStores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OpenedStores")
+    }
+}
+
+/// Opens the store at `url`, and keeps it with the command's flags for the closing note.
+pub fn open_and_remember(global: &GlobalArgs, url: &str, options: &StoreOptions) -> Result<Store> {
+    let store = open_store(url, options)?;
+    global.opened_stores.push(store.clone());
+    Ok(store)
 }
 
 /// The repository URL from `--repo` / `S3MOVER_REPO`.
@@ -109,7 +124,7 @@ pub async fn open_repository(global: &GlobalArgs, store: &StoreArgs) -> Result<R
 /// Reads the config of the repository named by the global flags, without unlocking it.
 pub async fn read_repository(global: &GlobalArgs, store: &StoreArgs) -> Result<LockedRepository> {
     let url = repo_url(global)?;
-    let store = open_and_remember(url, &store_options(store, false))?;
+    let store = open_and_remember(global, url, &store_options(store, false))?;
     Ok(LockedRepository::read(store).await?)
 }
 

@@ -1,65 +1,9 @@
 //! Building: the tree builder walks the tree in slot order, keeps the parent's untouched
-//! subtrees by id, deduplicates new chunks against this run's (and a resumed run's) uploads
-//! and hands new chunks and pages to the packers, with index objects and session checkpoints
-//! as it goes.
+//! subtrees by id, and hands new chunks and pages to the [`ChunkWriter`] (`writer.rs`), which
+//! deduplicates them against this run's (and a resumed run's) uploads and packs and indexes
+//! them.
 
 use super::*;
-
-pub(super) async fn resume_session(
-    repo: &Repository,
-    session_key: &str,
-) -> Result<(KnownSet, Vec<String>)> {
-    let mut known = KnownSet::default();
-    let record = match repo.read_record::<SessionRecord>(session_key).await {
-        Ok(Some(record)) => record,
-        Ok(None) => return Ok((known, Vec::new())),
-        Err(Error::Store(e)) => return Err(e.into()),
-        Err(_) => {
-            tracing::warn!("ignoring an unreadable session object {session_key}");
-            return Ok((known, Vec::new()));
-        }
-    };
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let fresh = record
-        .age_seconds(now)
-        .is_some_and(|age| age < SESSION_REUSE_SECONDS);
-    if !fresh {
-        return Ok((known, Vec::new()));
-    }
-    let mut usable = Vec::new();
-    for key in &record.index_objects {
-        if let Ok(records) = index::read_index_object(repo, key).await {
-            crate::pack::decode_index_records(&records, |_, entry| known.insert(entry.id))?;
-            usable.push(key.clone());
-        }
-    }
-    tracing::info!(
-        "resuming: {} chunks from an interrupted run of {} are reused",
-        known.len(),
-        record.volume
-    );
-    Ok((known, usable))
-}
-
-/// Ids stored by this run (or an interrupted run being resumed).
-#[derive(Default)]
-pub(super) struct KnownSet {
-    pub(super) ids: HashSet<ChunkId>,
-}
-
-impl KnownSet {
-    pub(super) fn insert(&mut self, id: ChunkId) {
-        if self.ids.len() < KNOWN_SET_LIMIT {
-            self.ids.insert(id);
-        }
-    }
-    pub(super) fn contains(&self, id: &ChunkId) -> bool {
-        self.ids.contains(id)
-    }
-    pub(super) fn len(&self) -> usize {
-        self.ids.len()
-    }
-}
 
 /// Builds the new tree in slot order, pulling slot data as leaves need it.
 pub(super) struct TreeBuilder<'a> {
@@ -70,24 +14,82 @@ pub(super) struct TreeBuilder<'a> {
     pub(super) planned_slots: u64,
     pub(super) chunk_size: u64,
     pub(super) inherit: bool,
-    pub(super) parent_reader: Option<&'a PageReader>,
+    /// The tree this one is built on.
+    pub(super) parent: ParentTree,
     pub(super) data: DataFeed,
-    pub(super) data_packer: Packer,
-    pub(super) tree_packer: Packer,
-    pub(super) known: KnownSet,
-    pub(super) session: SessionRecord,
-    pub(super) session_key: String,
+    /// Where new chunks and pages go.
+    pub(super) writer: ChunkWriter,
+    /// What was read (the writer counts what was stored).
     pub(super) stats: BackupStats,
     pub(super) progress: Option<Arc<dyn Progress>>,
-    pub(super) pending_index: Vec<UploadedPack>,
-    pub(super) quarantine: crate::quarantine::Quarantine,
     /// Position and id of every non-zero page this backup built, for its tree table.
     pub(super) new_pages: Vec<(u8, u64, ChunkId)>,
-    /// Where this backup's uploaded tree pages went: pack, offset, length.
-    pub(super) tree_locations: HashMap<ChunkId, (ChunkId, u64, u32)>,
+}
+
+/// What the build stage hands the commit.
+pub(super) struct Built {
+    /// The new tree's root.
+    pub(super) root: ChunkId,
+    /// The new tree's depth.
+    pub(super) depth: u32,
+    /// Slots the tree covers.
+    pub(super) slots: u64,
+    /// What was read and stored (the commit adds the uploads and the time).
+    pub(super) stats: BackupStats,
+    /// Bytes of data packs uploaded.
+    pub(super) data_pack_bytes: u64,
 }
 
 impl<'a> TreeBuilder<'a> {
+    /// A builder for the slots `plan` marks, reading them from `data`, comparing with the
+    /// `parent` tree and storing what is new through `writer`.
+    pub(super) fn new(
+        repo: &'a Repository,
+        plan: &'a Plan,
+        parent: ParentTree,
+        data: DataFeed,
+        writer: ChunkWriter,
+        progress: Option<Arc<dyn Progress>>,
+    ) -> Self {
+        TreeBuilder {
+            repo,
+            bitmap: &plan.bitmap,
+            slots: plan.bitmap.slots(),
+            planned_slots: plan.bitmap.count(),
+            chunk_size: repo.chunk_size(),
+            inherit: plan.change_source.inherits_from_parent(),
+            parent,
+            data,
+            writer,
+            stats: BackupStats::default(),
+            progress,
+            new_pages: Vec::new(),
+        }
+    }
+
+    /// The build stage: builds the tree on the parent's, waits for every upload, and writes
+    /// the last index object and the tree table of backup `manifest_id`.
+    pub(super) async fn run(mut self, manifest_id: &str, clock: &Clock) -> Result<Built> {
+        let slots = self.slots;
+        let depth = tree::depth_for(slots);
+        let root = self.build(depth - 1, 0, self.parent.root).await?;
+        clock.log("tree built");
+        self.writer.finish_packers().await?;
+        let table = self.tree_table();
+        // The last index object and the tree table are independent: write them together.
+        let repo = self.repo;
+        tokio::try_join!(self.writer.write_index(), table.write(repo, manifest_id))?;
+        clock.log("uploads finished");
+        self.writer.count_into(&mut self.stats);
+        Ok(Built {
+            root,
+            depth,
+            slots,
+            stats: self.stats,
+            data_pack_bytes: self.writer.data_pack_bytes(),
+        })
+    }
+
     /// Builds page `index` at `level`; `parent` is the parent tree's id for the same page.
     pub(super) fn build(
         &mut self,
@@ -101,7 +103,7 @@ impl<'a> TreeBuilder<'a> {
                 return Ok(if self.inherit { parent } else { ChunkId::ZERO });
             }
             let entries = tree::page_entries(level, index, self.slots);
-            let parent_ids = match self.parent_reader {
+            let parent_ids = match &self.parent.reader {
                 Some(reader) if !parent.is_zero() => reader.page(&parent, entries).await?,
                 _ => vec![ChunkId::ZERO; entries],
             };
@@ -148,20 +150,16 @@ impl<'a> TreeBuilder<'a> {
             progress.advance(data.bytes.len() as u64);
         }
         let id = data.id;
-        let parent_id = if self.quarantine.contains(&id) {
+        let parent_id = if self.parent.quarantine.contains(&id) {
             ChunkId::ZERO
         } else {
             parent_id
         };
-        if id.is_zero() || id == parent_id || self.known.contains(&id) {
+        if id.is_zero() || id == parent_id || self.writer.is_stored(&id) {
             return Ok(id);
         }
-        self.stats.chunks_new += 1;
-        self.stats.data_bytes_new += data.bytes.len() as u64;
-        self.known.insert(id);
-        self.data_packer.expect(self.outlook());
-        self.data_packer.add(id, data.bytes).await?;
-        self.checkpoint().await?;
+        let outlook = self.outlook();
+        self.writer.add_data(id, data.bytes, outlook).await?;
         Ok(id)
     }
 
@@ -180,83 +178,22 @@ impl<'a> TreeBuilder<'a> {
         }
         let bytes = tree::encode_page(ids);
         let id = self.repo.hasher().hash(&bytes);
-        if id == parent || self.known.contains(&id) {
+        if id == parent || self.writer.is_stored(&id) {
             return Ok(id);
         }
-        self.known.insert(id);
-        self.tree_packer.add(id, bytes).await?;
+        self.writer.add_page(id, bytes).await?;
         Ok(id)
-    }
-
-    /// Every few packs' worth of bytes: an index object for them and a session checkpoint.
-    pub(super) async fn checkpoint(&mut self) -> Result<()> {
-        let completed = self.data_packer.completed_bytes() + self.tree_packer.completed_bytes();
-        if completed < PACKS_PER_INDEX * self.repo.config().pack_size as u64 {
-            return Ok(());
-        }
-        self.write_index().await?;
-        self.write_session().await
-    }
-
-    /// Takes the packers' finished uploads for the next index object, noting where tree pages
-    /// went (for the tree table).
-    pub(super) fn collect_completed(&mut self) {
-        let completed: Vec<UploadedPack> = self
-            .data_packer
-            .take_completed()
-            .into_iter()
-            .chain(self.tree_packer.take_completed())
-            .collect();
-        for pack in &completed {
-            for entry in pack.entries.iter().filter(|e| e.kind == BlobKind::Tree) {
-                self.tree_locations
-                    .insert(entry.id, (pack.name, entry.offset, entry.length));
-            }
-        }
-        self.pending_index.extend(completed);
-    }
-
-    pub(super) async fn write_index(&mut self) -> Result<()> {
-        self.collect_completed();
-        if self.pending_index.is_empty() {
-            return Ok(());
-        }
-        let packs: Vec<_> = self
-            .pending_index
-            .drain(..)
-            .map(|p| (p.name, p.entries))
-            .collect();
-        let (key, _) = index::write_index_object(self.repo, &packs).await?;
-        self.session.index_objects.push(key);
-        Ok(())
-    }
-
-    pub(super) async fn write_session(&mut self) -> Result<()> {
-        self.session.updated_at = crate::time_util::now_rfc3339();
-        self.repo
-            .write_record(&self.session_key, &self.session)
-            .await?;
-        Ok(())
-    }
-
-    /// Seals and uploads what is left in both packers and waits for every upload; the last
-    /// index object is written by the caller.
-    pub(super) async fn finish_packers(&mut self) -> Result<()> {
-        self.data_packer.finish().await?;
-        self.tree_packer.finish().await?;
-        self.collect_completed();
-        Ok(())
     }
 
     /// The new tree's table: the parent's pages in the subtrees this backup inherited, and the
     /// pages it built, each located where this backup uploaded it or, failing that, where the
     /// reader's newest index puts it (after a reload, fresher than the parent's table). A page
     /// located nowhere is left out: the next backup then falls back to the pack index for it.
-    pub(super) fn tree_table(&self, parent_table: Option<&TreeTable>) -> TreeTable {
-        let index = self.parent_reader.map(PageReader::index);
+    pub(super) fn tree_table(&self) -> TreeTable {
+        let index = self.parent.reader.as_ref().map(PageReader::index);
         let locate = |id: &ChunkId| -> Option<(ChunkId, u64, u32)> {
-            if let Some(found) = self.tree_locations.get(id) {
-                return Some(*found);
+            if let Some(found) = self.writer.tree_location(id) {
+                return Some(found);
             }
             let index = index.as_ref()?;
             let location = index.get(id)?;
@@ -266,7 +203,7 @@ impl<'a> TreeBuilder<'a> {
                 location.length,
             ))
         };
-        let inherited = parent_table
+        let inherited = (self.parent.table.as_ref())
             .filter(|_| self.inherit)
             .into_iter()
             .flat_map(|table| table.pages.iter())

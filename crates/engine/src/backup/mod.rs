@@ -1,12 +1,14 @@
 //! Backing up a volume: change source → slot bitmap → read and hash → deduplicate against the
 //! parent → pack and upload → build the tree → commit the manifest.
 //!
-//! The stages live in their own files: `change.rs` (the change inputs, the [`ChangeTracker`]
-//! door a change-tracking service comes through, the [`BackupNote`]s a backup returns),
-//! `plan.rs` (parent and slot bitmap, and every fallback to a wider read), `read.rs` (slots
-//! read and hashed ahead), `build.rs` (the tree builder, deduplication, packers, session
-//! checkpoints); [`backup`] here runs them and commits, and [`unlock_and_backup`] starts what
-//! can start before the repository is unlocked.
+//! [`backup`] is the pipeline plan → load → read and build → commit, and each stage lives in
+//! its own file: `change.rs` (the change inputs, the [`ChangeTracker`] door a change-tracking
+//! service comes through, the [`BackupNote`]s a backup returns), `plan.rs` (parent and slot
+//! bitmap, and every fallback to a wider read), `load.rs` (the parent's page locations, an
+//! interrupted run's session, the quarantine), `read.rs` (the source opened, slots read and
+//! hashed ahead), `build.rs` (the tree builder and the tree table), `writer.rs` (the
+//! `ChunkWriter`: deduplication, packers, index objects, session checkpoints), `commit.rs` (manifest, post-commit check, `latest/` pointer).
+//! [`unlock_and_backup`] starts what can start before the repository is unlocked.
 //!
 //! Reads run ahead of the tree builder by a bounded number of batches; new chunks are sealed
 //! on worker threads and uploaded in parallel packs (see `upload.rs`). The tree builder walks
@@ -37,15 +39,21 @@ use crate::upload::{Outlook, Packer, UploadedPack};
 
 mod build;
 mod change;
+mod commit;
+mod load;
 mod plan;
 mod read;
+mod writer;
 
 use build::*;
 use change::joined_notes;
 pub use change::{BackupNote, ChangeInput, ChangeTracker, TrackedRanges};
+use commit::Commit;
+use load::*;
 use plan::*;
 pub use read::prefetch_ranges;
 use read::*;
+use writer::*;
 
 /// Slots read (one positional read each) and hashed by one task on the blocking pool.
 const SLOTS_PER_READ: u64 = 16;
@@ -146,259 +154,74 @@ where
     Ok(backup(&repo, options).await?)
 }
 
-/// Runs a backup.
+/// Runs a backup: plan what to read, load what the build needs, read and build the tree
+/// (uploading what is new as it goes), commit the manifest.
 pub async fn backup(repo: &Repository, options: BackupOptions) -> Result<BackupReport> {
-    let started = Instant::now();
-    let started_at = crate::time_util::now_rfc3339();
-    let requests_before = repo.store().counts();
-    let volume = Arc::new(Volume::open_source(&options.source)?);
-    let size = volume.size();
-    if size == 0 {
-        return Err(Error::Invalid(format!(
-            "source {} is empty; nothing to back up",
-            options.source.display()
-        )));
-    }
-    let chunk_size = repo.chunk_size();
-
-    let Plan {
-        parent,
-        bitmap,
-        change_source,
-        cbt,
-        notes,
-    } = plan(
-        repo,
-        &options.volume,
-        &options.parent,
-        options.change,
-        &volume,
-        chunk_size,
-    )
-    .await?;
-    let upload_concurrency = options
-        .upload_concurrency
-        .unwrap_or_else(|| repo.store().uploads_in_flight());
-    let inherit = change_source.inherits_from_parent();
-    tracing::debug!(
-        "backup: change source folded after {:.3}s",
-        started.elapsed().as_secs_f64()
-    );
-
-    // The kernel is told of every range the backup will read on a thread of its own (the
-    // advice itself starts the reads and can take a while), so the source's reads overlap the
-    // metadata loads below.
-    let advised = {
-        let volume = Arc::clone(&volume);
-        let bitmap = bitmap.clone();
-        tokio::task::spawn_blocking(move || advise_scattered_reads(&volume, &bitmap, chunk_size))
-    };
-
-    // Only an incremental reads the parent's tree pages, so only it needs their locations:
-    // from the parent's tree table, or (a parent without one) from the pack index, of tree
-    // pages only (data chunks are compared by id, never looked up). Quarantine matters only
-    // when chunks are compared with a parent's. The three loads are independent small
-    // requests: run them together.
-    let session_key = layout::session_key(&repo.volume_key(&options.volume));
-    let ((index, parent_table), (known, resumed_objects), quarantine) = tokio::try_join!(
-        async {
-            let Some(parent) = &parent else {
-                return Ok((Arc::new(PackIndex::default()), None));
-            };
-            match TreeTable::read(repo, &parent.id).await {
-                Ok(Some(table)) => Ok((Arc::new(table.to_index()), Some(table))),
-                Ok(None) => Ok((Arc::new(PackIndex::load_tree_pages(repo).await?), None)),
-                // The table is only a hint: a damaged one costs the listing it would have saved.
-                Err(Error::Corrupt { reason, .. }) => {
-                    tracing::warn!(
-                        "the tree table of backup {} is damaged ({reason}); reading the pack index instead",
-                        parent.id
-                    );
-                    Ok((Arc::new(PackIndex::load_tree_pages(repo).await?), None))
-                }
-                Err(e) => Err(e),
-            }
-        },
-        resume_session(repo, &session_key),
-        async {
-            match &parent {
-                Some(_) => {
-                    crate::quarantine::Quarantine::load_for_volume(repo, &options.volume).await
-                }
-                None => Ok(crate::quarantine::Quarantine::default()),
-            }
-        },
-    )?;
-    let resumed_chunks = known.len() as u64;
-    tracing::debug!(
-        "backup: index and session loaded after {:.3}s",
-        started.elapsed().as_secs_f64()
-    );
-
+    let clock = Clock::start(repo);
+    let volume = open_source(&options.source)?;
+    let (size, chunk_size) = (volume.size(), repo.chunk_size());
+    let (name, change) = (&options.volume, options.change);
+    let plan = plan(repo, name, &options.parent, change, &volume, chunk_size).await?;
+    clock.log("change source folded");
+    let advised = advise_in_background(&volume, &plan.bitmap, chunk_size);
+    let session_key = layout::session_key(&repo.volume_key(name));
+    let (parent, started_at) = (plan.parent.as_ref(), &clock.started_at);
+    let Loaded { parent, resumed } = load(repo, name, parent, &session_key, started_at).await?;
+    let resumed_chunks = resumed.known.len() as u64;
+    clock.log("index and session loaded");
     if let Some(progress) = &options.progress {
-        progress.start(bitmap.count().saturating_mul(chunk_size).min(size));
+        progress.start(plan.bitmap.count().saturating_mul(chunk_size).min(size));
     }
-
-    let reader = parent
-        .as_ref()
-        .map(|_| PageReader::new(repo.clone(), Arc::clone(&index)));
     // Reading before the advice is done would only race it for the same pages.
     let _ = advised.await;
-    let data = DataFeed::new(
-        Arc::clone(&volume),
-        Arc::new(bitmap.clone()),
-        chunk_size,
-        repo.hasher().clone(),
-    );
-    let session = SessionRecord {
-        session: hex::encode(&crate::crypto::random_key()[..8]),
-        volume: options.volume.clone(),
-        started_at: started_at.clone(),
-        updated_at: started_at.clone(),
-        host: crate::layout::session::hostname(),
-        index_objects: resumed_objects,
-    };
-    let mut builder = TreeBuilder {
-        repo,
-        bitmap: &bitmap,
-        slots: bitmap.slots(),
-        planned_slots: bitmap.count(),
-        chunk_size,
-        inherit,
-        parent_reader: reader.as_ref(),
-        data,
-        data_packer: Packer::new(
-            repo.clone(),
-            BlobKind::Data,
-            repo.config().pack_size as usize,
-            upload_concurrency,
-        ),
-        tree_packer: Packer::new(
-            repo.clone(),
-            BlobKind::Tree,
-            repo.config().tree_pack_size as usize,
-            upload_concurrency,
-        ),
-        known,
-        session,
-        session_key: session_key.clone(),
-        stats: BackupStats::default(),
-        progress: options.progress.clone(),
-        pending_index: Vec::new(),
-        quarantine,
-        new_pages: Vec::new(),
-        tree_locations: HashMap::new(),
-    };
-
-    let slots = bitmap.slots();
-    let depth = tree::depth_for(slots);
-    let parent_root = parent
-        .as_ref()
-        .and_then(|p| ChunkId::from_hex(&p.root))
-        .unwrap_or(ChunkId::ZERO);
-    let root = builder.build(depth - 1, 0, parent_root).await?;
-    tracing::debug!(
-        "backup: tree built after {:.3}s",
-        started.elapsed().as_secs_f64()
-    );
-    builder.finish_packers().await?;
-    let table = builder.tree_table(parent_table.as_ref());
-    let manifest_id = hex::encode(&crate::crypto::random_key()[..8]);
-    // The last index object and the tree table are independent: write them together.
-    tokio::try_join!(builder.write_index(), table.write(repo, &manifest_id))?;
-    tracing::debug!(
-        "backup: uploads finished after {:.3}s",
-        started.elapsed().as_secs_f64()
-    );
-    let mut stats = std::mem::take(&mut builder.stats);
-    let data_pack_bytes = builder.data_packer.bytes_uploaded;
-    drop(builder);
-    let mut manifest = Manifest {
-        id: manifest_id.clone(),
-        volume: options.volume.clone(),
-        time: crate::time_util::now_rfc3339(),
-        started_at,
-        parent: parent.as_ref().map(|p| p.id.clone()),
-        size_bytes: size,
-        chunk_size,
-        slots,
-        root: root.to_hex(),
-        depth,
-        change_source,
-        cbt,
+    let bitmap = Arc::new(plan.bitmap.clone());
+    let data = DataFeed::new(volume, bitmap, chunk_size, repo.hasher().clone());
+    let uploads = options.upload_concurrency;
+    let uploads = uploads.unwrap_or_else(|| repo.store().uploads_in_flight());
+    let writer = ChunkWriter::new(repo, resumed, session_key.clone(), uploads);
+    let progress = options.progress.clone();
+    let builder = TreeBuilder::new(repo, &plan, parent, data, writer, progress);
+    let id = hex::encode(&crate::crypto::random_key()[..8]);
+    let built = builder.run(&id, &clock).await?;
+    let commit = Commit {
+        id,
+        volume: options.volume,
+        source: options.source,
+        size,
         tags: options.tags,
-        source: options.source.display().to_string(),
-        host: crate::layout::session::hostname(),
-        stats: BackupStats::default(),
-    };
-    // Stats as of the commit: everything but the manifest itself and the pointer after it.
-    let before_commit = repo.store().counts().since(&requests_before);
-    stats.seconds = started.elapsed().as_secs_f64();
-    let manifest_estimate = serde_json::to_vec(&manifest).map(|v| v.len()).unwrap_or(0) as u64
-        + 512
-        + crate::crypto::SEAL_OVERHEAD as u64;
-    stats.bytes_uploaded = before_commit.bytes_put + manifest_estimate;
-    stats.metadata_bytes_uploaded = stats.bytes_uploaded - data_pack_bytes;
-    stats.objects_written = before_commit.objects_put + 1;
-    manifest.stats = stats;
-    repo.write_manifest(&manifest).await?;
-    tracing::debug!(
-        "backup: manifest written after {:.3}s",
-        started.elapsed().as_secs_f64()
-    );
-    crate::gc::check_after_commit(repo, &manifest.started_at, &manifest).await?;
-    // The backup is committed: point `latest/` at it and drop its session object, together.
-    let (pointed, session_deleted) = tokio::join!(
-        repo.set_latest(&options.volume, &manifest_id),
-        repo.store().delete(&session_key)
-    );
-    let mut warnings = Vec::new();
-    if let Err(e) = pointed {
-        warnings.push(latest_not_written(repo, &options.volume, &manifest_id, &e).await);
-    }
-    tracing::debug!(
-        "backup: committed after {:.3}s",
-        started.elapsed().as_secs_f64()
-    );
-    // A leftover session object only costs a later rerun a lookup.
-    if let Err(e) = session_deleted {
-        tracing::warn!("backup {manifest_id} is committed, but its session object stayed: {e}");
-    }
-    if let Some(progress) = &options.progress {
-        progress.finish();
-    }
-    Ok(BackupReport {
-        manifest,
-        notes,
+        plan,
         resumed_chunks,
-        requests: repo.store().counts().since(&requests_before),
-        data_pack_bytes,
-        warnings,
-    })
+        session_key,
+        progress: options.progress,
+    };
+    commit::commit(repo, &clock, commit, built).await
 }
 
-/// After a commit whose `latest/` pointer could not be written: the backup stands, but the
-/// pointer may name an older backup of the volume, which the next backup would build on
-/// (a changed-ranges file made against this backup's snapshot would then be applied to the
-/// wrong base). The pointer is deleted instead, so the next backup is a full one; if that
-/// fails too, the warning says which parent to give.
-async fn latest_not_written(
-    repo: &Repository,
-    volume: &str,
-    manifest_id: &str,
-    error: &Error,
-) -> String {
-    let key = layout::latest_key(&repo.volume_key(volume));
-    match repo.store().delete(&key).await {
-        Ok(()) => format!(
-            "backup {manifest_id} is committed, but {key} could not be written ({error}); the \
-             next backup of {volume:?} is a full one unless it is given `--parent {manifest_id}`"
-        ),
-        Err(e) => format!(
-            "backup {manifest_id} is committed, but {key} could not be written ({error}) nor \
-             removed ({e}); give the next backup of {volume:?} `--parent {manifest_id}` (or \
-             `--parent none`)"
-        ),
+/// When a backup started, as its stages need it.
+struct Clock {
+    /// For the debug log's timings and the manifest's `seconds`.
+    started: Instant,
+    /// The manifest's and the session's `startedAt`.
+    started_at: String,
+    /// The store's counts before the backup, for the stats and the report.
+    requests_before: crate::storage::RequestSnapshot,
+}
+
+impl Clock {
+    fn start(repo: &Repository) -> Self {
+        Clock {
+            started: Instant::now(),
+            started_at: crate::time_util::now_rfc3339(),
+            requests_before: repo.store().counts(),
+        }
+    }
+
+    /// Logs (at debug level) that `stage` ended, with the time since the start.
+    fn log(&self, stage: &str) {
+        tracing::debug!(
+            "backup: {stage} after {:.3}s",
+            self.started.elapsed().as_secs_f64()
+        );
     }
 }
 

@@ -85,6 +85,30 @@ pub fn prefetch_ranges(
     })
 }
 
+/// Opens the source, refusing an empty one.
+pub(super) fn open_source(source: &std::path::Path) -> Result<Arc<Volume>> {
+    let volume = Volume::open_source(source)?;
+    if volume.size() == 0 {
+        return Err(Error::Invalid(format!(
+            "source {} is empty; nothing to back up",
+            source.display()
+        )));
+    }
+    Ok(Arc::new(volume))
+}
+
+/// The kernel is told of every range the backup will read on a thread of its own (the advice
+/// itself starts the reads and can take a while), so the source's reads overlap the metadata
+/// loads that follow; the task resolves to what [`advise_scattered_reads`] returns.
+pub(super) fn advise_in_background(
+    volume: &Arc<Volume>,
+    bitmap: &SlotBitmap,
+    chunk_size: u64,
+) -> tokio::task::JoinHandle<Option<u64>> {
+    let (volume, bitmap) = (Arc::clone(volume), bitmap.clone());
+    tokio::task::spawn_blocking(move || advise_scattered_reads(&volume, &bitmap, chunk_size))
+}
+
 /// An incremental reads scattered slots; asking the kernel for all of them at once lets the
 /// disk serve them in parallel. Only for plans small enough to fit comfortably in the page
 /// cache; returns the bytes advised, `None` for a plan too large.

@@ -26,6 +26,7 @@ pub async fn etcd(ctx: &mut Context<'_>, max_age: i64) -> Result<CheckResult> {
         return Ok(r);
     };
     let store = crate::commands::open_and_remember(
+        ctx.global,
         url,
         &crate::commands::store_options(&ctx.args.repo.store, false),
     )?;

@@ -87,6 +87,7 @@ pub(crate) async fn open_repository(
     let url =
         url.with_context(|| format!("Secret {namespace}/{secret} has no S3MOVER_REPO key"))?;
     let store = crate::commands::open_and_remember(
+        global,
         &url,
         &crate::commands::store_options(store_args, false),
     )?;
