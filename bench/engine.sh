@@ -60,7 +60,10 @@ if [[ -n ${BENCH_REV:-} ]]; then
   log "building s3mover $REV (release) in $WORK/src"
   if [[ $(cat "$WORK/src/.bench-rev" 2>/dev/null) != "$REV" ]]; then
     rm -rf "$WORK/src" && mkdir -p "$WORK/src"
-    git -C "$ROOT" archive "$REV" | tar -x -C "$WORK/src"
+    # -m: files get the time of extraction, not the commit's. With the commit's time, a revision
+    # committed before WORK/target's last build looks unchanged to cargo, which would keep the
+    # workspace crates of the revision built before.
+    git -C "$ROOT" archive "$REV" | tar -x -m -C "$WORK/src"
     echo "$REV" >"$WORK/src/.bench-rev"
   fi
   (cd "$WORK/src" && CARGO_TARGET_DIR=$WORK/target cargo build --release -p s3mover)
