@@ -24,6 +24,7 @@ pub mod error;
 pub mod gc;
 pub mod id;
 pub mod index;
+mod init;
 pub mod layout;
 pub mod manifest;
 pub mod pack;
@@ -45,9 +46,10 @@ pub mod verify;
 pub mod xchacha;
 
 pub use error::{Error, Result};
+pub use init::InitOptions;
 /// The AAD of sealed objects, under its earlier path.
 pub use layout::aad as objects;
-pub use repo::{InitOptions, LockedRepository, Repository};
+pub use repo::{LockedRepository, Repository};
 /// The object-store door (the `s3mover-storage` crate), under its earlier path.
 pub use s3mover_storage as storage;
 pub use s3mover_storage::{direct_io, pack_buffers, units};
