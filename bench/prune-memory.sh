@@ -162,13 +162,13 @@ for n in $CHUNKS; do
   disk_note
   "$S3M" -q init --chunk-size 4K
   log "full backup"
-  timed full-$n "$S3M" -o json backup "$IMG" --volume m
+  timed full-"$n" "$S3M" -o json backup "$IMG" --volume m
   disk_note
   log "rewriting 20 % of the image"
   changed=$(gen change "$IMG" "$n" "$FILL" "$WORK/ranges.json" 2>&1)
   sync
   log "incremental backup ($changed blocks changed)"
-  timed incr-$n "$S3M" -o json backup "$IMG" --volume m --changed-ranges "$WORK/ranges.json"
+  timed incr-"$n" "$S3M" -o json backup "$IMG" --volume m --changed-ranges "$WORK/ranges.json"
   disk_note
   indexed=$((n + changed))
 
@@ -178,14 +178,14 @@ for n in $CHUNKS; do
   measure() { # measure BINARY TAG
     local bin=$1 tag=$2 sampled
     log "A ($tag): prune, nothing dead"
-    timed A-$tag-$n "$bin" -o json prune --grace 0s
+    timed A-"$tag"-"$n" "$bin" -o json prune --grace 0s
     loadA=$(load1)
     log "B ($tag): forget --keep-last 1 --prune"
     # The disk peaks while B runs (new packs are written before old ones go): sample it.
     echo "$DISK_MAX" >"$WORK/disk.max"
     (while sleep 2; do disk_note; echo "$DISK_MAX" >"$WORK/disk.max"; done) &
     sampler=$!
-    timed B-$tag-$n "$bin" -o json forget --keep-last 1 --prune --grace 0s
+    timed B-"$tag"-"$n" "$bin" -o json forget --keep-last 1 --prune --grace 0s
     loadB=$(load1)
     kill "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true
@@ -194,7 +194,7 @@ for n in $CHUNKS; do
     ((sampled > DISK_MAX)) && DISK_MAX=$sampled
     read -r mA < <(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["chunksMarked"])' "$RES/A-$tag-$n.json")
     read -r mB rB < <(python3 -c 'import json,sys; p=json.load(open(sys.argv[1]))["prune"]; print(p["chunksMarked"], p["repackedPacks"])' "$RES/B-$tag-$n.json")
-    echo "$(cat "$WORK/bin/REV${tag#main}" | tr ' ' '_' | cut -c1-40) $n $indexed $(wall_s "$RES/full-$n.time") $(rss_kib "$RES/full-$n.time") $(wall_s "$RES/incr-$n.time") $(rss_kib "$RES/incr-$n.time") $mA $(wall_s "$RES/A-$tag-$n.time") $(rss_kib "$RES/A-$tag-$n.time") $loadA $mB $rB $(wall_s "$RES/B-$tag-$n.time") $(rss_kib "$RES/B-$tag-$n.time") $loadB $DISK_MAX" \
+    echo "$(tr ' ' '_' <"$WORK/bin/REV${tag#main}" | cut -c1-40) $n $indexed $(wall_s "$RES/full-$n.time") $(rss_kib "$RES/full-$n.time") $(wall_s "$RES/incr-$n.time") $(rss_kib "$RES/incr-$n.time") $mA $(wall_s "$RES/A-$tag-$n.time") $(rss_kib "$RES/A-$tag-$n.time") $loadA $mB $rB $(wall_s "$RES/B-$tag-$n.time") $(rss_kib "$RES/B-$tag-$n.time") $loadB $DISK_MAX" \
       | tee -a "$RES/memory.txt" >&2
   }
   measure "$S3M" main

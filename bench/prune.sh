@@ -106,11 +106,11 @@ if [[ ${PRUNE_SKIP_HISTORY:-0} != 1 ]]; then
     t2=$(now_ms)
     restic -r "$RREPO" backup -q --stdin --stdin-filename v.img <"$IMG"
     t3=$(now_ms)
-    printf '%d %.2f %.2f %.2f\n' "$i" "$(((t2 - t1)))e-3" "$(((t3 - t2)))e-3" "$(((t1 - t0)))e-3" \
+    printf '%d %.2f %.2f %.2f\n' "$i" "$((t2 - t1))e-3" "$((t3 - t2))e-3" "$((t1 - t0))e-3" \
       >>"$RES/rounds.txt"
-    ((i % 10 == 0)) && log "round $i: s3mover $(((t2 - t1)))ms, restic $(((t3 - t2)))ms"
+    ((i % 10 == 0)) && log "round $i: s3mover $((t2 - t1))ms, restic $((t3 - t2))ms"
   done
-  echo "history_seconds $(((($(now_ms) - T_HIST)) / 1000))" >"$RES/history.txt"
+  echo "history_seconds $((($(now_ms) - T_HIST) / 1000))" >"$RES/history.txt"
 fi
 {
   echo "rounds $ROUNDS size $SIZE change ${PCT}% in $COUNT writes of $EXTENT"

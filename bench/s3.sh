@@ -53,7 +53,7 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 RES=$WORK/results
-rm -rf "$RES" "$WORK"/*.img "$WORK"/out-* "$WORK/bin" && mkdir -p "$RES" "$WORK/bin"
+rm -rf "$RES" "$WORK"/*.img "$WORK"/out-* "${WORK:?}/bin" && mkdir -p "$RES" "$WORK/bin"
 # Frozen copies: a rebuild in the tree during the run cannot change what is measured.
 cp "$TARGET/release/s3mover" "$TARGET/release/s3mover-test-garage" \
   "$TARGET/release/s3mover-fault-proxy" "$WORK/bin/"
@@ -80,7 +80,11 @@ log "starting Garage and the counting proxy"
 "$BIN/s3mover-test-garage" >"$WORK/garage.env" &
 PIDS+=($!)
 wait_for_line "$WORK/garage.env" '^GARAGE_PORT='
-set -a; . "$WORK/garage.env"; set +a
+set -a
+# garage.env is written by the Garage harness at run time.
+# shellcheck source=/dev/null
+. "$WORK/garage.env"
+set +a
 "$BIN/s3mover-fault-proxy" --upstream "127.0.0.1:$GARAGE_PORT" >"$WORK/proxy.url" &
 PIDS+=($!)
 wait_for_line "$WORK/proxy.url" '^http'

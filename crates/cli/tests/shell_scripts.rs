@@ -1,5 +1,5 @@
-//! Every shell script under `scripts/`, `deploy/` and `.ci/` passes `shellcheck` (following
-//! what each one sources).
+//! Every shell script under `scripts/`, `deploy/`, `bench/` and `.ci/` passes `shellcheck`
+//! (following what each one sources).
 //! Needs shellcheck (Debian `shellcheck`): `SKIPPED` outside CI without it, a failure in CI.
 
 use std::path::{Path, PathBuf};
@@ -37,7 +37,7 @@ fn every_script_is_shellcheck_clean() {
         return;
     }
     let mut found = Vec::new();
-    for dir in ["scripts", "deploy", ".ci"] {
+    for dir in ["scripts", "deploy", "bench", ".ci"] {
         scripts(&repo_root().join(dir), &mut found);
     }
     for expected in [
