@@ -25,6 +25,7 @@
 
 pub mod abandoned;
 mod attempts;
+mod counts;
 pub mod direct_io;
 pub mod local;
 pub mod pack_buffers;
@@ -43,6 +44,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{MultipartUpload, ObjectStore, PutPayload};
 use tokio::task::JoinSet;
 
+pub use self::counts::{RequestCounts, RequestSnapshot};
 pub use self::url::{open_store, open_store_with_env, RepoLocation, StoreOptions};
 
 /// A storage error, with the object key it concerns.
@@ -122,94 +124,6 @@ pub struct ObjectInfo {
     pub size: u64,
     /// When the object was last written.
     pub last_modified: time::OffsetDateTime,
-}
-
-/// Counts of requests a [`Store`] made, for reports and benchmarks. Each counts the requests
-/// the engine asked for; the backend's retries of one request are not counted again.
-#[derive(Debug, Default)]
-pub struct RequestCounts {
-    /// PUT requests: whole objects and the parts of multipart uploads.
-    pub put: std::sync::atomic::AtomicU64,
-    /// GET requests, whole and ranged.
-    pub get: std::sync::atomic::AtomicU64,
-    /// HEAD requests (sizes and existence).
-    pub head: std::sync::atomic::AtomicU64,
-    /// LIST requests (each page of a listing).
-    pub list: std::sync::atomic::AtomicU64,
-    /// DELETE requests: deleted objects and aborted multipart uploads.
-    pub delete: std::sync::atomic::AtomicU64,
-    /// POST requests: creating and completing multipart uploads.
-    pub post: std::sync::atomic::AtomicU64,
-    /// Objects written, by a single PUT or by a multipart upload (attempted, as `put` is).
-    pub objects_put: std::sync::atomic::AtomicU64,
-    /// Bytes sent in PUT requests.
-    pub bytes_put: std::sync::atomic::AtomicU64,
-}
-
-impl RequestCounts {
-    fn bump(counter: &std::sync::atomic::AtomicU64, by: u64) {
-        counter.fetch_add(by, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// A plain snapshot of the counters.
-    pub fn snapshot(&self) -> RequestSnapshot {
-        use std::sync::atomic::Ordering::Relaxed;
-        RequestSnapshot {
-            put: self.put.load(Relaxed),
-            get: self.get.load(Relaxed),
-            head: self.head.load(Relaxed),
-            list: self.list.load(Relaxed),
-            delete: self.delete.load(Relaxed),
-            post: self.post.load(Relaxed),
-            objects_put: self.objects_put.load(Relaxed),
-            bytes_put: self.bytes_put.load(Relaxed),
-            failed_attempts: 0,
-        }
-    }
-}
-
-/// Request counts at one moment (see [`RequestCounts`] for what each counts).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RequestSnapshot {
-    /// See [`RequestCounts::put`].
-    pub put: u64,
-    /// See [`RequestCounts::get`].
-    pub get: u64,
-    /// See [`RequestCounts::head`].
-    pub head: u64,
-    /// See [`RequestCounts::list`].
-    pub list: u64,
-    /// See [`RequestCounts::delete`].
-    pub delete: u64,
-    /// See [`RequestCounts::post`].
-    pub post: u64,
-    /// See [`RequestCounts::objects_put`].
-    pub objects_put: u64,
-    /// See [`RequestCounts::bytes_put`].
-    pub bytes_put: u64,
-    /// Attempts that failed (answers of 5xx, 429 or 408, timeouts, stalls, refused or broken
-    /// connections), each sent again unless the retry policy's budget was spent. Counted
-    /// apart from the requests above, which count each request once however often it was
-    /// tried. Always 0 for a local directory.
-    pub failed_attempts: u64,
-}
-
-impl RequestSnapshot {
-    /// The requests made between `earlier` and `self`.
-    pub fn since(&self, earlier: &RequestSnapshot) -> RequestSnapshot {
-        RequestSnapshot {
-            put: self.put - earlier.put,
-            get: self.get - earlier.get,
-            head: self.head - earlier.head,
-            list: self.list - earlier.list,
-            delete: self.delete - earlier.delete,
-            post: self.post - earlier.post,
-            objects_put: self.objects_put - earlier.objects_put,
-            bytes_put: self.bytes_put - earlier.bytes_put,
-            failed_attempts: self.failed_attempts - earlier.failed_attempts,
-        }
-    }
 }
 
 /// Smallest part of a multipart upload but the last (S3's limit).
@@ -824,103 +738,4 @@ mod test_support {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn part_size_grows_only_past_the_part_limit() {
-        let settings = MultipartSettings {
-            threshold: 64 << 20,
-            part_size: 16 << 20,
-            concurrency: 4,
-        };
-        assert_eq!(settings.part_size_for(100 << 20), 16 << 20);
-        assert_eq!(settings.part_size_for(MAX_PARTS * (16 << 20)), 16 << 20);
-        assert_eq!(
-            settings.part_size_for(MAX_PARTS * (16 << 20) + 1),
-            (16 << 20) + 1
-        );
-        let tiny = MultipartSettings {
-            part_size: 1,
-            ..settings
-        };
-        assert_eq!(tiny.part_size_for(100 << 20), MIN_PART_SIZE);
-    }
-
-    async fn streamed(store: &Store, range: Range<u64>) -> Result<(usize, Vec<u8>), StoreError> {
-        let mut pieces = store.get_range_stream("k", range).await?;
-        let (mut count, mut bytes) = (0, Vec::new());
-        while let Some(piece) = pieces.next().await {
-            bytes.extend_from_slice(&piece?);
-            count += 1;
-        }
-        Ok((count, bytes))
-    }
-
-    /// A local directory's store removes old staged files through its backend's extras; a
-    /// backend without extras has none to remove.
-    #[tokio::test]
-    async fn abandoned_writes_go_through_the_backends_extras() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let local = open_store(
-            dir.path().to_str().expect("path"),
-            &StoreOptions {
-                create: true,
-                ..StoreOptions::default()
-            },
-        )
-        .expect("local store");
-        local
-            .put("packs/ab/ab01", Bytes::from_static(b"pack"))
-            .await
-            .expect("put");
-        let staged = dir.path().join("packs/ab/ab02#1");
-        std::fs::write(&staged, b"12345").expect("staged file");
-        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
-        let removed = local
-            .remove_abandoned_writes("packs/", later)
-            .await
-            .expect("remove");
-        assert_eq!(removed, abandoned::Removed { files: 1, bytes: 5 });
-        assert!(!staged.exists());
-        assert_eq!(local.get("packs/ab/ab01").await.expect("get"), &b"pack"[..]);
-
-        let memory = Store::new(
-            Arc::new(object_store::memory::InMemory::new()),
-            "",
-            "memory".into(),
-        );
-        let none = memory
-            .remove_abandoned_writes("packs/", later)
-            .await
-            .expect("remove");
-        assert_eq!(none, abandoned::Removed::default());
-    }
-
-    #[tokio::test]
-    async fn range_streams_add_up_to_exactly_the_range() {
-        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        let plain = Store::new(
-            Arc::new(object_store::memory::InMemory::new()),
-            "repo",
-            "memory".into(),
-        );
-        plain
-            .put("k", Bytes::from(data.clone()))
-            .await
-            .expect("put");
-        let streaming = plain.clone().with_stream_reads();
-        for store in [&plain, &streaming] {
-            let (count, bytes) = streamed(store, 1_000..90_000).await.expect("stream");
-            assert!(count >= 1);
-            assert_eq!(bytes, &data[1_000..90_000]);
-            let short = streamed(store, 90_000..110_000)
-                .await
-                .expect_err("past the end");
-            assert!(!short.to_string().contains('\n'), "{short}");
-        }
-        let before = streaming.counts().get;
-        streamed(&streaming, 0..10).await.expect("stream");
-        assert_eq!(streaming.counts().get, before + 1);
-    }
-}
+mod tests;
