@@ -567,9 +567,7 @@ pub fn exit_code_for(error: &anyhow::Error) -> u8 {
                 EngineError::PasswordRequired => EXIT_AUTH,
                 // s3mover's own fault: not bad usage, whatever the operation was.
                 EngineError::Internal(_) => EXIT_FAILED,
-                EngineError::Crypto(s3mover_engine::crypto::CryptoError::WrongPassword(_)) => {
-                    EXIT_AUTH
-                }
+                EngineError::Crypto(s3mover_engine::CryptoError::WrongPassword(_)) => EXIT_AUTH,
                 _ => EXIT_FAILED,
             };
         }

@@ -5,7 +5,7 @@
 
 /// One bit per slot of a volume.
 #[derive(Debug, Clone)]
-pub struct SlotBitmap {
+pub(crate) struct SlotBitmap {
     words: Vec<u64>,
     slots: u64,
     chunk_size: u64,
@@ -14,7 +14,7 @@ pub struct SlotBitmap {
 
 impl SlotBitmap {
     /// An empty bitmap for a volume of `volume_size` bytes cut in `chunk_size` slots.
-    pub fn new(volume_size: u64, chunk_size: u64) -> Self {
+    pub(crate) fn new(volume_size: u64, chunk_size: u64) -> Self {
         let slots = volume_size.div_ceil(chunk_size);
         SlotBitmap {
             words: vec![0; slots.div_ceil(64) as usize],
@@ -25,18 +25,18 @@ impl SlotBitmap {
     }
 
     /// Number of slots.
-    pub fn slots(&self) -> u64 {
+    pub(crate) fn slots(&self) -> u64 {
         self.slots
     }
 
     /// Marks every slot.
-    pub fn mark_all(&mut self) {
+    pub(crate) fn mark_all(&mut self) {
         self.mark_slots(0, self.slots);
     }
 
     /// Marks the slots touched by `size` bytes at `offset`. The caller checks bounds; bytes past
     /// the volume end are ignored.
-    pub fn mark_bytes(&mut self, offset: u64, size: u64) {
+    pub(crate) fn mark_bytes(&mut self, offset: u64, size: u64) {
         if size == 0 || offset >= self.volume_size {
             return;
         }
@@ -47,7 +47,7 @@ impl SlotBitmap {
     }
 
     /// Marks slots `start..end`.
-    pub fn mark_slots(&mut self, start: u64, end: u64) {
+    pub(crate) fn mark_slots(&mut self, start: u64, end: u64) {
         let end = end.min(self.slots);
         let mut slot = start;
         while slot < end {
@@ -65,12 +65,12 @@ impl SlotBitmap {
     }
 
     /// True when slot `slot` is marked.
-    pub fn get(&self, slot: u64) -> bool {
+    pub(crate) fn get(&self, slot: u64) -> bool {
         slot < self.slots && self.words[(slot / 64) as usize] & (1 << (slot % 64)) != 0
     }
 
     /// True when any slot in `start..end` is marked.
-    pub fn any_in(&self, start: u64, end: u64) -> bool {
+    pub(crate) fn any_in(&self, start: u64, end: u64) -> bool {
         let end = end.min(self.slots);
         let mut slot = start;
         while slot < end {
@@ -91,12 +91,12 @@ impl SlotBitmap {
     }
 
     /// Number of marked slots.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.words.iter().map(|w| u64::from(w.count_ones())).sum()
     }
 
     /// The first marked slot at or after `from`.
-    pub fn next_marked(&self, from: u64) -> Option<u64> {
+    pub(crate) fn next_marked(&self, from: u64) -> Option<u64> {
         if from >= self.slots {
             return None;
         }
@@ -116,7 +116,8 @@ impl SlotBitmap {
     }
 
     /// Marked slots in ascending order.
-    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+    #[cfg(test)]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
         self.words.iter().enumerate().flat_map(|(i, &word)| {
             let mut w = word;
             std::iter::from_fn(move || {

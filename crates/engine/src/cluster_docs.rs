@@ -16,7 +16,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::objects::ObjectKind;
+use crate::layout::aad::ObjectKind;
 use crate::Repository;
 
 /// Where the documents live.
@@ -99,12 +99,12 @@ pub fn check_cluster_name(name: &str) -> Result<()> {
 }
 
 /// The key prefix of one cluster's documents.
-pub fn cluster_prefix(repo: &Repository, cluster: &str) -> String {
+pub(crate) fn cluster_prefix(repo: &Repository, cluster: &str) -> String {
     format!("{PREFIX}{}/", repo.hasher().cluster_key(cluster))
 }
 
 /// A new id for a document written at `unix_seconds`.
-pub fn new_id(unix_seconds: i64) -> String {
+pub(crate) fn new_id(unix_seconds: i64) -> String {
     let random = &crate::crypto::random_key()[..4];
     format!(
         "{:08x}{}",

@@ -7,18 +7,18 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::layout::{FORMAT_NAME, FORMAT_VERSION, OLDEST_FORMAT_VERSION};
+pub(crate) use crate::layout::{FORMAT_NAME, FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 
 /// Default chunk size: 64 KiB (see docs/benchmarks.md for the measured trade-off).
-pub const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
+pub(crate) const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
 /// Smallest and largest chunk sizes `init` accepts.
-pub const MIN_CHUNK_SIZE: u32 = 4 * 1024;
+pub(crate) const MIN_CHUNK_SIZE: u32 = 4 * 1024;
 /// See [`MIN_CHUNK_SIZE`].
-pub const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
+pub(crate) const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
 /// Default target size of data packs.
-pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
+pub(crate) const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
 /// Default target size of tree packs.
-pub const DEFAULT_TREE_PACK_SIZE: u32 = 4 * 1024 * 1024;
+pub(crate) const DEFAULT_TREE_PACK_SIZE: u32 = 4 * 1024 * 1024;
 
 /// The `config` object.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,7 +55,7 @@ pub struct RepoConfig {
 /// The fields of the config that an attacker who can write the store must not change: they
 /// decide whether data is encrypted, how it is cut and named, and which format it follows.
 /// Their JSON, sealed, is `sealedFields`.
-pub const SECURED_FIELDS: [&str; 7] = [
+pub(crate) const SECURED_FIELDS: [&str; 7] = [
     "format",
     "version",
     "id",
@@ -66,7 +66,7 @@ pub const SECURED_FIELDS: [&str; 7] = [
 ];
 
 /// The secured fields of a config, by their JSON names.
-pub type SecuredFields = serde_json::Map<String, serde_json::Value>;
+pub(crate) type SecuredFields = serde_json::Map<String, serde_json::Value>;
 
 impl RepoConfig {
     /// True for an encrypted repository.
@@ -75,7 +75,7 @@ impl RepoConfig {
     }
 
     /// The security-relevant fields as the plaintext states them.
-    pub fn secured_fields(&self) -> SecuredFields {
+    pub(crate) fn secured_fields(&self) -> SecuredFields {
         let Ok(serde_json::Value::Object(mut all)) = serde_json::to_value(self) else {
             return SecuredFields::new();
         };
@@ -84,7 +84,7 @@ impl RepoConfig {
     }
 
     /// The repository id as 16 bytes, if it is 32 hex digits.
-    pub fn id_bytes(&self) -> Option<[u8; 16]> {
+    pub(crate) fn id_bytes(&self) -> Option<[u8; 16]> {
         hex::decode(&self.id)
             .ok()
             .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok())
@@ -94,7 +94,7 @@ impl RepoConfig {
 /// The secured fields in which `plain` (the config) and `sealed` (its sealed copy) differ,
 /// with both values, for an error message (`chunkSize is 131072 in the config but 65536 in
 /// its sealed copy`).
-pub fn differences(plain: &SecuredFields, sealed: &SecuredFields) -> Vec<String> {
+pub(crate) fn differences(plain: &SecuredFields, sealed: &SecuredFields) -> Vec<String> {
     SECURED_FIELDS
         .iter()
         .filter(|name| plain.get(**name) != sealed.get(**name))

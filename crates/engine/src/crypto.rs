@@ -10,11 +10,11 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::objects::{self, key_slot_aad};
+use crate::layout::aad::{self, key_slot_aad};
 use crate::xchacha::{XChaCha20Poly1305, NONCE_LEN, TAG_LEN};
 
 /// Bytes a sealed blob adds to its plaintext: the nonce and the tag.
-pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+pub(crate) const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 
 const DATA_KEY_CONTEXT: &str = "s3mover 2026 data key v1";
 const ID_KEY_CONTEXT: &str = "s3mover 2026 chunk id key v1";
@@ -46,7 +46,7 @@ pub enum CryptoError {
 
 /// The repository's secret keys, derived from the master key.
 #[derive(Clone)]
-pub struct Keys {
+pub(crate) struct Keys {
     /// Key for chunk and page ids (keyed BLAKE3).
     pub id_key: [u8; 32],
     /// Key for sealing, `None` in an unencrypted repository.
@@ -55,7 +55,7 @@ pub struct Keys {
 
 impl Keys {
     /// Derives the id and data keys from a master key.
-    pub fn from_master(master: &[u8; 32]) -> Self {
+    pub(crate) fn from_master(master: &[u8; 32]) -> Self {
         Keys {
             id_key: blake3::derive_key(ID_KEY_CONTEXT, master),
             data_key: Some(Zeroizing::new(blake3::derive_key(DATA_KEY_CONTEXT, master))),
@@ -63,7 +63,7 @@ impl Keys {
     }
 
     /// Keys of an unencrypted repository: only the id key, which is stored in `config`.
-    pub fn plain(id_key: [u8; 32]) -> Self {
+    pub(crate) fn plain(id_key: [u8; 32]) -> Self {
         Keys {
             id_key,
             data_key: None,
@@ -71,7 +71,7 @@ impl Keys {
     }
 
     /// The sealer for these keys.
-    pub fn sealer(&self) -> Sealer {
+    pub(crate) fn sealer(&self) -> Sealer {
         match &self.data_key {
             Some(key) => Sealer::XChaCha(Box::new(XChaCha20Poly1305::new(key))),
             None => Sealer::Plain,
@@ -80,7 +80,7 @@ impl Keys {
 }
 
 /// Seals and opens blobs.
-pub enum Sealer {
+pub(crate) enum Sealer {
     /// No encryption: seal and open are the identity.
     Plain,
     /// XChaCha20-Poly1305 with random nonces.
@@ -88,13 +88,8 @@ pub enum Sealer {
 }
 
 impl Sealer {
-    /// True when the repository is encrypted.
-    pub fn is_encrypted(&self) -> bool {
-        matches!(self, Sealer::XChaCha(_))
-    }
-
     /// Seals `plaintext`, binding it to `aad`.
-    pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+    pub(crate) fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
         match self {
             Sealer::Plain => plaintext.to_vec(),
             Sealer::XChaCha(cipher) => seal_with(cipher, plaintext, aad),
@@ -102,7 +97,7 @@ impl Sealer {
     }
 
     /// Seals the concatenation of `parts` (one copy of the data), binding it to `aad`.
-    pub fn seal_parts(&self, parts: &[&[u8]], aad: &[u8]) -> Vec<u8> {
+    pub(crate) fn seal_parts(&self, parts: &[&[u8]], aad: &[u8]) -> Vec<u8> {
         match self {
             Sealer::Plain => parts.concat(),
             Sealer::XChaCha(cipher) => seal_parts_with(cipher, parts, aad),
@@ -110,7 +105,7 @@ impl Sealer {
     }
 
     /// Opens a sealed blob; any change to it, or the wrong `aad`, is an error.
-    pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    pub(crate) fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
         match self {
             Sealer::Plain => Ok(sealed.to_vec()),
             Sealer::XChaCha(cipher) => open_with(cipher, sealed, aad),
@@ -119,7 +114,7 @@ impl Sealer {
 
     /// Opens a sealed blob into the start of `out` and returns the plaintext's length; a
     /// plaintext longer than `out` is an error, like any change to the blob or the wrong `aad`.
-    pub fn open_into(
+    pub(crate) fn open_into(
         &self,
         sealed: &[u8],
         aad: &[u8],
@@ -212,7 +207,7 @@ fn open_with(
 /// A key slot: the master key sealed under a password-derived key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct KeySlot {
+pub(crate) struct KeySlot {
     /// Always `argon2id`.
     pub kdf: String,
     /// Memory in KiB.
@@ -293,7 +288,7 @@ impl Default for KdfCost {
 }
 
 /// What a key slot holds once unwrapped.
-pub struct SlotContents {
+pub(crate) struct SlotContents {
     /// The master key.
     pub master: Zeroizing<[u8; 32]>,
     /// The id of the repository the slot was made for (format 2 and later); `None` for a slot
@@ -305,7 +300,7 @@ impl KeySlot {
     /// Wraps `master` with `password`, at the cost `cost`. With `repository_id` the slot is a
     /// format-2 slot: it holds the repository id beside the master key, so that a config whose
     /// id or format version was changed does not match its slots.
-    pub fn create(
+    pub(crate) fn create(
         master: &[u8; 32],
         password: &[u8],
         cost: KdfCost,
@@ -326,7 +321,7 @@ impl KeySlot {
             Some(id) => seal_parts_with(
                 &cipher,
                 &[master, id],
-                key_slot_aad(objects::BOUND_FROM_VERSION),
+                key_slot_aad(aad::BOUND_FROM_VERSION),
             ),
             None => seal_with(&cipher, master, key_slot_aad(1)),
         };
@@ -343,7 +338,10 @@ impl KeySlot {
 
     /// Unwraps the master key (and the repository id of a format-2 slot); `None` when the
     /// password is not this slot's.
-    pub fn unwrap_master(&self, password: &[u8]) -> Result<Option<SlotContents>, CryptoError> {
+    pub(crate) fn unwrap_master(
+        &self,
+        password: &[u8],
+    ) -> Result<Option<SlotContents>, CryptoError> {
         if self.kdf != "argon2id" {
             return Err(CryptoError::Kdf(format!(
                 "unknown key derivation {:?}",
@@ -362,7 +360,7 @@ impl KeySlot {
         )?;
         let cipher = XChaCha20Poly1305::new(&wrapping);
         let (opened, bound) =
-            match open_with(&cipher, &sealed, key_slot_aad(objects::BOUND_FROM_VERSION)) {
+            match open_with(&cipher, &sealed, key_slot_aad(aad::BOUND_FROM_VERSION)) {
                 Ok(opened) => (Zeroizing::new(opened), true),
                 Err(_) => match open_with(&cipher, &sealed, key_slot_aad(1)) {
                     Ok(opened) => (Zeroizing::new(opened), false),
@@ -407,7 +405,7 @@ fn derive_wrapping_key(
 }
 
 /// 32 fresh random bytes.
-pub fn random_key() -> [u8; 32] {
+pub(crate) fn random_key() -> [u8; 32] {
     let mut key = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut key);
     key

@@ -1,7 +1,7 @@
 //! Block devices and image files: size, positional reads and writes, holes and zeroing.
 //!
 //! Sources are read through the page cache (its readahead is what makes reads fast). Restore
-//! targets are written around it when they allow `O_DIRECT` (see [`crate::direct_io`]):
+//! targets are written around it when they allow `O_DIRECT` (see [`crate::storage::direct_io`]):
 //! [`Volume::write_batch`] gathers neighbouring pieces into aligned buffers and writes them
 //! directly, except for a short tail at the end of a volume whose size is not a multiple of
 //! 4096, which goes through the ordinary descriptor, as do all writes to targets that refuse
@@ -12,12 +12,12 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, Permi
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use crate::direct_io::{self, AlignedBuf, ALIGN};
 use crate::error::{Error, Result};
+use crate::storage::direct_io::{self, AlignedBuf, ALIGN};
 
 /// A block device or a regular file holding a volume.
 #[derive(Debug)]
-pub struct Volume {
+pub(crate) struct Volume {
     file: File,
     /// A second descriptor on the same file, opened with `O_DIRECT`; targets only, and only
     /// when the filesystem or device accepts direct I/O.
@@ -32,7 +32,7 @@ const BLKZEROOUT: libc::c_ulong = 0x127f;
 
 impl Volume {
     /// Opens a source for reading.
-    pub fn open_source(path: &Path) -> Result<Volume> {
+    pub(crate) fn open_source(path: &Path) -> Result<Volume> {
         // Checked before opening: opening a FIFO for reading waits for a writer, forever.
         if let Ok(meta) = std::fs::metadata(path) {
             refuse_unusable_kind(&meta, "source", path)?;
@@ -53,7 +53,7 @@ impl Volume {
     /// partitions) is mounted, and is opened with `O_EXCL`, which the kernel refuses (`EBUSY`)
     /// while anything else holds it exclusively: a mounted filesystem, device mapper, RAID,
     /// swap, or another exclusive open. The claim lasts until the volume is dropped.
-    pub fn open_target(path: &Path, force: bool) -> Result<Volume> {
+    pub(crate) fn open_target(path: &Path, force: bool) -> Result<Volume> {
         let meta = std::fs::metadata(path).map_err(|e| Error::io("cannot open target", path, e))?;
         refuse_unusable_kind(&meta, "target", path)?;
         let block = meta.file_type().is_block_device();
@@ -87,7 +87,7 @@ impl Volume {
     /// Creates a new sparse file target of `size` bytes (replacing an empty or missing file).
     /// A file it creates is readable and writable by its owner only, whatever the umask: it
     /// holds a whole volume's data. An existing file keeps its permissions.
-    pub fn create_file_target(path: &Path, size: u64) -> Result<Volume> {
+    pub(crate) fn create_file_target(path: &Path, size: u64) -> Result<Volume> {
         let created = OpenOptions::new()
             .read(true)
             .write(true)
@@ -171,22 +171,23 @@ impl Volume {
     }
 
     /// Size in bytes.
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         self.size
     }
 
     /// The path it was opened from.
-    pub fn path(&self) -> &Path {
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// True for a block device.
-    pub fn is_block_device(&self) -> bool {
+    pub(crate) fn is_block_device(&self) -> bool {
         self.is_block_device
     }
 
     /// Reads exactly `buf.len()` bytes at `offset`.
-    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+    pub(crate) fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         self.file.read_exact_at(buf, offset).map_err(|e| {
             Error::Io(format!(
                 "read of {} bytes at offset {offset} of {} failed: {e}",
@@ -197,7 +198,7 @@ impl Volume {
     }
 
     /// Writes all of `buf` at `offset`.
-    pub fn write_all_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+    pub(crate) fn write_all_at(&self, buf: &[u8], offset: u64) -> Result<()> {
         self.file.write_all_at(buf, offset).map_err(|e| {
             Error::Io(format!(
                 "write of {} bytes at offset {offset} of {} failed: {e}",
@@ -208,7 +209,8 @@ impl Volume {
     }
 
     /// True when [`Volume::write_batch`] writes around the page cache.
-    pub fn writes_direct(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn writes_direct(&self) -> bool {
         self.direct.is_some()
     }
 
@@ -216,7 +218,10 @@ impl Volume {
     /// direct I/O, the writer copies pieces into an aligned buffer borrowed for the batch (see
     /// [`direct_io::with_buffer`]) and writes each run of neighbouring pieces, up to the
     /// buffer's size, at once; otherwise it writes every piece as it comes.
-    pub fn write_batch<T>(&self, f: impl FnOnce(&mut BatchWriter<'_>) -> Result<T>) -> Result<T> {
+    pub(crate) fn write_batch<T>(
+        &self,
+        f: impl FnOnce(&mut BatchWriter<'_>) -> Result<T>,
+    ) -> Result<T> {
         if self.direct.is_none() {
             return f(&mut BatchWriter {
                 volume: self,
@@ -274,7 +279,7 @@ impl Volume {
 
     /// Makes `len` bytes at `offset` read as zero: BLKZEROOUT on devices, a punched hole in
     /// files; falls back to writing zeros.
-    pub fn zero_range(&self, offset: u64, len: u64) -> Result<()> {
+    pub(crate) fn zero_range(&self, offset: u64, len: u64) -> Result<()> {
         let fd = self.file.as_raw_fd();
         let done = if self.is_block_device {
             let range: [u64; 2] = [offset, len];
@@ -306,7 +311,7 @@ impl Volume {
 
     /// Tells the kernel these bytes will be read soon, so scattered reads are issued to the
     /// disk together instead of one at a time. Advice only: errors are ignored.
-    pub fn advise_will_need(&self, offset: u64, len: u64) {
+    pub(crate) fn advise_will_need(&self, offset: u64, len: u64) {
         // SAFETY: posix_fadvise only reads its arguments; the descriptor is owned and open.
         unsafe {
             libc::posix_fadvise(
@@ -319,7 +324,7 @@ impl Volume {
     }
 
     /// Flushes written data to the device.
-    pub fn sync(&self) -> Result<()> {
+    pub(crate) fn sync(&self) -> Result<()> {
         self.file
             .sync_all()
             .map_err(|e| Error::io("cannot flush", &self.path, e))
@@ -327,7 +332,7 @@ impl Volume {
 
     /// The data extents of a sparse regular file, via SEEK_DATA/SEEK_HOLE; `None` when the
     /// filesystem cannot tell (then the whole file counts as data).
-    pub fn data_extents(&self) -> Option<Vec<(u64, u64)>> {
+    pub(crate) fn data_extents(&self) -> Option<Vec<(u64, u64)>> {
         if self.is_block_device {
             return None;
         }
@@ -361,7 +366,7 @@ impl Volume {
 }
 
 /// Gathers positioned writes into runs of neighbouring bytes; see [`Volume::write_batch`].
-pub struct BatchWriter<'v> {
+pub(crate) struct BatchWriter<'v> {
     volume: &'v Volume,
     /// The aligned buffer runs are gathered in; `None` when writes go straight through.
     buf: Option<&'v mut AlignedBuf>,
@@ -373,7 +378,7 @@ pub struct BatchWriter<'v> {
 
 impl BatchWriter<'_> {
     /// Writes `data` at `offset` (now, or with the run it continues).
-    pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+    pub(crate) fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         if self.buf.is_none() {
             return self.volume.write_all_at(data, offset);
         }
@@ -405,7 +410,7 @@ impl BatchWriter<'_> {
     /// copy [`Self::write`] makes. `fill` gets `len + 1` bytes: the first is scratch it may use
     /// (a blob opens there with its framing byte first), the other `len` must hold the data.
     /// When `fill` fails nothing is written, and the gathered run is left as it was.
-    pub fn write_in_place(
+    pub(crate) fn write_in_place(
         &mut self,
         offset: u64,
         len: usize,
@@ -456,7 +461,7 @@ impl BatchWriter<'_> {
     }
 
     /// Writes out the gathered run.
-    pub fn flush(&mut self) -> Result<()> {
+    pub(crate) fn flush(&mut self) -> Result<()> {
         if self.len == 0 {
             return Ok(());
         }

@@ -86,7 +86,7 @@ pub enum Error {
 
 impl Error {
     /// An I/O error on a path, as a one-line message.
-    pub fn io(what: &str, path: &std::path::Path, error: std::io::Error) -> Self {
+    pub(crate) fn io(what: &str, path: &std::path::Path, error: std::io::Error) -> Self {
         Error::File {
             what: what.to_string(),
             path: path.to_path_buf(),
@@ -95,7 +95,7 @@ impl Error {
     }
 
     /// Corrupt data in the object `key`.
-    pub fn corrupt_object(key: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn corrupt_object(key: &str, reason: impl Into<String>) -> Self {
         Error::Corrupt {
             key: Some(key.to_string()),
             reason: reason.into(),
@@ -120,7 +120,7 @@ impl Error {
     }
 
     /// Something missing where the object is not known here.
-    pub fn missing(reason: impl Into<String>) -> Self {
+    pub(crate) fn missing(reason: impl Into<String>) -> Self {
         Error::Missing {
             key: None,
             reason: reason.into(),

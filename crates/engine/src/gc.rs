@@ -6,7 +6,7 @@
 //!   no backup referenced (the *dead ids*), and the backups that were marked.
 //! * `gc/deleting/<t2>-<rand>`: a *deletion marker*, written by phase 2 before it lists
 //!   `backups/` again and deletes anything; it records when deletion began and finished and is
-//!   kept for [`MARKER_RETENTION`] after it finished.
+//!   kept for [`MARKER_RETENTION_SECONDS`] after it finished.
 //! * `gc/lease/<t>-<rand>`: a prune's lease, so that two prunes do not sweep at once.
 //!
 //! A backup, after writing its manifest, reads the marker directory `gc/markers` (or, when
@@ -35,13 +35,11 @@ pub const MARKER_DIRECTORY_KEY: &str = crate::layout::GC_MARKERS_KEY;
 
 /// How long a deletion marker stays after its deletion finished. A backup that takes longer
 /// than this from its start to its post-commit check is outside the safety argument.
-pub const MARKER_RETENTION_SECONDS: i64 = 6 * 3600;
-/// Alias used in docs.
-pub const MARKER_RETENTION: time::Duration = time::Duration::seconds(MARKER_RETENTION_SECONDS);
+pub(crate) const MARKER_RETENTION_SECONDS: i64 = 6 * 3600;
 /// Tolerated clock difference between machines, subtracted when comparing their times.
-pub const CLOCK_SKEW_SECONDS: i64 = 300;
+pub(crate) const CLOCK_SKEW_SECONDS: i64 = 300;
 /// A prune's lease lasts this long unless renewed.
-pub const LEASE_SECONDS: i64 = 15 * 60;
+pub(crate) const LEASE_SECONDS: i64 = 15 * 60;
 
 /// The 64-bit prefix of an id, the unit of prune's mark set. Two ids sharing a prefix only
 /// make prune keep a dead chunk, never delete a live one.
@@ -95,26 +93,12 @@ impl PendingSet {
     }
 
     /// The creation time encoded in a key, if it is a pending-set key.
-    pub fn created_of(key: &str) -> Option<i64> {
+    pub(crate) fn created_of(key: &str) -> Option<i64> {
         key.strip_prefix("gc/pending/")?
             .split('-')
             .next()?
             .parse()
             .ok()
-    }
-
-    /// Writes the set.
-    pub async fn write(&self, repo: &Repository, key: &str) -> Result<()> {
-        let sealed = encode_pending_set(
-            repo,
-            key,
-            self.created,
-            &self.seen_backups,
-            &self.packs,
-            self.dead.iter().copied(),
-        )?;
-        repo.store().put(key, sealed).await?;
-        Ok(())
     }
 
     /// Reads a set. The JSON is parsed as it is decompressed, never held whole.
@@ -241,7 +225,7 @@ impl DeletionMarker {
 
     /// True when this deletion may have removed data a backup started at `started` relies on:
     /// it has not finished, or finished after `started` (less the clock-skew allowance).
-    pub fn overlaps(&self, started: i64) -> bool {
+    pub(crate) fn overlaps(&self, started: i64) -> bool {
         match self.finished {
             None => true,
             Some(finished) => finished >= started - CLOCK_SKEW_SECONDS,
@@ -296,14 +280,14 @@ async fn marker_keys(repo: &Repository) -> Result<Vec<String>> {
 }
 
 /// The marker directory's list of marker keys; `None` when there is no directory.
-pub async fn read_marker_directory(repo: &Repository) -> Result<Option<Vec<String>>> {
+pub(crate) async fn read_marker_directory(repo: &Repository) -> Result<Option<Vec<String>>> {
     let directory: Option<MarkerDirectory> = repo.read_record(MARKER_DIRECTORY_KEY).await?;
     Ok(directory.map(|d| d.markers))
 }
 
 /// Every deletion marker in the repository, with its key (markers named but already removed,
 /// or not yet written, are skipped).
-pub async fn list_markers(repo: &Repository) -> Result<Vec<(String, DeletionMarker)>> {
+pub(crate) async fn list_markers(repo: &Repository) -> Result<Vec<(String, DeletionMarker)>> {
     let keys = marker_keys(repo).await?;
     let mut out = Vec::new();
     for key in keys {
@@ -318,7 +302,7 @@ pub async fn list_markers(repo: &Repository) -> Result<Vec<(String, DeletionMark
 /// garbage-collection sweep that overlapped this backup may remove a chunk or tree page the
 /// new tree references, the manifest is deleted again and the backup fails, to be rerun.
 /// `started_at` is the backup's start (RFC 3339).
-pub async fn check_after_commit(
+pub(crate) async fn check_after_commit(
     repo: &Repository,
     started_at: &str,
     manifest: &Manifest,
@@ -504,7 +488,7 @@ async fn tree_hits(
 
 /// A prune's lease on sweeping.
 #[derive(Debug)]
-pub struct Lease {
+pub(crate) struct Lease {
     key: String,
     expires: i64,
 }
@@ -563,7 +547,7 @@ fn holder_is_dead(record: &LeaseRecord) -> bool {
 impl Lease {
     /// Takes the lease, or fails when another prune holds one. Write-then-list: of two prunes
     /// that start together at least one sees the other and backs off (possibly both).
-    pub async fn acquire(repo: &Repository) -> Result<Lease> {
+    pub(crate) async fn acquire(repo: &Repository) -> Result<Lease> {
         if let Some((key, other)) = live_leases(repo).await?.into_iter().next() {
             return Err(busy(&key, &other));
         }
@@ -596,7 +580,7 @@ impl Lease {
 
     /// Called before every destructive step: renews the lease when a third of it is used and
     /// fails if it lapsed or another prune took one meanwhile (then nothing more is deleted).
-    pub async fn ensure(&mut self, repo: &Repository) -> Result<()> {
+    pub(crate) async fn ensure(&mut self, repo: &Repository) -> Result<()> {
         let now = now_unix();
         if now >= self.expires - 30 {
             return Err(Error::Io(format!(
@@ -618,7 +602,7 @@ impl Lease {
     }
 
     /// Gives the lease up.
-    pub async fn release(self, repo: &Repository) -> Result<()> {
+    pub(crate) async fn release(self, repo: &Repository) -> Result<()> {
         repo.store().delete(&self.key).await?;
         Ok(())
     }

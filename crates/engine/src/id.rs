@@ -28,7 +28,7 @@ impl ChunkId {
     }
 
     /// Reads an id from the first 32 bytes of `bytes`.
-    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+    pub(crate) fn from_slice(bytes: &[u8]) -> Option<Self> {
         let array: [u8; 32] = bytes.get(..32)?.try_into().ok()?;
         Some(ChunkId(array))
     }
@@ -54,7 +54,7 @@ pub struct IdHasher {
 
 impl IdHasher {
     /// A hasher keyed with the repository's id key.
-    pub fn new(key: [u8; 32]) -> Self {
+    pub(crate) fn new(key: [u8; 32]) -> Self {
         IdHasher { key }
     }
 
@@ -68,12 +68,12 @@ impl IdHasher {
     }
 
     /// The keyed hash of `data`, without the zero rule.
-    pub fn hash(&self, data: &[u8]) -> ChunkId {
+    pub(crate) fn hash(&self, data: &[u8]) -> ChunkId {
         ChunkId(*blake3::keyed_hash(&self.key, data).as_bytes())
     }
 
     /// A short key for a name (a volume name), as hex, for object keys.
-    pub fn name_key(&self, name: &str) -> String {
+    pub(crate) fn name_key(&self, name: &str) -> String {
         let mut hasher = blake3::Hasher::new_keyed(&self.key);
         hasher.update(b"volume name\0");
         hasher.update(name.as_bytes());
@@ -81,7 +81,7 @@ impl IdHasher {
     }
 
     /// A short key for a cluster name (of cluster metadata documents), as hex, for object keys.
-    pub fn cluster_key(&self, name: &str) -> String {
+    pub(crate) fn cluster_key(&self, name: &str) -> String {
         let mut hasher = blake3::Hasher::new_keyed(&self.key);
         hasher.update(b"cluster name\0");
         hasher.update(name.as_bytes());
@@ -91,7 +91,7 @@ impl IdHasher {
 
 /// True when every byte is zero. Compares 64-byte blocks with an OR-fold, which the compiler
 /// vectorises, and stops at the first non-zero block.
-pub fn is_all_zero(data: &[u8]) -> bool {
+pub(crate) fn is_all_zero(data: &[u8]) -> bool {
     data.chunks(64)
         .all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
 }

@@ -12,7 +12,7 @@ use crate::config::{self, RepoConfig, FORMAT_NAME, FORMAT_VERSION, OLDEST_FORMAT
 use crate::crypto::{self, KeySlot, Keys};
 use crate::error::{Error, Result};
 use crate::layout;
-use crate::objects::{Binding, ObjectKind};
+use crate::layout::aad::{Binding, ObjectKind};
 use crate::repo::Repository;
 use crate::storage::Store;
 
@@ -27,7 +27,7 @@ pub struct InitOptions {
     pub pack_size: u32,
     /// Argon2id cost of the first key slot (ignored without a password).
     pub kdf: crypto::KdfCost,
-    /// The format version to write: [`FORMAT_VERSION`]; an older one only to test that
+    /// The format version to write: `FORMAT_VERSION`; an older one only to test that
     /// repositories made by earlier versions still open.
     #[doc(hidden)]
     pub format_version: u32,
@@ -84,7 +84,7 @@ impl Repository {
         let (keys, encryption, id_key) = match &options.password {
             Some(password) => {
                 let bound =
-                    (version >= crate::objects::BOUND_FROM_VERSION).then_some(&repository_id);
+                    (version >= crate::layout::aad::BOUND_FROM_VERSION).then_some(&repository_id);
                 let slot = KeySlot::create(&master, password.as_bytes(), options.kdf, bound)?;
                 let slot_json = serde_json::to_vec_pretty(&slot)
                     .map_err(|e| Error::Internal(format!("cannot encode key slot: {e}")))?;

@@ -37,7 +37,7 @@ impl ChangeSource {
     }
 
     /// True when slots outside the ranges are inherited from the parent.
-    pub fn inherits_from_parent(self) -> bool {
+    pub(crate) fn inherits_from_parent(self) -> bool {
         matches!(self, ChangeSource::ChangedRanges | ChangeSource::CbtDelta)
     }
 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use crate::crypto::Sealer;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, IdHasher};
-use crate::objects::ObjectKind;
+use crate::layout::aad::ObjectKind;
 
 const PACK_MAGIC: &[u8; 8] = b"S3MPACK1";
 /// Pack headers keep one fixed label in every format version: a pack is named by the hash of
@@ -43,7 +43,7 @@ impl BlobKind {
 
 /// One blob's place in a pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PackEntry {
+pub(crate) struct PackEntry {
     /// The chunk or tree page id.
     pub id: ChunkId,
     /// Data chunk or tree page.
@@ -59,7 +59,7 @@ pub struct PackEntry {
 /// Incompressible data (random or already compressed or encrypted) is common on volumes, so a
 /// small sample is tried first and the full compression is skipped when the sample does not
 /// shrink. Each worker thread keeps one zstd context instead of building one per chunk.
-pub fn encode_blob(sealer: &Sealer, id: &ChunkId, plaintext: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_blob(sealer: &Sealer, id: &ChunkId, plaintext: &[u8]) -> Vec<u8> {
     match compress_if_smaller(plaintext) {
         Some(compressed) => sealer.seal_parts(&[&[FLAG_ZSTD], &compressed], &id.0),
         None => sealer.seal_parts(&[&[FLAG_RAW], plaintext], &id.0),
@@ -133,7 +133,7 @@ fn with_decompressor<T>(
 /// [`decode_blob`] straight into `out`, with no buffer of its own: `out[0]` is scratch (the
 /// blob opens there, framing byte first) and the chunk's plaintext must fill `out[1..]`
 /// exactly. Only a blob whose id matches what `out[1..]` ends up holding is accepted.
-pub fn decode_blob_into(
+pub(crate) fn decode_blob_into(
     sealer: &Sealer,
     hasher: &IdHasher,
     id: &ChunkId,
@@ -177,7 +177,7 @@ pub fn decode_blob_into(
 
 /// Opens, decompresses and checks a blob: the result is trusted only if its id matches. An
 /// uncompressed blob's plaintext is handed out in the buffer it was opened into, not copied.
-pub fn decode_blob(
+pub(crate) fn decode_blob(
     sealer: &Sealer,
     hasher: &IdHasher,
     id: &ChunkId,
@@ -212,7 +212,7 @@ pub fn decode_blob(
 
 /// Collects blobs of one kind into a pack.
 #[derive(Debug)]
-pub struct PackBuilder {
+pub(crate) struct PackBuilder {
     kind: BlobKind,
     body: Vec<u8>,
     entries: Vec<PackEntry>,
@@ -221,13 +221,13 @@ pub struct PackBuilder {
 impl Drop for PackBuilder {
     /// A builder dropped unfinished (a failed backup) gives its buffer back for the next pack.
     fn drop(&mut self) {
-        crate::pack_buffers::give_back(std::mem::take(&mut self.body));
+        crate::storage::pack_buffers::give_back(std::mem::take(&mut self.body));
     }
 }
 
 /// A finished pack, ready to upload.
 #[derive(Debug, Clone)]
-pub struct FinishedPack {
+pub(crate) struct FinishedPack {
     /// BLAKE3 of the pack's bytes.
     pub name: ChunkId,
     /// The pack's bytes: the sealed blobs, then the sealed header that lists them.
@@ -238,7 +238,7 @@ pub struct FinishedPack {
 
 impl FinishedPack {
     /// The pack's object key.
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         pack_key(&self.name)
     }
 }
@@ -250,16 +250,16 @@ pub fn pack_key(name: &ChunkId) -> String {
 
 impl PackBuilder {
     /// An empty pack for blobs of `kind`.
-    pub fn new(kind: BlobKind, capacity: usize) -> Self {
+    pub(crate) fn new(kind: BlobKind, capacity: usize) -> Self {
         PackBuilder {
             kind,
-            body: crate::pack_buffers::take(capacity),
+            body: crate::storage::pack_buffers::take(capacity),
             entries: Vec::new(),
         }
     }
 
     /// Adds a sealed blob.
-    pub fn add(&mut self, id: ChunkId, sealed: &[u8]) {
+    pub(crate) fn add(&mut self, id: ChunkId, sealed: &[u8]) {
         self.entries.push(PackEntry {
             id,
             kind: self.kind,
@@ -270,17 +270,17 @@ impl PackBuilder {
     }
 
     /// Bytes of blobs so far.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.body.len()
     }
 
     /// True when no blob was added.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// Appends the header and names the pack.
-    pub fn finish(mut self, sealer: &Sealer) -> FinishedPack {
+    pub(crate) fn finish(mut self, sealer: &Sealer) -> FinishedPack {
         let mut body = std::mem::take(&mut self.body);
         let mut header = Vec::with_capacity(self.entries.len() * ENTRY_LEN);
         for entry in &self.entries {
@@ -296,18 +296,18 @@ impl PackBuilder {
         let name = ChunkId(*blake3::hash(&body).as_bytes());
         FinishedPack {
             name,
-            bytes: crate::pack_buffers::freeze(body),
+            bytes: crate::storage::pack_buffers::freeze(body),
             entries: std::mem::take(&mut self.entries),
         }
     }
 }
 
 /// Bytes after a pack's sealed header: the header's length (u32, little-endian) and the magic.
-pub const TRAILER_LEN: usize = 4 + PACK_MAGIC.len();
+pub(crate) const TRAILER_LEN: usize = 4 + PACK_MAGIC.len();
 
 /// The length of a pack's sealed header, from the pack's last bytes (at least
 /// [`TRAILER_LEN`] of them).
-pub fn sealed_header_len(tail: &[u8]) -> Result<usize> {
+pub(crate) fn sealed_header_len(tail: &[u8]) -> Result<usize> {
     if tail.len() < TRAILER_LEN || &tail[tail.len() - PACK_MAGIC.len()..] != PACK_MAGIC {
         return Err(Error::corrupt("pack has no s3mover trailer"));
     }
@@ -318,7 +318,7 @@ pub fn sealed_header_len(tail: &[u8]) -> Result<usize> {
 }
 
 /// Reads the header of a pack from the pack, or from any end of it that holds the header.
-pub fn read_pack_header(sealer: &Sealer, pack: &[u8]) -> Result<Vec<PackEntry>> {
+pub(crate) fn read_pack_header(sealer: &Sealer, pack: &[u8]) -> Result<Vec<PackEntry>> {
     let header_len = sealed_header_len(pack)?;
     let len_at = pack.len() - TRAILER_LEN;
     let start = len_at
@@ -350,7 +350,7 @@ pub fn read_pack_header(sealer: &Sealer, pack: &[u8]) -> Result<Vec<PackEntry>> 
 }
 
 /// Encodes entries of packs for an index object: `pack (32) || count (u32) || entry*`.
-pub fn encode_index_records(packs: &[(ChunkId, Vec<PackEntry>)]) -> Vec<u8> {
+pub(crate) fn encode_index_records(packs: &[(ChunkId, Vec<PackEntry>)]) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, entries) in packs {
         out.extend_from_slice(&name.0);
@@ -366,7 +366,7 @@ pub fn encode_index_records(packs: &[(ChunkId, Vec<PackEntry>)]) -> Vec<u8> {
 }
 
 /// Decodes index records, calling `each` for every (pack, entry).
-pub fn decode_index_records(
+pub(crate) fn decode_index_records(
     mut data: &[u8],
     mut each: impl FnMut(&ChunkId, PackEntry),
 ) -> Result<()> {

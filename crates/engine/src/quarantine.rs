@@ -29,7 +29,7 @@ use crate::repo::Repository;
 /// What a quarantine record says.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Record {
+pub(crate) struct Record {
     /// What was wrong with the copy.
     pub detail: String,
     /// The pack the bad copy was in, hex, if known.
@@ -46,14 +46,14 @@ impl crate::layout::sealed::SealedRecord for Record {
 
 /// The quarantined chunk ids, loaded with one listing of `quarantine/chunks/`.
 #[derive(Debug, Default, Clone)]
-pub struct Quarantine {
+pub(crate) struct Quarantine {
     chunks: HashSet<ChunkId>,
 }
 
 impl Quarantine {
     /// The quarantined chunks that can matter to a backup of `volume`: none, with one read,
     /// unless a verify recorded the volume as affected; then every quarantined chunk.
-    pub async fn load_for_volume(repo: &Repository, volume: &str) -> Result<Quarantine> {
+    pub(crate) async fn load_for_volume(repo: &Repository, volume: &str) -> Result<Quarantine> {
         let marked = repo
             .store()
             .get_optional(&volume_record_key(repo, volume))
@@ -65,7 +65,7 @@ impl Quarantine {
     }
 
     /// Lists the quarantined chunks.
-    pub async fn load(repo: &Repository) -> Result<Quarantine> {
+    pub(crate) async fn load(repo: &Repository) -> Result<Quarantine> {
         let chunks = repo
             .store()
             .list(layout::QUARANTINE_CHUNKS)
@@ -81,18 +81,13 @@ impl Quarantine {
     }
 
     /// True when the chunk must not be trusted: upload it again.
-    pub fn contains(&self, id: &ChunkId) -> bool {
+    pub(crate) fn contains(&self, id: &ChunkId) -> bool {
         !self.chunks.is_empty() && self.chunks.contains(id)
     }
 
     /// Number of quarantined chunks.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.chunks.len()
-    }
-
-    /// True when nothing is quarantined.
-    pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
     }
 }
 
@@ -111,7 +106,7 @@ fn volume_record_key(repo: &Repository, volume: &str) -> String {
 }
 
 /// Records that backups of `volume` use a quarantined chunk (before the chunk's own record).
-pub async fn record_volume(repo: &Repository, volume: &str) -> Result<()> {
+pub(crate) async fn record_volume(repo: &Repository, volume: &str) -> Result<()> {
     let record = Record {
         detail: "backups of this volume use a quarantined chunk".to_string(),
         pack: None,
@@ -123,7 +118,7 @@ pub async fn record_volume(repo: &Repository, volume: &str) -> Result<()> {
 /// Removes the volume records older than `min_age_seconds`; call only when no chunk is
 /// quarantined. A younger record may belong to a verify that is writing chunk records right
 /// now, so it stays for a later verify. Returns the records removed.
-pub async fn clear_volume_records(repo: &Repository, min_age_seconds: i64) -> Result<usize> {
+pub(crate) async fn clear_volume_records(repo: &Repository, min_age_seconds: i64) -> Result<usize> {
     let now = crate::gc::now_unix();
     let mut removed = 0;
     for object in repo.store().list(VOLUMES_PREFIX).await? {
@@ -149,7 +144,7 @@ async fn put_record(repo: &Repository, key: &str, record: &Record) -> Result<()>
 }
 
 /// Records a bad chunk.
-pub async fn record_chunk(
+pub(crate) async fn record_chunk(
     repo: &Repository,
     id: &ChunkId,
     pack: Option<&ChunkId>,
@@ -163,25 +158,20 @@ pub async fn record_chunk(
     put_record(repo, &chunk_key(id), &record).await
 }
 
-/// Where verify records a pack whose own header is damaged: an empty object named by the
-/// pack, which makes the next prune copy the pack's blobs (located through the index) into a
-/// new pack and delete it. A forged record costs only that copy.
-pub const DAMAGED_PACKS_PREFIX: &str = layout::QUARANTINE_PACKS;
-
 /// The record of a pack whose header is damaged.
-pub fn damaged_pack_key(pack: &ChunkId) -> String {
+pub(crate) fn damaged_pack_key(pack: &ChunkId) -> String {
     layout::damaged_pack_key(pack)
 }
 
 /// Records a pack whose header is damaged, for prune to rewrite.
-pub async fn record_damaged_pack(repo: &Repository, pack: &ChunkId) -> Result<()> {
+pub(crate) async fn record_damaged_pack(repo: &Repository, pack: &ChunkId) -> Result<()> {
     let key = damaged_pack_key(pack);
     repo.store().put(&key, bytes::Bytes::new()).await?;
     Ok(())
 }
 
 /// Records a backup whose data failed verification.
-pub async fn record_backup(repo: &Repository, id: &str, detail: &str) -> Result<()> {
+pub(crate) async fn record_backup(repo: &Repository, id: &str, detail: &str) -> Result<()> {
     let record = Record {
         detail: detail.to_string(),
         pack: None,
@@ -191,17 +181,17 @@ pub async fn record_backup(repo: &Repository, id: &str, detail: &str) -> Result<
 }
 
 /// Removes a chunk's record (it reads back correctly now).
-pub async fn clear_chunk(repo: &Repository, id: &ChunkId) -> Result<()> {
+pub(crate) async fn clear_chunk(repo: &Repository, id: &ChunkId) -> Result<()> {
     Ok(repo.store().delete(&chunk_key(id)).await?)
 }
 
 /// Removes a backup's record (it verified clean with its data read).
-pub async fn clear_backup(repo: &Repository, id: &str) -> Result<()> {
+pub(crate) async fn clear_backup(repo: &Repository, id: &str) -> Result<()> {
     Ok(repo.store().delete(&backup_key(id)).await?)
 }
 
 /// Backup ids with a failed-verification record.
-pub async fn failed_backups(repo: &Repository) -> Result<HashSet<String>> {
+pub(crate) async fn failed_backups(repo: &Repository) -> Result<HashSet<String>> {
     Ok(repo
         .store()
         .list(layout::QUARANTINE_BACKUPS)
@@ -216,7 +206,7 @@ pub async fn failed_backups(repo: &Repository) -> Result<HashSet<String>> {
 }
 
 /// `Some(reason)` when `parent` failed verification and must not be a dedup base.
-pub async fn reject_parent(repo: &Repository, parent: &Manifest) -> Result<Option<String>> {
+pub(crate) async fn reject_parent(repo: &Repository, parent: &Manifest) -> Result<Option<String>> {
     if repo
         .store()
         .size_of(&backup_key(&parent.id))
@@ -234,7 +224,7 @@ pub async fn reject_parent(repo: &Repository, parent: &Manifest) -> Result<Optio
 /// Drops the index entries of bad copies (`(pack, chunk)` pairs) so that readers never pick
 /// them: every index object naming one is rewritten without it. Returns the objects rewritten.
 /// Skipped (returning 0) while a prune holds the lease; the next verify does it.
-pub async fn drop_index_entries(
+pub(crate) async fn drop_index_entries(
     repo: &Repository,
     bad: &HashSet<(ChunkId, ChunkId)>,
 ) -> Result<usize> {

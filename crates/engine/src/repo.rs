@@ -12,8 +12,8 @@ use crate::crypto::{self, KeySlot, Keys, Sealer, SlotContents};
 use crate::error::{Error, Result};
 use crate::id::IdHasher;
 use crate::layout;
+use crate::layout::aad::{Binding, ObjectKind};
 use crate::manifest::Manifest;
-use crate::objects::{Binding, ObjectKind};
 use crate::storage::Store;
 
 /// An open repository: its store, config and keys.
@@ -61,7 +61,7 @@ impl Repository {
         }
     }
 
-    /// Seals an object of `kind` to be stored under `key`, bound to both (see [`crate::objects`]).
+    /// Seals an object of `kind` to be stored under `key`, bound to both (see `crate::layout::aad`).
     pub fn seal_object(&self, kind: ObjectKind, key: &str, plaintext: &[u8]) -> Vec<u8> {
         self.sealer.seal(plaintext, &self.binding.aad(kind, key))
     }
@@ -122,7 +122,7 @@ impl Repository {
     }
 
     /// The sealer for blobs and metadata.
-    pub fn sealer(&self) -> &Arc<Sealer> {
+    pub(crate) fn sealer(&self) -> &Arc<Sealer> {
         &self.sealer
     }
 
@@ -132,7 +132,7 @@ impl Repository {
     }
 
     /// Bytes per chunk slot.
-    pub fn chunk_size(&self) -> u64 {
+    pub(crate) fn chunk_size(&self) -> u64 {
         u64::from(self.config.chunk_size)
     }
 
@@ -142,7 +142,7 @@ impl Repository {
     }
 
     /// Writes a manifest: the commit point of a backup.
-    pub async fn write_manifest(&self, manifest: &Manifest) -> Result<u64> {
+    pub(crate) async fn write_manifest(&self, manifest: &Manifest) -> Result<u64> {
         self.write_record(&manifest_key(&manifest.id), manifest)
             .await
     }
@@ -181,7 +181,7 @@ impl Repository {
     }
 
     /// Every backup id in the repository.
-    pub async fn list_backup_ids(&self) -> Result<Vec<String>> {
+    pub(crate) async fn list_backup_ids(&self) -> Result<Vec<String>> {
         let mut ids: Vec<String> = self
             .store
             .list(layout::BACKUPS)
@@ -271,7 +271,7 @@ impl Repository {
 
     /// Resolves a full id or a unique id prefix to a backup id, from the listing alone (the
     /// manifest is not read, so this works for a backup whose manifest is damaged).
-    pub async fn resolve_backup_id(&self, spec: &str) -> Result<String> {
+    pub(crate) async fn resolve_backup_id(&self, spec: &str) -> Result<String> {
         if spec.trim().is_empty() {
             return Err(Error::Invalid(
                 "an empty backup id matches nothing; give an id, a unique prefix or `latest`"
@@ -301,7 +301,7 @@ impl Repository {
     /// volume without a pointer has no parent (its first backup, or one whose pointer write was
     /// interrupted: then the next backup is a full one, which is always correct); a stale
     /// pointer (its backup was forgotten) or one that cannot be read falls back to a listing.
-    pub async fn latest_backup(&self, volume: &str) -> Result<Option<Manifest>> {
+    pub(crate) async fn latest_backup(&self, volume: &str) -> Result<Option<Manifest>> {
         let id = match self.latest_pointer(volume).await? {
             LatestPointer::Absent => return Ok(None),
             // Only a hint: a damaged pointer costs the listing it would have saved.
@@ -369,7 +369,7 @@ impl Repository {
     }
 
     /// Points `latest/<volume>` at a backup.
-    pub async fn set_latest(&self, volume: &str, id: &str) -> Result<u64> {
+    pub(crate) async fn set_latest(&self, volume: &str, id: &str) -> Result<u64> {
         let key = layout::latest_key(&self.volume_key(volume));
         let body = if self.binding.binds_names() {
             self.seal_object(ObjectKind::Latest, &key, id.as_bytes())
@@ -398,7 +398,7 @@ impl LockedRepository {
     }
 
     /// The repository config.
-    pub fn config(&self) -> &RepoConfig {
+    pub(crate) fn config(&self) -> &RepoConfig {
         &self.config
     }
 
@@ -474,7 +474,7 @@ pub struct ManifestScan {
 }
 
 /// The object key of a backup's manifest.
-pub fn manifest_key(id: &str) -> String {
+pub(crate) fn manifest_key(id: &str) -> String {
     layout::manifest_key(id)
 }
 
@@ -507,7 +507,7 @@ fn check_slot_matches_config(
     slot: &str,
     contents: &SlotContents,
 ) -> Result<()> {
-    let bound_config = config.version >= crate::objects::BOUND_FROM_VERSION;
+    let bound_config = config.version >= crate::layout::aad::BOUND_FROM_VERSION;
     let problem = match (contents.repository_id, bound_config) {
         (None, false) => return Ok(()),
         (None, true) => format!(
@@ -517,7 +517,7 @@ fn check_slot_matches_config(
         (Some(_), false) => format!(
             "it says format version {}, but key slot {slot} was made for format version {} or later",
             config.version,
-            crate::objects::BOUND_FROM_VERSION
+            crate::layout::aad::BOUND_FROM_VERSION
         ),
         (Some(id), true) if Some(id) == config.id_bytes() => return Ok(()),
         (Some(id), true) => format!(

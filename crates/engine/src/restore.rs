@@ -1,15 +1,15 @@
 //! Restoring a backup to a block device or a file: walk the tree, fetch blobs in parallel with
 //! ranged reads (neighbours in a pack coalesced, up to a whole pack), check every id, then write
 //! — neighbouring chunks gathered into one write, around the page cache when the target allows
-//! it (see [`Volume::write_batch`]).
+//! it (see `Volume::write_batch`).
 //!
-//! A read is consumed as it arrives ([`Store::get_range_stream`]): every [`DECODE_BATCH_BYTES`]
+//! A read is consumed as it arrives ([`Store::get_range_stream`]): every `DECODE_BATCH_BYTES`
 //! of whole blobs go to a worker that opens, checks and writes them while the next arrive, so a
 //! read as large as a pack holds little memory and its first chunks are written before its last
 //! bytes are fetched.
 //!
 //! No lock keeps a prune away: it may repack a pack this restore planned to read and delete it.
-//! A read that finds its pack gone reloads the shared index ([`SharedIndex`], once for all
+//! A read that finds its pack gone reloads the shared index (`SharedIndex`, once for all
 //! reads that fail together), looks its chunks up again and reads them where they are now,
 //! checked like every other blob; tree pages do the same ([`PageReader`]).
 //!
@@ -57,7 +57,7 @@ pub struct RestoreOptions {
     pub overwrite: bool,
     /// Ranged reads in flight (taken as 1 to 1024).
     pub concurrency: usize,
-    /// Write to a block device even when it is mounted or held (see [`Volume::open_target`]).
+    /// Write to a block device even when it is mounted or held (see `Volume::open_target`).
     pub force: bool,
     /// Told of the bytes as they are written.
     pub progress: Option<Arc<dyn Progress>>,

@@ -469,7 +469,7 @@ fn protected_key(id: &str) -> String {
 }
 
 /// Ids of protected backups.
-pub async fn protected_ids(repo: &crate::Repository) -> crate::Result<HashSet<String>> {
+pub(crate) async fn protected_ids(repo: &crate::Repository) -> crate::Result<HashSet<String>> {
     Ok(repo
         .store()
         .list(PROTECTED_PREFIX)

@@ -134,7 +134,7 @@ pub struct VolumePolicy {
 
 /// The policy for one volume's backups: the rules its newest backup recorded, merged into
 /// `default` (the command line's), or `default` itself.
-pub fn volume_policy(
+pub(crate) fn volume_policy(
     default: &KeepPolicy,
     volume: &str,
     backups: &[Candidate],

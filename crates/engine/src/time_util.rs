@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 
 /// Now, as RFC 3339 UTC with microseconds: fixed width, so these strings sort by time even
 /// for backups taken within the same second.
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     let now = OffsetDateTime::now_utc();
     let micros = now.microsecond();
     let seconds = format_rfc3339(now);

@@ -28,7 +28,7 @@ use crate::repo::Repository;
 
 /// A pack that reached the store.
 #[derive(Debug, Clone)]
-pub struct UploadedPack {
+pub(crate) struct UploadedPack {
     /// BLAKE3 of the pack's bytes: its name in `packs/`.
     pub name: ChunkId,
     /// The blobs in the pack.
@@ -55,7 +55,7 @@ pub const MIN_TAIL_PACK: usize = 4 << 20;
 /// are never packed, and compressible ones shrink), so the packer scales what is to come by
 /// what it has packed per byte seen.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Outlook {
+pub(crate) struct Outlook {
     /// Input bytes seen so far.
     pub input_seen: u64,
     /// Input bytes still to come, at most.
@@ -81,7 +81,7 @@ impl Outlook {
 /// come, else about what is estimated to follow (`rest`), but not below [`MIN_TAIL_PACK`].
 /// Packs cut this way halve in size towards the end of the input. When less than half of
 /// [`MIN_TAIL_PACK`] is left, it joins the pack being filled rather than make a tiny last pack.
-pub fn tail_pack_target(target: usize, rest: u64) -> usize {
+pub(crate) fn tail_pack_target(target: usize, rest: u64) -> usize {
     let rest = usize::try_from(rest).unwrap_or(usize::MAX);
     if rest < MIN_TAIL_PACK / 2 {
         return target;
@@ -90,7 +90,7 @@ pub fn tail_pack_target(target: usize, rest: u64) -> usize {
 }
 
 /// Fills packs of one blob kind and uploads them.
-pub struct Packer {
+pub(crate) struct Packer {
     repo: Repository,
     kind: BlobKind,
     target_size: usize,
@@ -117,7 +117,12 @@ pub struct Packer {
 
 impl Packer {
     /// A packer for blobs of `kind`, aiming at packs of `target_size` bytes.
-    pub fn new(repo: Repository, kind: BlobKind, target_size: usize, max_uploads: usize) -> Self {
+    pub(crate) fn new(
+        repo: Repository,
+        kind: BlobKind,
+        target_size: usize,
+        max_uploads: usize,
+    ) -> Self {
         Packer {
             repo,
             kind,
@@ -140,7 +145,7 @@ impl Packer {
 
     /// Tells the packer how much input is still to come, so it can cut the last packs smaller
     /// (see the module's documentation). Without it every pack but the last is full-size.
-    pub fn expect(&mut self, outlook: Outlook) {
+    pub(crate) fn expect(&mut self, outlook: Outlook) {
         self.outlook = Some(outlook);
     }
 
@@ -158,7 +163,7 @@ impl Packer {
     }
 
     /// Queues a blob: it is compressed and sealed on a worker thread, then packed.
-    pub async fn add(&mut self, id: ChunkId, plaintext: Vec<u8>) -> Result<()> {
+    pub(crate) async fn add(&mut self, id: ChunkId, plaintext: Vec<u8>) -> Result<()> {
         self.batch_bytes += plaintext.len();
         self.queued_bytes += plaintext.len() as u64;
         self.batch.push((id, plaintext));
@@ -252,17 +257,17 @@ impl Packer {
     }
 
     /// Packs uploaded since the last call, for the index.
-    pub fn take_completed(&mut self) -> Vec<UploadedPack> {
+    pub(crate) fn take_completed(&mut self) -> Vec<UploadedPack> {
         std::mem::take(&mut self.completed)
     }
 
     /// Bytes of the completed packs not yet taken.
-    pub fn completed_bytes(&self) -> u64 {
+    pub(crate) fn completed_bytes(&self) -> u64 {
         self.completed.iter().map(|pack| pack.size).sum()
     }
 
     /// Seals what is queued, uploads the last partial pack and waits for every upload.
-    pub async fn finish(&mut self) -> Result<()> {
+    pub(crate) async fn finish(&mut self) -> Result<()> {
         self.seal_batch();
         while !self.encoding.is_empty() {
             self.take_one_encoded().await?;

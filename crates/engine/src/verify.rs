@@ -9,7 +9,7 @@
 //! that a daily job covers the repository over time.
 //!
 //! A prune may repack and delete packs while verify runs. A pack found missing makes verify
-//! reload the index ([`SharedIndex`]) and check the blobs where the reloaded index puts them:
+//! reload the index (`SharedIndex`) and check the blobs where the reloaded index puts them:
 //! only a pack still missing after the reload is reported.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};

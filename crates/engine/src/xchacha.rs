@@ -15,30 +15,30 @@ use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, CHACHA20_POLY1305};
 use zeroize::Zeroizing;
 
 /// Nonce length.
-pub const NONCE_LEN: usize = 24;
+pub(crate) const NONCE_LEN: usize = 24;
 /// Tag length.
-pub const TAG_LEN: usize = 16;
+pub(crate) const TAG_LEN: usize = 16;
 
 /// The AEAD failed: the data or its associated data changed, or the key is wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("XChaCha20-Poly1305 authentication failed")]
-pub struct Unauthentic;
+pub(crate) struct Unauthentic;
 
 /// An XChaCha20-Poly1305 key.
-pub struct XChaCha20Poly1305 {
+pub(crate) struct XChaCha20Poly1305 {
     key: Zeroizing<[u8; 32]>,
 }
 
 impl XChaCha20Poly1305 {
     /// The cipher for `key`.
-    pub fn new(key: &[u8; 32]) -> XChaCha20Poly1305 {
+    pub(crate) fn new(key: &[u8; 32]) -> XChaCha20Poly1305 {
         XChaCha20Poly1305 {
             key: Zeroizing::new(*key),
         }
     }
 
     /// Encrypts `in_out` in place under `nonce`, binding `aad`, and returns the tag.
-    pub fn seal_in_place(
+    pub(crate) fn seal_in_place(
         &self,
         nonce: &[u8; NONCE_LEN],
         aad: &[u8],
@@ -55,7 +55,7 @@ impl XChaCha20Poly1305 {
 
     /// Decrypts `in_out` in place when `tag` authenticates it and `aad` under `nonce`; on
     /// failure `in_out` holds no plaintext.
-    pub fn open_in_place(
+    pub(crate) fn open_in_place(
         &self,
         nonce: &[u8; NONCE_LEN],
         aad: &[u8],

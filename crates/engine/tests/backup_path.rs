@@ -11,11 +11,11 @@ use std::path::Path;
 
 use local_support::runtime;
 use s3mover_engine::backup::{BackupReport, ParentChoice};
-use s3mover_engine::gc::{self, DeletionMarker, PendingSet};
+use s3mover_engine::internals::gc::{self, DeletionMarker, PendingSet};
+use s3mover_engine::internals::tree_table;
 use s3mover_engine::manifest::Manifest;
 use s3mover_engine::prune::{self, PruneOptions};
 use s3mover_engine::retention::{self, KeepPolicy};
-use s3mover_engine::tree_table;
 use s3mover_engine::Repository;
 
 const BLOCK: u64 = 4096;
@@ -72,7 +72,7 @@ async fn assert_restores(repo: &Repository, manifest: &Manifest, image: &Path) {
 
 /// Writes an unfinished deletion marker whose pending set holds the prefix of `id`, as a sweep
 /// does before it deletes anything. Returns the marker's key.
-async fn marker_removing(repo: &Repository, id: &s3mover_engine::id::ChunkId) -> String {
+async fn marker_removing(repo: &Repository, id: &s3mover_engine::ChunkId) -> String {
     let now = gc::now_unix();
     let pending_key = PendingSet::new_key(now);
     let sealed = gc::encode_pending_set(
@@ -287,8 +287,8 @@ async fn read_table(repo: &Repository, backup_id: &str) -> tree_table::TreeTable
         .expect("the backup has a table")
 }
 
-async fn pack_exists(repo: &Repository, name: &s3mover_engine::id::ChunkId) -> bool {
-    let key = s3mover_engine::pack::pack_key(name);
+async fn pack_exists(repo: &Repository, name: &s3mover_engine::ChunkId) -> bool {
+    let key = s3mover_engine::internals::pack::pack_key(name);
     repo.store().size_of(&key).await.expect("head").is_some()
 }
 

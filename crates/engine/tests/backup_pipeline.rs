@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use local_support::runtime;
 use s3mover_engine::backup::ParentChoice;
-use s3mover_engine::upload::MIN_TAIL_PACK;
+use s3mover_engine::internals::upload::MIN_TAIL_PACK;
 
 const MIB: u64 = 1 << 20;
 const CHUNK: u64 = 64 * 1024;

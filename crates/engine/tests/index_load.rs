@@ -4,8 +4,8 @@
 mod local_support;
 
 use s3mover_engine::backup::ParentChoice;
-use s3mover_engine::index::PackIndex;
-use s3mover_engine::pack::BlobKind;
+use s3mover_engine::internals::index::PackIndex;
+use s3mover_engine::internals::pack::BlobKind;
 use s3mover_engine::InitOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

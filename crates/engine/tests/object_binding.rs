@@ -4,8 +4,8 @@
 mod local_support;
 
 use s3mover_engine::backup::ParentChoice;
-use s3mover_engine::gc::DeletionMarker;
-use s3mover_engine::objects::ObjectKind;
+use s3mover_engine::internals::gc::DeletionMarker;
+use s3mover_engine::internals::objects::ObjectKind;
 use s3mover_engine::storage::{open_store, StoreOptions};
 use s3mover_engine::{Error, InitOptions, Repository};
 

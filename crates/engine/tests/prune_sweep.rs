@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use s3mover_engine::backup::ParentChoice;
-use s3mover_engine::gc::{self, PendingSet};
+use s3mover_engine::internals::gc::{self, PendingSet};
 use s3mover_engine::manifest::Manifest;
 use s3mover_engine::prune::{self, PruneOptions, PruneReport};
 use s3mover_engine::retention::{self, KeepPolicy};

@@ -10,15 +10,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use s3mover_engine::backup::ParentChoice;
-use s3mover_engine::id::ChunkId;
-use s3mover_engine::index::PackIndex;
+use s3mover_engine::internals::index::PackIndex;
+use s3mover_engine::internals::pack;
+use s3mover_engine::internals::tree::{self, PageReader};
 use s3mover_engine::manifest::Manifest;
-use s3mover_engine::pack;
 use s3mover_engine::prune::{self, PruneOptions, PruneReport};
 use s3mover_engine::restore;
 use s3mover_engine::retention::{self, KeepPolicy};
-use s3mover_engine::tree::{self, PageReader};
 use s3mover_engine::verify::{self, ReadData};
+use s3mover_engine::ChunkId;
 use s3mover_engine::Repository;
 
 const BLOCK: u64 = 4096;

@@ -1,7 +1,7 @@
 //! `s3mover init`: create a repository.
 
 use anyhow::{bail, Result};
-use s3mover_engine::crypto::KdfCost;
+use s3mover_engine::KdfCost;
 use s3mover_engine::{InitOptions, Repository};
 
 use crate::cli::{GlobalArgs, InitArgs, OutputFormat, EXIT_OK};

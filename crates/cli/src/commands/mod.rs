@@ -140,11 +140,7 @@ pub async fn unlock_repository(
     match (unlocked, &password) {
         (Ok(repo), _) => Ok(repo),
         (
-            Err(
-                e @ s3mover_engine::Error::Crypto(
-                    s3mover_engine::crypto::CryptoError::WrongPassword(_),
-                ),
-            ),
+            Err(e @ s3mover_engine::Error::Crypto(s3mover_engine::CryptoError::WrongPassword(_))),
             Some(password),
         ) => Err(anyhow::Error::new(e).context(format!(
             "the password from {} does not open this repository",

@@ -15,7 +15,7 @@ mod stored;
 
 use std::collections::HashMap;
 
-pub use stored::{
+pub(crate) use stored::{
     list_packs, read_index_entries, read_index_object, write_index_object, SharedIndex,
 };
 
@@ -45,17 +45,17 @@ pub struct PackIndex {
     /// Index object keys this index was loaded from.
     pub objects: Vec<String>,
     /// Index objects that exist but could not be read, with why: the blobs they listed are
-    /// not in this index (see [`DAMAGED_INDEX_ADVICE`]).
+    /// not in this index (see `DAMAGED_INDEX_ADVICE`).
     pub damaged: Vec<(String, String)>,
 }
 
 /// What to do about a damaged index object.
-pub const DAMAGED_INDEX_ADVICE: &str =
+pub(crate) const DAMAGED_INDEX_ADVICE: &str =
     "`s3mover repair index` rebuilds the index from the packs' headers";
 
 impl PackIndex {
     /// Adds one blob's location (the first location of an id wins).
-    pub fn insert(&mut self, pack_name: &ChunkId, entry: PackEntry) {
+    pub(crate) fn insert(&mut self, pack_name: &ChunkId, entry: PackEntry) {
         let number = match self.pack_numbers.get(pack_name) {
             Some(n) => *n,
             None => {
@@ -79,7 +79,7 @@ impl PackIndex {
     }
 
     /// True when the blob is indexed.
-    pub fn contains(&self, id: &ChunkId) -> bool {
+    pub(crate) fn contains(&self, id: &ChunkId) -> bool {
         self.blobs.contains_key(id)
     }
 
@@ -89,7 +89,7 @@ impl PackIndex {
     }
 
     /// Every pack name.
-    pub fn packs(&self) -> &[ChunkId] {
+    pub(crate) fn packs(&self) -> &[ChunkId] {
         &self.packs
     }
 
@@ -111,10 +111,10 @@ impl PackIndex {
 /// How many times a reader reloads the index for one read whose pack is gone before it gives
 /// up. One reload covers a prune that finished its index rewrite before deleting packs; the
 /// second covers a reload another task made just before a later prune deleted more.
-pub const RELOADS_PER_READ: u32 = 2;
+pub(crate) const RELOADS_PER_READ: u32 = 2;
 
 /// True when `error` says an object does not exist (a pack a prune deleted, for readers).
-pub fn is_not_found(error: &Error) -> bool {
+pub(crate) fn is_not_found(error: &Error) -> bool {
     matches!(error, Error::Store(e) if e.is_not_found())
 }
 

@@ -12,7 +12,7 @@ use super::{decode_compressed_records, PackIndex, DAMAGED_INDEX_ADVICE};
 use crate::error::{Error, Result};
 use crate::id::ChunkId;
 use crate::layout;
-use crate::objects::{self, ObjectKind};
+use crate::layout::aad::{self, ObjectKind};
 use crate::pack::{self, BlobKind, PackEntry};
 use crate::repo::Repository;
 
@@ -47,11 +47,6 @@ impl PackIndex {
                 other => return other,
             }
         }
-    }
-
-    /// Loads the given index objects.
-    pub async fn load_objects(repo: &Repository, keys: Vec<String>) -> Result<PackIndex> {
-        Self::load_objects_where(repo, keys, |_| true).await
     }
 
     /// Loads the blobs that `keep` accepts from the given index objects. A damaged object is
@@ -99,7 +94,7 @@ const LOAD_ATTEMPTS: u32 = 3;
 /// caller reloads, callers waiting meanwhile get that same new index (single flight), and a
 /// caller whose generation is already superseded gets the current index without a reload.
 #[derive(Clone)]
-pub struct SharedIndex {
+pub(crate) struct SharedIndex {
     inner: Arc<SharedInner>,
 }
 
@@ -112,7 +107,7 @@ struct SharedInner {
 
 impl SharedIndex {
     /// Shares `index` (generation 0), reloading from `repo` when asked.
-    pub fn new(repo: Repository, index: Arc<PackIndex>) -> Self {
+    pub(crate) fn new(repo: Repository, index: Arc<PackIndex>) -> Self {
         SharedIndex {
             inner: Arc::new(SharedInner {
                 repo,
@@ -123,13 +118,13 @@ impl SharedIndex {
     }
 
     /// Loads the repository's index and shares it.
-    pub async fn load(repo: &Repository) -> Result<Self> {
+    pub(crate) async fn load(repo: &Repository) -> Result<Self> {
         let index = PackIndex::load(repo).await?;
         Ok(Self::new(repo.clone(), Arc::new(index)))
     }
 
     /// The newest index and its generation.
-    pub fn current(&self) -> (Arc<PackIndex>, u64) {
+    pub(crate) fn current(&self) -> (Arc<PackIndex>, u64) {
         let current = self
             .inner
             .current
@@ -140,7 +135,7 @@ impl SharedIndex {
 
     /// An index newer than `generation`: reloaded from the repository if `generation` is the
     /// newest, else the index that replaced it.
-    pub async fn reload_after(&self, generation: u64) -> Result<(Arc<PackIndex>, u64)> {
+    pub(crate) async fn reload_after(&self, generation: u64) -> Result<(Arc<PackIndex>, u64)> {
         let repo = self.inner.repo.clone();
         self.reload_with(generation, || async move { PackIndex::load(&repo).await })
             .await
@@ -169,7 +164,7 @@ impl SharedIndex {
 }
 
 /// Every pack in the repository, by name, with its size (one listing of `packs/`).
-pub async fn list_packs(repo: &Repository) -> Result<Vec<(ChunkId, u64)>> {
+pub(crate) async fn list_packs(repo: &Repository) -> Result<Vec<(ChunkId, u64)>> {
     Ok(repo
         .store()
         .list(layout::PACKS)
@@ -183,7 +178,7 @@ pub async fn list_packs(repo: &Repository) -> Result<Vec<(ChunkId, u64)>> {
 }
 
 /// Reads and opens one index object, returning its records.
-pub async fn read_index_object(repo: &Repository, key: &str) -> Result<Vec<u8>> {
+pub(crate) async fn read_index_object(repo: &Repository, key: &str) -> Result<Vec<u8>> {
     let compressed = read_compressed_object_or_advise(repo, key).await?;
     zstd::stream::decode_all(&compressed[..])
         .map_err(|e| Error::corrupt_object(key, format!("{key}: {e}")))
@@ -192,7 +187,7 @@ pub async fn read_index_object(repo: &Repository, key: &str) -> Result<Vec<u8>> 
 /// Reads one index object and calls `each` for every (pack, entry) as the records are
 /// decompressed, holding one pack's records at a time instead of the whole object (an index
 /// object of packs of small, well-compressed blobs decompresses to tens of MiB).
-pub async fn read_index_entries(
+pub(crate) async fn read_index_entries(
     repo: &Repository,
     key: &str,
     each: impl FnMut(&ChunkId, PackEntry),
@@ -209,7 +204,7 @@ pub async fn read_index_entries(
 /// Reads and opens one index object, leaving its records compressed.
 async fn read_compressed_object(repo: &Repository, key: &str) -> Result<Vec<u8>> {
     let sealed = repo.store().get(key).await?;
-    objects::check_content_name(key, &sealed)
+    aad::check_content_name(key, &sealed)
         .map_err(|e| Error::corrupt_object(key, format!("{key}: {e}")))?;
     repo.open_object(ObjectKind::Index, key, &sealed)
 }
@@ -228,7 +223,7 @@ async fn read_compressed_object_or_advise(repo: &Repository, key: &str) -> Resul
 }
 
 /// Writes an index object for the given packs; returns its key and size.
-pub async fn write_index_object(
+pub(crate) async fn write_index_object(
     repo: &Repository,
     packs: &[(ChunkId, Vec<PackEntry>)],
 ) -> Result<(String, u64)> {

@@ -14,7 +14,7 @@
 //! bound to their kind only.
 
 /// The format version from which objects are bound to their key and repository.
-pub const BOUND_FROM_VERSION: u32 = 2;
+pub(crate) const BOUND_FROM_VERSION: u32 = 2;
 
 /// A kind of object the repository seals (or, for key slots and the config, authenticates).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +72,7 @@ impl ObjectKind {
     ];
 
     /// The label that names the kind in a format-2 AAD.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             ObjectKind::KeySlot => "key slot",
             ObjectKind::Config => "config",
@@ -96,7 +96,7 @@ impl ObjectKind {
     /// (the config's sealed copy, `latest/`) have none: format 1 keeps them in plaintext.
     /// Cluster metadata came after format 1 and has none either: it is sealed with the
     /// format-2 AAD in every repository.
-    pub const fn legacy_label(self) -> Option<&'static [u8]> {
+    pub(crate) const fn legacy_label(self) -> Option<&'static [u8]> {
         Some(match self {
             ObjectKind::KeySlot => b"s3mover key slot v1",
             ObjectKind::Manifest => b"s3mover manifest v1",
@@ -131,7 +131,7 @@ pub struct Binding {
 
 impl Binding {
     /// The binding of the repository with this format version and id (hex).
-    pub fn new(version: u32, repository_id: &str) -> Self {
+    pub(crate) fn new(version: u32, repository_id: &str) -> Self {
         Binding {
             version,
             repository_id: repository_id.to_string(),
@@ -145,7 +145,7 @@ impl Binding {
 
     /// The AAD of the object of `kind` stored under `key`. For a kind that format 1 kept in
     /// plaintext, a format-1 binding gives the format-2 form (never used to seal there).
-    pub fn aad(&self, kind: ObjectKind, key: &str) -> Vec<u8> {
+    pub(crate) fn aad(&self, kind: ObjectKind, key: &str) -> Vec<u8> {
         if !self.binds_names() {
             if let Some(label) = kind.legacy_label() {
                 return label.to_vec();
@@ -165,7 +165,7 @@ impl Binding {
 
 /// The AAD of a key slot made for a repository of `version`: a slot holds the master key (and
 /// from format 2 the repository id), so it is bound to its kind only.
-pub fn key_slot_aad(version: u32) -> &'static [u8] {
+pub(crate) fn key_slot_aad(version: u32) -> &'static [u8] {
     if version >= BOUND_FROM_VERSION {
         b"s3mover/2\0key slot"
     } else {
@@ -176,7 +176,7 @@ pub fn key_slot_aad(version: u32) -> &'static [u8] {
 /// Checks that an object named `<prefix>/<64 hex>` by the BLAKE3 hash of its sealed bytes
 /// (index objects) still has the bytes its name says: an object copied or moved to another
 /// name is refused. Returns a one-line reason on a mismatch.
-pub fn check_content_name(key: &str, sealed: &[u8]) -> Result<(), String> {
+pub(crate) fn check_content_name(key: &str, sealed: &[u8]) -> Result<(), String> {
     let named = key.rsplit('/').next().unwrap_or_default();
     let actual = blake3::hash(sealed).to_hex();
     if named.eq_ignore_ascii_case(actual.as_str()) {

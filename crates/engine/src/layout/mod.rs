@@ -20,117 +20,119 @@
 //! gc/{pending,removed,deleting,lease}/…, gc/markers   prune's records
 //! ```
 
-pub mod aad;
+pub(crate) mod aad;
 pub(crate) mod sealed;
 pub(crate) mod session;
 
 use crate::id::ChunkId;
 
 /// The format version this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub(crate) const FORMAT_VERSION: u32 = 2;
 /// The oldest format version this build reads (and writes, in a repository of that version).
-pub const OLDEST_FORMAT_VERSION: u32 = 1;
+pub(crate) const OLDEST_FORMAT_VERSION: u32 = 1;
 /// The value of `config.format`, so a stray JSON object is not taken for a repository.
-pub const FORMAT_NAME: &str = "s3mover-repository";
+pub(crate) const FORMAT_NAME: &str = "s3mover-repository";
 
 /// The repository config.
-pub const CONFIG_KEY: &str = "config";
+pub(crate) const CONFIG_KEY: &str = "config";
 /// Key slots: the master key sealed under a password-derived key.
-pub const KEYS: &str = "keys/";
+pub(crate) const KEYS: &str = "keys/";
 /// Manifests, one a backup.
-pub const BACKUPS: &str = "backups/";
+pub(crate) const BACKUPS: &str = "backups/";
 /// Tree tables, one a backup.
-pub const TREES: &str = "trees/";
+pub(crate) const TREES: &str = "trees/";
 /// Packs of chunks and tree pages.
-pub const PACKS: &str = "packs/";
+pub(crate) const PACKS: &str = "packs/";
 /// Index objects: where each blob of the packs lies.
-pub const INDEX: &str = "index/";
+pub(crate) const INDEX: &str = "index/";
 /// Sessions of running (or crashed) backups, one a volume.
-pub const SESSIONS: &str = "sessions/";
+pub(crate) const SESSIONS: &str = "sessions/";
 /// The newest backup of each volume.
-pub const LATEST: &str = "latest/";
+pub(crate) const LATEST: &str = "latest/";
 /// Backups that `forget` keeps whatever its policy.
-pub const PROTECTED: &str = "protected/";
+pub(crate) const PROTECTED: &str = "protected/";
 /// Verify's records of bad chunks.
-pub const QUARANTINE_CHUNKS: &str = "quarantine/chunks/";
+pub(crate) const QUARANTINE_CHUNKS: &str = "quarantine/chunks/";
 /// Verify's records of bad backups.
-pub const QUARANTINE_BACKUPS: &str = "quarantine/backups/";
+pub(crate) const QUARANTINE_BACKUPS: &str = "quarantine/backups/";
 /// Verify's records of volumes whose backups use a quarantined chunk.
-pub const QUARANTINE_VOLUMES: &str = "quarantine/volumes/";
-/// Packs verify found with a damaged header; prune rewrites them.
-pub const QUARANTINE_PACKS: &str = "quarantine/packs/";
+pub(crate) const QUARANTINE_VOLUMES: &str = "quarantine/volumes/";
+/// Where verify records a pack whose own header is damaged: an empty object named by the
+/// pack, which makes the next prune copy the pack's blobs (located through the index) into a
+/// new pack and delete it. A forged record costs only that copy.
+pub(crate) const QUARANTINE_PACKS: &str = "quarantine/packs/";
 /// A prune's pending sets.
-pub const GC_PENDING: &str = "gc/pending/";
+pub(crate) const GC_PENDING: &str = "gc/pending/";
 /// The ids a sweep removes.
-pub const GC_REMOVED: &str = "gc/removed/";
+pub(crate) const GC_REMOVED: &str = "gc/removed/";
 /// Deletion markers.
-pub const GC_DELETING: &str = "gc/deleting/";
+pub(crate) const GC_DELETING: &str = "gc/deleting/";
 /// Prune leases.
-pub const GC_LEASE: &str = "gc/lease/";
+pub(crate) const GC_LEASE: &str = "gc/lease/";
 /// The directory of deletion markers.
-pub const GC_MARKERS_KEY: &str = "gc/markers";
+pub(crate) const GC_MARKERS_KEY: &str = "gc/markers";
 
 /// Hex digits of a backup id.
-pub const BACKUP_ID_DIGITS: usize = 16;
+pub(crate) const BACKUP_ID_DIGITS: usize = 16;
 
 /// True when `id` has the form of a backup id: 16 hex digits.
-pub fn is_backup_id(id: &str) -> bool {
+pub(crate) fn is_backup_id(id: &str) -> bool {
     id.len() == BACKUP_ID_DIGITS && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The key of a backup's manifest.
-pub fn manifest_key(id: &str) -> String {
+pub(crate) fn manifest_key(id: &str) -> String {
     format!("{BACKUPS}{id}")
 }
 
 /// The key of a backup's tree table.
-pub fn tree_table_key(backup_id: &str) -> String {
+pub(crate) fn tree_table_key(backup_id: &str) -> String {
     format!("{TREES}{backup_id}")
 }
 
 /// The key of a pack, fanned out by its first two hex digits.
-pub fn pack_key(name: &ChunkId) -> String {
+pub(crate) fn pack_key(name: &ChunkId) -> String {
     let hex = name.to_hex();
     format!("{PACKS}{}/{}", &hex[..2], hex)
 }
 
 /// The key of an index object, named by the hash of its sealed bytes.
-pub fn index_key(sealed: &[u8]) -> String {
+pub(crate) fn index_key(sealed: &[u8]) -> String {
     format!("{INDEX}{}", blake3::hash(sealed).to_hex())
 }
 
 /// The key of the session of the volume with this volume key.
-pub fn session_key(volume_key: &str) -> String {
+pub(crate) fn session_key(volume_key: &str) -> String {
     format!("{SESSIONS}{volume_key}")
 }
 
 /// The key of the pointer to the newest backup of the volume with this volume key.
-pub fn latest_key(volume_key: &str) -> String {
+pub(crate) fn latest_key(volume_key: &str) -> String {
     format!("{LATEST}{volume_key}")
 }
 
 /// The key of a key slot.
-pub fn key_slot_key(id: &str) -> String {
+pub(crate) fn key_slot_key(id: &str) -> String {
     format!("{KEYS}{id}")
 }
 
 /// The key of a quarantine record of a chunk.
-pub fn quarantined_chunk_key(id: &ChunkId) -> String {
+pub(crate) fn quarantined_chunk_key(id: &ChunkId) -> String {
     format!("{QUARANTINE_CHUNKS}{}", id.to_hex())
 }
 
 /// The key of a quarantine record of a backup.
-pub fn quarantined_backup_key(id: &str) -> String {
+pub(crate) fn quarantined_backup_key(id: &str) -> String {
     format!("{QUARANTINE_BACKUPS}{id}")
 }
 
 /// The key of the record of a pack with a damaged header.
-pub fn damaged_pack_key(pack: &ChunkId) -> String {
+pub(crate) fn damaged_pack_key(pack: &ChunkId) -> String {
     format!("{QUARANTINE_PACKS}{}", pack.to_hex())
 }
 
 /// The removed-set key that goes with a deletion marker's key.
-pub fn removed_key_of_marker(marker_key: &str) -> String {
+pub(crate) fn removed_key_of_marker(marker_key: &str) -> String {
     marker_key.replacen(GC_DELETING, GC_REMOVED, 1)
 }
 

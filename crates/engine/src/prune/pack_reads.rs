@@ -21,7 +21,7 @@ use crate::repo::Repository;
 /// Three alignment blocks short of 4 MiB, so that a direct read's aligned buffer (the range
 /// widened to whole 4 KiB blocks, and one more block to align its start) is never over 4 MiB
 /// and every read reuses the same size of pooled buffer.
-pub(crate) const READ_BYTES: u64 = (4 << 20) - 3 * crate::direct_io::ALIGN as u64;
+pub(crate) const READ_BYTES: u64 = (4 << 20) - 3 * crate::storage::direct_io::ALIGN as u64;
 /// Dead bytes between two live blobs that are read through rather than starting another read.
 const MAX_GAP_BYTES: u64 = 256 << 10;
 /// Reads in flight or done ahead of the one being copied.

@@ -14,12 +14,12 @@ use crate::error::{Error, Result};
 use crate::id::ChunkId;
 
 /// Ids per page.
-pub const FANOUT: u64 = 128;
+pub(crate) const FANOUT: u64 = 128;
 /// Bytes of a full page.
-pub const PAGE_BYTES: usize = FANOUT as usize * 32;
+pub(crate) const PAGE_BYTES: usize = FANOUT as usize * 32;
 
 /// The number of levels of the tree of a volume with `slots` slots.
-pub fn depth_for(slots: u64) -> u32 {
+pub(crate) fn depth_for(slots: u64) -> u32 {
     let mut pages = slots.div_ceil(FANOUT).max(1);
     let mut depth = 1;
     while pages > 1 {
@@ -30,12 +30,12 @@ pub fn depth_for(slots: u64) -> u32 {
 }
 
 /// Slots covered by one entry of a page at `level` (0 = leaf page: one slot per entry).
-pub fn slots_per_entry(level: u32) -> u64 {
+pub(crate) fn slots_per_entry(level: u32) -> u64 {
     FANOUT.saturating_pow(level)
 }
 
 /// The slots `start..end` covered by page `index` at `level`.
-pub fn page_span(level: u32, index: u64, slots: u64) -> (u64, u64) {
+pub(crate) fn page_span(level: u32, index: u64, slots: u64) -> (u64, u64) {
     let per_page = slots_per_entry(level + 1);
     let start = index.saturating_mul(per_page);
     (start.min(slots), start.saturating_add(per_page).min(slots))
@@ -48,7 +48,7 @@ pub fn page_entries(level: u32, index: u64, slots: u64) -> usize {
 }
 
 /// Encodes a page's ids.
-pub fn encode_page(ids: &[ChunkId]) -> Vec<u8> {
+pub(crate) fn encode_page(ids: &[ChunkId]) -> Vec<u8> {
     let mut out = Vec::with_capacity(ids.len() * 32);
     for id in ids {
         out.extend_from_slice(&id.0);

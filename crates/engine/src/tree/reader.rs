@@ -21,7 +21,7 @@ const CACHED_TREE_PACKS: usize = 8;
 ///
 /// When a page's pack is gone (a concurrent prune repacked it) or the page is in no pack of
 /// the index, the reader reloads the shared index and looks the page up again (at most
-/// [`RELOADS_PER_READ`] times per page). A pack or page still missing after a reload is
+/// `RELOADS_PER_READ` times per page). A pack or page still missing after a reload is
 /// remembered, so that a damaged repository costs one reload, not one per page.
 pub struct PageReader {
     repo: Repository,
@@ -40,7 +40,7 @@ impl PageReader {
     }
 
     /// A reader that shares `index` (and its reloads) with other readers.
-    pub fn shared(repo: Repository, index: SharedIndex) -> Self {
+    pub(crate) fn shared(repo: Repository, index: SharedIndex) -> Self {
         PageReader {
             repo,
             index,
@@ -50,7 +50,7 @@ impl PageReader {
     }
 
     /// The newest pack index this reader knows.
-    pub fn index(&self) -> Arc<PackIndex> {
+    pub(crate) fn index(&self) -> Arc<PackIndex> {
         self.index.current().0
     }
 

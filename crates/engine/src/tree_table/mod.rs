@@ -55,7 +55,7 @@ pub struct TreeTable {
 
 impl TreeTable {
     /// The pages' locations as a pack index of tree pages.
-    pub fn to_index(&self) -> PackIndex {
+    pub(crate) fn to_index(&self) -> PackIndex {
         let mut index = PackIndex::default();
         for page in &self.pages {
             index.insert(

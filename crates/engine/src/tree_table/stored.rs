@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use super::{key, TreeTable};
 use crate::error::{Error, Result};
-use crate::objects::ObjectKind;
+use crate::layout::aad::ObjectKind;
 use crate::repo::Repository;
 
 impl TreeTable {
