@@ -146,7 +146,7 @@ pub async fn write(
         document,
     };
     let json = serde_json::to_vec(&doc)
-        .map_err(|e| Error::Invalid(format!("cannot encode the cluster document: {e}")))?;
+        .map_err(|e| Error::internal(format!("cannot encode the cluster document: {e}")))?;
     let key = format!("{prefix}{id}");
     let sealed = repo.seal_object(ObjectKind::ClusterMetadata, &key, &json);
     let size = sealed.len() as u64;

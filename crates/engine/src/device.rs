@@ -188,24 +188,16 @@ impl Volume {
 
     /// Reads exactly `buf.len()` bytes at `offset`.
     pub(crate) fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        self.file.read_exact_at(buf, offset).map_err(|e| {
-            Error::Io(format!(
-                "read of {} bytes at offset {offset} of {} failed: {e}",
-                buf.len(),
-                self.path.display()
-            ))
-        })
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| Error::transfer("read", buf.len(), offset, &self.path, e))
     }
 
     /// Writes all of `buf` at `offset`.
     pub(crate) fn write_all_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        self.file.write_all_at(buf, offset).map_err(|e| {
-            Error::Io(format!(
-                "write of {} bytes at offset {offset} of {} failed: {e}",
-                buf.len(),
-                self.path.display()
-            ))
-        })
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(|e| Error::transfer("write", buf.len(), offset, &self.path, e))
     }
 
     /// True when [`Volume::write_batch`] writes around the page cache.
@@ -264,12 +256,7 @@ impl Volume {
                 );
                 self.write_all_at(&data[..head], offset)?;
             }
-            Err(e) => {
-                return Err(Error::Io(format!(
-                    "write of {head} bytes at offset {offset} of {} failed: {e}",
-                    self.path.display()
-                )))
-            }
+            Err(e) => return Err(Error::transfer("write", head, offset, &self.path, e)),
         }
         if head < data.len() {
             self.write_all_at(&data[head..], offset + head as u64)?;

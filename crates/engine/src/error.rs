@@ -69,6 +69,27 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A read or write at an offset of a volume failed; the operating system's error is kept
+    /// as the source, with the path, the offset and the length.
+    #[error("{op} of {len} bytes at offset {offset} of {} failed: {source}", path.display())]
+    Transfer {
+        /// `read` or `write`.
+        op: &'static str,
+        /// The bytes asked for.
+        len: usize,
+        /// Where on the volume.
+        offset: u64,
+        /// The device or file.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another operation got in the way (a concurrent prune, a lapsed lease, a backup withdrawn
+    /// because a prune removed what it used): nothing is lost, and running the command again
+    /// is expected to succeed.
+    #[error("{0}")]
+    Conflict(String),
     /// A failure that is s3mover's fault, not the user's or the storage's: a task that
     /// panicked or was cancelled, a value that could not be encoded, a broken invariant.
     #[error("internal error: {0} (a bug in s3mover; please report it)")]
@@ -151,6 +172,23 @@ impl Error {
         }
     }
 
+    /// A read (`op` = `read`) or write of `len` bytes at `offset` of `path` failed.
+    pub(crate) fn transfer(
+        op: &'static str,
+        len: usize,
+        offset: u64,
+        path: &std::path::Path,
+        source: std::io::Error,
+    ) -> Self {
+        Error::Transfer {
+            op,
+            len,
+            offset,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
     /// An internal failure (see [`Error::Internal`]).
     pub fn internal(what: impl Into<String>) -> Self {
         Error::Internal(what.into())
@@ -195,5 +233,31 @@ mod tests {
         let source = std::error::Error::source(&error).expect("source");
         let io = source.downcast_ref::<std::io::Error>().expect("io error");
         assert_eq!(io.raw_os_error(), Some(libc::ENOENT));
+    }
+
+    /// A failed read or write at an offset reads as before and keeps its path, offset and the
+    /// operating system's error as fields and source.
+    #[test]
+    fn transfer_errors_keep_offset_and_source() {
+        let error = Error::transfer(
+            "read",
+            4096,
+            8192,
+            std::path::Path::new("/dev/x"),
+            std::io::Error::from_raw_os_error(libc::EIO),
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("read of 4096 bytes at offset 8192 of /dev/x failed: "),
+            "{error}"
+        );
+        let Error::Transfer { offset, len, .. } = &error else {
+            panic!("not a transfer error: {error:?}");
+        };
+        assert_eq!((*offset, *len), (8192, 4096));
+        let source = std::error::Error::source(&error).expect("source");
+        let io = source.downcast_ref::<std::io::Error>().expect("io error");
+        assert_eq!(io.raw_os_error(), Some(libc::EIO));
     }
 }

@@ -324,7 +324,7 @@ async fn withdraw(repo: &Repository, manifest: &Manifest, reason: &str) -> Resul
     repo.store()
         .delete(&crate::tree_table::key(&manifest.id))
         .await?;
-    Err(Error::Io(format!(
+    Err(Error::Conflict(format!(
         "backup {} of volume {:?} was withdrawn: {reason}; nothing is lost, rerun the backup",
         manifest.id, manifest.volume
     )))
@@ -583,7 +583,7 @@ impl Lease {
     pub(crate) async fn ensure(&mut self, repo: &Repository) -> Result<()> {
         let now = now_unix();
         if now >= self.expires - 30 {
-            return Err(Error::Io(format!(
+            return Err(Error::Conflict(format!(
                 "prune's lease {} lapsed; stopping before deleting anything more (rerun prune)",
                 self.key
             )));
@@ -609,7 +609,7 @@ impl Lease {
 }
 
 fn busy(key: &str, other: &LeaseRecord) -> Error {
-    Error::Io(format!(
+    Error::Conflict(format!(
         "another prune is running (lease {key} of host {:?} pid {}, expires in {} s); try again later",
         other.host,
         other.pid,
