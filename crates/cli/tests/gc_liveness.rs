@@ -471,3 +471,43 @@ fn prune_rewrites_a_pack_verify_found_with_a_damaged_header() {
     env.ok(&["verify", "--read-data"]);
     restore_matches(&env, &id, &image);
 }
+
+/// `prune --dry-run` says what the prune then does: the packs it deletes and repacks and the
+/// index objects it rewrites, and no count of new packs, which only writing them gives.
+#[test]
+fn a_dry_run_says_what_the_prune_then_does() {
+    let env = Env::new();
+    env.init();
+    let image = env.path("disk.img");
+    make_image(&image, 4 * MIB, &[(0, 4 * MIB)], 1);
+    backup_id(&env, &image, "vol", &[]);
+    common::write_at(&image, MIB, &common::pseudo_random(MIB as usize, 2));
+    backup_id(&env, &image, "vol", &[]);
+    env.ok(&["forget", "--volume", "vol", "--keep-last", "1"]);
+    let prune = ["prune", "--grace", "0s", "--max-unused", "0%"];
+
+    let dry_text = env.ok(&[&prune[..], &["--dry-run"]].concat());
+    let line = |text: &str, verb: &str| {
+        text.lines()
+            .find(|l| l.starts_with(verb))
+            .unwrap_or_else(|| panic!("no {verb:?} line in {text}"))
+            .to_string()
+    };
+    let would = line(&dry_text, "would delete");
+    assert!(
+        !would.contains(" new"),
+        "a dry run counts no new packs: {would}"
+    );
+    let dry = env.json(&[&prune[..], &["--dry-run"]].concat());
+    let done = env.json(&prune);
+    for field in ["deletedPacks", "repackedPacks", "indexObjectsRewritten"] {
+        assert_eq!(dry[field], done[field], "{field}: dry {dry} done {done}");
+    }
+    assert!(done["repackedPacks"].as_u64() > Some(0), "{done}");
+    assert!(done["indexObjectsRewritten"].as_u64() > Some(0), "{done}");
+    let rewritten = done["indexObjectsRewritten"].to_string();
+    assert!(
+        would.contains(&format!("rewrite {rewritten} index objects")),
+        "{would}"
+    );
+}

@@ -32,8 +32,6 @@ pub mod check;
 pub mod cluster_docs;
 pub mod manifest;
 pub mod progress;
-// Some of prune's public fields have no doc comment yet; the allowance covers this module only.
-#[allow(missing_docs)]
 pub mod prune;
 pub mod repair;
 pub mod restore;

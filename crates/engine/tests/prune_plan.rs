@@ -89,6 +89,7 @@ fn a_dry_run_writes_nothing_and_reports_what_the_prune_then_does() {
         assert!(dry.pending_packs > 0, "{dry:?}");
         assert!(dry.repacked_packs > 0, "{dry:?}");
         assert!(dry.freed_bytes > 0, "{dry:?}");
+        assert!(dry.index_objects_rewritten > 0, "{dry:?}");
 
         let done = prune_now(&repo, false).await;
         assert!(!done.dry_run);
@@ -103,7 +104,8 @@ fn a_dry_run_writes_nothing_and_reports_what_the_prune_then_does() {
             )
         };
         assert_eq!(found(&dry), found(&done), "{dry:?}\n{done:?}");
-        let removed = |r: &PruneReport| (r.deleted_packs, r.repacked_packs);
+        let removed =
+            |r: &PruneReport| (r.deleted_packs, r.repacked_packs, r.index_objects_rewritten);
         assert_eq!(removed(&dry), removed(&done), "{dry:?}\n{done:?}");
         assert_ne!(
             objects(&repo).await,

@@ -61,11 +61,15 @@ pub fn print(global: &GlobalArgs, r: &PruneReport) -> Result<()> {
         human_bytes(r.pending_dead_bytes),
         r.pending_sets_waiting
     );
+    // A dry run writes no new pack, so it has no count of them to give.
+    let repacked = if r.dry_run {
+        r.repacked_packs.to_string()
+    } else {
+        format!("{} into {} new", r.repacked_packs, r.new_packs)
+    };
     println!(
-        "{verb} delete {} packs, repack {} into {} new, rewrite {} index objects: {} freed{}",
+        "{verb} delete {} packs, repack {repacked}, rewrite {} index objects: {} freed{}",
         r.deleted_packs,
-        r.repacked_packs,
-        r.new_packs,
         r.index_objects_rewritten,
         human_bytes(r.freed_bytes),
         if r.resurrected > 0 {

@@ -83,27 +83,38 @@ impl Default for PruneOptions {
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PruneReport {
+    /// True when nothing was written or deleted: the report says what a prune would do.
     pub dry_run: bool,
+    /// Backups in the repository.
     pub backups: usize,
+    /// Pack objects listed.
     pub packs: usize,
+    /// Their bytes.
     pub pack_bytes: u64,
+    /// Blobs (chunks and tree pages) some backup uses.
     pub chunks_marked: usize,
-    /// Phase 1: packs this run put in a pending set, and the dead bytes in them.
+    /// Phase 1: packs this run put in a pending set.
     pub pending_packs: usize,
+    /// Phase 1: the unused bytes in them.
     pub pending_dead_bytes: u64,
     /// Pending sets still inside their grace period.
     pub pending_sets_waiting: usize,
-    /// Phase 2: what was (or, with --dry-run, would be) removed.
+    /// Phase 2: packs removed (with `dry_run`, that would be).
     pub deleted_packs: usize,
+    /// Phase 2: partly used packs whose live blobs are copied into new packs.
     pub repacked_packs: usize,
+    /// Phase 2: new packs written by repacking; 0 in a dry run, which writes none.
     pub new_packs: usize,
+    /// Phase 2: bytes removed from the repository, net of the new packs.
     pub freed_bytes: u64,
+    /// Phase 2: index objects written anew without the removed packs.
     pub index_objects_rewritten: usize,
     /// Blobs a pending set held dead that a newer backup uses again (kept).
     pub resurrected: usize,
     /// Pack uploads killed midway whose partial files were deleted (a local repository's
-    /// staged files, which listings do not show), and their bytes.
+    /// staged files, which listings do not show).
     pub abandoned_uploads: usize,
+    /// Their bytes.
     pub abandoned_upload_bytes: u64,
     /// Second copies of live blobs dropped (one copy of each stays).
     pub copies_dropped: usize,

@@ -7,7 +7,7 @@
 //! re-marking, so it says what a sweep would remove if no backup committed meanwhile. A prune
 //! selects only after its deletion marker is up and it has marked again (module `execute`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use super::housekeeping::consumed_sets;
@@ -295,6 +295,16 @@ impl<'a> PrunePlan<'a> {
         report.repacked_packs = selection.repack.len();
         report.freed_bytes = selection.delete.iter().map(|p| p.size).sum::<u64>()
             + selection.repack.iter().map(dead_bytes).sum::<u64>();
+        // The index objects that name a pack the sweep removes, as `execute` rewrites them.
+        let objects: BTreeSet<u32> = selection
+            .delete
+            .iter()
+            .chain(&selection.repack)
+            .filter_map(|p| self.objects_of_pack.get(&p.number))
+            .flatten()
+            .copied()
+            .collect();
+        report.index_objects_rewritten = objects.len();
         report
     }
 }
