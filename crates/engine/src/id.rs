@@ -48,7 +48,7 @@ impl fmt::Display for ChunkId {
 
 /// Computes ids with the repository's id key.
 #[derive(Clone)]
-pub struct IdHasher {
+pub(crate) struct IdHasher {
     key: [u8; 32],
 }
 
@@ -59,7 +59,7 @@ impl IdHasher {
     }
 
     /// The id of `data`: `ZERO` if every byte is zero, else the keyed hash.
-    pub fn id_of(&self, data: &[u8]) -> ChunkId {
+    pub(crate) fn id_of(&self, data: &[u8]) -> ChunkId {
         if is_all_zero(data) {
             ChunkId::ZERO
         } else {

@@ -105,4 +105,39 @@ pub mod internals {
     pub mod objects {
         pub use crate::layout::aad::ObjectKind;
     }
+    /// What a repository does with its keys, for tests that forge or inspect objects.
+    pub mod repo {
+        use crate::layout::aad::ObjectKind;
+        use crate::{ChunkId, Repository, Result};
+
+        /// Seals `plaintext` as an object of `kind` stored at `key`.
+        pub fn seal_object(repo: &Repository, kind: ObjectKind, key: &str, data: &[u8]) -> Vec<u8> {
+            repo.seal_object(kind, key, data)
+        }
+
+        /// Opens an object of `kind` read from `key`.
+        pub fn open_object(
+            repo: &Repository,
+            kind: ObjectKind,
+            key: &str,
+            sealed: &[u8],
+        ) -> Result<Vec<u8>> {
+            repo.open_object(kind, key, sealed)
+        }
+
+        /// True when the repository's sealed objects are bound to their names.
+        pub fn binds_names(repo: &Repository) -> bool {
+            repo.binding().binds_names()
+        }
+
+        /// The id the repository gives a chunk of `data`.
+        pub fn chunk_id(repo: &Repository, data: &[u8]) -> ChunkId {
+            repo.hasher().id_of(data)
+        }
+
+        /// The key a volume's name has in object keys.
+        pub fn volume_key(repo: &Repository, volume: &str) -> String {
+            repo.volume_key(volume)
+        }
+    }
 }

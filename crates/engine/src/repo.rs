@@ -62,20 +62,25 @@ impl Repository {
     }
 
     /// Seals an object of `kind` to be stored under `key`, bound to both (see `crate::layout::aad`).
-    pub fn seal_object(&self, kind: ObjectKind, key: &str, plaintext: &[u8]) -> Vec<u8> {
+    pub(crate) fn seal_object(&self, kind: ObjectKind, key: &str, plaintext: &[u8]) -> Vec<u8> {
         self.sealer.seal(plaintext, &self.binding.aad(kind, key))
     }
 
     /// Opens an object of `kind` read from `key`; an object that was damaged, or sealed as
     /// another kind, under another key or in another repository, is corrupt data naming `key`.
-    pub fn open_object(&self, kind: ObjectKind, key: &str, sealed: &[u8]) -> Result<Vec<u8>> {
+    pub(crate) fn open_object(
+        &self,
+        kind: ObjectKind,
+        key: &str,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>> {
         self.sealer
             .open(sealed, &self.binding.aad(kind, key))
             .map_err(|e| Error::corrupt_object(key, format!("{key}: {e}")))
     }
 
     /// What binds this repository's objects.
-    pub fn binding(&self) -> &Binding {
+    pub(crate) fn binding(&self) -> &Binding {
         &self.binding
     }
 
@@ -127,7 +132,7 @@ impl Repository {
     }
 
     /// The id hasher.
-    pub fn hasher(&self) -> &IdHasher {
+    pub(crate) fn hasher(&self) -> &IdHasher {
         &self.hasher
     }
 
@@ -137,7 +142,7 @@ impl Repository {
     }
 
     /// The object key that names a volume (`latest/<key>`, `sessions/<key>`).
-    pub fn volume_key(&self, volume: &str) -> String {
+    pub(crate) fn volume_key(&self, volume: &str) -> String {
         self.hasher.name_key(volume)
     }
 

@@ -12,6 +12,7 @@ use std::path::Path;
 use local_support::runtime;
 use s3mover_engine::backup::{BackupReport, ParentChoice};
 use s3mover_engine::internals::gc::{self, DeletionMarker, PendingSet};
+use s3mover_engine::internals::repo as internal;
 use s3mover_engine::internals::tree_table;
 use s3mover_engine::manifest::Manifest;
 use s3mover_engine::prune::{self, PruneOptions};
@@ -132,7 +133,7 @@ fn the_check_finds_a_marker_through_the_directory_or_a_listing() {
         // A sweep that removes a chunk the next backup will reference: block 3 keeps the
         // content it had, so the incremental inherits its chunk.
         write_image(&image, 0);
-        let inherited = repo.hasher().id_of(&block_data(0, 3));
+        let inherited = internal::chunk_id(&repo, &block_data(0, 3));
         let marker = marker_removing(&repo, &inherited).await;
 
         // 1. The directory names the marker (as a prune writes it before the marker).

@@ -6,6 +6,7 @@ mod local_support;
 use s3mover_engine::backup::ParentChoice;
 use s3mover_engine::internals::gc::DeletionMarker;
 use s3mover_engine::internals::objects::ObjectKind;
+use s3mover_engine::internals::repo as internal;
 use s3mover_engine::storage::{open_store, StoreOptions};
 use s3mover_engine::{Error, InitOptions, Repository};
 
@@ -14,19 +15,19 @@ async fn every_kind_opens_only_as_itself_under_its_own_key() {
     let dir = tempfile::tempdir().expect("temp dir");
     let repo = local_support::new_repo(&dir.path().join("repo"), 4096, 1 << 20).await;
     for kind in ObjectKind::ALL {
-        let sealed = repo.seal_object(kind, "some/key", b"payload");
+        let sealed = internal::seal_object(&repo, kind, "some/key", b"payload");
         assert_eq!(
-            repo.open_object(kind, "some/key", &sealed).expect("opens"),
+            internal::open_object(&repo, kind, "some/key", &sealed).expect("opens"),
             b"payload"
         );
-        let moved = repo.open_object(kind, "some/other", &sealed);
+        let moved = internal::open_object(&repo, kind, "some/other", &sealed);
         assert_eq!(moved.is_err(), kind.bound_to_key(), "{kind:?} moved");
         if let Err(e) = moved {
             assert!(e.to_string().contains("some/other"), "names the key: {e}");
         }
         for other in ObjectKind::ALL.into_iter().filter(|k| *k != kind) {
             assert!(
-                repo.open_object(other, "some/key", &sealed).is_err(),
+                internal::open_object(&repo, other, "some/key", &sealed).is_err(),
                 "{kind:?} opened as {other:?}"
             );
         }
@@ -46,9 +47,8 @@ async fn every_kind_opens_only_as_itself_under_its_own_key() {
 async fn corruption_errors_carry_the_objects_key() {
     let dir = tempfile::tempdir().expect("temp dir");
     let repo = local_support::new_repo(&dir.path().join("repo"), 4096, 1 << 20).await;
-    let sealed = repo.seal_object(ObjectKind::ALL[0], "some/key", b"payload");
-    let moved = repo
-        .open_object(ObjectKind::ALL[0], "some/other", &sealed)
+    let sealed = internal::seal_object(&repo, ObjectKind::ALL[0], "some/key", b"payload");
+    let moved = internal::open_object(&repo, ObjectKind::ALL[0], "some/other", &sealed)
         .expect_err("a moved object opens");
     assert!(matches!(moved, Error::Corrupt { .. }), "{moved:?}");
     assert_eq!(moved.object_key(), Some("some/other"));
@@ -95,7 +95,7 @@ async fn a_format_1_repository_opens_backs_up_and_restores() {
     let repo = Repository::open(store, Some(local_support::PASSWORD))
         .await
         .expect("open");
-    assert!(!repo.binding().binds_names());
+    assert!(!internal::binds_names(&repo));
     local_support::backup_image(&repo, &image, "v", ParentChoice::None)
         .await
         .expect("backup");
@@ -114,7 +114,7 @@ async fn a_format_1_repository_opens_backs_up_and_restores() {
     // Format 1 keeps `latest/` in plaintext.
     let latest = repo
         .store()
-        .get(&format!("latest/{}", repo.volume_key("v")))
+        .get(&format!("latest/{}", internal::volume_key(&repo, "v")))
         .await
         .expect("latest");
     assert_eq!(&latest[..], incremental.manifest.id.as_bytes());

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use s3mover_engine::backup::ParentChoice;
 use s3mover_engine::internals::gc::{self, PendingSet};
+use s3mover_engine::internals::repo as internal;
 use s3mover_engine::manifest::Manifest;
 use s3mover_engine::prune::{self, PruneOptions, PruneReport};
 use s3mover_engine::retention::{self, KeepPolicy};
@@ -154,7 +155,7 @@ fn a_pending_set_is_swept_one_grace_period_later_removing_exactly_the_dead_blobs
         let removed = &sets[0].dead;
         let old_chunks: Vec<u64> = (0..BLOCKS)
             .filter(|b| rewritten(*b))
-            .map(|b| gc::prefix(&repo.hasher().id_of(&original(b))))
+            .map(|b| gc::prefix(&internal::chunk_id(&repo, &original(b))))
             .collect();
         let pages = 4 + 1; // 512 slots: four leaf pages and a root
         assert_eq!(removed.len(), old_chunks.len() + pages);
@@ -162,7 +163,7 @@ fn a_pending_set_is_swept_one_grace_period_later_removing_exactly_the_dead_blobs
             assert!(removed.binary_search(p).is_ok(), "old chunk {p:#x} removed");
         }
         for b in 0..BLOCKS {
-            let live = gc::prefix(&repo.hasher().id_of(&current(b)));
+            let live = gc::prefix(&internal::chunk_id(&repo, &current(b)));
             assert!(removed.binary_search(&live).is_err(), "live chunk {b} kept");
         }
 
@@ -266,7 +267,7 @@ fn blobs_dead_only_since_the_pending_set_wait_for_a_set_of_their_own() {
         assert_eq!(sets.len(), 1);
         assert_eq!(sets[0].dead.len(), 128 + 5);
         for b in (0..BLOCKS).filter(|b| b % 4 == 3) {
-            let died_since = gc::prefix(&repo.hasher().id_of(&current(b)));
+            let died_since = gc::prefix(&internal::chunk_id(&repo, &current(b)));
             assert!(sets[0].dead.binary_search(&died_since).is_err());
         }
         let target = dir.path().join("out.img");

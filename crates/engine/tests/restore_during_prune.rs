@@ -12,6 +12,7 @@ use std::sync::Arc;
 use s3mover_engine::backup::ParentChoice;
 use s3mover_engine::internals::index::PackIndex;
 use s3mover_engine::internals::pack;
+use s3mover_engine::internals::repo as internal;
 use s3mover_engine::internals::tree::{self, PageReader};
 use s3mover_engine::manifest::Manifest;
 use s3mover_engine::prune::{self, PruneOptions, PruneReport};
@@ -199,7 +200,7 @@ fn a_restore_reads_tree_pages_a_prune_moved_after_it_loaded_the_index() {
         let first_index = PackIndex::load(&repo).await.expect("index");
         let pack_of_block = |b: u64| {
             first_index
-                .get(&repo.hasher().id_of(&block_data(1, b)))
+                .get(&internal::chunk_id(&repo, &block_data(1, b)))
                 .map(|l| l.pack)
         };
         let first_pack = pack_of_block(0);

@@ -124,7 +124,7 @@ impl ObjectKind {
 
 /// What binds a repository's objects: its format version and id.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Binding {
+pub(crate) struct Binding {
     version: u32,
     repository_id: String,
 }
@@ -139,7 +139,7 @@ impl Binding {
     }
 
     /// True when objects are bound to their key and repository (format 2 and later).
-    pub fn binds_names(&self) -> bool {
+    pub(crate) fn binds_names(&self) -> bool {
         self.version >= BOUND_FROM_VERSION
     }
 
