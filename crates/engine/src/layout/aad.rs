@@ -116,7 +116,7 @@ impl ObjectKind {
 
     /// True when the object's key is part of its AAD. Index objects and packs are named by a
     /// hash of their own bytes, which the AAD cannot contain; readers of index objects check
-    /// the hash instead ([`check_content_name`]), and a pack's blobs are each bound to their id.
+    /// the hash instead (`check_content_name`), and a pack's blobs are each bound to their id.
     pub fn bound_to_key(self) -> bool {
         !matches!(self, ObjectKind::Index | ObjectKind::PackHeader)
     }
