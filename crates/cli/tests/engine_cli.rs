@@ -553,3 +553,54 @@ fn demo_runs_and_checks_itself() {
             < out["full"]["bytesUploaded"].as_u64().unwrap()
     );
 }
+
+/// `forget` without --keep-* rules thins the volumes whose backups record their own rules (the
+/// `s3mover.retention` tag) and keeps every backup of the others; when no volume records
+/// rules it is refused and removes nothing.
+#[test]
+fn forget_without_rules_applies_only_recorded_ones() {
+    let env = Env::new();
+    env.init();
+    let image = env.path("small.img");
+    make_image(&image, MIB, &[(0, MIB)], 1);
+    let image_arg = image.to_str().expect("utf-8");
+    for volume in ["plain", "plain"] {
+        env.ok(&["backup", image_arg, "--volume", volume]);
+    }
+    let refused = env.run(&["forget"]);
+    expect_failure(&refused, 2, "forget needs at least one --keep-* rule");
+    let listed = env.json(&["backups"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+
+    for _ in 0..3 {
+        let tag = "s3mover.retention=keep-last=1";
+        env.ok(&["backup", image_arg, "--volume", "ruled", "--tag", tag]);
+    }
+    let report = env.json(&["forget"]);
+    let kept_of = |volume: &str| {
+        report["forget"]["backups"]
+            .as_array()
+            .expect("backups")
+            .iter()
+            .filter(|b| b["volume"] == volume && b["keep"] == true)
+            .count()
+    };
+    assert_eq!(kept_of("ruled"), 1, "{report}");
+    assert_eq!(kept_of("plain"), 2, "{report}");
+    assert_eq!(
+        report["forget"]["removed"].as_array().map(Vec::len),
+        Some(2)
+    );
+    let source_of = |volume: &str| {
+        report["forget"]["policies"]
+            .as_array()
+            .expect("policies")
+            .iter()
+            .find(|p| p["volume"] == volume)
+            .map(|p| p["source"].clone())
+    };
+    assert_eq!(source_of("ruled"), Some("recorded".into()), "{report}");
+    assert_eq!(source_of("plain"), Some("none".into()), "{report}");
+    let listed = env.json(&["backups"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
+}

@@ -80,7 +80,8 @@ pub struct Decision {
     /// True when a rule keeps it.
     pub keep: bool,
     /// The rules that kept it (`last`, `hourly`, `daily`, `weekly`, `monthly`, `yearly`,
-    /// `within`, `tag`, `protected`); empty when it goes.
+    /// `within`, `tag`, `protected`, or `no-rules` when no rule applies to its volume); empty
+    /// when it goes.
     pub reasons: Vec<String>,
 }
 
@@ -498,18 +499,16 @@ pub async fn protect(repo: &crate::Repository, spec: &str, remove: bool) -> crat
     Ok(id)
 }
 
-/// Applies `policy` to every volume (or one) and removes the backups no rule keeps.
+/// Applies `policy` to every volume (or one) and removes the backups no rule keeps. A volume
+/// whose newest backup records its own rules (the `s3mover.retention` tag) uses those instead
+/// of `policy`'s counting rules. With an empty `policy`, only such volumes are thinned and the
+/// others keep every backup; when no volume records rules, an empty `policy` is refused.
 pub async fn forget(
     repo: &crate::Repository,
     volume: Option<&str>,
     policy: &KeepPolicy,
     dry_run: bool,
 ) -> crate::Result<ForgetReport> {
-    if policy.is_empty() {
-        return Err(crate::Error::Invalid(
-            "forget needs at least one --keep-* rule (it would remove every backup)".into(),
-        ));
-    }
     for tag in &policy.tags {
         parse_keep_tag(tag).map_err(|e| crate::Error::Invalid(format!("--keep-tag: {e}")))?;
     }
@@ -549,7 +548,13 @@ pub async fn forget(
         let (volume_policy, shown) =
             crate::retention_spec::volume_policy(policy, &name, &candidates);
         report.policies.push(shown);
-        for decision in apply(&volume_policy, &candidates) {
+        // No rule at all for this volume: it keeps every backup (an empty policy keeps none).
+        let decisions = if volume_policy.is_empty() {
+            keep_all(&candidates)
+        } else {
+            apply(&volume_policy, &candidates)
+        };
+        for decision in decisions {
             let time = of_volume
                 .iter()
                 .find(|m| m.id == decision.id)
@@ -567,6 +572,12 @@ pub async fn forget(
             });
         }
     }
+    if policy.is_empty() && !report.policies.iter().any(|p| p.source == "recorded") {
+        return Err(crate::Error::Invalid(
+            "forget needs at least one --keep-* rule: no volume's backups record their own (the s3mover.retention tag); nothing was removed"
+                .into(),
+        ));
+    }
     if !policy.allow_remove_all {
         refuse_emptied_volumes(&report)?;
     }
@@ -580,6 +591,21 @@ pub async fn forget(
         }
     }
     Ok(report)
+}
+
+/// Keeps every candidate, newest first as [`apply`] lists them: the decision for a volume no
+/// rule applies to.
+fn keep_all(candidates: &[Candidate]) -> Vec<Decision> {
+    let mut order: Vec<&Candidate> = candidates.iter().collect();
+    order.sort_by(|a, b| b.time.cmp(&a.time).then(b.id.cmp(&a.id)));
+    order
+        .into_iter()
+        .map(|c| Decision {
+            id: c.id.clone(),
+            keep: true,
+            reasons: vec!["no-rules".into()],
+        })
+        .collect()
 }
 
 /// Refuses a decision that leaves a volume with no backup: the rules given keep none of its

@@ -124,7 +124,8 @@ pub struct VolumePolicy {
     pub volume: String,
     /// The counting rules applied, in the text form.
     pub rules: String,
-    /// `recorded` (the newest backup's [`RETENTION_TAG`]) or `command line`.
+    /// `recorded` (the newest backup's [`RETENTION_TAG`]), `command line`, or `none` (no rule
+    /// was given and none is recorded: every backup is kept).
     pub source: String,
     /// With `recorded`: the backup that recorded them.
     pub backup: Option<String>,
@@ -169,8 +170,13 @@ pub(crate) fn volume_policy(
                 return (policy, shown);
             }
             Err(e) => {
+                let instead = if default.is_empty() {
+                    "no rule applies and every backup is kept"
+                } else {
+                    "the command line's rules apply"
+                };
                 note = Some(format!(
-                    "backup {backup} records {RETENTION_TAG}={text:?}, which is not valid ({e}); the command line's rules apply"
+                    "backup {backup} records {RETENTION_TAG}={text:?}, which is not valid ({e}); {instead}"
                 ));
             }
         }
@@ -178,7 +184,12 @@ pub(crate) fn volume_policy(
     let shown = VolumePolicy {
         volume: volume.to_string(),
         rules: to_spec(default),
-        source: "command line".into(),
+        source: if default.is_empty() {
+            "none"
+        } else {
+            "command line"
+        }
+        .into(),
         backup: None,
         note,
     };
@@ -272,13 +283,25 @@ mod tests {
 
         // A recorded value that does not parse: the command line's, saying why.
         let bad = backup("d", 4, &["s3mover.retention=keep-daily=0"]);
-        let (policy, shown) = volume_policy(&default, "db/data", &[old, bad]);
+        let (policy, shown) = volume_policy(&default, "db/data", &[old, bad.clone()]);
         assert_eq!(policy, default);
         assert!(
             shown
                 .note
                 .as_deref()
                 .is_some_and(|n| n.contains("backup d")),
+            "{shown:?}"
+        );
+
+        // No rule on the command line: a volume without valid recorded rules has none.
+        let (policy, shown) = volume_policy(&KeepPolicy::default(), "db/data", &[bad]);
+        assert!(policy.is_empty());
+        assert_eq!(shown.source, "none");
+        assert!(
+            shown
+                .note
+                .as_deref()
+                .is_some_and(|n| n.ends_with("every backup is kept")),
             "{shown:?}"
         );
     }

@@ -86,6 +86,9 @@ pub async fn run(global: &GlobalArgs, args: &ForgetArgs) -> Result<u8> {
                         p.rules,
                         p.backup.as_deref().unwrap_or("?")
                     ),
+                    Some(p) if p.source == "none" => {
+                        "; no rule given or recorded: every backup kept".to_string()
+                    }
                     _ => String::new(),
                 };
                 println!(
